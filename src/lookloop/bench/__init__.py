@@ -1,0 +1,1 @@
+"""Benchmark commands (``lookloop bench …``): each module registers one command with ``register(app)``."""

@@ -1,0 +1,43 @@
+"""Helpers shared by the benchmark commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100) by linear interpolation; NaN for no values."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    k = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (k - lo))
+
+
+def write_json(path: Path | None, figures: dict[str, Any]) -> None:
+    """One flat JSON object: the figures the issues name, plus context."""
+    if path is None:
+        return
+    flat = {k: v for k, v in figures.items() if not isinstance(v, dict | list)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    console.print(f"figures written to {path}")
+
+
+def print_figures(title: str, figures: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)

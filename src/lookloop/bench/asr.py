@@ -1,0 +1,144 @@
+"""``lookloop bench asr``: word error rate and real-time factor of a transcriber on a folder of WAVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lookloop.models.asr import SAMPLE_RATE, Transcriber, edit_distance, normalize_text, word_error_rate
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    text: str
+    speaker: str
+
+
+def load_manifest(data_dir: Path, limit: int | None = None) -> list[Item]:
+    """Rows of ``DATA_DIR/transcripts.tsv`` (header ``file  text  [speaker]``) with resolved WAV paths."""
+    tsv = data_dir / "transcripts.tsv"
+    if not tsv.is_file():
+        raise ValueError(f"{tsv} not found: the data folder needs a transcripts.tsv (file, text, speaker)")
+    items: list[Item] = []
+    with tsv.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if reader.fieldnames is None or not {"file", "text"} <= set(reader.fieldnames):
+            raise ValueError(f"{tsv} must have a header with columns 'file' and 'text'")
+        for line, row in enumerate(reader, start=2):
+            name = (row.get("file") or "").strip()
+            if not name:
+                raise ValueError(f"{tsv}:{line}: empty file column")
+            candidates = [data_dir / name, data_dir / "wav" / name, data_dir / "wav" / Path(name).name]
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None:
+                raise ValueError(f"{tsv}:{line}: audio file {name!r} not found under {data_dir}")
+            items.append(Item(path, (row.get("text") or "").strip(), (row.get("speaker") or "").strip()))
+            if limit is not None and len(items) >= limit:
+                break
+    if not items:
+        raise ValueError(f"{tsv} lists no audio files")
+    return items
+
+
+def make_transcriber(model: str) -> Transcriber:
+    from lookloop.models.asr import PocketsphinxTranscriber, WhisperTranscriber
+
+    if model == "whisper":
+        return WhisperTranscriber()
+    if model == "pocketsphinx":
+        return PocketsphinxTranscriber()
+    raise ValueError(f"unknown model {model!r}; use whisper or pocketsphinx")
+
+
+def run_bench(
+    items: list[Item], transcriber: Transcriber, language: str | None = "en", console: Console | None = None
+) -> tuple[dict[str, Any], list[tuple[int, str, str, str]]]:
+    """Transcribe every item; returns flat figures (``wer``, ``rtf``, ``n`` …) and the clips, worst first."""
+    from lookloop.models.speech import decode_audio
+
+    refs: list[str] = []
+    hyps: list[str] = []
+    audio_s = 0.0
+    busy_s = 0.0
+    worst: list[tuple[int, str, str, str]] = []
+    # Load the model before timing: RTF is about steady-state transcription, not start-up.
+    t0 = time.perf_counter()
+    transcriber.transcribe(decode_audio(items[0].path.read_bytes()), language=language)
+    load_s = time.perf_counter() - t0
+    with Progress(
+        TextColumn("[bold]asr"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("transcribe", total=len(items))
+        for item in items:
+            audio = decode_audio(item.path.read_bytes(), max_seconds=600)
+            start = time.perf_counter()
+            result = transcriber.transcribe(audio, language=language)
+            busy_s += time.perf_counter() - start
+            audio_s += len(audio) / SAMPLE_RATE
+            refs.append(item.text)
+            hyps.append(result.text)
+            errs = edit_distance(normalize_text(item.text), normalize_text(result.text))
+            worst.append((errs, item.path.name, item.text, result.text))
+            progress.advance(task)
+    worst.sort(key=lambda w: -w[0])
+    figures = {
+        "wer": round(word_error_rate(refs, hyps), 4),
+        "rtf": round(busy_s / audio_s, 4) if audio_s else 0.0,
+        "n": len(items),
+        "model": transcriber.name,
+        "audio_s": round(audio_s, 1),
+        "processing_s": round(busy_s, 1),
+        "first_call_s": round(load_s, 2),
+        "ref_words": sum(len(normalize_text(r)) for r in refs),
+        "exact_sentences": sum(1 for w in worst if w[0] == 0),
+    }
+    return figures, worst
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("asr")
+    def asr_cmd(
+        data: Annotated[Path, typer.Option("--data", help="Folder with transcripts.tsv and wav/.")],
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Write the figures as one JSON object.")
+        ] = None,
+        model: Annotated[str, typer.Option("--model", help="whisper or pocketsphinx")] = "whisper",
+        limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N clips.")] = None,
+        language: Annotated[
+            str, typer.Option("--language", help="Language to decode in; 'auto' detects it per clip.")
+        ] = "en",
+    ) -> None:
+        """Word error rate and real-time factor of speech-to-text on DATA (e.g. speech-en)."""
+        console = Console()
+        try:
+            items = load_manifest(data, limit)
+            transcriber = make_transcriber(model)
+            figures, worst = run_bench(items, transcriber, None if language == "auto" else language, console)
+        except (ValueError, RuntimeError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        table = Table(title=f"ASR on {data} ({figures['model']})")
+        for col in ("clips", "audio (s)", "WER", "RTF", "exact sentences"):
+            table.add_column(col, justify="right")
+        table.add_row(
+            str(figures["n"]), f"{figures['audio_s']:.1f}", f"{figures['wer']:.3f}", f"{figures['rtf']:.3f}",
+            f"{figures['exact_sentences']}/{figures['n']}",
+        )
+        console.print(table)
+        for errs, name, ref, hyp in worst[:3]:
+            if errs:
+                console.print(f"[dim]{name}: {errs} errors  ref={ref!r}  hyp={hyp!r}[/dim]")
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,164 @@
+"""``lookloop bench latency``: identify and read latency in process and through HTTP, with bare model time."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lookloop.bench._common import console, percentile, print_figures, write_json
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server:
+    """uvicorn in a background thread, on loopback, for the HTTP figures."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark server did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def run_latency(val: list[Path], read_images: list[Path], progress: Any) -> dict[str, float]:
+    import httpx
+
+    from lookloop.config import Settings, get_settings
+    from lookloop.imaging import decode_image
+    from lookloop.server.app import create_app
+    from lookloop.service import Lookloop
+
+    base = get_settings()
+    with tempfile.TemporaryDirectory(prefix="lookloop-bench-") as tmp:
+        settings = Settings(var_dir=Path(tmp), data_dir=base.data_dir, model_dir=base.model_cache_dir)
+        system = Lookloop(settings)
+        system.migrate()
+        system.import_grocery(settings.grocery_dir)
+        system.build_identify()
+        reader = system.reader
+        emb = system.embedder
+        payloads = [p.read_bytes() for p in val]
+        read_payloads = [p.read_bytes() for p in read_images]
+        # Warm-up: the first calls load ONNX sessions and OCR models.
+        for data in payloads[:3]:
+            system.ask("what is this?", data, skill="identify")
+        system.ask("read this", read_payloads[0], skill="read")
+
+        model_ms: list[float] = []
+        ident_ms: list[float] = []
+        read_ms: list[float] = []
+        task = progress.add_task("identify, in process", total=len(payloads))
+        for data in payloads:
+            frame = decode_image(data, max_bytes=1 << 30, max_pixels=1 << 30)
+            t = time.perf_counter()
+            emb.embed([frame.rgb])
+            model_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            system.ask("what is this?", data, skill="identify")
+            ident_ms.append((time.perf_counter() - t) * 1000)
+            progress.advance(task)
+        task = progress.add_task("read, in process", total=len(read_payloads))
+        for data in read_payloads:
+            t = time.perf_counter()
+            system.ask("read this", data, skill="read")
+            read_ms.append((time.perf_counter() - t) * 1000)
+            progress.advance(task)
+
+        http_ident: list[float] = []
+        http_read: list[float] = []
+        with _Server(create_app(settings, system=system, warm=False)) as url, httpx.Client(base_url=url) as client:
+            for data in payloads[:3]:
+                client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("f.jpg", data)})
+            task = progress.add_task("identify, HTTP", total=len(payloads))
+            for data in payloads:
+                t = time.perf_counter()
+                r = client.post("/v1/asks", data={"question": "what is this?", "skill": "identify"},
+                                files={"image": ("f.jpg", data, "image/jpeg")})
+                http_ident.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                progress.advance(task)
+            task = progress.add_task("read, HTTP", total=len(read_payloads))
+            for data in read_payloads:
+                t = time.perf_counter()
+                r = client.post("/v1/asks", data={"question": "read this", "skill": "read"},
+                                files={"image": ("f.jpg", data, "image/jpeg")})
+                http_read.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                progress.advance(task)
+        system.db.dispose()
+
+    inproc_p50 = percentile(ident_ms, 50)
+    return {
+        "identify_p50_ms": percentile(http_ident, 50),
+        "identify_p95_ms": percentile(http_ident, 95),
+        "read_p50_ms": percentile(http_read, 50),
+        "read_p95_ms": percentile(http_read, 95),
+        "model_only_identify_p50_ms": percentile(model_ms, 50),
+        "model_only_identify_p95_ms": percentile(model_ms, 95),
+        "inprocess_identify_p50_ms": inproc_p50,
+        "inprocess_identify_p95_ms": percentile(ident_ms, 95),
+        "inprocess_read_p50_ms": percentile(read_ms, 50),
+        "inprocess_read_p95_ms": percentile(read_ms, 95),
+        "http_overhead_ratio": percentile(http_ident, 50) / inproc_p50,
+        "service_over_model_ratio": inproc_p50 / percentile(model_ms, 50),
+        "n_identify": float(len(payloads)),
+        "n_read": float(len(read_payloads)),
+    }
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("latency")
+    def latency(
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures here as JSON.")] = None,
+        split: Annotated[str, typer.Option(help="Grocery split file to time on.")] = "val.txt",
+        limit: Annotated[int, typer.Option(help="At most this many identify images (0 = all).")] = 0,
+        read_limit: Annotated[int, typer.Option(help="At most this many read images (OCR is slow).")] = 60,
+    ) -> None:
+        """p50/p95 of identify and read, in process and through HTTP, and the bare model time."""
+        from lookloop.catalog import GroceryDataset
+        from lookloop.cli import fail, make_progress
+        from lookloop.config import get_settings
+        from lookloop.errors import LookloopError
+
+        try:
+            ds = GroceryDataset(get_settings().grocery_dir)
+            images = [i.path for i in ds.split(split)]
+        except LookloopError as exc:
+            raise fail(exc.message) from None
+        ident = images[:limit] if limit > 0 else images
+        # Spread the read sample over all classes rather than the first few.
+        step = max(1, len(images) // max(1, read_limit))
+        read = images[::step][:read_limit]
+        with make_progress() as progress:
+            figures = run_latency(ident, read, progress)
+        print_figures("latency (ms); identify/read figures are through HTTP", figures)
+        console.print(
+            f"targets: identify p50 ≤ 25 ms ({figures['identify_p50_ms']:.1f}), p95 ≤ 50 ms "
+            f"({figures['identify_p95_ms']:.1f}); read p50 ≤ 500 ms ({figures['read_p50_ms']:.0f}); "
+            f"http_overhead_ratio ≤ 1.5 ({figures['http_overhead_ratio']:.2f})"
+        )
+        write_json(json_path, figures)

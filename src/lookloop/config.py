@@ -1,0 +1,84 @@
+"""Settings: one pydantic ``BaseSettings`` read from ``LOOKLOOP_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_data_dir() -> Path:
+    # The brief puts real data in ../shared/data, beside the repository checkout.
+    return (_REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Env prefix ``LOOKLOOP_`` (``LOOKLOOP_DATABASE_URL`` …)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOKLOOP_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Folder with grocery/, clinc150/ …")
+    var_dir: Path = Field(default=Path("var"), description="Database, frames, model caches.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under var_dir.")
+    model_dir: Path | None = Field(default=None, description="Model and embedding caches; default var_dir/models.")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Input limits (bad input gets a 4xx, never a 500).
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_question_chars: int = 500
+    max_audio_seconds: float = Field(default=60.0, description="Longest voice upload accepted.")
+
+    # Perception
+    embedder: str = Field(default="lite0", description="lite0 or lite2")
+    currency: str = "SEK"
+
+    # Escalation
+    alpha: float = Field(default=0.05, description="Promised error rate of auto-answers.")
+    confidence_threshold: float = Field(default=0.5, description="Fixed threshold used until calibrated.")
+
+    frame_key: str = Field(
+        default="", description="base64 32-byte AES key for frames at rest; empty: generated into var/keys"
+    )
+
+    # Backends (off by default)
+    chat_base_url: str = ""
+    chat_model: str = ""
+    chat_api_key: str = ""
+    vision_base_url: str = ""
+    vision_model: str = ""
+    llama_cpp_model_path: str = ""
+    backend_timeout_s: float = 20.0
+
+    @property
+    def resolved_var_dir(self) -> Path:
+        return self.var_dir.resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_var_dir / 'lookloop.db'}"
+
+    @property
+    def grocery_dir(self) -> Path:
+        return self.data_dir / "grocery"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return (self.model_dir or self.resolved_var_dir / "models").resolve()
+
+    @property
+    def frames_dir(self) -> Path:
+        return self.resolved_var_dir / "frames"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The learning loop: escalation policies, the learner, query strategies, the model registry."""

@@ -1,0 +1,100 @@
+"""A content-addressed cache of image embeddings, so restarts and benchmarks embed each image once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def content_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class EmbeddingCache:
+    """sha256 of the image bytes → embedding row, persisted as one ``.npz`` per embedder version."""
+
+    def __init__(self, directory: Path, version: str, dim: int) -> None:
+        self.path = directory / f"embeddings-{version}.npz"
+        self.dim = dim
+        self._rows: dict[str, np.ndarray] = {}
+        self._dirty = False
+        self._lock = threading.Lock()
+        if self.path.exists():
+            try:
+                with np.load(self.path, allow_pickle=False) as data:
+                    keys, x = data["keys"], data["x"]
+                    self._rows = {str(k): x[i] for i, k in enumerate(keys)}
+            except (OSError, ValueError, KeyError):
+                self._rows = {}  # a torn cache file is rebuilt, never trusted
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, key: str) -> np.ndarray | None:
+        return self._rows.get(key)
+
+    def put(self, key: str, row: np.ndarray) -> None:
+        with self._lock:
+            self._rows[key] = row.astype(np.float32)
+            self._dirty = True
+
+    def embed_files(
+        self,
+        paths: Sequence[Path],
+        embed: Callable[[list[np.ndarray]], np.ndarray],
+        *,
+        batch: int = 16,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Embeddings for image files, computing only those not cached yet."""
+        import cv2
+
+        out = np.zeros((len(paths), self.dim), dtype=np.float32)
+        todo: list[tuple[int, str, np.ndarray]] = []
+
+        def flush() -> None:
+            if not todo:
+                return
+            x = embed([img for _, _, img in todo])
+            for (i, key, _), row in zip(todo, x, strict=True):
+                out[i] = row
+                self.put(key, row)
+            if progress:
+                progress(len(todo))
+            todo.clear()
+
+        for i, path in enumerate(paths):
+            data = Path(path).read_bytes()
+            key = content_key(data)
+            row = self.get(key)
+            if row is not None:
+                out[i] = row
+                if progress:
+                    progress(1)
+                continue
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"{path} is not a readable image")
+            todo.append((i, key, np.ascontiguousarray(bgr[:, :, ::-1])))
+            if len(todo) >= batch:
+                flush()
+        flush()
+        return out
+
+    def save(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            keys = np.array(list(self._rows))
+            x = np.stack(list(self._rows.values())) if self._rows else np.zeros((0, self.dim), np.float32)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with tmp.open("wb") as fh:
+                np.savez(fh, keys=keys, x=x)
+            os.replace(tmp, self.path)
+            self._dirty = False

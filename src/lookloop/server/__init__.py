@@ -1,0 +1,1 @@
+"""HTTP and WebSocket API, and the pages the app serves."""

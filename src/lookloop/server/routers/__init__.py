@@ -1,0 +1,1 @@
+"""One router per audience: devices (wearers), review (humans), operators."""

@@ -1,0 +1,74 @@
+"""Wearers' asks: thin handlers that load, check and hand over to the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from lookloop.errors import TooLarge
+from lookloop.server.deps import get_system
+from lookloop.server.schemas import AskOut, ErrorOut, LabelIn
+from lookloop.service import Lookloop
+
+router = APIRouter(prefix="/v1/asks", tags=["asks"])
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422)
+}
+
+System = Annotated[Lookloop, Depends(get_system)]
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the image is over the limit of {limit} bytes")
+    return data
+
+
+@router.post("", response_model=AskOut, responses=_ERRORS, summary="Ask about what the wearer sees")
+async def create_ask(
+    system: System,
+    question: Annotated[str, Form(description="What the wearer asked, e.g. 'what is this?'")],
+    image: Annotated[UploadFile | None, File(description="The camera frame (JPEG, PNG, WebP)")] = None,
+    device_id: Annotated[str, Form(max_length=64)] = "anonymous",
+    skill: Annotated[str | None, Form(max_length=32)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> AskOut:
+    data = await _read_limited(image, system.settings.max_image_bytes) if image is not None else None
+    record = await run_in_threadpool(
+        system.ask, question, data, device_id=device_id, idempotency_key=idempotency_key, skill=skill
+    )
+    return AskOut.of(record)
+
+
+@router.get("", response_model=list[AskOut])
+def list_asks(
+    system: System,
+    device_id: str | None = None,
+    outcome: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[AskOut]:
+    return [AskOut.of(r) for r in system.list_asks(device_id=device_id, outcome=outcome, limit=limit)]
+
+
+@router.get("/{ask_id}", response_model=AskOut, responses=_ERRORS)
+def get_ask(system: System, ask_id: str) -> AskOut:
+    return AskOut.of(system.get_ask(ask_id))
+
+
+@router.get("/{ask_id}/frame", responses=_ERRORS, response_class=Response)
+def get_frame(system: System, ask_id: str) -> Response:
+    record = system.get_ask(ask_id)
+    if record.frame_sha is None:
+        from lookloop.errors import NotFound
+
+        raise NotFound("this ask has no frame")
+    return Response(system.frame_bytes(record.frame_sha), media_type="image/jpeg")
+
+
+@router.post("/{ask_id}/labels", response_model=AskOut, responses=_ERRORS, summary="Give the right answer")
+def label_ask(system: System, ask_id: str, body: LabelIn) -> AskOut:
+    return AskOut.of(system.add_label(ask_id, body.value, source=body.source))

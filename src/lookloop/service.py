@@ -1,0 +1,535 @@
+"""The look-and-ask service: the loop's domain logic, shared by the HTTP API, the CLI and the benchmarks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from lookloop.catalog import GroceryDataset, LabelledImage, grocery_catalog
+from lookloop.config import Settings
+from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Decision, Outcome, hud_lines, utcnow
+from lookloop.errors import BadInput, NotFound
+from lookloop.imaging import decode_image
+from lookloop.loop.learner import IdentifyModel, LinearHead, fit_linear_head
+from lookloop.loop.policies import EscalationPolicy, FixedThreshold
+from lookloop.models.embcache import EmbeddingCache
+from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
+from lookloop.models.ocr import TextReader, shared_reader
+from lookloop.skills.base import Skill
+from lookloop.skills.identify import IdentifySkill, display
+from lookloop.skills.read import ReadSkill
+from lookloop.store.db import Database
+from lookloop.store.frames import FrameStore
+from lookloop.store.tables import AskRow, CatalogItemRow, LabelRow
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class AskRecord:
+    """An ask as the outside world sees it: the question, the answer, and where the episode stands."""
+
+    id: str
+    device_id: str
+    question: str
+    created_at: dt.datetime
+    answer: Answer
+    outcome: str
+    frame_sha: str | None
+    latency_ms: float
+    final_answer: str | None = None
+
+    @property
+    def hud(self) -> list[str]:
+        return hud_lines(self.final_answer or self.answer.text)
+
+
+@dataclass
+class Hooks:
+    """Extension points: the human loop subscribes to escalations and labels."""
+
+    escalated: list[Callable[[AskRecord], None]] = field(default_factory=list)
+    labelled: list[Callable[[str, str, str], None]] = field(default_factory=list)  # ask_id, value, source
+
+
+_QUESTION_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("read", re.compile(r"\b(read|text|say|written|sign|label says)\b|读|念|写", re.I)),
+    ("identify", re.compile(r"\b(what|which|identify|name|product|price|cost|how much)\b|什么|多少钱|这是", re.I)),
+)
+
+
+def simple_route(question: str) -> str:
+    """Keyword routing for the foundation; the learned intent router replaces it when it is available."""
+    for skill, pattern in _QUESTION_RULES:
+        if pattern.search(question):
+            return skill
+    return "identify"
+
+
+def normalise_name(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+def _row_to_item(row: CatalogItemRow) -> CatalogItem:
+    return CatalogItem(
+        id=row.id,
+        name=row.name,
+        coarse_class=row.coarse_class,
+        description=row.description,
+        price=row.price,
+        currency=row.currency,
+        barcode=row.barcode,
+        images=tuple(row.images or ()),
+    )
+
+
+def _row_to_record(row: AskRow) -> AskRecord:
+    answer = Answer(
+        text=row.answer_text,
+        skill=row.skill,
+        confidence=row.confidence,
+        decision=Decision(row.decision),
+        model_version=row.model_version,
+        result=dict(row.result or {}),
+        candidates=tuple(Candidate(str(c[0]), float(c[1])) for c in (row.candidates or [])),
+        policy=row.policy,
+    )
+    return AskRecord(
+        id=row.id,
+        device_id=row.device_id,
+        question=row.question,
+        created_at=row.created_at,
+        answer=answer,
+        outcome=row.outcome,
+        frame_sha=row.frame_sha,
+        latency_ms=row.latency_ms,
+        final_answer=row.final_answer,
+    )
+
+
+class Lookloop:
+    """The assembled system: storage, models, skills and the escalation policy."""
+
+    def __init__(self, settings: Settings, *, db: Database | None = None) -> None:
+        self.settings = settings
+        settings.resolved_var_dir.mkdir(parents=True, exist_ok=True)
+        self.db = db or Database(settings.resolved_database_url)
+        self.frames = FrameStore(settings.frames_dir)
+        self.hooks = Hooks()
+        self.policy: EscalationPolicy = FixedThreshold(settings.confidence_threshold)
+        self._lock = threading.RLock()
+        self._embedder: OnnxImageEmbedder | None = None
+        self._emb_cache: EmbeddingCache | None = None
+        self._identify: IdentifyModel | None = None
+        self._catalog: dict[str, CatalogItem] = {}
+        self._reader: TextReader | None = None
+        self._skills: dict[str, Skill] = {}
+        self.model_version = "untrained"
+
+    # -- set-up -------------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        self.db.migrate()
+        self.reload_catalog()
+
+    @property
+    def embedder(self) -> OnnxImageEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = pretrained_embedder(self.settings.model_cache_dir, self.settings.embedder)
+            return self._embedder
+
+    @property
+    def embedding_cache(self) -> EmbeddingCache:
+        with self._lock:
+            if self._emb_cache is None:
+                emb = self.embedder
+                self._emb_cache = EmbeddingCache(self.settings.model_cache_dir, emb.version, emb.dim)
+            return self._emb_cache
+
+    @property
+    def reader(self) -> TextReader:
+        if self._reader is None:
+            self._reader = shared_reader()
+        return self._reader
+
+    @property
+    def identify_model(self) -> IdentifyModel:
+        with self._lock:
+            if self._identify is None:
+                self.build_identify()
+            assert self._identify is not None
+            return self._identify
+
+    def skills(self) -> dict[str, Skill]:
+        with self._lock:
+            if not self._skills:
+                self._skills = {
+                    "identify": IdentifySkill(self.embedder, lambda: self.identify_model, self.find_item),
+                    "read": ReadSkill(self.reader),
+                }
+            return self._skills
+
+    def register_skill(self, skill: Skill) -> None:
+        self.skills()[skill.name] = skill
+
+    def labelled_images(self) -> tuple[list[Path], list[str], list[str]]:
+        """Every image the identify model learns from: catalogue images, imported and human labels."""
+        paths: list[Path] = []
+        labels: list[str] = []
+        keys: list[str] = []
+        for item in self._catalog.values():
+            for img in item.images:
+                p = Path(img)
+                if p.is_file():
+                    paths.append(p)
+                    labels.append(item.name)
+                    keys.append(f"catalog:{item.id}:{p.name}")
+        with self.db.session() as s:
+            rows = s.execute(
+                select(LabelRow.id, LabelRow.value, LabelRow.image_path, LabelRow.frame_sha, LabelRow.ask_id)
+                .where(LabelRow.skill == "identify")
+                .order_by(LabelRow.created_at)
+            ).all()
+        latest: dict[str, tuple[Path, str]] = {}
+        for _id, value, image_path, frame_sha, ask_id in rows:
+            path: Path | None = None
+            if image_path:
+                path = Path(image_path)
+            elif frame_sha:
+                path = self.frame_path(frame_sha)
+            if path is None or not path.is_file():
+                continue
+            key = f"ask:{ask_id}" if ask_id else f"label:{frame_sha or image_path}"
+            latest[key] = (path, self.canonical_label(value))
+        for key, (path, value) in latest.items():
+            paths.append(path)
+            labels.append(value)
+            keys.append(key)
+        return paths, labels, keys
+
+    def build_identify(self, progress: ProgressFn | None = None) -> IdentifyModel:
+        """Embeds every labelled image (cached) and fits the head (cached by label set)."""
+        emb = self.embedder
+        paths, labels, keys = self.labelled_images()
+        cache = self.embedding_cache
+
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress("embedding labelled images", done, len(paths))
+
+        x = cache.embed_files(paths, emb.embed, progress=tick) if paths else np.zeros((0, emb.dim), np.float32)
+        cache.save()
+        model = IdentifyModel(emb.dim)
+        if paths:
+            model.learn(x, labels, keys)
+        if len(set(labels)) >= 2:
+            digest = hashlib.sha256(
+                (emb.version + "|" + "|".join(sorted(f"{k}={v}" for k, v in zip(keys, labels, strict=True)))).encode()
+            ).hexdigest()[:12]
+            head_path = self.settings.model_cache_dir / f"head-{digest}.npz"
+            if head_path.exists():
+                model.head = LinearHead.load(head_path)
+            else:
+                if progress:
+                    progress("training the identify head", 0, 1)
+                model.head = fit_linear_head(x, labels)
+                model.head.save(head_path)
+            model.head_version = f"head-{digest}"
+        with self._lock:
+            self._identify = model
+            self.model_version = f"{emb.version}+{model.head_version}"
+        return model
+
+    def set_identify_model(self, model: IdentifyModel, version: str) -> None:
+        """Swaps the serving model (promotion, rollback) without a restart."""
+        with self._lock:
+            self._identify = model
+            self.model_version = version
+
+    # -- catalogue ----------------------------------------------------------------------------------------
+
+    def reload_catalog(self) -> None:
+        with self.db.session() as s:
+            rows = s.scalars(select(CatalogItemRow)).all()
+            items = {r.name: _row_to_item(r) for r in rows}
+        with self._lock:
+            self._catalog = items
+            self._by_norm = {normalise_name(i.name): i for i in items.values()}
+            self._by_norm.update({normalise_name(i.id): i for i in items.values()})
+
+    def find_item(self, name: str) -> CatalogItem | None:
+        return self._catalog.get(name) or getattr(self, "_by_norm", {}).get(normalise_name(name))
+
+    def canonical_label(self, value: str) -> str:
+        """A human's free-text answer mapped onto the catalogue name when it names a product."""
+        item = self.find_item(value)
+        return item.name if item else value.strip()
+
+    def list_items(self) -> list[CatalogItem]:
+        return sorted(self._catalog.values(), key=lambda i: i.name)
+
+    def get_item(self, item_id: str) -> CatalogItem:
+        with self.db.session() as s:
+            row = s.get(CatalogItemRow, item_id)
+            if row is None:
+                raise NotFound(f"no catalogue item {item_id!r}")
+            return _row_to_item(row)
+
+    def upsert_items(self, items: list[CatalogItem]) -> int:
+        with self.db.session() as s:
+            for item in items:
+                row = s.get(CatalogItemRow, item.id)
+                if row is None:
+                    row = CatalogItemRow(id=item.id)
+                    s.add(row)
+                row.name = item.name
+                row.coarse_class = item.coarse_class
+                row.description = item.description
+                row.price = item.price
+                row.currency = item.currency
+                row.barcode = item.barcode
+                row.images = list(item.images)
+        self.reload_catalog()
+        return len(items)
+
+    def delete_item(self, item_id: str) -> None:
+        with self.db.session() as s:
+            row = s.get(CatalogItemRow, item_id)
+            if row is None:
+                raise NotFound(f"no catalogue item {item_id!r}")
+            s.delete(row)
+        self.reload_catalog()
+
+    def import_grocery(self, root: Path, *, splits: tuple[str, ...] = ("train",)) -> tuple[int, int]:
+        """The demo catalogue (81 products, iconic images, descriptions, demo prices) plus split labels."""
+        items = grocery_catalog(root)
+        self.upsert_items(items)
+        ds = GroceryDataset(root)
+        images: list[LabelledImage] = []
+        for split in splits:
+            images.extend(ds.split(split))
+        return len(items), self.import_labelled_images(images, source="import")
+
+    def import_labelled_images(self, images: list[LabelledImage], *, source: str) -> int:
+        with self.db.session() as s:
+            existing = set(
+                s.scalars(select(LabelRow.image_path).where(LabelRow.image_path.is_not(None))).all()
+            )
+            added = 0
+            for img in images:
+                p = str(Path(img.path).resolve())
+                if p in existing:
+                    continue
+                s.add(LabelRow(image_path=p, value=img.label, source=source, skill="identify"))
+                existing.add(p)
+                added += 1
+        return added
+
+    # -- frames -------------------------------------------------------------------------------------------
+
+    def frame_path(self, sha: str) -> Path:
+        return self.frames.root / sha[:2] / sha
+
+    def frame_bytes(self, sha: str) -> bytes:
+        try:
+            return self.frames.get(sha)
+        except (FileNotFoundError, ValueError) as exc:
+            raise NotFound("no such frame") from exc
+
+    # -- asking -------------------------------------------------------------------------------------------
+
+    def route(self, question: str, has_frame: bool) -> str:
+        return simple_route(question)
+
+    def validate_question(self, question: str) -> str:
+        q = (question or "").strip()
+        if not q:
+            raise BadInput("the question is empty")
+        if len(q) > self.settings.max_question_chars:
+            raise BadInput(f"the question is longer than {self.settings.max_question_chars} characters")
+        return q
+
+    def ask(
+        self,
+        question: str,
+        image: bytes | None,
+        *,
+        device_id: str = "anonymous",
+        idempotency_key: str | None = None,
+        skill: str | None = None,
+    ) -> AskRecord:
+        """Answers an ask, stores the episode, and escalates it when the policy is not sure."""
+        start = time.perf_counter()
+        q = self.validate_question(question)
+        if idempotency_key:
+            existing = self.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing
+        frame = (
+            decode_image(image, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+            if image is not None
+            else None
+        )
+        skills = self.skills()
+        name = skill or self.route(q, frame is not None)
+        if name not in skills:
+            raise BadInput(f"unknown skill {name!r}; available: {', '.join(sorted(skills))}")
+        chosen = skills[name]
+        if chosen.needs_frame and frame is None:
+            raise BadInput(f"the {name} skill needs an image: send one with the question")
+        ask = Ask(question=q, frame=frame, device_id=device_id)
+        answer = self._answer(chosen, ask)
+        frame_sha = self.frames.put(frame.data) if frame is not None else None
+        latency = (time.perf_counter() - start) * 1000
+        row = AskRow(
+            device_id=device_id,
+            question=q,
+            idempotency_key=idempotency_key,
+            frame_sha=frame_sha,
+            frame_media_type=frame.media_type if frame else None,
+            frame_width=frame.width if frame else None,
+            frame_height=frame.height if frame else None,
+            skill=answer.skill,
+            answer_text=answer.text,
+            confidence=answer.confidence,
+            decision=answer.decision.value,
+            policy=answer.policy,
+            model_version=answer.model_version,
+            result=answer.result,
+            candidates=[[c.label, c.score] for c in answer.candidates],
+            outcome=(Outcome.ESCALATED if answer.decision == Decision.ESCALATE else Outcome.ANSWERED).value,
+            latency_ms=latency,
+            answered_at=utcnow() if answer.decision == Decision.ANSWER else None,
+        )
+        with self.db.session() as s:
+            s.add(row)
+        record = _row_to_record(row)
+        if answer.decision == Decision.ESCALATE:
+            for hook in self.hooks.escalated:
+                hook(record)
+        return record
+
+    def _answer(self, skill: Skill, ask: Ask) -> Answer:
+        if isinstance(skill, IdentifySkill):
+            q = skill.embed(ask)
+            pred = skill.predict(ask, q)
+            base = skill.answer_for(pred, self.model_version)
+            decision = self.policy.decide(pred.probs)
+            if ask.frame is not None:
+                # Keep the query embedding: a human label for this frame then needs no second forward pass.
+                self.embedding_cache.put(hashlib.sha256(ask.frame.data).hexdigest(), q[0])
+            if decision.decision == Decision.ESCALATE:
+                guess = display(str(base.result.get("label", "")))
+                text = f"Not sure — maybe {guess}; asking a helper."
+            else:
+                text = base.text
+            return Answer(
+                text=text,
+                skill=base.skill,
+                confidence=round(decision.confidence, 4),
+                decision=decision.decision,
+                model_version=base.model_version,
+                result={**base.result, "raw_confidence": round(base.confidence, 4), "threshold": decision.threshold},
+                candidates=base.candidates,
+                policy=decision.policy,
+            )
+        return skill.run(ask)
+
+    def find_by_idempotency_key(self, key: str) -> AskRecord | None:
+        with self.db.session() as s:
+            row = s.scalars(select(AskRow).where(AskRow.idempotency_key == key)).first()
+            return _row_to_record(row) if row else None
+
+    def get_ask(self, ask_id: str) -> AskRecord:
+        with self.db.session() as s:
+            row = s.get(AskRow, ask_id)
+            if row is None:
+                raise NotFound(f"no ask with id {ask_id!r}")
+            return _row_to_record(row)
+
+    def list_asks(self, *, device_id: str | None = None, outcome: str | None = None, limit: int = 50) -> list[AskRecord]:
+        with self.db.session() as s:
+            stmt = select(AskRow).order_by(AskRow.created_at.desc()).limit(max(1, min(limit, 500)))
+            if device_id:
+                stmt = stmt.where(AskRow.device_id == device_id)
+            if outcome:
+                stmt = stmt.where(AskRow.outcome == outcome)
+            return [_row_to_record(r) for r in s.scalars(stmt).all()]
+
+    # -- learning -----------------------------------------------------------------------------------------
+
+    def add_label(self, ask_id: str, value: str, *, source: str, author: str = "") -> AskRecord:
+        """A confirmed answer for an ask: stored, sent on to subscribers, and learned at once."""
+        value = (value or "").strip()
+        if not value:
+            raise BadInput("the label is empty")
+        record = self.get_ask(ask_id)
+        canonical = self.canonical_label(value) if record.answer.skill == "identify" else value
+        with self.db.session() as s:
+            s.add(
+                LabelRow(
+                    ask_id=ask_id,
+                    frame_sha=record.frame_sha,
+                    device_id=record.device_id,
+                    value=canonical,
+                    source=source,
+                    author=author,
+                    skill=record.answer.skill,
+                )
+            )
+            row = s.get(AskRow, ask_id)
+            assert row is not None
+            ai_label = str((row.result or {}).get("label", row.answer_text))
+            right = normalise_name(ai_label) == normalise_name(canonical)
+            row.outcome = (
+                Outcome.CONFIRMED if right and source == "wearer" else
+                Outcome.HUMAN_ANSWERED if source != "wearer" else Outcome.CORRECTED
+            ).value
+            item = self.find_item(canonical)
+            row.final_answer = self._final_text(canonical, item)
+            row.answered_at = utcnow()
+        if record.answer.skill == "identify" and record.frame_sha:
+            self.learn_frame(record.frame_sha, canonical, key=f"ask:{ask_id}")
+        for hook in self.hooks.labelled:
+            hook(ask_id, canonical, source)
+        return self.get_ask(ask_id)
+
+    def _final_text(self, label: str, item: CatalogItem | None) -> str:
+        from lookloop.skills.identify import product_line
+
+        return product_line(item, label)
+
+    def learn_frame(self, frame_sha: str, label: str, *, key: str) -> None:
+        """Instant learning: the frame's embedding joins the example memory now."""
+        cache = self.embedding_cache
+        row = cache.get(frame_sha)
+        if row is None:
+            data = self.frame_bytes(frame_sha)
+            frame = decode_image(data, max_bytes=1 << 62, max_pixels=1 << 62)
+            row = self.embedder.embed([frame.rgb])[0]
+            cache.put(frame_sha, row)
+        self.identify_model.learn(row[None, :], [label], [key])
+
+    def stats(self) -> dict[str, Any]:
+        from sqlalchemy import func
+
+        with self.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(AskRow)) or 0
+            by_outcome = dict(s.execute(select(AskRow.outcome, func.count()).group_by(AskRow.outcome)).all())
+            labels = s.scalar(select(func.count()).select_from(LabelRow)) or 0
+        return {"asks": total, "outcomes": by_outcome, "labels": labels, "model_version": self.model_version}

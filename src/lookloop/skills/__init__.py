@@ -1,0 +1,1 @@
+"""Skills: each answers one kind of question (identify, read, …) with a confidence."""

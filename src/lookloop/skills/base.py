@@ -1,0 +1,26 @@
+"""The skill protocol: every skill takes an ask and returns an answer with a confidence."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from lookloop.domain import Answer, Ask
+
+
+@runtime_checkable
+class Skill(Protocol):
+    """One capability of the glasses.
+
+    ``calibrated`` skills give confidences that an escalation policy may threshold; the others answer as they
+    are (or escalate on their own by returning ``Decision.ESCALATE``).
+    """
+
+    name: str
+    needs_frame: bool
+    calibrated: bool
+
+    def run(self, ask: Ask) -> Answer: ...
+
+
+class NeedsFrame(Exception):
+    """Raised by a skill that was asked without a frame."""

@@ -1,0 +1,56 @@
+"""Frames as content-addressed files beside the database, never as blobs in rows."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_EXT = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif", "image/bmp": ".bmp"}
+
+
+class FrameStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, sha: str, suffix: str = "") -> Path:
+        if not _SHA.match(sha):
+            raise ValueError("not a frame id")
+        return self.root / sha[:2] / f"{sha}{suffix}"
+
+    def put(self, data: bytes, *, suffix: str = "") -> str:
+        """Stores bytes durably (fsync + atomic rename) and returns their sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        path = self._path(sha, suffix)
+        if path.exists():
+            return sha
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return sha
+
+    def get(self, sha: str, *, suffix: str = "") -> bytes:
+        path = self._path(sha, suffix)
+        if not path.exists():
+            raise FileNotFoundError(sha)
+        return path.read_bytes()
+
+    def exists(self, sha: str, *, suffix: str = "") -> bool:
+        return self._path(sha, suffix).exists()
+
+    def delete(self, sha: str, *, suffix: str = "") -> bool:
+        path = self._path(sha, suffix)
+        if path.exists():
+            path.unlink()
+            return True
+        return False
+
+    @staticmethod
+    def extension(media_type: str) -> str:
+        return _EXT.get(media_type, ".bin")

@@ -1,0 +1,84 @@
+"""Database tables (SQLAlchemy 2). API schemas live apart, in ``lookloop.server.schemas``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lookloop.domain import utcnow
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, dt.datetime: DateTime(timezone=True)}
+
+
+class AskRow(Base):
+    """One episode: the wearer's ask, the answer given, and how it ended."""
+
+    __tablename__ = "asks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
+    frame_sha: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    frame_media_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    frame_width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frame_height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    skill: Mapped[str] = mapped_column(String(32), default="")
+    answer_text: Mapped[str] = mapped_column(Text, default="")
+    confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    decision: Mapped[str] = mapped_column(String(16), default="answer")
+    policy: Mapped[str] = mapped_column(String(64), default="")
+    model_version: Mapped[str] = mapped_column(String(128), default="")
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    candidates: Mapped[list[Any]] = mapped_column(default=list)
+    outcome: Mapped[str] = mapped_column(String(24), default="answered", index=True)
+    final_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class LabelRow(Base):
+    """A confirmed answer: from a human, the wearer, an import, or a gold item."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    ask_id: Mapped[str | None] = mapped_column(ForeignKey("asks.id", ondelete="CASCADE"), nullable=True, index=True)
+    frame_sha: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Imported data sets stay where they are: the label points at the file instead of copying it.
+    image_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    device_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    skill: Mapped[str] = mapped_column(String(32), default="identify")
+    value: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(24))
+    author: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class CatalogItemRow(Base):
+    __tablename__ = "catalog_items"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), index=True)
+    coarse_class: Mapped[str] = mapped_column(String(128), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    currency: Mapped[str] = mapped_column(String(8), default="SEK")
+    barcode: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    images: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+Index("ix_asks_device_created", AskRow.device_id, AskRow.created_at)
