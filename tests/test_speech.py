@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from lookloop.config import get_settings
+from lookloop.errors import BadInput
 from lookloop.models import speech
 from lookloop.models.asr import (
     WHISPER_BASE_SHA256,
@@ -122,8 +123,10 @@ def test_normaliser_keeps_real_differences() -> None:
 
 def test_decoder_rejects_garbage_and_empty() -> None:
     for bad in (b"", b"\x00\x01garbage bytes that are no audio" * 10, b"RIFF\x00\x00\x00\x00WAVEjunk"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as info:
             speech.decode_audio(bad)
+        assert isinstance(info.value, BadInput) and 400 <= info.value.status_code < 500
+        assert str(info.value)
 
 
 def test_decoder_resamples_and_mixes_down() -> None:

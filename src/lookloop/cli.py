@@ -161,14 +161,15 @@ def ask(
     for line in answer["hud"]:
         console.print(f"[bold]{line}[/bold]")
     console.print(
-        f"[dim]{answer['skill']} · confidence {answer['confidence']:.2f} · {answer['decision']} · ask {payload['id']}[/dim]"
+        f"[dim]{answer['skill']} · confidence {answer['confidence']:.2f} · {answer['decision']}"
+        f" · ask {payload['id']}[/dim]"
     )
 
 
 @catalog_app.command("import")
 def catalog_import(
     source: Annotated[Path | None, typer.Argument(help="Grocery Store folder, or a CSV/JSON catalogue file.")] = None,
-    labels: Annotated[str, typer.Option(help="Grocery splits whose photos become labels (comma list, or '').")] = "train",
+    labels: Annotated[str, typer.Option(help="Grocery splits whose photos become labels (comma list).")] = "train",
 ) -> None:
     """Import products (and, for the Grocery Store layout, labelled photos)."""
     from lookloop.catalog import load_catalog_file

@@ -43,9 +43,34 @@ class Settings(BaseSettings):
     alpha: float = Field(default=0.05, description="Promised error rate of auto-answers.")
     confidence_threshold: float = Field(default=0.5, description="Fixed threshold used until calibrated.")
 
+    # Humans in the loop (accounts, review queue, live answers, feedback)
+    allow_anonymous_asks: bool = Field(default=True, description="Asks without a token (device_id 'anonymous').")
+    session_ttl_hours: float = Field(default=12.0, description="Reviewer/operator login session lifetime.")
+    review_lock_timeout_s: float = Field(default=120.0, description="An abandoned review lock returns after this.")
+    review_consensus: int = Field(default=1, ge=1, le=9, description="Answers needed per queue item.")
+    review_gold_every: int = Field(default=10, ge=0, description="Mix a gold item in every N items (0: never).")
+    live_answer_timeout_s: float = Field(default=30.0, description="Wearer told 'no helper answered' after this.")
+    reask_window_s: float = Field(default=30.0, description="A re-ask within this counts as an implicit 'wrong'.")
+
     frame_key: str = Field(
         default="", description="base64 32-byte AES key for frames at rest; empty: generated into var/keys"
     )
+
+    # Privacy and hardening (privacy helper)
+    original_retention_days: float = Field(
+        default=7.0, ge=0, description="Consented unredacted frames (encrypted) are deleted after this."
+    )
+    redact_text: str = Field(
+        default="background",
+        pattern="^(background|sync)$",
+        description="Personal-text (OCR) redaction: 'background' keeps the ask fast; a human sees a frame only "
+        "after it ran. 'sync' does it before the answer.",
+    )
+    purge_interval_s: float = Field(default=3600.0, ge=0, description="Server's purge period (0: off).")
+    rate_limit_device_per_min: float = Field(default=120.0, ge=0, description="Requests per device (0: off).")
+    rate_limit_account_per_min: float = Field(default=600.0, ge=0, description="Per reviewer/operator (0: off).")
+    rate_limit_anonymous_per_min: float = Field(default=120.0, ge=0, description="Per client address (0: off).")
+    rate_limit_burst: int = Field(default=30, ge=1, description="Requests a quiet client may send at once.")
 
     # Backends (off by default)
     chat_base_url: str = ""
@@ -54,6 +79,7 @@ class Settings(BaseSettings):
     vision_base_url: str = ""
     vision_model: str = ""
     llama_cpp_model_path: str = ""
+    vision_api_key: str = Field(default="", description="Bearer key of the vision backend; empty: chat_api_key.")
     backend_timeout_s: float = 20.0
 
     @property

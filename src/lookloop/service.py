@@ -25,6 +25,8 @@ from lookloop.loop.policies import EscalationPolicy, FixedThreshold
 from lookloop.models.embcache import EmbeddingCache
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
 from lookloop.models.ocr import TextReader, shared_reader
+from lookloop.privacy.consent import ConsentService, training_excluded_ask_ids, without_human_review
+from lookloop.privacy.storage import FramePrivacy
 from lookloop.skills.base import Skill
 from lookloop.skills.identify import IdentifySkill, display
 from lookloop.skills.read import ReadSkill
@@ -60,6 +62,7 @@ class Hooks:
 
     escalated: list[Callable[[AskRecord], None]] = field(default_factory=list)
     labelled: list[Callable[[str, str, str], None]] = field(default_factory=list)  # ask_id, value, source
+    asked: list[Callable[[AskRecord], None]] = field(default_factory=list)  # every stored ask (feedback)
 
 
 _QUESTION_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -126,6 +129,10 @@ class Lookloop:
         self.db = db or Database(settings.resolved_database_url)
         self.frames = FrameStore(settings.frames_dir)
         self.hooks = Hooks()
+        # Privacy: consent checks, redacted storage, sealed originals (lookloop.privacy).
+        self.consent = ConsentService(self.db)
+        self.privacy = FramePrivacy(settings, self.db, self.frames.root)
+        self.hooks.labelled.append(lambda ask_id, _value, _source: self.privacy.release_for_ask(ask_id))
         self.policy: EscalationPolicy = FixedThreshold(settings.confidence_threshold)
         self._lock = threading.RLock()
         self._embedder: OnnxImageEmbedder | None = None
@@ -201,6 +208,8 @@ class Lookloop:
                 .where(LabelRow.skill == "identify")
                 .order_by(LabelRow.created_at)
             ).all()
+            no_training = training_excluded_ask_ids(s)  # wearers who said no to training use
+        rows = [r for r in rows if r[4] not in no_training]
         latest: dict[str, tuple[Path, str]] = {}
         for _id, value, image_path, frame_sha, ask_id in rows:
             path: Path | None = None
@@ -346,7 +355,9 @@ class Lookloop:
         return self.frames.root / sha[:2] / sha
 
     def frame_bytes(self, sha: str) -> bytes:
+        """The stored (redacted) frame; the personal-text pass runs first if it has not yet."""
         try:
+            self.privacy.ensure_full(sha)
             return self.frames.get(sha)
         except (FileNotFoundError, ValueError) as exc:
             raise NotFound("no such frame") from exc
@@ -394,7 +405,16 @@ class Lookloop:
             raise BadInput(f"the {name} skill needs an image: send one with the question")
         ask = Ask(question=q, frame=frame, device_id=device_id)
         answer = self._answer(chosen, ask)
-        frame_sha = self.frames.put(frame.data) if frame is not None else None
+        wearer_id, consent = self.consent.lookup(device_id)
+        if not consent.human_review:
+            answer = without_human_review(answer)
+        frame_sha = (
+            self.privacy.store(
+                frame, wearer_id=wearer_id, consent=consent, needs_human=answer.decision == Decision.ESCALATE
+            )
+            if frame is not None
+            else None
+        )
         latency = (time.perf_counter() - start) * 1000
         row = AskRow(
             device_id=device_id,
@@ -419,6 +439,8 @@ class Lookloop:
         with self.db.session() as s:
             s.add(row)
         record = _row_to_record(row)
+        for asked in self.hooks.asked:
+            asked(record)
         if answer.decision == Decision.ESCALATE:
             for hook in self.hooks.escalated:
                 hook(record)
@@ -462,7 +484,9 @@ class Lookloop:
                 raise NotFound(f"no ask with id {ask_id!r}")
             return _row_to_record(row)
 
-    def list_asks(self, *, device_id: str | None = None, outcome: str | None = None, limit: int = 50) -> list[AskRecord]:
+    def list_asks(
+        self, *, device_id: str | None = None, outcome: str | None = None, limit: int = 50
+    ) -> list[AskRecord]:
         with self.db.session() as s:
             stmt = select(AskRow).order_by(AskRow.created_at.desc()).limit(max(1, min(limit, 500)))
             if device_id:
@@ -473,14 +497,49 @@ class Lookloop:
 
     # -- learning -----------------------------------------------------------------------------------------
 
-    def add_label(self, ask_id: str, value: str, *, source: str, author: str = "") -> AskRecord:
-        """A confirmed answer for an ask: stored, sent on to subscribers, and learned at once."""
+    def add_label(
+        self, ask_id: str, value: str, *, source: str, author: str = "", idempotency_key: str | None = None
+    ) -> AskRecord:
+        """A confirmed answer for an ask: stored, sent on to subscribers, and learned at once.
+
+        With ``idempotency_key`` a retried call (e.g. a client resending after a crash) is applied once.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        from lookloop.privacy import idempotency
+
         value = (value or "").strip()
         if not value:
             raise BadInput("the label is empty")
         record = self.get_ask(ask_id)
+        if idempotency_key and idempotency.seen(self.db, "label", idempotency_key):
+            return record
         canonical = self.canonical_label(value) if record.answer.skill == "identify" else value
+        try:
+            self._store_label(record, canonical, source, author, idempotency_key)
+        except IntegrityError:
+            if idempotency_key and idempotency.seen(self.db, "label", idempotency_key):
+                return self.get_ask(ask_id)  # a concurrent retry got there first
+            raise
+        if (
+            record.answer.skill == "identify"
+            and record.frame_sha
+            and self.consent.for_device(record.device_id).training_use
+        ):
+            self.learn_frame(record.frame_sha, canonical, key=f"ask:{ask_id}")
+        for hook in self.hooks.labelled:
+            hook(ask_id, canonical, source)
+        return self.get_ask(ask_id)
+
+    def _store_label(
+        self, record: AskRecord, canonical: str, source: str, author: str, idempotency_key: str | None
+    ) -> None:
+        from lookloop.privacy import idempotency
+
+        ask_id = record.id
         with self.db.session() as s:
+            if idempotency_key:
+                idempotency.claim(s, "label", idempotency_key, ask_id)
             s.add(
                 LabelRow(
                     ask_id=ask_id,
@@ -503,11 +562,6 @@ class Lookloop:
             item = self.find_item(canonical)
             row.final_answer = self._final_text(canonical, item)
             row.answered_at = utcnow()
-        if record.answer.skill == "identify" and record.frame_sha:
-            self.learn_frame(record.frame_sha, canonical, key=f"ask:{ask_id}")
-        for hook in self.hooks.labelled:
-            hook(ask_id, canonical, source)
-        return self.get_ask(ask_id)
 
     def _final_text(self, label: str, item: CatalogItem | None) -> str:
         from lookloop.skills.identify import product_line

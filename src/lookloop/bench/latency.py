@@ -59,7 +59,6 @@ def run_latency(val: list[Path], read_images: list[Path], progress: Any) -> dict
         system.migrate()
         system.import_grocery(settings.grocery_dir)
         system.build_identify()
-        reader = system.reader
         emb = system.embedder
         payloads = [p.read_bytes() for p in val]
         read_payloads = [p.read_bytes() for p in read_images]

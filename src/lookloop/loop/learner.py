@@ -64,7 +64,8 @@ def fit_linear_head(x: np.ndarray, y: list[str], *, c: float = 8.0, max_iter: in
         raise ValueError("a head needs labels of at least two classes")
     clf = LogisticRegression(C=c, max_iter=max_iter, tol=1e-3)
     clf.fit(x, y)
-    return LinearHead(tuple(str(k) for k in clf.classes_), clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32))
+    classes_ = tuple(str(k) for k in clf.classes_)
+    return LinearHead(classes_, clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -197,3 +198,54 @@ class IdentifyModel:
         head = fit_linear_head(self.memory.matrix, self.memory.labels, c=c)
         self.head = head
         return head
+
+
+def fit_softmax_head(
+    x: np.ndarray,
+    y: list[str],
+    *,
+    c: float = 8.0,
+    classes: tuple[str, ...] | None = None,
+    warm: LinearHead | None = None,
+    max_iter: int = 100,
+) -> LinearHead:
+    """The same L2-regularised multinomial logistic regression as ``fit_linear_head``, solved by torch L-BFGS.
+
+    About ten times faster than scikit-learn here, and it can start from the previous head, which is what
+    a loop that retrains after every round of labels needs.
+    """
+    import torch
+
+    if x.ndim != 2 or x.shape[0] != len(y):
+        raise ValueError("embeddings and labels must line up")
+    names = tuple(classes) if classes is not None else tuple(sorted(set(y)))
+    if len(set(y)) < 2:
+        raise ValueError("a head needs labels of at least two classes")
+    col = {k: i for i, k in enumerate(names)}
+    if any(lab not in col for lab in y):
+        raise ValueError("a label is missing from the class list")
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).double()
+    yt = torch.tensor([col[lab] for lab in y], dtype=torch.long)
+    n, d = xt.shape
+    w = torch.zeros(len(names), d, dtype=torch.float64)
+    b = torch.zeros(len(names), dtype=torch.float64)
+    if warm is not None and warm.weight.shape[1] == d:
+        for i, name in enumerate(warm.classes):
+            if name in col:
+                w[col[name]] = torch.from_numpy(np.asarray(warm.weight[i], dtype=np.float64))
+                b[col[name]] = float(warm.bias[i])
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-9,
+                            history_size=20, line_search_fn="strong_wolfe")
+    # scikit-learn's objective C * sum(loss) + ||w||^2 / 2, divided by C * n.
+    reg = 1.0 / (2.0 * c * n)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt) + reg * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    return LinearHead(names, w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32))

@@ -13,6 +13,7 @@ from math import gcd
 import numpy as np
 
 from lookloop.config import get_settings
+from lookloop.errors import BadInput, TooLarge, UnsupportedMedia
 from lookloop.models.asr import (
     SAMPLE_RATE,
     ModelIntegrityError,
@@ -30,6 +31,9 @@ from lookloop.models.tts import SpeechSynthesisError, synthesize
 from lookloop.models.vad import SpeechEndpointer, VadEvent, speech_segments, trim_to_speech
 
 __all__ = [
+    "AudioTooLong",
+    "BadAudio",
+    "UndecodableAudio",
     "SAMPLE_RATE",
     "ModelIntegrityError",
     "PocketsphinxTranscriber",
@@ -51,6 +55,20 @@ __all__ = [
     "trim_to_speech",
     "word_error_rate",
 ]
+
+
+
+class BadAudio(BadInput, ValueError):
+    """Audio bytes that cannot be used (HTTP 422); also a ``ValueError``."""
+
+
+class UndecodableAudio(UnsupportedMedia, ValueError):
+    """Bytes that are no audio format we read (HTTP 415)."""
+
+
+class AudioTooLong(TooLarge, ValueError):
+    """Audio longer than ``settings.max_audio_seconds`` (HTTP 413)."""
+
 
 _WAVE_FORMAT_PCM = 1
 _WAVE_FORMAT_FLOAT = 3
@@ -77,7 +95,7 @@ def _parse_wav(data: bytes, max_seconds: float) -> np.ndarray:
         body = data[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             if len(body) < 16:
-                raise ValueError("WAV fmt chunk is truncated")
+                raise BadAudio("WAV fmt chunk is truncated")
             tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
             if tag == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
                 tag = struct.unpack("<H", body[24:26])[0]
@@ -88,18 +106,18 @@ def _parse_wav(data: bytes, max_seconds: float) -> np.ndarray:
             break
         pos += 8 + size + (size & 1)
     if fmt is None or pcm is None:
-        raise ValueError("WAV file has no fmt or data chunk")
+        raise BadAudio("WAV file has no fmt or data chunk")
     tag, channels, rate, bits = fmt
     if channels < 1 or not 1000 <= rate <= 384_000:
-        raise ValueError(f"WAV header is implausible: {channels} channels at {rate} Hz")
+        raise BadAudio(f"WAV header is implausible: {channels} channels at {rate} Hz")
     width = bits // 8
     kinds = {(_WAVE_FORMAT_PCM, 8), (_WAVE_FORMAT_PCM, 16), (_WAVE_FORMAT_PCM, 24), (_WAVE_FORMAT_PCM, 32),
              (_WAVE_FORMAT_FLOAT, 32), (_WAVE_FORMAT_FLOAT, 64)}
     if (tag, bits) not in kinds:
-        raise ValueError(f"unsupported WAV sample format (format tag {tag}, {bits} bits)")
+        raise UndecodableAudio(f"unsupported WAV sample format (format tag {tag}, {bits} bits)")
     frames = len(pcm) // (width * channels)
     if frames / rate > max_seconds:
-        raise ValueError(f"audio is {frames / rate:.1f} s long; the limit is {max_seconds:.0f} s")
+        raise AudioTooLong(f"audio is {frames / rate:.1f} s long; the limit is {max_seconds:.0f} s")
     pcm = pcm[: frames * width * channels]
     if tag == _WAVE_FORMAT_FLOAT:
         samples = np.frombuffer(pcm, dtype="<f4" if bits == 32 else "<f8").astype(np.float32)
@@ -126,7 +144,7 @@ def _decode_with_av(data: bytes, max_seconds: float) -> np.ndarray:
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
-                raise ValueError("the file has no audio stream")
+                raise UndecodableAudio("the file has no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
@@ -134,36 +152,37 @@ def _decode_with_av(data: bytes, max_seconds: float) -> np.ndarray:
                     chunks.append(arr)
                     total += len(arr)
                 if total > limit:
-                    raise ValueError(f"audio is longer than the limit of {max_seconds:.0f} s")
+                    raise AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except ValueError:
         raise
     except Exception as exc:  # PyAV raises many FFmpeg error types; all mean "not decodable audio"
         kind = type(exc).__name__
-        raise ValueError(f"could not decode audio ({kind}): expected WAV, WebM, Ogg or MP3") from exc
+        raise UndecodableAudio(f"could not decode audio ({kind}): expected WAV, WebM, Ogg or MP3") from exc
     if not chunks:
-        raise ValueError("the audio stream holds no samples")
+        raise BadAudio("the audio stream holds no samples")
     return np.concatenate(chunks).astype(np.float32)
 
 
 def decode_audio(data: bytes, max_seconds: float | None = None) -> np.ndarray:
     """Decode uploaded audio bytes to float32 mono 16 kHz in [-1, 1].
 
-    Raises ``ValueError`` with a message fit for a 4xx reply on empty, undecodable or too long input
-    (limit: ``max_seconds``, default ``settings.max_audio_seconds``).
+    Raises ``BadAudio`` (422), ``UndecodableAudio`` (415) or ``AudioTooLong`` (413), all ``ValueError``
+    and ``lookloop.errors.BadInput``, with a message fit for the reply (limit: ``max_seconds``,
+    default ``settings.max_audio_seconds``).
     """
     limit = float(max_seconds if max_seconds is not None else get_settings().max_audio_seconds)
     if not data:
-        raise ValueError("no audio: the upload is empty")
+        raise BadAudio("no audio: the upload is empty")
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         audio = _parse_wav(data, limit)
     else:
         audio = _decode_with_av(data, limit)
     if audio.size == 0:
-        raise ValueError("the audio holds no samples")
+        raise BadAudio("the audio holds no samples")
     if len(audio) > limit * SAMPLE_RATE + SAMPLE_RATE // 10:
-        raise ValueError(f"audio is {len(audio) / SAMPLE_RATE:.1f} s long; the limit is {limit:.0f} s")
+        raise AudioTooLong(f"audio is {len(audio) / SAMPLE_RATE:.1f} s long; the limit is {limit:.0f} s")
     audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
     clipped: np.ndarray = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
     return clipped

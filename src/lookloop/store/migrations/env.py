@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+import lookloop.humans.tables  # noqa: F401 - registers the human-loop tables
 from lookloop.store.tables import Base
+import lookloop.memory.tables  # noqa: F401,E402 - registers the memory and notes tables
 
 config = context.config
 target_metadata = Base.metadata
@@ -27,3 +29,4 @@ def run() -> None:
 
 
 run()
+import lookloop.privacy.tables  # noqa: F401,E402 - registers the privacy tables

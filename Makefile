@@ -1,0 +1,44 @@
+# Two commands do all the set-up: `make run` and `make test`. Both are safe to repeat: nothing is
+# reinstalled unless pyproject.toml changed, and models/embeddings are cached under var/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test install install-dev lint typecheck bench clean
+
+run: install
+	@scripts/apt-ensure.sh espeak-ng
+	$(BIN)/lookloop serve
+
+test: install-dev
+	@scripts/apt-ensure.sh espeak-ng ffmpeg chromium
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU build on disk; a bare `torch` would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+lint: install-dev
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy --strict src/lookloop
+
+bench: install
+	$(BIN)/lookloop bench latency --json var/bench/latency.json
+
+clean:
+	rm -rf $(VENV) var

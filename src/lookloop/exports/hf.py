@@ -1,0 +1,111 @@
+"""A Hugging Face ``datasets`` dataset of episodes, saved with ``save_to_disk`` (frames as an Image feature)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lookloop.exports.episodes import Episode, frame_of, load_episodes
+from lookloop.exports.output import ExportResult, prepare_dir
+
+if TYPE_CHECKING:
+    from lookloop.service import Lookloop
+
+
+def features() -> Any:
+    from datasets import Features, Image, Value
+
+    text = Value("string")
+    return Features({
+        "ask_id": text,
+        "wearer": text,
+        "created_at": text,
+        "question": text,
+        "skill": text,
+        "image": Image(),
+        "answer_text": text,
+        "ai_label": text,
+        "confidence": Value("float32"),
+        "decision": text,
+        "candidates": [{"label": text, "score": Value("float32")}],
+        "outcome": text,
+        "final_answer": text,
+        "label": text,
+        "label_source": text,
+        "label_author": text,
+        "ai_correct": Value("bool"),
+        "labels": [{"value": text, "source": text, "author": text, "created_at": text}],
+        "feedback": [{"verdict": text, "correction": text, "implicit": Value("bool")}],
+        "model_version": text,
+        "trained_in": [text],
+    })
+
+
+def row(system: Lookloop, ep: Episode) -> dict[str, Any]:
+    lab = ep.label
+    data = frame_of(system, ep)
+    return {
+        "ask_id": ep.ask_id,
+        "wearer": ep.wearer,
+        "created_at": ep.created_at.isoformat(),
+        "question": ep.question,
+        "skill": ep.skill,
+        "image": {"bytes": data, "path": None} if data is not None else None,
+        "answer_text": ep.answer_text,
+        "ai_label": ep.ai_label,
+        "confidence": ep.confidence,
+        "decision": ep.decision,
+        "candidates": [{"label": c, "score": s} for c, s in ep.candidates],
+        "outcome": ep.outcome,
+        "final_answer": ep.final_answer,
+        "label": lab.value if lab else None,
+        "label_source": lab.source if lab else None,
+        "label_author": lab.author if lab else None,
+        "ai_correct": ep.ai_correct,
+        "labels": [{"value": x.value, "source": x.source, "author": x.author,
+                    "created_at": x.created_at.isoformat()} for x in ep.labels],
+        "feedback": [{"verdict": f.verdict, "correction": f.correction, "implicit": f.implicit}
+                     for f in ep.feedback],
+        "model_version": ep.model_version,
+        "trained_in": list(ep.trained_in),
+    }
+
+
+def export_hf(
+    system: Lookloop,
+    out: Path,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    labelled_only: bool = False,
+    force: bool = False,
+) -> ExportResult:
+    """Builds the dataset from a generator (frames are streamed, not all held in memory) and saves it."""
+    from datasets import Dataset
+
+    prepare_dir(out, force=force)
+    episodes = load_episodes(system, since=since, until=until, labelled_only=labelled_only)
+
+    images = 0
+
+    def rows() -> Iterator[dict[str, Any]]:
+        nonlocal images
+        for ep in episodes:
+            r = row(system, ep)
+            images += r["image"] is not None
+            yield r
+
+    # The generator's cache goes to a scratch folder, not the user's ~/.cache.
+    with tempfile.TemporaryDirectory(prefix="lookloop-hf-", dir=out.parent) as scratch:
+        if episodes:
+            ds = Dataset.from_generator(rows, features=features(), cache_dir=scratch, keep_in_memory=False)
+        else:
+            ds = Dataset.from_dict({k: [] for k in features()}, features=features())
+        ds.save_to_disk(str(out))
+        n = len(ds)
+        del ds
+    return ExportResult(out, n, {"labelled": sum(1 for e in episodes if e.labels), "images": images})
+

@@ -1,0 +1,84 @@
+"""An image-folder tree (``<class>/<file>``) for training classifiers, with a ``metadata.csv``.
+
+The layout is what torchvision's ``ImageFolder`` and the Hugging Face ``imagefolder`` loader read.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from lookloop.exports.episodes import extension, frame_of, load_episodes
+from lookloop.exports.output import ExportResult, prepare_dir
+from lookloop.store.tables import LabelRow
+
+if TYPE_CHECKING:
+    from lookloop.service import Lookloop
+
+_UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
+
+
+def class_dir(label: str) -> str:
+    """A label as a safe folder name (no separators, no leading dots)."""
+    name = _UNSAFE.sub("_", label.strip()).strip(" .")
+    return name[:120] or "unlabelled"
+
+
+def export_imagefolder(
+    system: Lookloop,
+    out: Path,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    skill: str = "identify",
+    imports: bool = False,
+    force: bool = False,
+) -> ExportResult:
+    """Labelled frames of ``skill`` asks under ``out/<label>/``; ``imports`` adds imported labelled photos."""
+    prepare_dir(out, force=force)
+    rows: list[tuple[str, str, str, str, str]] = []  # file, label, ask_id, source, model_version
+    seen: set[tuple[str, str]] = set()
+    for ep in load_episodes(system, since=since, until=until, labelled_only=True, skill=skill):
+        lab = ep.label
+        if lab is None or not ep.frame_sha or (ep.frame_sha, lab.value) in seen:
+            continue
+        data = frame_of(system, ep)
+        if data is None:
+            continue
+        folder = out / class_dir(lab.value)
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{ep.ask_id}{extension(ep.frame_media_type)}"
+        path.write_bytes(data)
+        seen.add((ep.frame_sha, lab.value))
+        rows.append((path.relative_to(out).as_posix(), lab.value, ep.ask_id, lab.source, ep.model_version))
+    from_asks = len(rows)
+    if imports:
+        with system.db.session() as s:
+            imported = s.execute(
+                select(LabelRow.image_path, LabelRow.value)
+                .where(LabelRow.image_path.is_not(None), LabelRow.skill == skill)
+                .order_by(LabelRow.created_at, LabelRow.id)
+            ).all()
+        for image_path, value in imported:
+            src = Path(str(image_path))
+            if not src.is_file():
+                continue
+            folder = out / class_dir(value)
+            folder.mkdir(exist_ok=True)
+            name = "import-" + hashlib.sha1(str(src).encode()).hexdigest()[:16] + (src.suffix.lower() or ".jpg")
+            shutil.copyfile(src, folder / name)
+            rows.append(((folder / name).relative_to(out).as_posix(), value, "", "import", ""))
+    with (out / "metadata.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file_name", "label", "ask_id", "label_source", "model_version"])
+        writer.writerows(rows)
+    return ExportResult(out, len(rows), {
+        "classes": len({r[1] for r in rows}), "from_asks": from_asks, "imported": len(rows) - from_asks,
+    })

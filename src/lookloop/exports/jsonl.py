@@ -1,0 +1,42 @@
+"""JSONL of episodes: one ask per line with its answer, outcome, labels, feedback and lineage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lookloop.exports.episodes import load_episodes
+from lookloop.exports.output import ExportResult, prepare_file, write_frames
+
+if TYPE_CHECKING:
+    from lookloop.service import Lookloop
+
+
+def export_jsonl(
+    system: Lookloop,
+    out: Path,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    labelled_only: bool = False,
+    frames: bool = False,
+    force: bool = False,
+) -> ExportResult:
+    """Writes ``out`` (and with ``frames``, the images into ``<out stem>_frames/`` beside it)."""
+    prepare_file(out, force=force)
+    episodes = load_episodes(system, since=since, until=until, labelled_only=labelled_only)
+    files = write_frames(system, episodes, out.parent / f"{out.stem}_frames", out.parent) if frames else {}
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for ep in episodes:
+            record = ep.to_json()
+            if frames:
+                record["frame_file"] = files.get(ep.ask_id)
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return ExportResult(out, len(episodes), {
+        "labelled": sum(1 for e in episodes if e.labels),
+        "frames": len(set(files.values())),
+    })

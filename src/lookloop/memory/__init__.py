@@ -1,0 +1,1 @@
+"""The wearer's memories ("remember this is where I parked") and conversation notes, in their own tables."""

@@ -1,0 +1,411 @@
+"""Operator metrics computed from the asks and labels tables: how well the loop does, over time.
+
+Definitions (each per time bucket, by the ask's creation time unless said otherwise):
+
+- coverage: share of asks the AI answered on its own (decision ``answer``);
+- escalation rate: share of asks handed to a human (decision ``escalate``);
+- accuracy: share of labelled asks whose AI guess equals the label (latest label wins);
+  ``auto_accuracy`` is the same over the asks the AI answered on its own — the error rate it promised;
+- human answer time: seconds from an escalated ask to its first label by a person;
+- labels spent: labels people produced (every source except free ones: imports and wearer feedback),
+  bucketed by the label's creation time;
+- confusion: (label, AI guess) counts over labelled identify asks.
+
+Everything is computed in Python over plain column selects so that SQLite and Postgres agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lookloop.domain import utcnow
+from lookloop.errors import BadInput
+from lookloop.store.tables import AskRow, LabelRow
+
+BucketName = Literal["hour", "day", "week"]
+BUCKETS: dict[str, dt.timedelta] = {
+    "hour": dt.timedelta(hours=1),
+    "day": dt.timedelta(days=1),
+    "week": dt.timedelta(weeks=1),
+}
+# Labels nobody was paid for: the imported data sets and the wearer's own "right"/"wrong".
+FREE_SOURCES = frozenset({"import", "wearer"})
+OTHER = "(other)"
+
+
+def normalise(value: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", (value or "").strip().lower())
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def parse_when(text: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
+    """``2024-05-01``, an ISO datetime, or a span back from now such as ``7d``, ``12h``, ``2w``, ``30m``."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    m = re.fullmatch(r"(\d+)\s*([mhdw])", text.lower())
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        delta = {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n), "d": dt.timedelta(days=n),
+                 "w": dt.timedelta(weeks=n)}[unit]
+        return (now or utcnow()) - delta
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(
+            f"cannot read the time {text!r}: use a date (2024-05-01), an ISO time, or a span such as 7d or 12h"
+        ) from None
+    return as_utc(when)
+
+
+def bucket_start(when: dt.datetime, bucket: str) -> dt.datetime:
+    when = as_utc(when)
+    if bucket == "hour":
+        return when.replace(minute=0, second=0, microsecond=0)
+    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        return day
+    return day - dt.timedelta(days=day.weekday())
+
+
+def choose_bucket(since: dt.datetime, until: dt.datetime) -> str:
+    """About 24–100 points on a chart, whatever the window."""
+    span = until - since
+    if span <= dt.timedelta(days=3):
+        return "hour"
+    if span <= dt.timedelta(days=120):
+        return "day"
+    return "week"
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None when there is nothing to rank."""
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def ai_guess(result: dict[str, Any] | None, answer_text: str) -> str:
+    """The label the AI put forward: its top class for identify, else the text it said."""
+    label = (result or {}).get("label")
+    return str(label) if label else (answer_text or "")
+
+
+@dataclass
+class Point:
+    """One time bucket."""
+
+    start: dt.datetime
+    asks: int = 0
+    ai_answered: int = 0
+    escalated: int = 0
+    coverage: float | None = None
+    escalation_rate: float | None = None
+    labelled: int = 0
+    correct: int = 0
+    accuracy: float | None = None
+    auto_labelled: int = 0
+    auto_correct: int = 0
+    auto_accuracy: float | None = None
+    human_answered: int = 0
+    human_answer_p50_s: float | None = None
+    human_answer_p95_s: float | None = None
+    labels_spent: int = 0
+    labels_by_source: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Confusion:
+    """Rows are the labels (truth), columns the AI's guesses; the rarest classes fold into ``(other)``."""
+
+    classes: list[str]
+    matrix: list[list[int]]
+    per_class: list[dict[str, Any]]
+    total: int
+
+
+@dataclass
+class Metrics:
+    since: dt.datetime
+    until: dt.datetime
+    bucket: str
+    points: list[Point]
+    totals: Point
+    confusion: Confusion
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return as_utc(value).isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class _AskFacts:
+    id: str
+    created_at: dt.datetime
+    skill: str
+    decision: str
+    guess: str
+    truth: str | None = None
+    first_human_at: dt.datetime | None = None
+
+
+def _load(
+    session: Session, since: dt.datetime, until: dt.datetime
+) -> tuple[list[_AskFacts], list[tuple[dt.datetime, str]]]:
+    rows = session.execute(
+        select(AskRow.id, AskRow.created_at, AskRow.skill, AskRow.decision, AskRow.result, AskRow.answer_text)
+        .where(AskRow.created_at >= since, AskRow.created_at < until)
+        .order_by(AskRow.created_at)
+    ).all()
+    facts = {r[0]: _AskFacts(r[0], as_utc(r[1]), r[2], r[3], ai_guess(r[4], r[5])) for r in rows}
+    label_rows = session.execute(
+        select(LabelRow.ask_id, LabelRow.value, LabelRow.source, LabelRow.created_at)
+        .join(AskRow, AskRow.id == LabelRow.ask_id)
+        .where(AskRow.created_at >= since, AskRow.created_at < until, LabelRow.source != "import")
+        .order_by(LabelRow.created_at, LabelRow.id)
+    ).all()
+    for ask_id, value, source, created_at in label_rows:
+        f = facts.get(ask_id)
+        if f is None:
+            continue
+        f.truth = value  # ordered by time: the latest label wins
+        if source not in FREE_SOURCES and f.first_human_at is None:
+            f.first_human_at = as_utc(created_at)
+    spent = session.execute(
+        select(LabelRow.created_at, LabelRow.source).where(
+            LabelRow.created_at >= since, LabelRow.created_at < until, LabelRow.source != "import"
+        )
+    ).all()
+    return list(facts.values()), [(as_utc(c), s) for c, s in spent]
+
+
+def _fill(point: Point, facts: Iterable[_AskFacts], labels: Iterable[tuple[dt.datetime, str]]) -> None:
+    waits: list[float] = []
+    for f in facts:
+        point.asks += 1
+        if f.decision == "escalate":
+            point.escalated += 1
+            if f.first_human_at is not None:
+                point.human_answered += 1
+                waits.append(max(0.0, (f.first_human_at - f.created_at).total_seconds()))
+        elif f.decision == "answer":
+            point.ai_answered += 1
+        if f.truth is not None and f.guess:
+            right = normalise(f.guess) == normalise(f.truth)
+            point.labelled += 1
+            point.correct += right
+            if f.decision == "answer":
+                point.auto_labelled += 1
+                point.auto_correct += right
+    by_source: Counter[str] = Counter()
+    for _, source in labels:
+        by_source[source] += 1
+    point.labels_by_source = dict(sorted(by_source.items()))
+    point.labels_spent = sum(n for s, n in by_source.items() if s not in FREE_SOURCES)
+    point.coverage = _ratio(point.ai_answered, point.asks)
+    point.escalation_rate = _ratio(point.escalated, point.asks)
+    point.accuracy = _ratio(point.correct, point.labelled)
+    point.auto_accuracy = _ratio(point.auto_correct, point.auto_labelled)
+    p50, p95 = percentile(waits, 50), percentile(waits, 95)
+    point.human_answer_p50_s = round(p50, 3) if p50 is not None else None
+    point.human_answer_p95_s = round(p95, 3) if p95 is not None else None
+
+
+def confusion(facts: Iterable[_AskFacts], *, top: int = 12) -> Confusion:
+    pairs = [(f.truth, f.guess) for f in facts if f.skill == "identify" and f.truth and f.guess]
+    by_truth: Counter[str] = Counter(t for t, _ in pairs)
+    keep = [c for c, _ in by_truth.most_common(max(1, top))]
+    keep_set = set(keep)
+    fold = any(t not in keep_set or g not in keep_set for t, g in pairs)
+    classes = keep + ([OTHER] if fold else [])
+    index = {c: i for i, c in enumerate(classes)}
+    matrix = [[0] * len(classes) for _ in classes]
+    for t, g in pairs:
+        ti = index.get(t, index.get(OTHER, 0))
+        gi = index.get(g, index.get(OTHER, 0))
+        matrix[ti][gi] += 1
+    # Precision and recall by exact class, before the folding.
+    tp: Counter[str] = Counter()
+    guessed: Counter[str] = Counter()
+    for t, g in pairs:
+        guessed[g] += 1
+        if normalise(t) == normalise(g):
+            tp[t] += 1
+    per_class = [
+        {"label": c, "support": by_truth[c], "recall": _ratio(tp[c], by_truth[c]),
+         "precision": _ratio(tp[c], guessed[c])}
+        for c in keep
+    ]
+    return Confusion(classes=classes, matrix=matrix, per_class=per_class, total=len(pairs))
+
+
+def compute_metrics(
+    session: Session,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    bucket: str = "auto",
+    top_classes: int = 12,
+) -> Metrics:
+    """Metrics over [since, until), bucketed; the default window is the last 14 days."""
+    until = as_utc(until) if until else utcnow()
+    since = as_utc(since) if since else until - dt.timedelta(days=14)
+    if since >= until:
+        raise BadInput("'since' must be before 'until'")
+    if bucket == "auto":
+        bucket = choose_bucket(since, until)
+    if bucket not in BUCKETS:
+        raise BadInput(f"unknown bucket {bucket!r}: use hour, day, week or auto")
+    if (until - since) / BUCKETS[bucket] > 2000:
+        raise BadInput("that window has too many buckets: choose a larger bucket or a shorter window")
+    facts, labels = _load(session, since, until)
+    by_bucket: dict[dt.datetime, list[_AskFacts]] = defaultdict(list)
+    for f in facts:
+        by_bucket[bucket_start(f.created_at, bucket)].append(f)
+    labels_by_bucket: dict[dt.datetime, list[tuple[dt.datetime, str]]] = defaultdict(list)
+    for lab in labels:
+        labels_by_bucket[bucket_start(lab[0], bucket)].append(lab)
+    points: list[Point] = []
+    start = bucket_start(since, bucket)
+    while start < until:
+        p = Point(start=start)
+        _fill(p, by_bucket.get(start, []), labels_by_bucket.get(start, []))
+        points.append(p)
+        start = start + BUCKETS[bucket]
+    totals = Point(start=since)
+    _fill(totals, facts, labels)
+    return Metrics(since=since, until=until, bucket=bucket, points=points, totals=totals,
+                   confusion=confusion(facts, top=top_classes))
+
+
+# -- plots (PNG, for reports) ------------------------------------------------------------------------------
+
+PLOTS = ("accuracy", "coverage", "answer-time", "labels", "confusion", "overview")
+
+
+def plot_png(metrics: Metrics, name: str, *, dpi: int = 110) -> bytes:
+    """One chart as PNG bytes (matplotlib, Agg backend: no display needed)."""
+    if name not in PLOTS:
+        raise BadInput(f"unknown plot {name!r}: choose one of {', '.join(PLOTS)}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if name == "overview":
+        fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
+        for ax, which in zip(axes.flat, ("accuracy", "coverage", "answer-time", "labels"), strict=True):
+            _draw(ax, metrics, which)
+    elif name == "confusion":
+        n = max(1, len(metrics.confusion.classes))
+        fig, ax = plt.subplots(figsize=(min(4 + n * 0.55, 14), min(3.5 + n * 0.5, 12)))
+        _draw(ax, metrics, name)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        _draw(ax, metrics, name)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _draw(ax: Any, m: Metrics, name: str) -> None:
+    xs = [p.start for p in m.points]
+
+    def series(attr: str, scale: float = 1.0) -> list[float]:
+        out = []
+        for p in m.points:
+            v = getattr(p, attr)
+            out.append(float("nan") if v is None else float(v) * scale)
+        return out
+
+    if name == "accuracy":
+        ax.plot(xs, series("accuracy", 100), marker="o", ms=3, label="all labelled asks")
+        ax.plot(xs, series("auto_accuracy", 100), marker="o", ms=3, label="answered without a human")
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("%")
+        ax.set_title("Accuracy against labels")
+        ax.legend(loc="lower right", fontsize=8)
+    elif name == "coverage":
+        ax.plot(xs, series("coverage", 100), marker="o", ms=3, label="coverage (no human)")
+        ax.plot(xs, series("escalation_rate", 100), marker="o", ms=3, label="escalation rate")
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("% of asks")
+        ax.set_title("Coverage and escalation")
+        ax.legend(loc="center right", fontsize=8)
+    elif name == "answer-time":
+        ax.plot(xs, series("human_answer_p50_s"), marker="o", ms=3, label="p50")
+        ax.plot(xs, series("human_answer_p95_s"), marker="o", ms=3, label="p95")
+        ax.set_ylabel("seconds")
+        ax.set_title("Human answer time (escalated → first human label)")
+        ax.legend(loc="upper right", fontsize=8)
+    elif name == "labels":
+        sources = sorted({s for p in m.points for s in p.labels_by_source if s not in FREE_SOURCES})
+        bottom = [0.0] * len(xs)
+        width = _bar_width(m)
+        for s in sources:
+            vals = [float(p.labels_by_source.get(s, 0)) for p in m.points]
+            ax.bar(xs, vals, width=width, bottom=bottom, label=s, align="edge")
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        ax.set_ylabel("labels")
+        ax.set_title(f"Labels spent (total {m.totals.labels_spent})")
+        if sources:
+            ax.legend(loc="upper left", fontsize=8)
+    elif name == "confusion":
+        c = m.confusion
+        if c.classes:
+            im = ax.imshow(c.matrix, cmap="Blues")
+            ax.set_xticks(range(len(c.classes)), [_short(x) for x in c.classes], rotation=60, ha="right", fontsize=8)
+            ax.set_yticks(range(len(c.classes)), [_short(x) for x in c.classes], fontsize=8)
+            peak = max((v for row in c.matrix for v in row), default=0)
+            for i, row in enumerate(c.matrix):
+                for j, v in enumerate(row):
+                    if v:
+                        ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                                color="white" if v > peak / 2 else "black")
+            ax.figure.colorbar(im, ax=ax, fraction=0.04)
+        ax.set_xlabel("AI guess")
+        ax.set_ylabel("label")
+        ax.set_title(f"Confusion ({c.total} labelled asks)")
+    if name != "confusion":
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8, rotation=30)
+
+
+def _bar_width(m: Metrics) -> float:
+    return BUCKETS[m.bucket] / dt.timedelta(days=1) * 0.8
+
+
+def _short(label: str, n: int = 18) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"

@@ -1,0 +1,1 @@
+"""Redaction and encryption at rest: faces, personal text, frame keys."""

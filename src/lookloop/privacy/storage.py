@@ -1,0 +1,309 @@
+"""Frames at rest: only redacted pixels are stored in the clear; consented originals are sealed and expire.
+
+The ask path calls ``FramePrivacy.store``. It blurs faces at once (the CNN, ~0.1 s) and writes the
+face-redacted JPEG under the frame id (the sha256 of the uploaded bytes, also the embedding-cache key).
+Personal-text redaction needs OCR (~0.5-2 s), so by default it runs in a background worker: the answer is
+not held up by it. No human sees a frame before that second pass: every read for a person goes through
+``Lookloop.frame_bytes`` → ``ensure_full``, which runs the pass inline if the worker has not got to it yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from lookloop.config import Settings
+from lookloop.domain import Frame, utcnow
+from lookloop.errors import NotFound
+from lookloop.privacy.consent import Consent
+from lookloop.privacy.tables import RedactionRow
+from lookloop.store.db import Database
+
+log = logging.getLogger("lookloop.privacy")
+
+ORIGINAL_SUFFIX = ".orig"
+
+
+def frame_key(settings: Settings) -> bytes:
+    """The AES key for sealed originals: the configured one, else ``var/keys/frame.key`` (made once)."""
+    from lookloop.privacy.crypto import load_or_create_key, parse_key
+
+    if settings.frame_key:
+        return parse_key(settings.frame_key)
+    return load_or_create_key(settings.resolved_var_dir / "keys")
+
+
+def _as_utc(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RedactionInfo:
+    frame_sha: str
+    stage: str
+    regions: list[dict[str, Any]]
+    model_version: str
+    original_kept: bool
+    original_expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    originals: int
+    transient_frames: int
+
+
+class FramePrivacy:
+    """Redacted storage, sealed originals, the text-redaction worker, reveal and purge for one system."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        frames_root: Path,
+        *,
+        redactor: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.root = frames_root
+        self._redactor_factory = redactor
+        self._key: bytes | None = None
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._pending = 0
+        self._idle = threading.Condition()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    @property
+    def redactor(self) -> Any:
+        if self._redactor_factory is not None:
+            return self._redactor_factory()
+        from lookloop.privacy.redact import default_redactor
+
+        return default_redactor()
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = frame_key(self.settings)
+        return self._key
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha
+
+    def original_path(self, sha: str) -> Path:
+        return self.root / sha[:2] / f"{sha}{ORIGINAL_SUFFIX}"
+
+    def _lock_for(self, sha: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(sha, threading.Lock())
+
+    # -- the ask path -------------------------------------------------------------------------------------
+
+    def store(self, frame: Frame, *, wearer_id: str, consent: Consent, needs_human: bool) -> str | None:
+        """Stores the redacted frame and returns its id; None when consent keeps no frame at all."""
+        if not consent.store_frames and not needs_human:
+            return None
+        sha = hashlib.sha256(frame.data).hexdigest()
+        with self._lock_for(sha):
+            with self.db.session() as s:
+                existing = s.get(RedactionRow, sha)
+            if existing is not None and self.path(sha).exists():
+                return sha  # the same upload again (a retry): already redacted
+            sync_text = self.settings.redact_text == "sync"
+            bgr = np.ascontiguousarray(frame.rgb[:, :, ::-1])
+            result = self.redactor.redact(bgr, faces=True, text=sync_text)
+            _write_atomic(self.path(sha), result.jpeg())
+            expires: dt.datetime | None = None
+            if consent.keep_originals:
+                from lookloop.privacy.crypto import encrypt_bytes
+
+                _write_atomic(self.original_path(sha), encrypt_bytes(frame.data, self.key, aad=sha.encode()))
+                expires = utcnow() + dt.timedelta(days=self.settings.original_retention_days)
+            with self.db.session() as s:
+                row = s.get(RedactionRow, sha) or RedactionRow(frame_sha=sha)
+                row.stage = "full" if sync_text else "faces"
+                row.regions = [r.as_dict() for r in result.regions]
+                row.model_version = str(result.model_version)
+                row.wearer_id = wearer_id[:64]
+                row.original_kept = consent.keep_originals
+                row.original_expires_at = expires
+                row.transient = not consent.store_frames
+                s.merge(row)
+        if not sync_text:
+            self._enqueue(sha)
+        return sha
+
+    # -- the text pass ------------------------------------------------------------------------------------
+
+    def _enqueue(self, sha: str) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(sha)
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run, name="lookloop-redact-text", daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                sha = self._queue.get(timeout=30)
+            except queue.Empty:
+                return
+            try:
+                self.ensure_full(sha)
+            except Exception:  # one bad frame must not stop the worker; ensure_full retries on read
+                log.exception("text redaction failed for frame %s", sha[:12])
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    def flush(self, timeout: float = 120.0) -> bool:
+        """Waits until the worker has finished every queued frame (tests, shutdown)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending <= 0, timeout=timeout)
+
+    def ensure_full(self, sha: str) -> None:
+        """Runs the personal-text pass now unless it already ran. Call before any person sees the frame."""
+        with self.db.session() as s:
+            row = s.get(RedactionRow, sha)
+            if row is None or row.stage == "full":
+                return
+        with self._lock_for(sha):
+            with self.db.session() as s:
+                row = s.get(RedactionRow, sha)
+                if row is None or row.stage == "full" or not self.path(sha).exists():
+                    return
+            result = self.redactor.redact(self.path(sha).read_bytes(), faces=False, text=True)
+            _write_atomic(self.path(sha), result.jpeg())
+            with self.db.session() as s:
+                row = s.get(RedactionRow, sha)
+                if row is None:
+                    return
+                row.regions = list(row.regions or []) + [r.as_dict() for r in result.regions]
+                row.model_version = f"{row.model_version}; {result.model_version}"
+                row.stage = "full"
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def info(self, sha: str) -> RedactionInfo | None:
+        with self.db.session() as s:
+            row = s.get(RedactionRow, sha)
+            if row is None:
+                return None
+            return RedactionInfo(
+                row.frame_sha, row.stage, list(row.regions or []), row.model_version, row.original_kept,
+                _as_utc(row.original_expires_at) if row.original_expires_at else None,
+            )
+
+    def reveal(self, sha: str) -> bytes:
+        """The unredacted original (decrypted). The caller checks the permission and writes the audit entry."""
+        from lookloop.privacy.crypto import decrypt_bytes
+
+        path = self.original_path(sha)
+        info = self.info(sha)
+        if info is None or not info.original_kept or not path.exists():
+            raise NotFound("no unredacted original is kept for this frame (no consent, or it expired)")
+        return decrypt_bytes(path.read_bytes(), self.key, aad=sha.encode())
+
+    # -- deleting -----------------------------------------------------------------------------------------
+
+    def delete(self, sha: str) -> int:
+        """Removes the redacted frame, the sealed original and the record; returns files removed."""
+        removed = 0
+        with self._lock_for(sha):
+            for path in (self.path(sha), self.original_path(sha)):
+                if path.exists():
+                    path.unlink()
+                    removed += 1
+            with self.db.session() as s:
+                row = s.get(RedactionRow, sha)
+                if row is not None:
+                    s.delete(row)
+        return removed
+
+    def drop_original(self, sha: str) -> bool:
+        with self._lock_for(sha):
+            path = self.original_path(sha)
+            existed = path.exists()
+            if existed:
+                path.unlink()
+            with self.db.session() as s:
+                row = s.get(RedactionRow, sha)
+                if row is not None:
+                    row.original_kept = False
+                    row.original_expires_at = None
+        return existed
+
+    def purge(self, now: dt.datetime | None = None) -> PurgeReport:
+        """Deletes expired originals, and transient frames no human is waiting for any more."""
+        from lookloop.domain import Outcome
+        from lookloop.store.tables import AskRow
+
+        now = now or utcnow()
+        with self.db.session() as s:
+            kept = s.execute(
+                select(RedactionRow.frame_sha, RedactionRow.original_expires_at).where(
+                    RedactionRow.original_kept.is_(True)
+                )
+            ).all()
+            expired = [sha for sha, exp in kept if exp is None or _as_utc(exp) <= now]
+            transient = [str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.transient))]
+            waiting = set()
+            if transient:
+                waiting = {
+                    str(x)
+                    for x in s.scalars(
+                        select(AskRow.frame_sha).where(
+                            AskRow.frame_sha.in_(transient), AskRow.outcome == Outcome.ESCALATED.value
+                        )
+                    )
+                }
+        originals = sum(1 for sha in expired if self.drop_original(sha))
+        done = [sha for sha in transient if sha not in waiting]
+        for sha in done:
+            self.delete(sha)
+        return PurgeReport(originals=originals, transient_frames=len(done))
+
+    def release_if_transient(self, sha: str) -> bool:
+        """After a human answered: a frame kept only for that answer goes now."""
+        with self.db.session() as s:
+            row = s.get(RedactionRow, sha)
+            if row is None or not row.transient:
+                return False
+        self.delete(sha)
+        return True
+
+    def release_for_ask(self, ask_id: str) -> bool:
+        """The ``labelled`` hook: frees a transient frame once its ask has a human answer."""
+        from lookloop.store.tables import AskRow
+
+        with self.db.session() as s:
+            sha = s.scalar(select(AskRow.frame_sha).where(AskRow.id == ask_id))
+        return bool(sha) and self.release_if_transient(str(sha))

@@ -1,0 +1,73 @@
+"""Authentication dependencies: bearer tokens for devices (``dev_…``) and signed-in accounts (``ses_…``).
+
+Use ``Depends(current_principal)`` where anonymous callers are allowed (it returns None for them) and
+``Depends(require("operator"))`` where a role is needed; an operator passes every reviewer check.
+WebSockets carry the token as ``?token=…`` because browsers cannot set headers on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request, WebSocket
+
+from lookloop.errors import Forbidden, Unauthorized
+from lookloop.humans.accounts import Principal
+from lookloop.humans.runtime import humans_of
+from lookloop.service import Lookloop
+
+__all__ = ["Principal", "current_principal", "require", "bearer_token", "principal_for_token", "websocket_principal"]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must read 'Bearer <token>'")
+    return token.strip()
+
+
+def principal_for_token(system: Lookloop, token: str) -> Principal:
+    return humans_of(system).accounts.principal(token)
+
+
+def current_principal(request: Request) -> Principal | None:
+    """The caller, or None when no token was sent; a bad token is a 401, never a silent anonymous."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    system: Lookloop = request.app.state.system
+    return principal_for_token(system, token)
+
+
+def require(*roles: str) -> Callable[[Request], Principal]:
+    """A dependency that admits only callers holding one of ``roles``."""
+    allowed = roles or ("wearer", "reviewer", "operator")
+
+    def dependency(request: Request) -> Principal:
+        principal = current_principal(request)
+        if principal is None:
+            raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
+        if not principal.allows(*allowed):
+            raise Forbidden(f"this needs the role {' or '.join(allowed)}; you are {principal.role}")
+        return principal
+
+    dependency.__name__ = f"require_{'_'.join(allowed)}"
+    return dependency
+
+
+def websocket_principal(websocket: WebSocket, *roles: str) -> Principal:
+    """The principal of a socket's ``?token=`` (or Authorization header); raises Unauthorized/Forbidden."""
+    token = websocket.query_params.get("token")
+    if not token:
+        header = websocket.headers.get("authorization", "")
+        token = header.partition(" ")[2].strip() or None
+    if not token:
+        raise Unauthorized("connect with ?token=<token>")
+    system: Lookloop = websocket.app.state.system
+    principal = principal_for_token(system, token)
+    if roles and not principal.allows(*roles):
+        raise Forbidden(f"this stream needs the role {' or '.join(roles)}")
+    return principal

@@ -1,0 +1,126 @@
+"""The look-and-ask API: happy paths and every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import small_val
+from lookloop.server.app import create_app
+
+
+@pytest.fixture
+def client(small_system):  # type: ignore[no-untyped-def]
+    with TestClient(create_app(system=small_system, warm=False)) as c:
+        yield c
+
+
+def _png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_healthz_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/asks" in paths and "/v1/catalog" in paths
+
+
+def test_ask_names_the_product_and_reads_back(client: TestClient, grocery) -> None:  # type: ignore[no-untyped-def]
+    sample = next(i for i in small_val(grocery) if i.label == "Banana")
+    r = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("b.jpg", sample.path.read_bytes())})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"]["skill"] == "identify"
+    assert body["answer"]["result"]["label"] == "Banana"
+    assert "Banana" in body["answer"]["text"] and "SEK" in body["answer"]["text"]
+    assert 1 <= len(body["answer"]["hud"]) <= 5
+    again = client.get(f"/v1/asks/{body['id']}")
+    assert again.status_code == 200 and again.json()["answer"]["text"] == body["answer"]["text"]
+    frame = client.get(f"/v1/asks/{body['id']}/frame")
+    assert frame.status_code == 200 and frame.content[:3] == b"\xff\xd8\xff"
+
+
+def test_read_skill_routes_from_question(client: TestClient, grocery) -> None:  # type: ignore[no-untyped-def]
+    sample = next(i for i in small_val(grocery) if i.label == "Arla-Standard-Milk")
+    r = client.post("/v1/asks", data={"question": "read this"}, files={"image": ("m.jpg", sample.path.read_bytes())})
+    assert r.status_code == 200, r.text
+    assert r.json()["answer"]["skill"] == "read"
+
+
+def test_idempotency_key_returns_the_same_ask(client: TestClient, grocery) -> None:  # type: ignore[no-untyped-def]
+    data = small_val(grocery)[0].path.read_bytes()
+    headers = {"Idempotency-Key": "device-1:0001"}
+    a = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=headers)
+    b = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=headers)
+    assert a.status_code == b.status_code == 200
+    assert a.json()["id"] == b.json()["id"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "needle"),
+    [
+        (b"this is not an image at all", 415, "not an image"),
+        (b"\xff\xd8\xff\xe0garbage-after-a-jpeg-magic", 422, "could not be decoded"),
+        (b"", 422, "empty"),
+    ],
+)
+def test_bad_images_get_a_clear_4xx(client: TestClient, payload: bytes, status: int, needle: str) -> None:
+    r = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", payload)})
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_pixel_limit_and_decompression_bomb(tmp_path: Path, small_system) -> None:  # type: ignore[no-untyped-def]
+    small_system.settings.max_image_pixels = 100 * 100
+    with TestClient(create_app(system=small_system, warm=False)) as c:
+        r = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.png", _png(200, 200))})
+    assert r.status_code == 413 and "pixels" in r.json()["detail"]
+    # A 20000x20000 PNG of zeros compresses to a tiny file: the header check must stop it before decoding.
+    small_system.settings.max_image_pixels = 40_000_000
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, "PNG")
+    with TestClient(create_app(system=small_system, warm=False)) as c:
+        r = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("bomb.png", bomb.getvalue())})
+    assert r.status_code == 413
+
+
+def test_byte_limit(small_system) -> None:  # type: ignore[no-untyped-def]
+    small_system.settings.max_image_bytes = 1000
+    with TestClient(create_app(system=small_system, warm=False)) as c:
+        r = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.png", _png(300, 300) + b"0" * 2000)})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+
+def test_empty_question_and_missing_parts(client: TestClient, grocery) -> None:  # type: ignore[no-untyped-def]
+    data = small_val(grocery)[0].path.read_bytes()
+    r = client.post("/v1/asks", data={"question": "   "}, files={"image": ("x.jpg", data)})
+    assert r.status_code == 422 and "question is empty" in r.json()["detail"]
+    r = client.post("/v1/asks", files={"image": ("x.jpg", data)})
+    assert r.status_code == 422 and "question" in r.json()["detail"]
+    r = client.post("/v1/asks", data={"question": "what is this?"})
+    assert r.status_code == 422 and "image" in r.json()["detail"]
+
+
+def test_unknown_ask_id_is_404(client: TestClient) -> None:
+    r = client.get("/v1/asks/doesnotexist")
+    assert r.status_code == 404 and "no ask" in r.json()["detail"]
+
+
+def test_catalog_crud(client: TestClient) -> None:
+    assert any(i["name"] == "Banana" for i in client.get("/v1/catalog").json())
+    r = client.post("/v1/catalog", json={"id": "fika-bun", "name": "Cinnamon bun", "price": 25, "currency": "SEK"})
+    assert r.status_code == 201, r.text
+    assert client.post("/v1/catalog", json={"id": "fika-bun", "name": "Again"}).status_code == 409
+    r = client.put("/v1/catalog/fika-bun", json={"name": "Cinnamon bun", "price": 27.5})
+    assert r.status_code == 200 and r.json()["price"] == 27.5
+    assert client.get("/v1/catalog/fika-bun").json()["name"] == "Cinnamon bun"
+    assert client.post("/v1/catalog", json={"name": "Bad", "price": -1}).status_code == 422
+    assert client.delete("/v1/catalog/fika-bun").status_code == 204
+    assert client.get("/v1/catalog/fika-bun").status_code == 404

@@ -1,0 +1,27 @@
+"""The exported names are the public contract: changing them is a decision, not an accident."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import lookloop
+
+EXPECTED = {
+    "Answer", "Ask", "AskRecord", "BadInput", "Candidate", "CatalogItem", "Conflict", "Decision", "Forbidden",
+    "Label", "Lookloop", "LookloopError", "NotConfigured", "NotFound", "Outcome", "Settings", "TooLarge",
+    "Unauthorized", "UnsupportedMedia", "__version__", "get_settings",
+}
+
+
+def test_exported_names_are_pinned() -> None:
+    assert set(lookloop.__all__) >= EXPECTED
+    for name in lookloop.__all__:
+        assert hasattr(lookloop, name), name
+
+
+def test_import_is_light() -> None:
+    # Importing the package must not load torch or the OCR models: the CLI and SDK start fast.
+    code = "import sys, lookloop; print('torch' in sys.modules, 'rapidocr_onnxruntime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

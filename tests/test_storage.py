@@ -1,0 +1,73 @@
+"""Storage on SQLite and Postgres: migrations, episodes, labels, catalogue, frames on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect, select
+
+from lookloop.catalog import LabelledImage
+from lookloop.config import Settings
+from lookloop.domain import CatalogItem
+from lookloop.service import Lookloop
+from lookloop.store.db import Database
+from lookloop.store.frames import FrameStore
+from lookloop.store.tables import AskRow, LabelRow
+
+
+def test_migrations_create_the_tables_and_are_repeatable(database_url: str) -> None:
+    db = Database(database_url)
+    db.migrate()
+    db.migrate()  # a second run is a no-op, not an error
+    names = set(inspect(db.engine).get_table_names())
+    assert {"asks", "labels", "catalog_items", "alembic_version"} <= names
+    db.dispose()
+
+
+def test_episode_label_and_catalogue_round_trip(
+    database_url: str, tmp_path: Path, data_dir: Path, model_dir: Path, grocery
+) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(var_dir=tmp_path / "var", data_dir=data_dir, model_dir=model_dir, database_url=database_url)
+    system = Lookloop(settings)
+    system.migrate()
+    banana = next(c for c in grocery.classes if c.name == "Banana")
+    lime = next(c for c in grocery.classes if c.name == "Lime")
+    system.upsert_items(
+        [
+            CatalogItem(id="banana", name="Banana", price=24.9, images=(str(banana.iconic_image),)),
+            CatalogItem(id="lime", name="Lime", price=4.9, barcode="7310865004703", images=(str(lime.iconic_image),)),
+        ]
+    )
+    assert system.import_labelled_images([LabelledImage(grocery.split("train")[0].path, "Banana")], source="import") == 1
+    assert system.import_labelled_images([LabelledImage(grocery.split("train")[0].path, "Banana")], source="import") == 0
+    system.build_identify()
+    photo = next(i for i in grocery.split("val") if i.label == "Lime").path.read_bytes()
+    record = system.ask("what is this?", photo, device_id="glasses-1")
+    assert record.frame_sha is not None
+    # Frames are files beside the database, content-addressed: same bytes, same file.
+    assert system.frames.get(record.frame_sha) == photo
+    assert system.frame_path(record.frame_sha).is_file()
+    labelled = system.add_label(record.id, "lime", source="human", author="rita")
+    assert labelled.final_answer is not None and labelled.final_answer.startswith("Lime")
+    with system.db.session() as s:
+        row = s.get(AskRow, record.id)
+        assert row is not None and row.device_id == "glasses-1" and row.outcome == "human_answered"
+        labels = s.scalars(select(LabelRow).where(LabelRow.ask_id == record.id)).all()
+        assert [(lab.value, lab.source, lab.author) for lab in labels] == [("Lime", "human", "rita")]
+    item = system.get_item("lime")
+    assert item.barcode == "7310865004703" and item.price == 4.9
+    system.db.dispose()
+
+
+def test_frame_store_is_content_addressed(tmp_path: Path) -> None:
+    store = FrameStore(tmp_path)
+    sha = store.put(b"abc")
+    assert store.put(b"abc") == sha
+    assert store.get(sha) == b"abc" and store.exists(sha)
+    assert store.delete(sha) and not store.exists(sha)
+    try:
+        store.get("../../etc/passwd")
+    except ValueError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("path traversal must be refused")
