@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_openai import FakeOpenAIServer, fake_openai
 
 from lookloop.config import Settings
 from lookloop.errors import NotConfigured
@@ -23,7 +24,6 @@ from lookloop.models.backends import (
     user_message,
     vision_backend,
 )
-from tests.fake_openai import FakeOpenAIServer, fake_openai
 
 
 class _ProxyLlama:

@@ -9,7 +9,7 @@ import lookloop
 
 EXPECTED = {
     "Answer", "Ask", "AskRecord", "BadInput", "Candidate", "CatalogItem", "Conflict", "Decision", "Forbidden",
-    "Label", "Lookloop", "LookloopError", "NotConfigured", "NotFound", "Outcome", "Settings", "TooLarge",
+    "GlassesClient", "Label", "Lookloop", "LookloopError", "NotConfigured", "NotFound", "Outcome", "Settings", "TooLarge",
     "Unauthorized", "UnsupportedMedia", "__version__", "get_settings",
 }
 

@@ -4,6 +4,7 @@ The public API is re-exported here; everything else lives in modules whose layou
 """
 
 from lookloop.config import Settings, get_settings
+from lookloop.device.client import GlassesClient
 from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Decision, Label, Outcome
 from lookloop.errors import (
     BadInput,
@@ -30,6 +31,7 @@ __all__ = [
     "Conflict",
     "Decision",
     "Forbidden",
+    "GlassesClient",
     "Label",
     "Lookloop",
     "LookloopError",

@@ -91,6 +91,10 @@ def serve(
         console.print(f"  {what:<16} {base}{path}")
     for path, what in extra_pages():
         console.print(f"  {what:<16} {base}{path}")
+    if demo:
+        from lookloop.humans.commands import print_demo_credentials
+
+        print_demo_credentials(system, console)
     uvicorn.run(create_app(settings, system=system), host=h, port=p, log_level="warning")
 
 
@@ -216,7 +220,8 @@ def _register_benches() -> None:
 
 def _register_commands() -> None:
     """Command groups that live beside their domain code (train, models, export, …)."""
-    for name in ("lookloop.loop.commands", "lookloop.humans.commands", "lookloop.privacy.commands"):
+    for name in ("lookloop.loop.commands", "lookloop.humans.commands", "lookloop.privacy.commands",
+                 "lookloop.exports.commands"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -155,7 +155,8 @@ class Metrics:
     confusion: Confusion
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        out: dict[str, Any] = _jsonable(asdict(self))
+        return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -244,7 +245,9 @@ def _fill(point: Point, facts: Iterable[_AskFacts], labels: Iterable[tuple[dt.da
 def confusion(facts: Iterable[_AskFacts], *, top: int = 12) -> Confusion:
     pairs = [(f.truth, f.guess) for f in facts if f.skill == "identify" and f.truth and f.guess]
     by_truth: Counter[str] = Counter(t for t, _ in pairs)
-    keep = [c for c, _ in by_truth.most_common(max(1, top))]
+    # The most frequent classes on either side, so a class the AI keeps guessing wrongly shows up too.
+    seen: Counter[str] = by_truth + Counter(g for _, g in pairs)
+    keep = sorted((c for c, _ in seen.most_common(max(1, top))), key=lambda c: (-seen[c], c))
     keep_set = set(keep)
     fold = any(t not in keep_set or g not in keep_set for t, g in pairs)
     classes = keep + ([OTHER] if fold else [])
@@ -399,6 +402,11 @@ def _draw(ax: Any, m: Metrics, name: str) -> None:
         ax.set_ylabel("label")
         ax.set_title(f"Confusion ({c.total} labelled asks)")
     if name != "confusion":
+        import matplotlib.dates as mdates
+
+        fmt = mdates.DateFormatter("%H:%M" if m.bucket == "hour" else "%b %d")  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_formatter(fmt)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.tick_params(axis="x", labelsize=8, rotation=30)
 

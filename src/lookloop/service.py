@@ -29,7 +29,6 @@ from lookloop.privacy.consent import ConsentService, training_excluded_ask_ids, 
 from lookloop.privacy.storage import FramePrivacy
 from lookloop.skills.base import Skill
 from lookloop.skills.identify import IdentifySkill, display
-from lookloop.skills.read import ReadSkill
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore
 from lookloop.store.tables import AskRow, CatalogItemRow, LabelRow
@@ -181,10 +180,9 @@ class Lookloop:
     def skills(self) -> dict[str, Skill]:
         with self._lock:
             if not self._skills:
-                self._skills = {
-                    "identify": IdentifySkill(self.embedder, lambda: self.identify_model, self.find_item),
-                    "read": ReadSkill(self.reader),
-                }
+                from lookloop.skills.registry import default_skills
+
+                self._skills = {sk.name: sk for sk in default_skills(self)}
             return self._skills
 
     def register_skill(self, skill: Skill) -> None:

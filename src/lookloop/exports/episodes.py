@@ -148,16 +148,30 @@ def _feedback(session: Session, ids: list[str]) -> dict[str, list[FeedbackInfo]]
 
 
 def trained_in(session: Session, ask_ids: list[str]) -> dict[str, list[str]]:
-    """Model versions whose training data held each ask, when the model registry records that."""
+    """Model versions whose training data held each ask, from the registry's lineage (label keys ``ask:<id>``)."""
     try:
         registry: Any = importlib.import_module("lookloop.loop.registry")
     except ModuleNotFoundError:
         return {}
     lookup = getattr(registry, "versions_trained_on", None)
-    if not callable(lookup):
+    if callable(lookup):
+        found = lookup(session, ask_ids)
+        return {str(k): [str(v) for v in vs] for k, vs in dict(found).items()}
+    try:
+        from lookloop.loop.tables import ModelVersionRow
+    except ModuleNotFoundError:
         return {}
-    found = lookup(session, ask_ids)
-    return {str(k): [str(v) for v in vs] for k, vs in dict(found).items()}
+    wanted = set(ask_ids)
+    out: dict[str, list[str]] = defaultdict(list)
+    rows = session.execute(
+        select(ModelVersionRow.id, ModelVersionRow.label_keys).order_by(ModelVersionRow.created_at)
+    ).all()
+    for version_id, keys in rows:
+        for key in keys or []:
+            ask_id = str(key)[4:] if str(key).startswith("ask:") else None
+            if ask_id in wanted:
+                out[ask_id].append(str(version_id))
+    return dict(out)
 
 
 def load_episodes(
@@ -187,7 +201,9 @@ def load_episodes(
                 .where(LabelRow.ask_id.in_(chunk), LabelRow.source.not_in(_NOT_EPISODE_LABELS))
                 .order_by(LabelRow.created_at, LabelRow.id)
             ).all():
-                labels[ask_id].append(LabelInfo(value, source, author or "", as_utc(created)))
+                # A wearer's label names their device as author: export the pseudonym instead.
+                who = pseudonym(author) if source == "wearer" and author else (author or "")
+                labels[str(ask_id)].append(LabelInfo(value, source, who, as_utc(created)))
         feedback = _feedback(s, ids)
         lineage = trained_in(s, ids)
     episodes = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,29 +82,28 @@ def export_hf(
     labelled_only: bool = False,
     force: bool = False,
 ) -> ExportResult:
-    """Builds the dataset from a generator (frames are streamed, not all held in memory) and saves it."""
+    """Writes rows to an Arrow file one at a time (frames are never all held in memory), then saves."""
     from datasets import Dataset
+    from datasets.arrow_writer import ArrowWriter
 
     prepare_dir(out, force=force)
     episodes = load_episodes(system, since=since, until=until, labelled_only=labelled_only)
-
+    feats = features()
     images = 0
-
-    def rows() -> Iterator[dict[str, Any]]:
-        nonlocal images
-        for ep in episodes:
-            r = row(system, ep)
-            images += r["image"] is not None
-            yield r
-
-    # The generator's cache goes to a scratch folder, not the user's ~/.cache.
-    with tempfile.TemporaryDirectory(prefix="lookloop-hf-", dir=out.parent) as scratch:
-        if episodes:
-            ds = Dataset.from_generator(rows, features=features(), cache_dir=scratch, keep_in_memory=False)
-        else:
-            ds = Dataset.from_dict({k: [] for k in features()}, features=features())
+    # Scratch space beside the output, not the user's ~/.cache; the saved copy is self-contained.
+    with tempfile.TemporaryDirectory(prefix=".lookloop-hf-", dir=out.parent) as scratch:
+        arrow = Path(scratch) / "episodes.arrow"
+        writer = ArrowWriter(features=feats, path=str(arrow), writer_batch_size=64)
+        try:
+            for ep in episodes:
+                r = row(system, ep)
+                images += r["image"] is not None
+                writer.write(feats.encode_example(r))
+            writer.finalize()
+        finally:
+            writer.close()
+        ds = Dataset.from_file(str(arrow))
         ds.save_to_disk(str(out))
         n = len(ds)
         del ds
     return ExportResult(out, n, {"labelled": sum(1 for e in episodes if e.labels), "images": images})
-

@@ -9,6 +9,7 @@ further augmentation). The result is a whole backbone, exported to ONNX for serv
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ class FinetuneConfig:
     """Recipe; the defaults were chosen to fit a 45-minute benchmark on two shared cores."""
 
     variant: str = "lite0"
-    train_from: int = 8  # first trainable MBConv block (Lite0 has 16)
+    train_from: int = 14  # first trainable MBConv block (Lite0 has 16)
     views: int = 4  # augmented views per image whose frozen activations are stored
     epochs: int = 8
     batch: int = 64
@@ -95,6 +96,38 @@ def _prefix(backbone: torch.nn.Module, x: torch.Tensor, upto: int) -> torch.Tens
     return x
 
 
+def _onnx_prefix(
+    backbone: torch.nn.Module, upto: int, size: int, directory: Path, threads: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+    import torch
+
+    class _Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = backbone
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _prefix(self.net, x, upto)
+
+    path = directory / "prefix.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            _Head().eval(), (torch.zeros(1, 3, size, size),), str(path), input_names=["pixels"],
+            output_names=["act"], dynamic_axes={"pixels": {0: "batch"}, "act": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(["act"], {"pixels": batch})[0])
+
+    return run
+
+
 class _Suffix:
     """The trainable tail of the backbone plus a classifier, as one torch module."""
 
@@ -149,13 +182,14 @@ def finetune_backbone(
     backbone.eval()
     start = time.perf_counter()
 
-    # 1. Frozen activations for every view, once.
+    # 1. Frozen activations for every view, once, through ONNX Runtime (several times faster than torch here).
     n = len(paths)
     feats: list[np.ndarray] = []
     ys: list[int] = []
     col = {c: i for i, c in enumerate(classes)}
-    chunk = 32
-    with torch.no_grad():
+    chunk = 16
+    with tempfile.TemporaryDirectory() as tmp:
+        run_prefix = _onnx_prefix(backbone, cfg.train_from, size, Path(tmp), cfg.threads)
         for lo in range(0, n, chunk):
             batch: list[np.ndarray] = []
             for p, lab in zip(paths[lo : lo + chunk], labels[lo : lo + chunk], strict=True):
@@ -163,8 +197,7 @@ def finetune_backbone(
                 for k in range(cfg.views):
                     batch.append(_view(img, size, rng, k, cfg.min_crop))
                     ys.append(col[lab])
-            out = _prefix(backbone, torch.from_numpy(np.stack(batch)), cfg.train_from)
-            feats.append(out.numpy().astype(np.float16))
+            feats.append(run_prefix(np.stack(batch)).astype(np.float16))
             if progress:
                 progress("fine-tuning: frozen activations", min(lo + chunk, n), n)
     x_all = torch.from_numpy(np.concatenate(feats))

@@ -47,3 +47,114 @@ class FixedThreshold:
 
     def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
         return None
+
+
+def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
+    """One-sided (1 - delta) upper confidence bound on a binomial rate."""
+    if n <= 0:
+        return 1.0
+    if errors >= n:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(1.0 - delta, errors + 1, n - errors))
+
+
+NEVER = 1.01  # a threshold no probability reaches: escalate everything (finite, so it stays valid JSON)
+
+# Fixed in advance (Learn-then-Test needs the order of hypotheses not to depend on the data):
+# fine steps near 1, where useful thresholds of a confident classifier live, coarser below.
+_GRID = np.unique(
+    np.concatenate([1.0 - np.geomspace(1e-4, 0.2, 120), np.linspace(0.8, 0.0, 81)])
+)[::-1]
+
+
+class ConformalPolicy:
+    """Risk-controlling threshold: auto-answers' error rate ≤ ``alpha`` with probability ≥ 1 - ``delta``.
+
+    Learn-then-Test with fixed-sequence testing: thresholds are tested from the most to the least
+    conservative; each null "error among answers at this threshold exceeds alpha" is rejected with a
+    Clopper-Pearson bound at level ``delta``; the lowest threshold reached before the first failure is
+    used. Fixed-sequence testing controls the family-wise error at ``delta`` without a union bound.
+    Until enough held-out labels exist, everything escalates. The confidence shown to the wearer is the
+    isotonic (monotone) calibration of the top score on the same labels.
+    """
+
+    def __init__(self, alpha: float = 0.05, delta: float = 0.1, *, min_answered: int = 20, max_calibration: int = 5000):
+        if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
+            raise ValueError("alpha and delta must lie in (0, 1)")
+        self.alpha = alpha
+        self.delta = delta
+        self.min_answered = min_answered
+        self.max_calibration = max_calibration
+        self.threshold = NEVER
+        self.name = f"conformal@{alpha:g}"
+        self._scores = np.zeros(0)
+        self._correct = np.zeros(0, dtype=bool)
+        self._iso_x = np.array([0.0, 1.0])
+        self._iso_y = np.array([0.0, 0.0])
+        self.upper_bound = 1.0  # the certified bound at the chosen threshold
+
+    @property
+    def n_calibration(self) -> int:
+        return int(self._scores.size)
+
+    def decide(self, probs: np.ndarray) -> PolicyDecision:
+        top = float(np.max(probs)) if probs.size else 0.0
+        decision = Decision.ANSWER if top >= self.threshold else Decision.ESCALATE
+        return PolicyDecision(decision, self.confidence(top), self.threshold, self.name)
+
+    def confidence(self, top: float) -> float:
+        return float(np.interp(top, self._iso_x, self._iso_y))
+
+    def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
+        """Replaces the calibration set with these held-out asks."""
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        c = np.asarray(correct, dtype=bool).ravel()
+        if s.shape != c.shape:
+            raise ValueError("scores and correct must line up")
+        self._scores, self._correct = s[-self.max_calibration :], c[-self.max_calibration :]
+        self._fit()
+
+    def update(self, scores: np.ndarray, correct: np.ndarray) -> None:
+        """Adds newly labelled held-out asks and recalibrates (labels arriving one by one)."""
+        s = np.concatenate([self._scores, np.asarray(scores, dtype=np.float64).ravel()])
+        c = np.concatenate([self._correct, np.asarray(correct, dtype=bool).ravel()])
+        self.calibrate(s, c)
+
+    def _fit(self) -> None:
+        s, c = self._scores, self._correct
+        self.threshold, self.upper_bound = NEVER, 1.0
+        if s.size:
+            order = np.argsort(-s)
+            s_sorted, wrong_sorted = s[order], ~c[order]
+            cum_wrong = np.cumsum(wrong_sorted)
+            for t in _GRID:
+                n = int(np.searchsorted(-s_sorted, -t, side="right"))  # how many scores ≥ t
+                if n < self.min_answered:
+                    continue
+                ub = clopper_pearson_upper(int(cum_wrong[n - 1]), n, self.delta)
+                if ub > self.alpha:
+                    break
+                self.threshold, self.upper_bound = float(t), ub
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
+            iso.fit(s, c.astype(np.float64))
+            self._iso_x = np.asarray(iso.X_thresholds_, dtype=np.float64)
+            self._iso_y = np.asarray(iso.y_thresholds_, dtype=np.float64)
+
+    def describe(self) -> dict[str, float | int | str]:
+        return {
+            "policy": self.name,
+            "alpha": self.alpha,
+            "delta": self.delta,
+            "threshold": self.threshold,
+            "calibration_labels": self.n_calibration,
+            "error_upper_bound": self.upper_bound,
+        }
+
+
+def all_policies(alpha: float = 0.05) -> list[EscalationPolicy]:
+    """Every implementation, for the conformance test and the benchmark."""
+    return [FixedThreshold(0.5), ConformalPolicy(alpha)]

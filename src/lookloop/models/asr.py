@@ -195,10 +195,34 @@ class WhisperTranscriber:
         )
         sep = "" if lang == "zh" else " "
         text = sep.join(s.text.strip() for s in segments).strip()
+        prompt = o.prompts.get(lang)
+        if prompt and lang != "zh":
+            text = strip_prompt_echo(text, prompt)
         return Transcript(text, lang, duration)
 
 
 _WHISPER_MODELS: dict[tuple[str, int], Any] = {}
+
+
+def _key(word: str) -> str:
+    return re.sub(r"[^\w]", "", word.lower())
+
+
+def strip_prompt_echo(text: str, prompt: str, min_run: int = 5) -> str:
+    """Remove runs of ``min_run``+ words copied from the prompt (Whisper echoes it on unclear audio)."""
+    words = text.split()
+    keys = [_key(w) for w in words]
+    pkeys = [_key(w) for w in prompt.split()]
+    drop = [False] * len(words)
+    for i in range(len(words)):
+        for j in range(len(pkeys)):
+            n = 0
+            while i + n < len(words) and j + n < len(pkeys) and keys[i + n] == pkeys[j + n] and keys[i + n]:
+                n += 1
+            if n >= min_run:
+                for k in range(i, i + n):
+                    drop[k] = True
+    return " ".join(w for w, d in zip(words, drop, strict=True) if not d)
 
 
 class PocketsphinxTranscriber:

@@ -332,7 +332,9 @@ def _cached(key: tuple[Any, ...], build: Any) -> ChatBackend:
 def chat_backend(settings: Settings) -> ChatBackend:
     """The chat backend: an OpenAI-compatible URL first, else an in-process GGUF; ``NotConfigured`` if neither."""
     if settings.chat_base_url:
-        key = ("openai", settings.chat_base_url, settings.chat_model, settings.chat_api_key, settings.backend_timeout_s)
+        key: tuple[Any, ...] = (
+            "openai", settings.chat_base_url, settings.chat_model, settings.chat_api_key, settings.backend_timeout_s
+        )
         return _cached(
             key,
             lambda: OpenAICompatibleBackend(

@@ -47,7 +47,8 @@ class TextEmbedder(Protocol):
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    out: np.ndarray = (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out
 
 
 class HashingTextEmbedder:

@@ -184,6 +184,14 @@ class FramePrivacy:
                     self._pending -= 1
                     self._idle.notify_all()
 
+    def resume(self) -> int:
+        """Queues the text pass of frames a crash left half-redacted (server start)."""
+        with self.db.session() as s:
+            pending = [str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.stage != "full"))]
+        for sha in pending:
+            self._enqueue(sha)
+        return len(pending)
+
     def flush(self, timeout: float = 120.0) -> bool:
         """Waits until the worker has finished every queued frame (tests, shutdown)."""
         with self._idle:

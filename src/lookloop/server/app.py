@@ -13,6 +13,9 @@ from fastapi.responses import JSONResponse
 
 from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
+from lookloop.humans.runtime import humans_of
+from lookloop.humans.runtime import install as install_humans
+from lookloop.server.routers.review import mount_review_page
 from lookloop.service import Lookloop
 
 log = logging.getLogger("lookloop.server")
@@ -26,6 +29,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_system.migrate()
+        install_humans(app)  # accounts, review queue, live streams: binds the live hub to this loop
         if warm:
             the_system.identify_model  # noqa: B018 - loads embedder, examples and head
         yield
@@ -38,6 +42,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         lifespan=lifespan,
     )
     app.state.system = the_system
+    humans_of(the_system)  # wires the escalation and feedback hooks before the first ask
 
     @app.exception_handler(LookloopError)
     async def domain_error(_: Request, exc: LookloopError) -> JSONResponse:
@@ -60,8 +65,31 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model_version": the_system.model_version}
 
-    from lookloop.server.routers import asks, catalog
+    from lookloop.server.routers import asks, catalog, devices, review
+    from lookloop.server.routers import auth as auth_router
 
+    app.include_router(devices.router)  # before asks: /v1/asks/{id}/feedback lives there
+    from lookloop.server.routers import voice
+
+    app.include_router(voice.router)  # before asks: POST /v1/asks/voice, /v1/speech, /v1/tts
+    voice.mount_simulator_page(app)  # /simulator
     app.include_router(asks.router)
     app.include_router(catalog.router)
+    from lookloop.server.routers import capabilities as capabilities_router
+
+    app.include_router(capabilities_router.router)  # /v1/capabilities, /v1/notes, /v1/memory
+    app.include_router(auth_router.router)
+    app.include_router(review.router)
+    mount_review_page(app)
+    from lookloop.server.routers import operators
+
+    app.include_router(operators.router)
+    operators.mount_dashboard_page(app)  # /dashboard
+    from lookloop.privacy.retention import install_purge
+    from lookloop.server import ratelimit
+    from lookloop.server.routers import privacy as privacy_router
+
+    app.include_router(privacy_router.router)
+    ratelimit.install(app, settings)  # rate limits + audit of operators' writes
+    install_purge(app)  # periodic purge of expired frames
     return app

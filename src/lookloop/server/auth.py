@@ -71,3 +71,37 @@ def websocket_principal(websocket: WebSocket, *roles: str) -> Principal:
     if roles and not principal.allows(*roles):
         raise Forbidden(f"this stream needs the role {' or '.join(roles)}")
     return principal
+
+
+def ask_device_id(system: Lookloop, principal: Principal | None, requested: str | None) -> str:
+    """The device an ask is recorded under: the token's device, an operator's choice, or 'anonymous'."""
+    if principal is None:
+        if not system.settings.allow_anonymous_asks:
+            raise Unauthorized("asks need a device token: send 'Authorization: Bearer dev_…'")
+        return "anonymous"
+    if principal.kind == "device":
+        assert principal.device_id is not None
+        if requested not in (None, "", "anonymous", principal.device_id):
+            raise Forbidden("a device asks only as itself")
+        return principal.device_id
+    if principal.allows("operator"):
+        return requested or "anonymous"
+    raise Forbidden("reviewers do not ask; use a device token")
+
+
+def check_ask_access(system: Lookloop, principal: Principal | None, device_id: str) -> None:
+    """Who may read an ask: anyone holding an anonymous ask's id, its wearer's devices, reviewers, operators."""
+    if device_id == "anonymous":
+        return
+    if principal is None:
+        raise Unauthorized("sign in to read this ask")
+    if principal.kind == "account" and principal.allows("reviewer"):
+        return
+    if principal.device_id == device_id:
+        return
+    if principal.wearer_id and device_id in humans_of(system).accounts.devices_of_wearer(principal.wearer_id):
+        return
+    # Not 403: a stranger learns nothing about whether the id exists.
+    from lookloop.errors import NotFound
+
+    raise NotFound("no such ask")

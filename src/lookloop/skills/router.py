@@ -9,6 +9,7 @@ Corrections given to ``learn()`` go into a nearest-neighbour memory that overrid
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -105,7 +106,8 @@ class _Tfidf:
             self._vec = self._make(min_df=1).fit(texts)
         self.vocabulary = {str(k): int(v) for k, v in self._vec.vocabulary_.items()}
         self.idf = np.asarray(self._vec.idf_, dtype=np.float32)
-        return self
+        # transform with exactly what save() stores, so a loaded router scores identically
+        return self.restore()
 
     def restore(self) -> _Tfidf:
         self._vec = self._make(vocabulary=self.vocabulary)
@@ -129,6 +131,7 @@ class IntentRouter:
         embedding_weight: float = 2.0,
         max_accuracy_drop: float = 0.005,
         memory_threshold: float = 0.92,
+        min_confidence: float = 0.0,
         top_k: int = 3,
         seed: int = 0,
     ) -> None:
@@ -137,6 +140,7 @@ class IntentRouter:
         self.embedding_weight = embedding_weight
         self.max_accuracy_drop = max_accuracy_drop
         self.memory_threshold = memory_threshold
+        self.min_confidence = min_confidence
         self.top_k = top_k
         self.seed = seed
         self.classes: list[str] = []
@@ -172,9 +176,7 @@ class IntentRouter:
     def _features(self, texts: Sequence[str], emb: np.ndarray, word: _Tfidf, char: _Tfidf) -> Any:
         from scipy.sparse import csr_matrix, hstack
 
-        return hstack(
-            [word.transform(texts), char.transform(texts), csr_matrix(emb * self.embedding_weight)]
-        ).tocsr()
+        return hstack([word.transform(texts), char.transform(texts), csr_matrix(emb * self.embedding_weight)]).tocsr()
 
     def _train(self, texts: Sequence[str], labels: Sequence[str], emb: np.ndarray) -> tuple[Any, _Tfidf, _Tfidf]:
         from sklearn.svm import LinearSVC
@@ -231,7 +233,7 @@ class IntentRouter:
 
     def _decide(self, scores: np.ndarray, threshold: float) -> np.ndarray:
         cls = np.array(self.classes, dtype=object)
-        pred = cls[scores.argmax(axis=1)].copy()
+        pred: np.ndarray = cls[scores.argmax(axis=1)].copy()
         pred[scores.max(axis=1) < threshold] = OOS
         return pred
 
@@ -307,7 +309,8 @@ class IntentRouter:
         if emb is None:
             emb = self.embedder.embed(list(texts))
         x = self._features(list(texts), emb, self._word, self._char)
-        return np.asarray(x @ self._coef.T) + self._intercept
+        scores: np.ndarray = np.asarray(x @ self._coef.T) + self._intercept
+        return scores
 
     def predict(self, texts: Sequence[str]) -> list[RouteDecision]:
         texts = [str(t) for t in texts]
@@ -318,7 +321,7 @@ class IntentRouter:
             scores = self.decision_scores(texts, emb)
             mem_hits = self._memory_lookup(texts, emb)
             out: list[RouteDecision] = []
-            for i, text in enumerate(texts):
+            for i in range(len(texts)):
                 if mem_hits[i] is not None:
                     out.append(mem_hits[i])  # type: ignore[arg-type]
                     continue
@@ -336,7 +339,7 @@ class IntentRouter:
         top = tuple((self.classes[j], float(p[j])) for j in order[: self.top_k])
         best = self.classes[int(row.argmax())]
         oos_p = float(p[self.classes.index(OOS)]) if OOS in self.classes else 0.0
-        if best == OOS or float(row.max()) < self.threshold:
+        if best == OOS or float(row.max()) < self.threshold or float(p.max()) < self.min_confidence:
             # confidence that it is out of scope: mass not on any in-scope intent's winner
             in_best = max((float(p[j]) for j, c in enumerate(self.classes) if c != OOS), default=0.0)
             return RouteDecision(None, max(oos_p, 1.0 - in_best), top, True)
@@ -393,6 +396,7 @@ class IntentRouter:
                 "embedding_weight": self.embedding_weight,
                 "max_accuracy_drop": self.max_accuracy_drop,
                 "memory_threshold": self.memory_threshold,
+                "min_confidence": self.min_confidence,
                 "top_k": self.top_k,
                 "seed": self.seed,
             },
@@ -451,22 +455,111 @@ class IntentRouter:
 
 # Order matters: the first matching rule wins (recall before remember, price/colour before identify).
 _KEYWORD_RULES: tuple[tuple[str, str], ...] = (
-    ("recall", r"\bwhere (did|have) i (park|put|leave|left)|\bwhere('s| is| are) my\b|\bwhat did i (ask you to )?"
-     r"remember\b|\bremind me where\b|\bdo you remember where\b|我.{0,6}(停|放|把).{0,8}(哪|哪里|哪儿)|在哪(里|儿)?[？?]?$"),
-    ("remember", r"\bremember (this|that|where|my|i)\b|\b(save|note|mark) (this|that) (spot|place|location)\b|"
-     r"\bdon'?t (let me )?forget\b|记住|记一下这|帮我记"),
-    ("notes", r"\b(take|start taking|make) (some )?notes?\b|\bsummari[sz]e\b|\bsummary\b|\bminutes\b|\btranscribe\b|"
-     r"记笔记|做笔记|会议(纪要|记录|总结)|总结一下"),
-    ("translate", r"\btranslat|\bin (english|chinese|mandarin|spanish|french|german|swedish|japanese)\b|"
-     r"\bwhat does (this|that|it) (say|mean) in\b|翻译|用(英语|英文|中文)怎么说|什么意思"),
-    ("price", r"\bhow much\b|\bprice\b|\bcost(s)?\b|\bexpensive\b|\bcheap\b|\bon sale\b|多少钱|价格|价钱|贵不贵|便宜"),
-    ("colour", r"\bcolou?rs?\b|\bwhat shade\b|\bis (this|it) (red|blue|green|black|white|yellow|brown|pink)\b|颜色|什么色"),
-    ("read", r"\bread\b|\bwhat does (this|the|that|it)( \w+)? say\b|\bwhat('s| is) "
-     r"written\b|\btext\b|读|念一下|写(的|了)什么|上面写"),
-    ("describe", r"\bdescribe\b|\bwhat (do|can) you see\b|\bwhat('s| is) (around|in front of) me\b|\bwhat('s| is) "
-     r"(happening|going on)\b|\blook around\b|\bscene\b|描述|你看到了?什么|周围有什么|前面有什么"),
-    ("identify", r"\bwhat('s| is) (this|that|it)\b|\bwhat (kind|type|sort|brand) of\b|\bidentify\b|\bwhat am i "
-     r"(holding|looking at)\b|\bwhich (fruit|vegetable|product|brand)\b|这是什么|那是什么|这是啥|这个是什么|识别"),
+    (
+        "recall",
+        "|".join(
+            [
+                r"\bwhere (did|have) i (park|put|leave|left)",
+                r"\bwhere('s| is| are) my\b",
+                r"\bwhat did i (ask you to )?remember\b",
+                r"\bremind me where\b",
+                r"\bdo you remember where\b",
+                r"我.{0,6}(停|放|把).{0,8}(哪|哪里|哪儿)",
+                r"在哪(里|儿)?[？?]?$",
+            ]
+        ),
+    ),
+    (
+        "remember",
+        "|".join(
+            [
+                r"\bremember (this|that|where|my|i)\b",
+                r"\b(save|note|mark) (this|that) (spot|place|location)\b",
+                r"\bdon'?t (let me )?forget\b",
+                r"记住|记一下这|帮我记",
+            ]
+        ),
+    ),
+    (
+        "notes",
+        "|".join(
+            [
+                r"\b(take|start taking|make) (some )?notes?\b",
+                r"\bsummari[sz]e\b|\bsummary\b|\bminutes\b",
+                r"\btranscribe\b",
+                r"记笔记|做笔记|会议(纪要|记录|总结)|总结一下",
+            ]
+        ),
+    ),
+    (
+        "translate",
+        "|".join(
+            [
+                r"\btranslat",
+                r"\bin (english|chinese|mandarin|spanish|french|german|swedish|japanese)\b",
+                r"\bwhat does (this|that|it) (say|mean) in\b",
+                r"翻译|用(英语|英文|中文)怎么说|什么意思",
+            ]
+        ),
+    ),
+    (
+        "price",
+        "|".join(
+            [
+                r"\bhow much\b|\bprice\b|\bcost(s)?\b|\bexpensive\b|\bcheap\b|\bon sale\b",
+                r"多少钱|价格|价钱|贵不贵|便宜",
+            ]
+        ),
+    ),
+    (
+        "colour",
+        "|".join(
+            [
+                r"\bcolou?rs?\b|\bwhat shade\b",
+                r"\bis (this|it) (red|blue|green|black|white|yellow|brown|pink)\b",
+                r"颜色|什么色",
+            ]
+        ),
+    ),
+    (
+        "read",
+        "|".join(
+            [
+                r"\bread\b",
+                r"\bwhat does (this|the|that|it)( \w+)? say\b",
+                r"\bwhat('s| is) written\b",
+                r"\btext\b",
+                r"读|念一下|写(的|了)什么|上面写",
+            ]
+        ),
+    ),
+    (
+        "describe",
+        "|".join(
+            [
+                r"\bdescribe\b",
+                r"\bwhat (do|can) you see\b",
+                r"\bwhat('s| is) (around|in front of) me\b",
+                r"\bwhat('s| is) (happening|going on)\b",
+                r"\blook around\b",
+                r"\bscene\b",
+                r"描述|你看到了?什么|周围有什么|前面有什么",
+            ]
+        ),
+    ),
+    (
+        "identify",
+        "|".join(
+            [
+                r"\bwhat('s| is) (this|that|it)\b",
+                r"\bwhat (kind|type|sort|brand) of\b",
+                r"\bidentify\b",
+                r"\bwhat am i (holding|looking at)\b",
+                r"\bwhich (fruit|vegetable|product|brand)\b",
+                r"这是什么|那是什么|这是啥|这个是什么|识别",
+            ]
+        ),
+    ),
 )
 
 
@@ -516,8 +609,17 @@ def _clinc_out_of_scope(data_dir: Path, per_intent: int = 3) -> list[str]:
     except (OSError, ValueError):
         return []
     # CLINC intents that overlap a skill would teach the wrong thing
-    overlap = {"translate", "reminder", "reminder_update", "todo_list", "todo_list_update", "shopping_list",
-               "shopping_list_update", "spelling", "definition"}
+    overlap = {
+        "translate",
+        "reminder",
+        "reminder_update",
+        "todo_list",
+        "todo_list_update",
+        "shopping_list",
+        "shopping_list_update",
+        "spelling",
+        "definition",
+    }
     texts = [str(t) for t, _ in data.get("oos_train", [])]
     seen: dict[str, int] = {}
     for text, intent in data.get("train", []):
@@ -537,7 +639,8 @@ def build_skill_router(embedder: TextEmbedder, data_dir: Path | None = None) -> 
         extra = _clinc_out_of_scope(data_dir)
         texts += extra
         labels += [OOS] * len(extra)
-    return IntentRouter(embedder, max_accuracy_drop=0.0).fit(texts, labels)
+    # a wrong skill costs the wearer more than a hand-off to a human, hence the confidence floor
+    return IntentRouter(embedder, max_accuracy_drop=0.0, min_confidence=0.5).fit(texts, labels)
 
 
 def default_skill_router(settings: Any = None, embedder: TextEmbedder | None = None) -> IntentRouter:
@@ -549,9 +652,10 @@ def default_skill_router(settings: Any = None, embedder: TextEmbedder | None = N
     cache_dir = Path(settings.model_cache_dir)
     emb = embedder or default_text_embedder(cache_dir)
     seed_text = resources.files("lookloop").joinpath("data/intents_seed.jsonl").read_bytes()
-    import hashlib
-
-    digest = hashlib.sha256(seed_text + emb.version.encode()).hexdigest()[:12]
+    clinc = Path(settings.data_dir) / "clinc150" / "clinc150_train_val.json"
+    # the key changes when the seeds, the embedder or the presence of CLINC150 change
+    key = seed_text + emb.version.encode() + str(clinc.exists()).encode() + str(IntentRouter.FORMAT).encode()
+    digest = hashlib.sha256(key).hexdigest()[:12]
     path = cache_dir / f"skill-router-{digest}.npz"
     if path.exists():
         try:

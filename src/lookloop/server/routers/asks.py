@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from lookloop.errors import TooLarge
+from lookloop.errors import Forbidden, TooLarge
+from lookloop.server.auth import Principal, ask_device_id, check_ask_access, current_principal, require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import AskOut, ErrorOut, LabelIn
 from lookloop.service import Lookloop
@@ -19,6 +20,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 System = Annotated[Lookloop, Depends(get_system)]
+Caller = Annotated[Principal | None, Depends(current_principal)]
 
 
 async def _read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -31,12 +33,14 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 @router.post("", response_model=AskOut, responses=_ERRORS, summary="Ask about what the wearer sees")
 async def create_ask(
     system: System,
+    caller: Caller,
     question: Annotated[str, Form(description="What the wearer asked, e.g. 'what is this?'")],
     image: Annotated[UploadFile | None, File(description="The camera frame (JPEG, PNG, WebP)")] = None,
     device_id: Annotated[str, Form(max_length=64)] = "anonymous",
     skill: Annotated[str | None, Form(max_length=32)] = None,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> AskOut:
+    device_id = ask_device_id(system, caller, device_id)
     data = await _read_limited(image, system.settings.max_image_bytes) if image is not None else None
     record = await run_in_threadpool(
         system.ask, question, data, device_id=device_id, idempotency_key=idempotency_key, skill=skill
@@ -47,21 +51,29 @@ async def create_ask(
 @router.get("", response_model=list[AskOut])
 def list_asks(
     system: System,
+    caller: Annotated[Principal, Depends(require("wearer", "operator"))],
     device_id: str | None = None,
     outcome: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[AskOut]:
+    if caller.kind == "device":
+        if device_id not in (None, caller.device_id):
+            raise Forbidden("a device lists only its own asks")
+        device_id = caller.device_id
     return [AskOut.of(r) for r in system.list_asks(device_id=device_id, outcome=outcome, limit=limit)]
 
 
 @router.get("/{ask_id}", response_model=AskOut, responses=_ERRORS)
-def get_ask(system: System, ask_id: str) -> AskOut:
-    return AskOut.of(system.get_ask(ask_id))
+def get_ask(system: System, caller: Caller, ask_id: str) -> AskOut:
+    record = system.get_ask(ask_id)
+    check_ask_access(system, caller, record.device_id)
+    return AskOut.of(record)
 
 
 @router.get("/{ask_id}/frame", responses=_ERRORS, response_class=Response)
-def get_frame(system: System, ask_id: str) -> Response:
+def get_frame(system: System, caller: Caller, ask_id: str) -> Response:
     record = system.get_ask(ask_id)
+    check_ask_access(system, caller, record.device_id)
     if record.frame_sha is None:
         from lookloop.errors import NotFound
 
@@ -70,5 +82,18 @@ def get_frame(system: System, ask_id: str) -> Response:
 
 
 @router.post("/{ask_id}/labels", response_model=AskOut, responses=_ERRORS, summary="Give the right answer")
-def label_ask(system: System, ask_id: str, body: LabelIn) -> AskOut:
-    return AskOut.of(system.add_label(ask_id, body.value, source=body.source))
+def label_ask(
+    system: System, caller: Caller, ask_id: str, body: LabelIn,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> AskOut:
+    record = system.get_ask(ask_id)
+    check_ask_access(system, caller, record.device_id)
+    if body.source == "wearer":
+        if caller is not None and caller.kind == "account" and not caller.allows("operator"):
+            raise Forbidden("the wearer's own labels come from the wearer's device")
+    elif caller is None or not caller.allows("reviewer"):
+        raise Forbidden(f"labels with source {body.source!r} need a reviewer or operator")
+    return AskOut.of(system.add_label(
+        ask_id, body.value, source=body.source, author=caller.author if caller else "",
+        idempotency_key=idempotency_key,
+    ))

@@ -7,13 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from lookloop.errors import Conflict
+from lookloop.server.auth import Principal, require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import CatalogItemIn, CatalogItemOut, ErrorOut
 from lookloop.service import Lookloop
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 System = Annotated[Lookloop, Depends(get_system)]
-_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (404, 409, 422)}
+Operator = Annotated[Principal, Depends(require("operator"))]
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
 
 
 @router.get("", response_model=list[CatalogItemOut])
@@ -31,7 +33,7 @@ def get_item(system: System, item_id: str) -> CatalogItemOut:
 
 
 @router.post("", response_model=CatalogItemOut, status_code=201, responses=_ERRORS)
-def create_item(system: System, body: CatalogItemIn) -> CatalogItemOut:
+def create_item(system: System, _: Operator, body: CatalogItemIn) -> CatalogItemOut:
     item = body.to_item()
     if any(i.id == item.id for i in system.list_items()):
         raise Conflict(f"catalogue item {item.id!r} exists; use PUT to change it")
@@ -40,7 +42,7 @@ def create_item(system: System, body: CatalogItemIn) -> CatalogItemOut:
 
 
 @router.put("/{item_id}", response_model=CatalogItemOut, responses=_ERRORS)
-def put_item(system: System, item_id: str, body: CatalogItemIn) -> CatalogItemOut:
+def put_item(system: System, _: Operator, item_id: str, body: CatalogItemIn) -> CatalogItemOut:
     existing = next((i for i in system.list_items() if i.id == item_id), None)
     item = body.to_item(item_id)
     if existing is not None:
@@ -52,6 +54,6 @@ def put_item(system: System, item_id: str, body: CatalogItemIn) -> CatalogItemOu
 
 
 @router.delete("/{item_id}", status_code=204, responses=_ERRORS)
-def delete_item(system: System, item_id: str) -> Response:
+def delete_item(system: System, _: Operator, item_id: str) -> Response:
     system.delete_item(item_id)
     return Response(status_code=204)

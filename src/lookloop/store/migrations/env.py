@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 import lookloop.humans.tables  # noqa: F401 - registers the human-loop tables
+import lookloop.memory.tables  # noqa: F401 - registers the memory and notes tables
 from lookloop.store.tables import Base
-import lookloop.memory.tables  # noqa: F401,E402 - registers the memory and notes tables
 
 config = context.config
 target_metadata = Base.metadata

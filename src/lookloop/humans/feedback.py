@@ -1,0 +1,110 @@
+"""Wearer feedback: explicit right/wrong (with an optional correction) and implicit 'wrong' from quick re-asks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from lookloop.domain import Outcome, utcnow
+from lookloop.errors import BadInput
+from lookloop.humans.accounts import _aware
+from lookloop.humans.tables import FeedbackRow
+from lookloop.service import AskRecord, Lookloop
+from lookloop.store.tables import AskRow
+
+VERDICTS = ("right", "wrong")
+SAME_FRAME_COSINE = 0.95  # embeddings this close are the same thing seen again
+
+
+@dataclass(frozen=True)
+class FeedbackInfo:
+    id: str
+    ask_id: str
+    device_id: str
+    verdict: str
+    correction: str | None
+    implicit: bool
+    created_at: dt.datetime
+
+
+def _info(row: FeedbackRow) -> FeedbackInfo:
+    return FeedbackInfo(row.id, row.ask_id, row.device_id, row.verdict, row.correction, bool(row.implicit),
+                        _aware(row.created_at))
+
+
+class FeedbackService:
+    def __init__(self, system: Lookloop) -> None:
+        self.system = system
+
+    def give(self, ask_id: str, verdict: str, *, device_id: str, correction: str | None = None,
+             implicit: bool = False) -> FeedbackInfo:
+        """Stores the wearer's verdict; a correction (or a 'right' on a product) becomes a label at once."""
+        if verdict not in VERDICTS:
+            raise BadInput("verdict must be 'right' or 'wrong'")
+        correction = (correction or "").strip() or None
+        if correction is not None and len(correction) > 500:
+            raise BadInput("the correction is longer than 500 characters")
+        if correction is not None and verdict == "right":
+            raise BadInput("a correction goes with the verdict 'wrong'")
+        record = self.system.get_ask(ask_id)
+        with self.system.db.session() as s:
+            row = FeedbackRow(ask_id=ask_id, device_id=device_id, verdict=verdict, correction=correction,
+                              implicit=implicit, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            info = _info(row)
+        if correction is not None:
+            self.system.add_label(ask_id, correction, source="wearer", author=device_id)
+        elif verdict == "right" and record.answer.skill == "identify":
+            label = str(record.answer.result.get("label") or "")
+            if label and record.answer.decision.value == "answer":
+                self.system.add_label(ask_id, label, source="wearer", author=device_id)
+        elif verdict == "wrong" and not implicit:
+            with self.system.db.session() as s:
+                ask = s.get(AskRow, ask_id)
+                if ask is not None and ask.outcome == Outcome.ANSWERED.value:
+                    ask.outcome = Outcome.REJECTED.value
+        return info
+
+    def list(self, *, ask_id: str | None = None, limit: int = 100) -> list[FeedbackInfo]:
+        with self.system.db.session() as s:
+            stmt = select(FeedbackRow).order_by(FeedbackRow.created_at.desc()).limit(max(1, min(limit, 1000)))
+            if ask_id:
+                stmt = stmt.where(FeedbackRow.ask_id == ask_id)
+            return [_info(r) for r in s.scalars(stmt).all()]
+
+    def on_asked(self, record: AskRecord) -> FeedbackInfo | None:
+        """A re-ask of the same thing soon after an AI answer means that answer did not help: implicit 'wrong'."""
+        if record.device_id == "anonymous" or record.frame_sha is None:
+            return None
+        window = dt.timedelta(seconds=self.system.settings.reask_window_s)
+        since = _aware(record.created_at) - window
+        with self.system.db.session() as s:
+            prev = s.scalars(
+                select(AskRow).where(AskRow.device_id == record.device_id, AskRow.id != record.id,
+                                     AskRow.created_at >= since, AskRow.created_at <= record.created_at,
+                                     AskRow.frame_sha.is_not(None))
+                .order_by(AskRow.created_at.desc()).limit(1)
+            ).first()
+            if prev is None or prev.outcome != Outcome.ANSWERED.value or prev.frame_sha is None:
+                return None
+            if s.scalars(select(FeedbackRow.id).where(FeedbackRow.ask_id == prev.id)).first() is not None:
+                return None
+            prev_id, prev_sha = prev.id, prev.frame_sha
+        if not self._same_thing(prev_sha, record.frame_sha):
+            return None
+        return self.give(prev_id, "wrong", device_id=record.device_id, implicit=True)
+
+    def _same_thing(self, a: str, b: str) -> bool:
+        if a == b:
+            return True
+        if self.system._emb_cache is None:
+            return False
+        ea, eb = self.system.embedding_cache.get(a), self.system.embedding_cache.get(b)
+        if ea is None or eb is None:
+            return False
+        cos = float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-12))
+        return cos >= SAME_FRAME_COSINE

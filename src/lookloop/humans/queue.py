@@ -1,0 +1,472 @@
+"""The review queue: live items first, then by active-learning priority; locks that time out; skips;
+consensus among reviewers with an operator as tie-breaker; gold items that score reviewers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+
+from lookloop.domain import utcnow
+from lookloop.errors import BadInput, Conflict, Forbidden, NotFound
+from lookloop.humans.accounts import Principal, _aware
+from lookloop.humans.tables import AccountRow, ReviewAnswerRow, ReviewItemRow
+from lookloop.service import AskRecord, Lookloop, normalise_name
+
+REJECT = "\x00reject"  # the consensus key of "cannot tell"
+ACTIONS = ("answer", "reject", "skip")
+MAX_LOCKS_PER_REVIEWER = 2  # the item on screen and the one preloaded behind it
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    id: str
+    ask_id: str | None
+    kind: str
+    question: str
+    frame_sha: str | None
+    skill: str
+    ai_answer: str
+    ai_label: str
+    confidence: float
+    candidates: tuple[tuple[str, float], ...]
+    live: bool
+    priority: float
+    status: str
+    needed: int
+    locked_by: str | None
+    locked_until: dt.datetime | None
+    resolved_value: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Submission:
+    item: QueueItem
+    resolved: bool
+    value: str | None  # the resolved label; None for "cannot tell" or while unresolved
+    status: str
+    correct: bool | None = None  # gold items only
+
+
+@dataclass(frozen=True)
+class ReviewerStats:
+    account_id: str
+    username: str
+    items: int
+    skips: int
+    seconds_per_item: float | None
+    agreement: float | None
+    gold_answered: int
+    gold_accuracy: float | None
+
+
+def _item(row: ReviewItemRow) -> QueueItem:
+    return QueueItem(
+        id=row.id, ask_id=row.ask_id, kind=row.kind, question=row.question, frame_sha=row.frame_sha,
+        skill=row.skill, ai_answer=row.ai_answer, ai_label=row.ai_label, confidence=row.confidence,
+        candidates=tuple((str(c[0]), float(c[1])) for c in (row.candidates or [])), live=bool(row.live),
+        priority=row.priority, status=row.status, needed=row.needed, locked_by=row.locked_by,
+        locked_until=_aware(row.locked_until) if row.locked_until else None, resolved_value=row.resolved_value,
+        created_at=_aware(row.created_at),
+    )
+
+
+def least_confidence(record: AskRecord) -> float:
+    """Default active-learning priority: the less sure the model, the more a label teaches it."""
+    return round(1.0 - float(record.answer.confidence), 6)
+
+
+def default_priority() -> Callable[[AskRecord], float]:
+    """The learning loop's strategy when it offers one (``lookloop.loop.strategies.ask_priority``)."""
+    try:
+        from lookloop.loop import strategies  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return least_confidence
+    fn = getattr(strategies, "ask_priority", None)
+    return fn if callable(fn) else least_confidence
+
+
+def review_frame_bytes(system: Lookloop, item: QueueItem) -> bytes:
+    """The frame a reviewer sees for ``item``: the one place that decides which bytes (redaction goes here)."""
+    if item.frame_sha is None:
+        raise NotFound("this item has no frame")
+    return system.frame_bytes(item.frame_sha)
+
+
+class ReviewQueue:
+    """Queue operations; every state change is a compare-and-set in the database so it holds across workers."""
+
+    def __init__(self, system: Lookloop) -> None:
+        self.system = system
+        self.settings = system.settings
+        self.db = system.db
+        self.priority_fn: Callable[[AskRecord], float] = default_priority()
+        self.clock: Callable[[], dt.datetime] = utcnow
+        self.on_resolved: list[Callable[[QueueItem, str | None, list[str]], None]] = []
+        self._served: dict[tuple[str, str], dt.datetime] = {}
+        self._served_lock = threading.Lock()
+
+    @property
+    def lock_timeout(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.settings.review_lock_timeout_s)
+
+    # -- filling ------------------------------------------------------------------------------------------
+
+    def enqueue_ask(self, record: AskRecord, *, live: bool = True) -> QueueItem:
+        """The queue item of an escalated ask (created once; a second call returns the same item)."""
+        with self.db.session() as s:
+            row = s.scalars(select(ReviewItemRow).where(ReviewItemRow.ask_id == record.id,
+                                                        ReviewItemRow.kind == "ask")).first()
+            if row is None:
+                a = record.answer
+                row = ReviewItemRow(
+                    ask_id=record.id, kind="ask", question=record.question, frame_sha=record.frame_sha,
+                    skill=a.skill, ai_answer=a.text, ai_label=str(a.result.get("label", a.text)),
+                    confidence=a.confidence, candidates=[[c.label, c.score] for c in a.candidates][:10],
+                    live=live, priority=float(self.priority_fn(record)), status="open",
+                    needed=self.settings.review_consensus, created_at=self.clock(),
+                )
+                s.add(row)
+                s.flush()
+            return _item(row)
+
+    def add_gold(
+        self, *, question: str, frame_sha: str | None, answer: str, ai_answer: str = "", ai_label: str = "",
+        confidence: float = 0.0, candidates: list[tuple[str, float]] | None = None, skill: str = "identify",
+    ) -> QueueItem:
+        """A gold item: shown like any other, its known answer scores whoever answers it."""
+        answer = (answer or "").strip()
+        if not answer:
+            raise BadInput("a gold item needs its answer")
+        with self.db.session() as s:
+            row = ReviewItemRow(
+                kind="gold", question=question, frame_sha=frame_sha, skill=skill, ai_answer=ai_answer,
+                ai_label=ai_label, confidence=confidence, candidates=[[c, p] for c, p in (candidates or [])],
+                live=False, priority=0.0, status="gold", needed=0, gold_answer=answer, created_at=self.clock(),
+            )
+            s.add(row)
+            s.flush()
+            return _item(row)
+
+    def gold_from_ask(self, ask_id: str, answer: str | None = None) -> QueueItem:
+        """Turns a settled ask into a gold item (answer: its final label unless given)."""
+        record = self.system.get_ask(ask_id)
+        value = answer or (self.resolved_label(ask_id) or "")
+        a = record.answer
+        return self.add_gold(
+            question=record.question, frame_sha=record.frame_sha, answer=value, ai_answer=a.text,
+            ai_label=str(a.result.get("label", a.text)), confidence=a.confidence,
+            candidates=[(c.label, c.score) for c in a.candidates], skill=a.skill,
+        )
+
+    def resolved_label(self, ask_id: str) -> str | None:
+        with self.db.session() as s:
+            return s.scalars(select(ReviewItemRow.resolved_value).where(
+                ReviewItemRow.ask_id == ask_id, ReviewItemRow.status == "resolved")).first()
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def get(self, item_id: str) -> QueueItem:
+        with self.db.session() as s:
+            row = s.get(ReviewItemRow, item_id)
+            if row is None:
+                raise NotFound(f"no review item {item_id!r}")
+            return _item(row)
+
+    def for_ask(self, ask_id: str) -> QueueItem | None:
+        with self.db.session() as s:
+            row = s.scalars(select(ReviewItemRow).where(ReviewItemRow.ask_id == ask_id)).first()
+            return _item(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        now = self.clock()
+        with self.db.session() as s:
+            by_status = dict(s.execute(select(ReviewItemRow.status, func.count())
+                                       .group_by(ReviewItemRow.status)).all())
+            live = s.scalar(select(func.count()).select_from(ReviewItemRow).where(
+                ReviewItemRow.status == "open", ReviewItemRow.live.is_(True))) or 0
+            locked = s.scalar(select(func.count()).select_from(ReviewItemRow).where(
+                ReviewItemRow.locked_until > now)) or 0
+        return {"open": int(by_status.get("open", 0)), "live": int(live), "operator": int(by_status.get("operator", 0)),
+                "resolved": int(by_status.get("resolved", 0)), "gold": int(by_status.get("gold", 0)),
+                "locked": int(locked)}
+
+    def locks_held(self, account_id: str) -> int:
+        with self.db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(
+                ReviewItemRow.locked_by == account_id, ReviewItemRow.locked_until > self.clock())) or 0)
+
+    # -- claiming -----------------------------------------------------------------------------------------
+
+    def try_lock(self, item_id: str, account_id: str) -> bool:
+        """Locks an open item for ``account_id`` unless someone else holds a live lock (compare-and-set)."""
+        now = self.clock()
+        with self.db.session() as s:
+            res = s.execute(
+                update(ReviewItemRow)
+                .where(ReviewItemRow.id == item_id, ReviewItemRow.status.in_(("open", "operator")),
+                       or_(ReviewItemRow.locked_until.is_(None), ReviewItemRow.locked_until <= now,
+                           ReviewItemRow.locked_by == account_id))
+                .values(locked_by=account_id, locked_at=now, locked_until=now + self.lock_timeout)
+                .execution_options(synchronize_session=False)
+            )
+            ok = bool(getattr(res, "rowcount", 0) == 1)
+        if ok:
+            self._mark_served(item_id, account_id, now)
+        return ok
+
+    def claim(self, item_id: str, reviewer: Principal) -> QueueItem:
+        """Locks a given item (e.g. one pushed over the socket) for the reviewer."""
+        account_id = self._account_id(reviewer)
+        item = self.get(item_id)
+        if item.status == "operator" and not reviewer.allows("operator"):
+            raise Forbidden("reviewers disagreed on this item: an operator decides it")
+        if item.kind == "gold":
+            self._mark_served(item_id, account_id, self.clock())
+            return item
+        if not self.try_lock(item_id, account_id):
+            raise Conflict("another reviewer is working on this item")
+        return self.get(item_id)
+
+    def next(self, reviewer: Principal) -> QueueItem | None:
+        """Claims the next item for the reviewer: live first, then by priority; a gold item every N."""
+        account_id = self._account_id(reviewer)
+        now = self.clock()
+        is_operator = reviewer.allows("operator")
+        with self.db.session() as s:
+            acted = dict(s.execute(select(ReviewAnswerRow.item_id, ReviewAnswerRow.action)
+                                   .where(ReviewAnswerRow.account_id == account_id)).all())
+            done_count = sum(1 for a in acted.values() if a != "skip")
+            statuses = ("open", "operator") if is_operator else ("open",)
+            rows = s.scalars(
+                select(ReviewItemRow)
+                .where(ReviewItemRow.status.in_(statuses),
+                       or_(ReviewItemRow.locked_until.is_(None), ReviewItemRow.locked_until <= now))
+                .order_by(ReviewItemRow.live.desc(), (ReviewItemRow.status == "operator").desc(),
+                          ReviewItemRow.priority.desc(), ReviewItemRow.created_at)
+                .limit(200)
+            ).all()
+            candidates = [_item(r) for r in rows if acted.get(r.id) not in ("answer", "reject")]
+        fresh = [c for c in candidates if c.id not in acted]
+        skipped = [c for c in candidates if c.id in acted]  # skipped ones come back after everything else
+        ordered = fresh + skipped
+        gold_due = self.settings.review_gold_every > 0 and (done_count + 1) % self.settings.review_gold_every == 0
+        if gold_due and not (ordered and ordered[0].live):
+            gold = self._gold_for(account_id, set(acted))
+            if gold is not None:
+                self._mark_served(gold.id, account_id, now)
+                return gold
+        for c in ordered:
+            if self.try_lock(c.id, account_id):
+                return self.get(c.id)
+        return None
+
+    def _gold_for(self, account_id: str, acted: set[str]) -> QueueItem | None:
+        with self.db.session() as s:
+            rows = s.scalars(select(ReviewItemRow).where(ReviewItemRow.status == "gold")
+                             .order_by(ReviewItemRow.created_at)).all()
+            for r in rows:
+                if r.id not in acted:
+                    return _item(r)
+        return None
+
+    def release(self, item_id: str, reviewer: Principal) -> None:
+        account_id = self._account_id(reviewer)
+        with self.db.session() as s:
+            s.execute(update(ReviewItemRow)
+                      .where(ReviewItemRow.id == item_id, ReviewItemRow.locked_by == account_id)
+                      .values(locked_by=None, locked_at=None, locked_until=None)
+                      .execution_options(synchronize_session=False))
+
+    def release_all(self, account_id: str) -> None:
+        with self.db.session() as s:
+            s.execute(update(ReviewItemRow).where(ReviewItemRow.locked_by == account_id)
+                      .values(locked_by=None, locked_at=None, locked_until=None)
+                      .execution_options(synchronize_session=False))
+
+    def set_live(self, item_id: str, live: bool) -> None:
+        with self.db.session() as s:
+            s.execute(update(ReviewItemRow).where(ReviewItemRow.id == item_id).values(live=live)
+                      .execution_options(synchronize_session=False))
+
+    def close_for_ask(self, ask_id: str, value: str) -> bool:
+        """Settles the open item of an ask answered elsewhere; False when there was none open."""
+        with self.db.session() as s:
+            res = s.execute(update(ReviewItemRow)
+                            .where(ReviewItemRow.ask_id == ask_id, ReviewItemRow.kind == "ask",
+                                   ReviewItemRow.status.in_(("open", "operator")))
+                            .values(status="resolved", resolved_value=value, resolved_at=self.clock(), live=False,
+                                    locked_by=None, locked_at=None, locked_until=None)
+                            .execution_options(synchronize_session=False))
+            return bool(getattr(res, "rowcount", 0))
+
+    # -- answering ----------------------------------------------------------------------------------------
+
+    def skip(self, item_id: str, reviewer: Principal) -> None:
+        account_id = self._account_id(reviewer)
+        self.get(item_id)
+        with self.db.session() as s:
+            s.add(ReviewAnswerRow(item_id=item_id, account_id=account_id, action="skip",
+                                  duration_ms=self._duration_ms(item_id, account_id), created_at=self.clock()))
+        self.release(item_id, reviewer)
+
+    def submit(self, item_id: str, reviewer: Principal, action: str, value: str | None = None) -> Submission:
+        """An answer (or "cannot tell") from a reviewer; resolves the item when consensus is reached."""
+        if action not in ("answer", "reject"):
+            raise BadInput("action must be 'answer' or 'reject' (skip has its own call)")
+        if action == "answer":
+            value = (value or "").strip()
+            if not value:
+                raise BadInput("the answer is empty")
+            if len(value) > 500:
+                raise BadInput("the answer is longer than 500 characters")
+            value = self.system.canonical_label(value)
+        else:
+            value = None
+        account_id = self._account_id(reviewer)
+        item = self.get(item_id)
+        if item.kind == "gold":
+            return self._submit_gold(item, account_id, action, value)
+        return self._submit_ask(item, reviewer, account_id, action, value)
+
+    def _submit_gold(self, item: QueueItem, account_id: str, action: str, value: str | None) -> Submission:
+        with self.db.session() as s:
+            row = s.get(ReviewItemRow, item.id)
+            assert row is not None
+            known = normalise_name(self.system.canonical_label(row.gold_answer or ""))
+            correct = value is not None and normalise_name(value) == known
+            if s.scalars(select(ReviewAnswerRow.id).where(ReviewAnswerRow.item_id == item.id,
+                                                          ReviewAnswerRow.account_id == account_id,
+                                                          ReviewAnswerRow.action != "skip")).first():
+                raise Conflict("you answered this item already")
+            s.add(ReviewAnswerRow(item_id=item.id, account_id=account_id, action=action, value=value, gold=True,
+                                  correct=correct, duration_ms=self._duration_ms(item.id, account_id),
+                                  created_at=self.clock()))
+        return Submission(item, resolved=False, value=None, status="gold", correct=correct)
+
+    def _submit_ask(
+        self, item: QueueItem, reviewer: Principal, account_id: str, action: str, value: str | None
+    ) -> Submission:
+        now = self.clock()
+        is_operator = reviewer.allows("operator")
+        with self.db.session() as s:
+            row = s.get(ReviewItemRow, item.id, with_for_update=True)
+            assert row is not None
+            if row.status == "resolved":
+                raise Conflict("this item is answered already")
+            if row.status == "operator" and not is_operator:
+                raise Forbidden("reviewers disagreed on this item: an operator decides it")
+            if (row.locked_by not in (None, account_id) and row.locked_until is not None
+                    and _aware(row.locked_until) > now):
+                raise Conflict("another reviewer holds the lock on this item")
+            earlier = s.scalars(select(ReviewAnswerRow).where(ReviewAnswerRow.item_id == item.id,
+                                                              ReviewAnswerRow.action != "skip")).all()
+            if any(a.account_id == account_id for a in earlier):
+                raise Conflict("you answered this item already")
+            mine = ReviewAnswerRow(item_id=item.id, account_id=account_id, action=action, value=value,
+                                   duration_ms=self._duration_ms(item.id, account_id), created_at=now)
+            s.add(mine)
+            answers = [*earlier, mine]
+            row.locked_by = row.locked_at = row.locked_until = None
+            keys = [REJECT if a.action == "reject" else normalise_name(a.value or "") for a in answers]
+            top, count = Counter(keys).most_common(1)[0]
+            resolved_key: str | None = None
+            if is_operator:
+                resolved_key = keys[-1]  # the operator's word settles it
+            elif len(answers) >= row.needed:
+                if count * 2 > len(answers):
+                    resolved_key = top
+                elif len(answers) < self.settings.review_consensus + 1:
+                    row.needed = len(answers) + 1  # one more reviewer breaks the tie
+                else:
+                    row.status = "operator"
+            resolved_value: str | None = None
+            authors: list[str] = []
+            if resolved_key is not None:
+                row.status = "resolved"
+                row.resolved_at = now
+                row.live = False
+                for a, k in zip(answers, keys, strict=True):
+                    a.agreed = k == resolved_key
+                    if a.agreed:
+                        authors.append(a.account_id)
+                resolved_value = None if resolved_key == REJECT else next(
+                    a.value for a, k in zip(answers, keys, strict=True) if k == resolved_key)
+                row.resolved_value = resolved_value if resolved_value is not None else ""
+            status = row.status
+            s.flush()
+            final = _item(row)
+            names = dict(s.execute(select(AccountRow.id, AccountRow.username)
+                                   .where(AccountRow.id.in_(authors))).all()) if authors else {}
+        self._forget_served(item.id, account_id)
+        if status == "resolved":
+            for hook in self.on_resolved:
+                hook(final, resolved_value, [names.get(a, a) for a in authors])
+        return Submission(final, resolved=status == "resolved", value=resolved_value, status=status)
+
+    # -- reviewers ------------------------------------------------------------------------------------------
+
+    def stats(self, account_id: str | None = None) -> list[ReviewerStats]:
+        """Per reviewer: items done, skips, seconds per item, agreement with consensus, gold accuracy."""
+        a = ReviewAnswerRow
+        done = a.action != "skip"
+        stmt = (
+            select(a.account_id, AccountRow.username,
+                   func.sum(_case(done)), func.sum(_case(a.action == "skip")),
+                   func.avg(func.nullif(a.duration_ms * _case(done), 0)),
+                   func.sum(_case(a.agreed.is_(True))), func.sum(_case(a.agreed.is_not(None))),
+                   func.sum(_case(and_(a.gold.is_(True), done))), func.sum(_case(a.correct.is_(True))))
+            .join(AccountRow, AccountRow.id == a.account_id, isouter=True)
+            .group_by(a.account_id, AccountRow.username)
+        )
+        if account_id:
+            stmt = stmt.where(a.account_id == account_id)
+        out = []
+        with self.db.session() as s:
+            for acc, name, items, skips, avg_ms, agreed, judged, gold_n, gold_ok in s.execute(stmt).all():
+                out.append(ReviewerStats(
+                    account_id=acc, username=name or acc, items=int(items or 0), skips=int(skips or 0),
+                    seconds_per_item=round(float(avg_ms) / 1000, 3) if avg_ms else None,
+                    agreement=round(int(agreed or 0) / int(judged), 4) if judged else None,
+                    gold_answered=int(gold_n or 0),
+                    gold_accuracy=round(int(gold_ok or 0) / int(gold_n), 4) if gold_n else None,
+                ))
+        return sorted(out, key=lambda r: r.username)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _account_id(reviewer: Principal) -> str:
+        if reviewer.kind != "account" or not reviewer.account_id or not reviewer.allows("reviewer"):
+            raise Forbidden("only reviewers and operators work the queue")
+        return reviewer.account_id
+
+    def _mark_served(self, item_id: str, account_id: str, at: dt.datetime) -> None:
+        with self._served_lock:
+            self._served.setdefault((item_id, account_id), at)
+            if len(self._served) > 10_000:  # bounded: forget the oldest half
+                for key in list(self._served)[:5_000]:
+                    del self._served[key]
+
+    def _forget_served(self, item_id: str, account_id: str) -> None:
+        with self._served_lock:
+            self._served.pop((item_id, account_id), None)
+
+    def _duration_ms(self, item_id: str, account_id: str) -> float:
+        with self._served_lock:
+            started = self._served.pop((item_id, account_id), None)
+        if started is None:
+            return 0.0
+        return max(0.0, (self.clock() - started).total_seconds() * 1000)
+
+
+def _case(cond: Any) -> Any:
+    from sqlalchemy import case
+
+    return case((cond, 1), else_=0)

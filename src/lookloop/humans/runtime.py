@@ -1,0 +1,148 @@
+"""The human loop attached to a running system: accounts, queue, live hub and feedback, wired to its hooks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from lookloop.domain import Outcome, hud_lines
+from lookloop.humans.accounts import Accounts
+from lookloop.humans.feedback import FeedbackService
+from lookloop.humans.live import Event, LiveHub
+from lookloop.humans.queue import MAX_LOCKS_PER_REVIEWER, QueueItem, ReviewQueue
+from lookloop.service import AskRecord, Lookloop
+from lookloop.store.tables import AskRow
+
+log = logging.getLogger("lookloop.humans")
+
+STATUS_ASKING = "asking a helper"
+STATUS_TIMED_OUT = "no helper answered; still queued"
+CANNOT_TELL = "A helper could not tell what this is."
+
+
+def item_event(system: Lookloop, item: QueueItem) -> Event:
+    """The reviewer-facing view of a queue item (gold items look like any other)."""
+    return {
+        "id": item.id,
+        "ask_id": item.ask_id if item.kind == "ask" else None,
+        "question": item.question,
+        "skill": item.skill,
+        "frame_url": f"/v1/review/items/{item.id}/frame" if item.frame_sha else None,
+        "ai_answer": item.ai_answer,
+        "ai_label": item.ai_label,
+        "confidence": item.confidence,
+        "candidates": [{"label": c, "score": round(p, 4)} for c, p in item.candidates[:9]],
+        "live": item.live,
+        "priority": item.priority,
+        "status": "operator" if item.status == "operator" else "open",
+        "lock_expires_at": item.locked_until.isoformat() if item.locked_until else None,
+        "created_at": item.created_at.isoformat(),
+        "escalated_at": item.created_at.timestamp(),  # epoch seconds: clients measure how long it waited
+    }
+
+
+class Humans:
+    """Everything of the human loop for one system."""
+
+    def __init__(self, system: Lookloop) -> None:
+        self.system = system
+        self.accounts = Accounts(system.db, session_ttl_hours=system.settings.session_ttl_hours)
+        self.queue = ReviewQueue(system)
+        self.hub = LiveHub()
+        self.feedback = FeedbackService(system)
+        self.max_pushed_locks = MAX_LOCKS_PER_REVIEWER  # a person handles the item on screen and the next
+        system.hooks.escalated.append(self.on_escalated)
+        system.hooks.asked.append(self.on_asked)
+        system.hooks.labelled.append(self.on_labelled)
+        self.queue.on_resolved.append(self.on_resolved)
+
+    # -- hooks (run in the thread that handled the ask) -----------------------------------------------------
+
+    def on_asked(self, record: AskRecord) -> None:
+        try:
+            self.feedback.on_asked(record)
+        except Exception:  # feedback is data about the ask, never a reason to fail it
+            log.exception("implicit feedback failed for ask %s", record.id)
+
+    def on_labelled(self, ask_id: str, value: str, source: str) -> None:
+        """A label given outside the queue (labels API, wearer correction) settles the ask's open item."""
+        if self.queue.close_for_ask(ask_id, value):
+            record = self.system.get_ask(ask_id)
+            self.hub.send_device(record.device_id, {"type": "answer", "ask_id": ask_id,
+                                                    "text": record.final_answer or value, "hud": record.hud,
+                                                    "source": "wearer" if source == "wearer" else "human",
+                                                    "final": True})
+
+    def on_escalated(self, record: AskRecord) -> None:
+        item = self.queue.enqueue_ask(record, live=True)
+        self.hub.send_device(record.device_id, {"type": "status", "ask_id": record.id, "status": STATUS_ASKING})
+        self.dispatch(item)
+        self.hub.call_later(self.system.settings.live_answer_timeout_s, lambda: self.check_timeout(item.id))
+
+    def dispatch(self, item: QueueItem) -> str | None:
+        """Offers a live item to the least-busy on-duty reviewer, locked to them; others hear the queue grew."""
+        for account_id in sorted(self.hub.reviewers_on_duty(), key=self.queue.locks_held):
+            if self.queue.locks_held(account_id) >= self.max_pushed_locks:
+                break
+            if self.queue.try_lock(item.id, account_id):
+                locked = self.queue.get(item.id)
+                self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(self.system, locked)})
+                return account_id
+        self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
+        return None
+
+    def check_timeout(self, item_id: str) -> None:
+        item = self.queue.get(item_id)
+        if item.status == "resolved" or item.ask_id is None:
+            return
+        self.queue.set_live(item_id, False)
+        record = self.system.get_ask(item.ask_id)
+        self.hub.send_device(record.device_id, {"type": "status", "ask_id": record.id, "status": STATUS_TIMED_OUT})
+
+    def on_resolved(self, item: QueueItem, value: str | None, authors: list[str]) -> None:
+        """A settled item teaches the model at once and the answer goes to the wearer's stream."""
+        if item.ask_id is None:
+            return
+        author = ",".join(authors)[:64]
+        record = self.system.get_ask(item.ask_id)
+        if value is not None:
+            # The wearer hears first; storing the label and learning from it follow at once.
+            canonical = self.system.canonical_label(value) if record.answer.skill == "identify" else value
+            text = self.system._final_text(canonical, self.system.find_item(canonical))
+        else:
+            text = CANNOT_TELL
+        self.hub.send_device(record.device_id, {"type": "answer", "ask_id": record.id, "text": text,
+                                                "hud": hud_lines(text), "source": "human", "final": True})
+        if value is not None:
+            self.system.add_label(item.ask_id, value, source="human", author=author)
+        else:
+            with self.system.db.session() as s:
+                row = s.get(AskRow, item.ask_id)
+                if row is not None:
+                    row.outcome = Outcome.REJECTED.value
+                    row.final_answer = CANNOT_TELL
+
+
+_registry: weakref.WeakKeyDictionary[Lookloop, Humans] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def humans_of(system: Lookloop) -> Humans:
+    """The human loop of ``system`` (created and wired to its hooks on first use)."""
+    with _registry_lock:
+        humans = _registry.get(system)
+        if humans is None:
+            humans = Humans(system)
+            _registry[system] = humans
+        return humans
+
+
+def install(app: Any) -> Humans:
+    """Attaches the human loop to an app's system (call at start-up; binds the live hub to the loop)."""
+    import asyncio
+
+    humans = humans_of(app.state.system)
+    humans.hub.bind(asyncio.get_running_loop())
+    return humans

@@ -1,0 +1,120 @@
+"""API schemas of the human loop (kept apart from the tables)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+from lookloop.humans.accounts import Principal
+from lookloop.humans.feedback import FeedbackInfo
+from lookloop.humans.queue import ReviewerStats
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class LoginOut(BaseModel):
+    token: str = Field(description="Send as 'Authorization: Bearer <token>'; sockets take ?token=<token>.")
+    role: str
+    username: str
+    expires_in_s: int
+
+
+class MeOut(BaseModel):
+    kind: str
+    role: str
+    name: str
+    account_id: str | None = None
+    device_id: str | None = None
+    wearer_id: str | None = None
+
+    @classmethod
+    def of(cls, p: Principal) -> MeOut:
+        return cls(kind=p.kind, role=p.role, name=p.name, account_id=p.account_id, device_id=p.device_id,
+                   wearer_id=p.wearer_id)
+
+
+class CandidateView(BaseModel):
+    label: str
+    score: float
+
+
+class ReviewItemOut(BaseModel):
+    id: str
+    ask_id: str | None = None
+    question: str
+    skill: str
+    frame_url: str | None = None
+    ai_answer: str
+    ai_label: str
+    confidence: float
+    candidates: list[CandidateView]
+    live: bool
+    priority: float
+    status: str
+    lock_expires_at: str | None = None
+    created_at: str
+
+
+class ReviewAnswerIn(BaseModel):
+    action: str = Field(default="answer", pattern="^(answer|reject)$",
+                        description="'answer' with a value, or 'reject' when the frame cannot be answered.")
+    value: str | None = Field(default=None, max_length=500)
+
+
+class ReviewAnswerOut(BaseModel):
+    item_id: str
+    resolved: bool
+    status: str
+    value: str | None = None
+
+
+class QueueCountsOut(BaseModel):
+    open: int
+    live: int
+    operator: int
+    resolved: int
+    gold: int
+    locked: int
+
+
+class ReviewerStatsOut(BaseModel):
+    account_id: str
+    username: str
+    items: int
+    skips: int
+    seconds_per_item: float | None
+    agreement: float | None
+    gold_answered: int
+    gold_accuracy: float | None
+
+    @classmethod
+    def of(cls, r: ReviewerStats) -> ReviewerStatsOut:
+        return cls(**r.__dict__)
+
+
+class GoldIn(BaseModel):
+    ask_id: str = Field(min_length=1, max_length=64)
+    answer: str | None = Field(default=None, max_length=500)
+
+
+class FeedbackIn(BaseModel):
+    verdict: str = Field(pattern="^(right|wrong)$")
+    correction: str | None = Field(default=None, max_length=500)
+
+
+class FeedbackOut(BaseModel):
+    id: str
+    ask_id: str
+    device_id: str
+    verdict: str
+    correction: str | None
+    implicit: bool
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, f: FeedbackInfo) -> FeedbackOut:
+        return cls(**f.__dict__)

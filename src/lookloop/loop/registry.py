@@ -1,0 +1,289 @@
+"""The model registry: trained versions, their lineage and metrics, the evaluation gate, promote/rollback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from lookloop.errors import Conflict, NotFound
+from lookloop.loop.learner import IdentifyModel, LinearHead
+from lookloop.loop.tables import ModelEventRow, ModelVersionRow
+from lookloop.store.db import Database
+
+
+class GateRefused(Conflict):
+    """The evaluation gate: a candidate worse than the serving version is not promoted."""
+
+
+@dataclass
+class ModelArtifacts:
+    """What a training run produces; the registry stores it under the version's folder."""
+
+    head: LinearHead
+    embedder_version: str
+    memory_x: np.ndarray  # the labelled examples' embeddings (instant-learning memory)
+    memory_labels: list[str]
+    memory_keys: list[str]
+    calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # held-out top scores
+    calibration_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    backbone_onnx: Path | None = None  # a fine-tuned backbone; None means the pretrained one
+    image_size: int = 224
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: str
+    created_at: dt.datetime
+    parent_id: str | None
+    kind: str
+    embedder_version: str
+    artifact_dir: Path
+    metrics: dict[str, Any]
+    label_count: int
+    label_hash: str
+    status: str
+    notes: str
+    serving: bool = False
+
+    @property
+    def accuracy(self) -> float | None:
+        value = self.metrics.get("accuracy")
+        return float(value) if isinstance(value, int | float) else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": self.created_at.isoformat(),
+            "parent_id": self.parent_id,
+            "kind": self.kind,
+            "embedder_version": self.embedder_version,
+            "metrics": self.metrics,
+            "label_count": self.label_count,
+            "label_hash": self.label_hash,
+            "status": self.status,
+            "serving": self.serving,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class LoadedVersion:
+    version: ModelVersion
+    model: IdentifyModel
+    backbone_onnx: Path | None
+    image_size: int
+    calibration_scores: np.ndarray
+    calibration_correct: np.ndarray
+
+
+def label_set_hash(keys: list[str], labels: list[str]) -> str:
+    body = "\n".join(sorted(f"{k}={v}" for k, v in zip(keys, labels, strict=True)))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _to_version(row: ModelVersionRow, serving_id: str | None) -> ModelVersion:
+    return ModelVersion(
+        id=row.id,
+        created_at=row.created_at,
+        parent_id=row.parent_id,
+        kind=row.kind,
+        embedder_version=row.embedder_version,
+        artifact_dir=Path(row.artifact_dir),
+        metrics=dict(row.metrics or {}),
+        label_count=row.label_count,
+        label_hash=row.label_hash,
+        status=row.status,
+        notes=row.notes,
+        serving=row.id == serving_id,
+    )
+
+
+class ModelRegistry:
+    """Versions in the database, artifacts on disk under ``root/<version id>/``."""
+
+    def __init__(self, db: Database, root: Path, *, tolerance: float = 0.0) -> None:
+        self.db = db
+        self.root = Path(root)
+        self.tolerance = tolerance  # how much worse (accuracy) a candidate may be and still pass the gate
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def _history(self) -> list[str]:
+        """The promotion stack after replaying every event: promote pushes, rollback pops."""
+        with self.db.session() as s:
+            events = s.execute(select(ModelEventRow.action, ModelEventRow.version_id).order_by(ModelEventRow.seq)).all()
+        stack: list[str] = []
+        for action, version_id in events:
+            if action == "promote":
+                stack.append(version_id)
+            elif action == "rollback":
+                while stack and stack[-1] != version_id:
+                    stack.pop()
+                if not stack:
+                    stack.append(version_id)
+        return stack
+
+    def current_id(self) -> str | None:
+        """The serving version's id: one indexed query, cheap enough to poll on every ask."""
+        with self.db.session() as s:
+            return s.scalars(select(ModelEventRow.version_id).order_by(ModelEventRow.seq.desc()).limit(1)).first()
+
+    def get(self, version_id: str) -> ModelVersion:
+        serving = self.current_id()
+        with self.db.session() as s:
+            row = s.get(ModelVersionRow, version_id)
+            if row is None:
+                raise NotFound(f"no model version {version_id!r}")
+            return _to_version(row, serving)
+
+    def current(self) -> ModelVersion | None:
+        vid = self.current_id()
+        return self.get(vid) if vid else None
+
+    def list(self, limit: int = 100) -> list[ModelVersion]:
+        serving = self.current_id()
+        with self.db.session() as s:
+            rows = s.scalars(select(ModelVersionRow).order_by(ModelVersionRow.created_at.desc()).limit(limit)).all()
+            return [_to_version(r, serving) for r in rows]
+
+    def label_keys(self, version_id: str) -> list[str]:
+        with self.db.session() as s:
+            row = s.get(ModelVersionRow, version_id)
+            if row is None:
+                raise NotFound(f"no model version {version_id!r}")
+            return [str(k) for k in row.label_keys or []]
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    def register(
+        self,
+        artifacts: ModelArtifacts,
+        *,
+        metrics: dict[str, Any],
+        label_keys: list[str],
+        label_values: list[str],
+        parent_id: str | None,
+        kind: str,
+        notes: str = "",
+    ) -> ModelVersion:
+        """Stores a trained version (as a candidate; promotion is a separate, gated step)."""
+        digest = label_set_hash(label_keys, label_values)
+        with self.db.session() as s:
+            n = (s.scalar(select(func.count()).select_from(ModelVersionRow)) or 0) + 1
+        vid = f"v{n:04d}-{kind}-{digest[:8]}"
+        directory = self.root / vid
+        directory.mkdir(parents=True, exist_ok=True)
+        artifacts.head.save(directory / "head.npz")
+        with (directory / "memory.npz").open("wb") as fh:
+            np.savez(fh, x=artifacts.memory_x.astype(np.float32), labels=np.array(artifacts.memory_labels),
+                     keys=np.array(artifacts.memory_keys))
+        with (directory / "calibration.npz").open("wb") as fh:
+            np.savez(fh, scores=artifacts.calibration_scores.astype(np.float64),
+                     correct=artifacts.calibration_correct.astype(bool))
+        if artifacts.backbone_onnx is not None:
+            target = directory / "backbone.onnx"
+            if artifacts.backbone_onnx.resolve() != target.resolve():
+                shutil.copyfile(artifacts.backbone_onnx, target)
+        (directory / "lineage.json").write_text(
+            json.dumps({"labels": dict(zip(label_keys, label_values, strict=True)), "parent": parent_id,
+                        "embedder_version": artifacts.embedder_version, "image_size": artifacts.image_size},
+                       indent=1, sort_keys=True),
+            encoding="utf-8",
+        )
+        with self.db.session() as s:
+            s.add(
+                ModelVersionRow(
+                    id=vid,
+                    parent_id=parent_id,
+                    kind=kind,
+                    embedder_version=artifacts.embedder_version,
+                    artifact_dir=str(directory),
+                    metrics=metrics,
+                    label_count=len(label_keys),
+                    label_hash=digest,
+                    label_keys=list(label_keys),
+                    notes=notes,
+                )
+            )
+        return self.get(vid)
+
+    def _event(self, version_id: str, action: str, previous: str | None, reason: str) -> None:
+        with self.db.session() as s:
+            seq = (s.scalar(select(func.max(ModelEventRow.seq))) or 0) + 1
+            s.add(ModelEventRow(seq=seq, version_id=version_id, action=action, previous_id=previous, reason=reason))
+
+    def gate(self, candidate: ModelVersion) -> tuple[bool, str]:
+        """Passes when the candidate is not worse than the serving version on the held-out slice."""
+        serving = self.current()
+        if serving is None:
+            return True, "nothing serves yet"
+        cand = candidate.accuracy
+        if cand is None:
+            return False, "the candidate has no held-out accuracy"
+        # Prefer the serving model measured by the trainer on the candidate's own slice; else its own figure.
+        base_raw = candidate.metrics.get("serving_accuracy", serving.accuracy)
+        if base_raw is None:
+            return True, "the serving version has no held-out accuracy"
+        base = float(base_raw)
+        if cand + self.tolerance >= base:
+            return True, f"accuracy {cand:.4f} ≥ serving {base:.4f}"
+        return False, f"accuracy {cand:.4f} < serving {base:.4f}"
+
+    def promote(self, version_id: str, *, force: bool = False, reason: str = "") -> ModelVersion:
+        version = self.get(version_id)
+        current = self.current_id()
+        if current == version_id:
+            return version
+        ok, why = self.gate(version)
+        if not ok and not force:
+            with self.db.session() as s:
+                row = s.get(ModelVersionRow, version_id)
+                if row is not None:
+                    row.status = "rejected"
+            raise GateRefused(f"the evaluation gate refused {version_id}: {why} (use --force to override)")
+        self._event(version_id, "promote", current, reason or why)
+        return self.get(version_id)
+
+    def rollback(self, reason: str = "") -> ModelVersion:
+        """Back to the version that served before the current one."""
+        stack = self._history()
+        if len(stack) < 2:
+            raise Conflict("nothing to roll back to: fewer than two versions have served")
+        self._event(stack[-2], "rollback", stack[-1], reason or "rollback")
+        return self.get(stack[-2])
+
+    # -- loading ------------------------------------------------------------------------------------------
+
+    def load(self, version_id: str) -> LoadedVersion:
+        version = self.get(version_id)
+        d = version.artifact_dir
+        try:
+            head = LinearHead.load(d / "head.npz")
+            with np.load(d / "memory.npz", allow_pickle=False) as mem:
+                x, labels, keys = mem["x"], [str(v) for v in mem["labels"]], [str(v) for v in mem["keys"]]
+            with np.load(d / "calibration.npz", allow_pickle=False) as cal:
+                scores, correct = cal["scores"], cal["correct"]
+            lineage = json.loads((d / "lineage.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError) as exc:
+            raise NotFound(f"the artifacts of {version_id} are missing or damaged in {d}") from exc
+        model = IdentifyModel(int(head.weight.shape[1]), head=head)
+        if len(labels):
+            model.learn(x, labels, keys)
+        model.head_version = version_id
+        onnx = d / "backbone.onnx"
+        return LoadedVersion(
+            version=version,
+            model=model,
+            backbone_onnx=onnx if onnx.is_file() else None,
+            image_size=int(lineage.get("image_size", 224)),
+            calibration_scores=scores,
+            calibration_correct=correct,
+        )

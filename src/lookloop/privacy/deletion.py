@@ -1,0 +1,203 @@
+"""Delete my data: one call removes everything a wearer's devices left behind.
+
+Removed: episodes (asks), their labels, review items, answers and feedback (any table with an ``ask_id`` or
+``device_id`` column, so tables added later are covered too), memory entries, frames (redacted and sealed
+originals), the examples in the identify model's memory (keys ``ask:<id>``) and the embedding cache.
+Kept: the wearer, their devices and consent (so the glasses keep working), and the audit log.
+Model versions that were trained while the data existed are marked (``model_marks`` and, when present, the
+model registry); labels are gone, so the next retrain cannot use them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, delete, or_, select
+from sqlalchemy.orm import Session
+
+from lookloop.privacy import audit
+from lookloop.privacy.consent import ANONYMOUS, devices_of
+from lookloop.privacy.tables import ModelMarkRow, RedactionRow
+from lookloop.store.tables import AskRow, Base, LabelRow
+
+# Who a wearer is (and the record of what happened) survives the deletion of what they did.
+_KEEP_TABLES = frozenset(
+    {"asks", "wearers", "devices", "accounts", "sessions", "consents", "audit_log", "model_marks",
+     "reveal_grants", "idempotency_keys", "redactions", "alembic_version"}
+)
+
+
+@dataclass
+class DeletionReport:
+    wearer_id: str
+    devices: list[str]
+    asks: int = 0
+    labels: int = 0
+    frames: int = 0
+    embeddings: int = 0
+    memory_entries: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    models_marked: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wearer_id": self.wearer_id, "devices": self.devices, "asks": self.asks, "labels": self.labels,
+            "frames": self.frames, "embeddings": self.embeddings, "memory_entries": self.memory_entries,
+            "rows": self.rows, "models_marked": self.models_marked,
+        }
+
+
+def _chunks(ids: list[str], n: int = 400) -> Iterator[list[str]]:
+    for i in range(0, len(ids), n):
+        yield ids[i : i + n]
+
+
+def _delete_where(s: Session, table: Table, ask_ids: list[str], device_ids: list[str]) -> int:
+    cols = table.c
+    removed = 0
+    if "ask_id" in cols:
+        for chunk in _chunks(ask_ids):
+            res: Any = s.execute(delete(table).where(cols.ask_id.in_(chunk)))
+            removed += int(res.rowcount or 0)
+    if "device_id" in cols:
+        res = s.execute(delete(table).where(cols.device_id.in_(device_ids)))
+        removed += int(res.rowcount or 0)
+    return removed
+
+
+def _registry_versions(s: Session, ask_ids: list[str]) -> set[str]:
+    try:
+        registry: Any = importlib.import_module("lookloop.loop.registry")
+    except ModuleNotFoundError:
+        return set()
+    lookup = getattr(registry, "versions_trained_on", None)
+    if not callable(lookup) or not ask_ids:
+        return set()
+    found = dict(lookup(s, ask_ids))
+    return {str(v) for vs in found.values() for v in vs}
+
+
+def _mark_in_registry(versions: list[str], reason: str) -> None:
+    try:
+        registry: Any = importlib.import_module("lookloop.loop.registry")
+    except ModuleNotFoundError:
+        return
+    mark = getattr(registry, "mark_trained_on_deleted", None)
+    if callable(mark):
+        mark(versions, reason)
+
+
+def _delete_memory(system: Any, devices: list[str]) -> int:
+    try:
+        memory: Any = importlib.import_module("lookloop.memory.store")
+    except ModuleNotFoundError:
+        return 0
+    fn = getattr(memory, "delete_for_device", None)
+    return int(fn(system, devices)) if callable(fn) else 0
+
+
+def _forget_embeddings(system: Any, ask_ids: list[str], shas: list[str]) -> int:
+    forgotten = 0
+    model = getattr(system, "_identify", None)  # never build a model just to delete from it
+    if model is not None and ask_ids:
+        forgotten += int(model.forget([f"ask:{a}" for a in ask_ids]))
+    cache = getattr(system, "_emb_cache", None)
+    if cache is not None and shas:
+        discard = getattr(cache, "discard", None)
+        if callable(discard):
+            forgotten += int(discard(shas))
+        else:
+            with cache._lock:
+                for sha in shas:
+                    if cache._rows.pop(sha, None) is not None:
+                        forgotten += 1
+                        cache._dirty = True
+        cache.save()
+    return forgotten
+
+
+def _import_table_modules() -> None:
+    """Tables of optional parts join ``Base.metadata`` only once imported: import them before looking."""
+    for name in ("lookloop.humans.tables", "lookloop.memory.tables"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            pass
+
+
+def _frames_referenced(s: Session, ask_ids: list[str], device_ids: list[str]) -> set[str]:
+    """Frames named by the wearer's rows in any table (memory entries, review items …)."""
+    out: set[str] = set()
+    for table in Base.metadata.sorted_tables:
+        cols = table.c
+        if "frame_sha" not in cols or table.name in _KEEP_TABLES:
+            continue
+        if "device_id" in cols:
+            out.update(str(x) for x in s.scalars(select(cols.frame_sha).where(cols.device_id.in_(device_ids))) if x)
+        if "ask_id" in cols:
+            for chunk in _chunks(ask_ids):
+                out.update(str(x) for x in s.scalars(select(cols.frame_sha).where(cols.ask_id.in_(chunk))) if x)
+    return out
+
+
+def delete_wearer_data(system: Any, wearer_id: str, *, actor: str = "system", role: str = "") -> DeletionReport:
+    """Removes a wearer's data everywhere (see the module docstring); audited."""
+    if not wearer_id or wearer_id == ANONYMOUS:
+        raise ValueError("anonymous asks belong to nobody; delete them by id")
+    db = system.db
+    _import_table_modules()
+    with db.session() as s:
+        devices = devices_of(s, wearer_id)
+        asks = s.execute(select(AskRow.id, AskRow.frame_sha).where(AskRow.device_id.in_(devices))).all()
+        ask_ids = [str(a) for a, _ in asks]
+        shas = sorted({str(f) for _, f in asks if f})
+        shas += [
+            str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.wearer_id == wearer_id))
+            if str(x) not in shas
+        ]
+        shas += sorted(_frames_referenced(s, ask_ids, devices) - set(shas))
+        label_filter = [LabelRow.device_id.in_(devices)]
+        for chunk in _chunks(ask_ids):
+            label_filter.append(LabelRow.ask_id.in_(chunk))
+        n_labels = len(s.scalars(select(LabelRow.id).where(or_(*label_filter))).all())
+        versions = _registry_versions(s, ask_ids)
+        serving = str(getattr(system, "model_version", "") or "")
+        if n_labels and serving:
+            versions.add(serving)  # the serving model may hold their examples
+    report = DeletionReport(wearer_id=wearer_id, devices=devices, asks=len(ask_ids), labels=n_labels)
+    report.memory_entries = _delete_memory(system, devices)
+    with db.session() as s:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name in _KEEP_TABLES:
+                continue
+            n = _delete_where(s, table, ask_ids, devices)
+            if n:
+                report.rows[table.name] = n
+        for chunk in _chunks(ask_ids):
+            s.execute(delete(AskRow).where(AskRow.id.in_(chunk)))
+        report.rows["asks"] = len(ask_ids)
+        for version in sorted(versions):
+            s.add(ModelMarkRow(model_version=version, reason="trained on data its wearer deleted",
+                               wearer_id=wearer_id, n_items=n_labels))
+    with db.session() as s:
+        # A frame shared with someone else's episode (the same bytes) stays for them.
+        still_used = {str(x) for x in s.scalars(select(AskRow.frame_sha).where(AskRow.frame_sha.in_(shas)))}
+    for sha in shas:
+        if sha not in still_used:
+            report.frames += 1 if system.privacy.delete(sha) else 0
+            system.frames.delete(sha)
+    report.embeddings = _forget_embeddings(system, ask_ids, [s for s in shas if s not in still_used])
+    report.models_marked = sorted(versions)
+    _mark_in_registry(report.models_marked, f"wearer {wearer_id} deleted their data")
+    audit.record(db, actor=actor, role=role, action="privacy.delete_wearer_data", target=f"wearer:{wearer_id}",
+                 asks=report.asks, labels=report.labels, frames=report.frames, models=report.models_marked)
+    return report
+
+
+def marked_model_versions(system: Any) -> set[str]:
+    """Model versions that must not be promoted again (trained on deleted data)."""
+    with system.db.session() as s:
+        return {str(v) for v in s.scalars(select(ModelMarkRow.model_version))}

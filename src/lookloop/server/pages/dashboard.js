@@ -1,0 +1,451 @@
+/* lookloop operator dashboard: plain JS + SVG, data from /v1/operators/summary. */
+"use strict";
+
+const TOKEN_KEY = "lookloop.operator.token";
+const COLORS = { a: "#2f6fdf", b: "#1f9d6b", c: "#e08a1e", d: "#d4473d", e: "#7a5af8", f: "#0fa5b8" };
+const SOURCE_COLORS = ["#2f6fdf", "#7a5af8", "#e08a1e", "#0fa5b8", "#d4473d", "#1f9d6b"];
+const SVG_NS = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+
+let state = { token: sessionStorage.getItem(TOKEN_KEY), data: null };
+
+// -- api ------------------------------------------------------------------------------------------------------
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
+  if (state.token) headers.Authorization = "Bearer " + state.token;
+  const resp = await fetch(path, Object.assign({}, options, { headers }));
+  if (resp.status === 401) {
+    signOut("Your session ended: sign in again.");
+    throw new Error("signed out");
+  }
+  let body = null;
+  try { body = await resp.json(); } catch (_) { body = null; }
+  if (!resp.ok) throw new Error((body && body.detail) || resp.statusText);
+  return body;
+}
+
+// -- sign-in --------------------------------------------------------------------------------------------------
+
+function showLogin(message) {
+  $("login").hidden = false;
+  $("board").hidden = true;
+  $("controls").hidden = true;
+  $("login-error").textContent = message || "";
+  $("username").focus();
+}
+
+function signOut(message) {
+  state.token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  showLogin(message);
+}
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const resp = await fetch("/v1/auth/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: $("username").value.trim(), password: $("password").value }),
+    });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(body.detail || "sign-in failed");
+    if (body.role !== "operator") throw new Error("this page is for operators; you are signed in as " + body.role);
+    state.token = body.token;
+    sessionStorage.setItem(TOKEN_KEY, body.token);
+    $("password").value = "";
+    $("who").textContent = body.username || $("username").value.trim();
+    start();
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  try { await api("/v1/auth/logout", { method: "POST" }); } catch (_) { /* signing out anyway */ }
+  signOut("");
+});
+
+// -- loading --------------------------------------------------------------------------------------------------
+
+function windowParam() { return $("window").value; }
+
+async function load() {
+  $("status").textContent = "Loading…";
+  const since = windowParam();
+  $("report").href = "/v1/operators/plots/overview.png?since=" + encodeURIComponent(since);
+  try {
+    const data = await api("/v1/operators/summary?since=" + encodeURIComponent(since));
+    state.data = data;
+    render(data);
+    const at = new Date().toLocaleTimeString();
+    $("status").textContent = `Updated ${at} · ${data.metrics.totals.asks} asks in the window, bucketed by ${data.metrics.bucket}`;
+    document.body.dataset.loaded = "true";
+  } catch (err) {
+    if (err.message !== "signed out") $("status").textContent = "Could not load the metrics: " + err.message;
+  }
+}
+
+function start() {
+  $("login").hidden = true;
+  $("board").hidden = false;
+  $("controls").hidden = false;
+  if (!$("who").textContent) {
+    api("/v1/auth/me").then((me) => { $("who").textContent = me.name; }).catch(() => {});
+  }
+  load();
+}
+
+$("refresh").addEventListener("click", load);
+$("window").addEventListener("change", load);
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "r" && !$("board").hidden && !(ev.target instanceof HTMLInputElement)) load();
+});
+
+// -- formatting -----------------------------------------------------------------------------------------------
+
+const pct = (v) => (v === null || v === undefined ? "–" : (v * 100).toFixed(v >= 0.995 || v === 0 ? 0 : 1) + "%");
+const secs = (v) => (v === null || v === undefined ? "–" : v < 60 ? v.toFixed(1) + " s" : (v / 60).toFixed(1) + " min");
+const secAxis = (v) => (v < 60 ? (Number.isInteger(v) ? v : v.toFixed(1)) + " s" : +(v / 60).toFixed(1) + " min");
+const pctAxis = (v) => Math.round(v * 100) + "%";
+const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
+
+function tickLabel(date, bucket) {
+  if (bucket === "hour") return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return date.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+// -- rendering ------------------------------------------------------------------------------------------------
+
+function render(data) {
+  const m = data.metrics;
+  renderKpis(m.totals, data.queue || {});
+  const pts = m.points.map((p) => Object.assign({}, p, { date: new Date(p.start) }));
+  lineChart($("chart-accuracy"), pts, m.bucket, [
+    { key: "accuracy", label: "all labelled asks", color: COLORS.a, n: "labelled" },
+    { key: "auto_accuracy", label: "answered without a human", color: COLORS.b, n: "auto_labelled" },
+  ], { max: 1, format: pct, axis: pctAxis });
+  lineChart($("chart-coverage"), pts, m.bucket, [
+    { key: "coverage", label: "coverage (no human)", color: COLORS.b, n: "asks" },
+    { key: "escalation_rate", label: "escalation rate", color: COLORS.c, n: "asks" },
+  ], { max: 1, format: pct, axis: pctAxis });
+  lineChart($("chart-answer-time"), pts, m.bucket, [
+    { key: "human_answer_p50_s", label: "p50", color: COLORS.e, n: "human_answered" },
+    { key: "human_answer_p95_s", label: "p95", color: COLORS.d, n: "human_answered" },
+  ], { format: secs, axis: secAxis });
+  stackedBars($("chart-labels"), pts, m.bucket);
+  confusion($("chart-confusion"), m.confusion);
+  perClass($("per-class"), m.confusion);
+  reviewers($("reviewers"), data.reviewers || []);
+  models($("models"), data.models);
+}
+
+function renderKpis(t, queue) {
+  const tiles = [
+    ["Asks", num(t.asks), `${num(t.ai_answered)} by the AI alone`],
+    ["Coverage", pct(t.coverage), "answered without a human"],
+    ["Escalation rate", pct(t.escalation_rate), `${num(t.escalated)} escalated`],
+    ["Accuracy", pct(t.accuracy), `${num(t.labelled)} labelled · auto ${pct(t.auto_accuracy)}`],
+    ["Human answer time", secs(t.human_answer_p50_s), `p95 ${secs(t.human_answer_p95_s)}`],
+    ["Labels spent", num(t.labels_spent), Object.entries(t.labels_by_source || {})
+      .map(([k, v]) => `${k} ${v}${k === "wearer" ? " (free)" : ""}`).join(" · ") || "none"],
+    ["Queue", num(queue.open), `${num(queue.live)} live · ${num(queue.operator)} for operators`],
+  ];
+  const box = $("kpis");
+  box.replaceChildren();
+  for (const [label, value, sub] of tiles) {
+    const el = document.createElement("div");
+    el.className = "kpi";
+    el.dataset.kpi = label;
+    el.innerHTML = '<div class="label"></div><div class="value"></div><div class="sub"></div>';
+    el.querySelector(".label").textContent = label;
+    el.querySelector(".value").textContent = value;
+    el.querySelector(".sub").textContent = sub;
+    box.appendChild(el);
+  }
+}
+
+function svgEl(name, attrs, parent) {
+  const el = document.createElementNS(SVG_NS, name);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  if (parent) parent.appendChild(el);
+  return el;
+}
+
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function frame(container, width, height, pad) {
+  container.replaceChildren();
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" }, container);
+  return { svg, x0: pad.l, x1: width - pad.r, y0: height - pad.b, y1: pad.t };
+}
+
+function axes(f, pts, bucket, max, format) {
+  const { svg, x0, x1, y0, y1 } = f;
+  const g = svgEl("g", { class: "axis" }, svg);
+  for (let i = 0; i <= 4; i++) {
+    const y = y0 - ((y0 - y1) * i) / 4;
+    svgEl("line", { x1: x0, x2: x1, y1: y, y2: y, class: "grid-line" }, g);
+    const t = svgEl("text", { x: x0 - 6, y: y + 4, "text-anchor": "end" }, g);
+    t.textContent = format((max * i) / 4);
+  }
+  const n = pts.length;
+  const every = Math.max(1, Math.ceil(n / 7));
+  pts.forEach((p, i) => {
+    if (i % every !== 0) return;
+    const x = xAt(f, i, n);
+    const t = svgEl("text", { x, y: y0 + 16, "text-anchor": "middle" }, g);
+    t.textContent = tickLabel(p.date, bucket);
+  });
+}
+
+function xAt(f, i, n) {
+  return n <= 1 ? (f.x0 + f.x1) / 2 : f.x0 + ((f.x1 - f.x0) * i) / (n - 1);
+}
+
+function legend(container, series) {
+  const box = document.createElement("div");
+  box.className = "legend";
+  for (const s of series) {
+    const item = document.createElement("span");
+    item.innerHTML = `<i style="background:${s.color}"></i>`;
+    item.appendChild(document.createTextNode(s.label));
+    box.appendChild(item);
+  }
+  container.appendChild(box);
+}
+
+function emptyNote(f, text) {
+  const t = svgEl("text", { x: (f.x0 + f.x1) / 2, y: (f.y0 + f.y1) / 2, "text-anchor": "middle", class: "empty" }, f.svg);
+  t.textContent = text;
+}
+
+function lineChart(container, pts, bucket, series, opts) {
+  const f = frame(container, 560, 230, { l: 52, r: 14, t: 12, b: 26 });
+  const values = pts.flatMap((p) => series.map((s) => p[s.key])).filter((v) => v !== null && v !== undefined);
+  const max = opts.max || niceMax(Math.max(0, ...values) * 1.1);
+  axes(f, pts, bucket, max, opts.axis || opts.format);
+  const n = pts.length;
+  const yAt = (v) => f.y0 - ((f.y0 - f.y1) * Math.min(v, max)) / max;
+  let drawn = 0;
+  for (const s of series) {
+    // Buckets without data leave gaps rather than a misleading straight line across them.
+    let d = "";
+    let pen = false;
+    pts.forEach((p, i) => {
+      const v = p[s.key];
+      if (v === null || v === undefined) { pen = false; return; }
+      d += `${pen ? "L" : "M"}${xAt(f, i, n).toFixed(1)},${yAt(v).toFixed(1)}`;
+      pen = true;
+    });
+    if (d) {
+      svgEl("path", { d, fill: "none", stroke: s.color, "stroke-width": 2.2, "stroke-linejoin": "round", class: "series", "data-series": s.key }, f.svg);
+      drawn++;
+    }
+    pts.forEach((p, i) => {
+      const v = p[s.key];
+      if (v === null || v === undefined) return;
+      const dot = svgEl("circle", { cx: xAt(f, i, n), cy: yAt(v), r: 3, fill: "#fff", stroke: s.color, "stroke-width": 1.8, class: "point" }, f.svg);
+      hover(dot, () => `${tickLabel(p.date, bucket)} · ${s.label}: ${opts.format(v)} (n=${p[s.n]})`);
+    });
+  }
+  if (!drawn) emptyNote(f, "no data in this window yet");
+  container.dataset.series = String(drawn);
+  legend(container, series);
+}
+
+function stackedBars(container, pts, bucket) {
+  const free = new Set(["import", "wearer"]);
+  const sources = [...new Set(pts.flatMap((p) => Object.keys(p.labels_by_source || {})))].filter((s) => !free.has(s)).sort();
+  const f = frame(container, 560, 230, { l: 52, r: 14, t: 12, b: 26 });
+  const totals = pts.map((p) => sources.reduce((a, s) => a + ((p.labels_by_source || {})[s] || 0), 0));
+  const max = niceMax(Math.max(1, ...totals));
+  axes(f, pts, bucket, max, (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)));
+  const n = pts.length;
+  const slot = (f.x1 - f.x0) / Math.max(1, n - 1 || 1);
+  const w = Math.max(3, Math.min(28, slot * 0.7));
+  let bars = 0;
+  pts.forEach((p, i) => {
+    let y = f.y0;
+    sources.forEach((s, k) => {
+      const v = (p.labels_by_source || {})[s] || 0;
+      if (!v) return;
+      const h = ((f.y0 - f.y1) * v) / max;
+      const rect = svgEl("rect", { x: xAt(f, i, n) - w / 2, y: y - h, width: w, height: h, rx: 2, fill: SOURCE_COLORS[k % SOURCE_COLORS.length], class: "segment" }, f.svg);
+      hover(rect, () => `${tickLabel(p.date, bucket)} · ${s}: ${v}`);
+      y -= h;
+      bars++;
+    });
+  });
+  if (!bars) emptyNote(f, "no labels spent in this window");
+  container.dataset.bars = String(bars);
+  legend(container, sources.map((s, k) => ({ label: s, color: SOURCE_COLORS[k % SOURCE_COLORS.length] })));
+}
+
+function short(label, n) {
+  return label.length <= n ? label : label.slice(0, n - 1) + "…";
+}
+
+function confusion(container, c) {
+  const k = c.classes.length;
+  if (!k) {
+    const f = frame(container, 560, 120, { l: 0, r: 0, t: 0, b: 0 });
+    emptyNote(f, "no labelled identify asks in this window");
+    container.dataset.cells = "0";
+    return;
+  }
+  const labelW = 130;
+  const cell = Math.max(18, Math.min(44, 520 / k));
+  const top = 112;
+  const width = labelW + cell * k + 10;
+  const height = top + cell * k + 10;
+  const f = frame(container, width, height, { l: 0, r: 0, t: 0, b: 0 });
+  // Drawn at its natural size (scaled up a little), never stretched across the card.
+  f.svg.style.width = Math.round(width * 1.2) + "px";
+  f.svg.style.maxWidth = "100%";
+  const peak = Math.max(1, ...c.matrix.flat());
+  let cells = 0;
+  c.classes.forEach((name, i) => {
+    const t = svgEl("text", { x: labelW - 6, y: top + cell * i + cell / 2 + 4, "text-anchor": "end", class: "tick" }, f.svg);
+    t.textContent = short(name, 18);
+    const cx = labelW + cell * i + cell / 2;
+    const ct = svgEl("text", { x: cx, y: top - 6, transform: `rotate(-55 ${cx} ${top - 6})`, class: "tick" }, f.svg);
+    ct.textContent = short(name, 18);
+  });
+  c.matrix.forEach((row, i) => {
+    row.forEach((v, j) => {
+      const share = v / peak;
+      const diag = i === j;
+      const fill = v === 0 ? "#f6f8fb" : diag ? `rgba(31,157,107,${0.18 + 0.82 * share})` : `rgba(212,71,61,${0.15 + 0.85 * share})`;
+      const rect = svgEl("rect", { x: labelW + cell * j + 1, y: top + cell * i + 1, width: cell - 2, height: cell - 2, rx: 3, fill, class: "cell" }, f.svg);
+      hover(rect, () => `label ${c.classes[i]} · guessed ${c.classes[j]}: ${v}`);
+      if (v) {
+        const t = svgEl("text", { x: labelW + cell * j + cell / 2, y: top + cell * i + cell / 2 + 4, "text-anchor": "middle", "font-size": Math.min(12, cell / 2.4), fill: share > 0.55 ? "#fff" : "#1d2433" }, f.svg);
+        t.textContent = String(v);
+      }
+      cells++;
+    });
+  });
+  container.dataset.cells = String(cells);
+}
+
+function table(el, head, rows) {
+  el.replaceChildren();
+  const thead = el.createTHead().insertRow();
+  for (const [text, cls] of head) {
+    const th = document.createElement("th");
+    th.textContent = text;
+    if (cls) th.className = cls;
+    thead.appendChild(th);
+  }
+  const body = el.createTBody();
+  for (const r of rows) {
+    const tr = body.insertRow();
+    for (const [content, cls] of r.cells) {
+      const td = tr.insertCell();
+      if (cls) td.className = cls;
+      if (content instanceof Node) td.appendChild(content); else td.textContent = content;
+    }
+    if (r.className) tr.className = r.className;
+  }
+  return body;
+}
+
+function perClass(el, c) {
+  const rows = c.per_class.map((x) => ({ cells: [[x.label], [num(x.support), "num"], [pct(x.recall), "num"], [pct(x.precision), "num"]] }));
+  table(el, [["class"], ["n", "num"], ["recall", "num"], ["precision", "num"]], rows);
+}
+
+function reviewers(el, list) {
+  if (!list.length) {
+    table(el, [["No reviewer has answered yet."]], []);
+    return;
+  }
+  const slowest = Math.max(1, ...list.map((r) => r.seconds_per_item || 0));
+  const rows = list.map((r) => {
+    const cellBox = document.createElement("span");
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = Math.round(60 * (r.seconds_per_item || 0) / slowest) + "px";
+    cellBox.append(bar, document.createTextNode(" " + secs(r.seconds_per_item)));
+    return {
+      cells: [[r.username || r.account_id], [num(r.items), "num"], [num(r.skips), "num"], [cellBox, "num"],
+        [pct(r.agreement), "num"], [r.gold_answered ? `${pct(r.gold_accuracy)} of ${r.gold_answered}` : "–", "num"]],
+    };
+  });
+  table(el, [["reviewer"], ["items", "num"], ["skips", "num"], ["time / item", "num"], ["agreement", "num"], ["gold", "num"]], rows);
+}
+
+function models(el, info) {
+  const note = $("models-note");
+  note.textContent = info.actions
+    ? "Promote serves a version now (if it passes the evaluation gate); roll back returns to the one served before."
+    : info.registry
+      ? "Versions from the model registry (read-only here: promote and roll back with the loop's CLI)."
+      : "No model registry is installed: only the serving version is shown.";
+  const rows = info.versions.map((v) => {
+    const actions = document.createElement("span");
+    if (v.serving) {
+      const pill = document.createElement("span");
+      pill.className = "pill";
+      pill.textContent = "serving";
+      actions.appendChild(pill);
+    } else {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "small secondary";
+      b.textContent = "Promote";
+      b.disabled = !info.actions;
+      b.addEventListener("click", () => modelAction(`/v1/operators/models/${encodeURIComponent(v.version)}/promote`, `Promote ${v.version}?`));
+      actions.appendChild(b);
+    }
+    const m = Object.entries(v.metrics || {}).filter(([, x]) => typeof x !== "object").slice(0, 3).map(([k, x]) => `${k} ${typeof x === "number" && x <= 1 ? pct(x) : x}`).join(" · ");
+    return {
+      className: v.serving ? "serving" : "",
+      cells: [[short(v.version, 42)], [v.created_at ? new Date(v.created_at).toLocaleString() : "–"], [m || "–"], [actions]],
+    };
+  });
+  const body = table(el, [["version"], ["created"], ["metrics"], [""]], rows);
+  const tr = body.insertRow();
+  const td = tr.insertCell();
+  td.colSpan = 4;
+  const rb = document.createElement("button");
+  rb.type = "button";
+  rb.className = "small secondary";
+  rb.id = "rollback";
+  rb.textContent = "Roll back to the previous version";
+  rb.disabled = !info.actions;
+  rb.addEventListener("click", () => modelAction("/v1/operators/models/rollback", "Roll back the serving model?"));
+  td.appendChild(rb);
+}
+
+async function modelAction(path, question) {
+  if (!window.confirm(question)) return;
+  try {
+    const out = await api(path, { method: "POST" });
+    models($("models"), out);
+    $("status").textContent = "Now serving " + out.serving;
+  } catch (err) {
+    if (err.message !== "signed out") $("status").textContent = "Model change failed: " + err.message;
+  }
+}
+
+// -- tooltip --------------------------------------------------------------------------------------------------
+
+function hover(el, text) {
+  const tip = $("tooltip");
+  el.addEventListener("mouseenter", () => { tip.textContent = text(); tip.hidden = false; });
+  el.addEventListener("mousemove", (ev) => { tip.style.left = ev.clientX + 12 + "px"; tip.style.top = ev.clientY + 12 + "px"; });
+  el.addEventListener("mouseleave", () => { tip.hidden = true; });
+}
+
+// -- start ----------------------------------------------------------------------------------------------------
+
+if (state.token) start(); else showLogin("");

@@ -1,0 +1,42 @@
+"""Sign in and out; who am I."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from lookloop.humans.runtime import humans_of
+from lookloop.humans.schemas import LoginIn, LoginOut, MeOut
+from lookloop.server.auth import Principal, bearer_token, require
+from lookloop.server.deps import get_system
+from lookloop.server.schemas import ErrorOut
+from lookloop.service import Lookloop
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+System = Annotated[Lookloop, Depends(get_system)]
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 422)}
+
+
+@router.post("/login", response_model=LoginOut, responses=_ERRORS, summary="Reviewer/operator sign-in")
+async def login(system: System, body: LoginIn) -> LoginOut:
+    # argon2 verification takes tens of milliseconds: keep it off the event loop.
+    accounts = humans_of(system).accounts
+    token, account = await run_in_threadpool(accounts.login, body.username, body.password)
+    return LoginOut(token=token, role=account.role, username=account.username,
+                    expires_in_s=int(accounts.session_ttl.total_seconds()))
+
+
+@router.post("/logout", status_code=204, responses=_ERRORS)
+def logout(system: System, request: Request,
+           _: Annotated[Principal, Depends(require("reviewer", "operator"))]) -> Response:
+    token = bearer_token(request)
+    if token:
+        humans_of(system).accounts.logout(token)
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=MeOut, responses=_ERRORS)
+def me(principal: Annotated[Principal, Depends(require())]) -> MeOut:
+    return MeOut.of(principal)

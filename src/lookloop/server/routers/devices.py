@@ -1,0 +1,108 @@
+"""Wearers' devices: the live answer stream (WebSocket or SSE) and feedback on answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from lookloop.errors import Forbidden, LookloopError
+from lookloop.humans.runtime import humans_of
+from lookloop.humans.schemas import FeedbackIn, FeedbackOut
+from lookloop.server.auth import Principal, current_principal, require, websocket_principal
+from lookloop.server.deps import get_system
+from lookloop.server.schemas import ErrorOut
+from lookloop.service import Lookloop
+
+router = APIRouter(tags=["devices"])
+System = Annotated[Lookloop, Depends(get_system)]
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+KEEPALIVE_S = 15.0
+
+
+@router.websocket("/v1/devices/stream")
+async def device_stream(websocket: WebSocket) -> None:
+    """The wearer's stream: {"type": "answer", …} when a human answers, {"type": "status", …} meanwhile."""
+    system: Lookloop = websocket.app.state.system
+    try:
+        principal = await run_in_threadpool(websocket_principal, websocket, "wearer")
+    except LookloopError as exc:
+        await websocket.close(code=4401 if exc.status_code == 401 else 4403, reason=exc.message)
+        return
+    if principal.device_id is None:
+        await websocket.close(code=4403, reason="the stream belongs to a device token")
+        return
+    hub = humans_of(system).hub
+    hub.bind(asyncio.get_running_loop())
+    await websocket.accept()
+    queue = hub.subscribe_wearer(principal.device_id)
+    await websocket.send_json({"type": "hello", "device_id": principal.device_id})
+
+    async def pump() -> None:
+        while True:
+            await websocket.send_json(await queue.get())
+
+    sender = asyncio.create_task(pump())
+    try:
+        while True:
+            msg = await websocket.receive_json()
+            if isinstance(msg, dict) and msg.get("type") == "ping":
+                await websocket.send_json({"type": "pong"})
+    except (WebSocketDisconnect, RuntimeError, ValueError):
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(BaseException):
+            await sender
+        hub.unsubscribe_wearer(principal.device_id, queue)
+
+
+@router.get("/v1/devices/stream/sse", responses=_ERRORS, response_class=StreamingResponse,
+            summary="The wearer's stream as server-sent events (Authorization: Bearer dev_…)")
+async def device_stream_sse(request: Request,
+                            principal: Annotated[Principal, Depends(require("wearer"))]) -> StreamingResponse:
+    if principal.kind != "device" or principal.device_id is None:
+        raise Forbidden("the stream belongs to a device token")
+    hub = humans_of(request.app.state.system).hub
+    hub.bind(asyncio.get_running_loop())
+    device_id = principal.device_id
+    queue = hub.subscribe_wearer(device_id)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield f"data: {json.dumps({'type': 'hello', 'device_id': device_id})}\n\n"
+            while not await request.is_disconnected():
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"data: {json.dumps(event)}\n\n"
+        finally:
+            hub.unsubscribe_wearer(device_id, queue)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/v1/asks/{ask_id}/feedback", response_model=FeedbackOut, status_code=201, responses=_ERRORS,
+             tags=["asks"], summary="The wearer says whether an answer was right (with an optional correction)")
+def give_feedback(system: System, ask_id: str, body: FeedbackIn,
+                  principal: Annotated[Principal | None, Depends(current_principal)]) -> FeedbackOut:
+    record = system.get_ask(ask_id)
+    if principal is None or principal.kind != "device":
+        # An anonymous ask's id is its capability; everyone else speaks for their own device only.
+        if record.device_id != "anonymous" or (principal is not None and not principal.allows("operator")):
+            raise Forbidden("only the device that asked may give feedback on this answer")
+        device_id = "anonymous" if principal is None else principal.author
+    else:
+        if principal.device_id != record.device_id:
+            raise Forbidden("only the device that asked may give feedback on this answer")
+        device_id = principal.device_id
+    info = humans_of(system).feedback.give(ask_id, body.verdict, device_id=device_id, correction=body.correction)
+    return FeedbackOut.of(info)

@@ -1,0 +1,121 @@
+"""Delete my data, end to end: episodes, frames, memory, labels, embeddings gone; models marked; others kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from lookloop.catalog import GroceryDataset
+from lookloop.privacy.deletion import delete_wearer_data, marked_model_versions
+from lookloop.privacy.tables import AuditRow, RedactionRow
+from lookloop.store.tables import AskRow, LabelRow
+from privacy_util import add_device, face_photo, product_photo, system_for
+
+
+@pytest.fixture
+def system(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: GroceryDataset) -> Any:
+    s = system_for(tmp_path, data_dir, model_dir, grocery, confidence_threshold=0.0)
+    yield s
+    s.privacy.flush()
+    s.db.dispose()
+
+
+def _count(system: Any, stmt: Any) -> int:
+    with system.db.session() as s:
+        return int(s.scalar(stmt) or 0)
+
+
+def _fill(system: Any, grocery: GroceryDataset, device: str, label: str, n: int) -> list[Any]:
+    from lookloop.memory.store import MemoryStore
+
+    records = []
+    for i in range(n):
+        r = system.ask("what is this?", product_photo(grocery, label, i), device_id=device)
+        system.add_label(r.id, label, source="human")
+        records.append(r)
+    MemoryStore(system.db).add(device_id=device, note="keys on the shelf", frame_sha=records[0].frame_sha)
+    return records
+
+
+def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None:
+    from lookloop.memory.store import MemoryStore
+
+    a_dev, a_wearer, _ = add_device(system, "ann")
+    a_dev2, _, _ = add_device(system, "ann")  # a second pair of glasses, same wearer
+    b_dev, _, _ = add_device(system, "bob")
+    system.consent.set(a_wearer, keep_originals=True)
+    mine = _fill(system, grocery, a_dev, "Banana", 2)
+    mine.append(system.ask("what is this?", face_photo(), device_id=a_dev2))
+    theirs = _fill(system, grocery, b_dev, "Cucumber", 2)
+    system.privacy.flush()
+    serving = system.model_version
+    my_shas = [r.frame_sha for r in mine]
+    assert all(system.privacy.path(s).exists() for s in my_shas)
+    assert system.privacy.original_path(my_shas[0]).exists()
+    assert system.embedding_cache.get(my_shas[0]) is not None
+    assert f"ask:{mine[0].id}" in system.identify_model.memory.keys
+
+    report = delete_wearer_data(system, a_wearer, actor="test")
+
+    assert report.asks == 3 and report.labels == 2 and report.memory_entries == 1
+    assert sorted(report.devices) == sorted({a_dev, a_dev2, a_wearer})
+    ids = [r.id for r in mine]
+    assert _count(system, select(func.count()).select_from(AskRow).where(AskRow.id.in_(ids))) == 0
+    assert _count(system, select(func.count()).select_from(LabelRow).where(LabelRow.ask_id.in_(ids))) == 0
+    assert _count(system, select(func.count()).select_from(RedactionRow).where(RedactionRow.frame_sha.in_(my_shas))) == 0
+    for sha in my_shas:
+        assert not system.privacy.path(sha).exists() and not system.privacy.original_path(sha).exists()
+        assert system.embedding_cache.get(sha) is None
+    assert MemoryStore(system.db).for_device(a_dev) == []
+    keys = set(system.identify_model.memory.keys)
+    assert not any(f"ask:{i}" in keys for i in ids)
+    # The model that learned from them is marked; the next build leaves them out.
+    assert serving in marked_model_versions(system) and serving in report.models_marked
+    _, _, label_keys = system.labelled_images()
+    assert not any(f"ask:{i}" in label_keys for i in ids)
+    assert not any(f"ask:{i}" in system.build_identify().memory.keys for i in ids)
+    # Bob keeps everything.
+    for r in theirs:
+        assert system.get_ask(r.id).outcome == "human_answered"
+        assert system.privacy.path(r.frame_sha).exists()
+    assert f"ask:{theirs[0].id}" in system.identify_model.memory.keys
+    assert len(MemoryStore(system.db).for_device(b_dev)) == 1
+    # The wearer's devices still work, and the deletion is in the audit log.
+    assert system.ask("what is this?", product_photo(grocery), device_id=a_dev).id
+    with system.db.session() as s:
+        actions = list(s.scalars(select(AuditRow.action).where(AuditRow.target == f"wearer:{a_wearer}")))
+    assert "privacy.delete_wearer_data" in actions
+
+
+def test_delete_my_data_over_http(system: Any, grocery: GroceryDataset) -> None:
+    from lookloop.server.app import create_app
+
+    a_dev, _, a_token = add_device(system, "ann")
+    b_dev, _, b_token = add_device(system, "bob")
+    with TestClient(create_app(system=system, warm=False)) as client:
+        def ask(token: str, i: int) -> str:
+            r = client.post("/v1/asks", data={"question": "what is this?"},
+                            files={"image": ("x.jpg", product_photo(grocery, "Banana", i))},
+                            headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+            return str(r.json()["id"])
+
+        mine, theirs = ask(a_token, 0), ask(b_token, 1)
+        assert client.delete("/v1/me/data").status_code == 401
+        r = client.delete("/v1/me/data", headers={"Authorization": f"Bearer {a_token}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["asks"] == 1
+        with system.db.session() as s:
+            left = set(s.scalars(select(AskRow.id)))
+        assert mine not in left and theirs in left
+        consent = client.put("/v1/me/consent", json={"training_use": False},
+                             headers={"Authorization": f"Bearer {b_token}"})
+        assert consent.status_code == 200 and consent.json()["training_use"] is False
+        assert client.put("/v1/me/consent", json={"nonsense": True},
+                          headers={"Authorization": f"Bearer {b_token}"}).status_code == 422
+        assert system.consent.for_device(b_dev).training_use is False
+        assert system.consent.for_device(a_dev).training_use is True

@@ -1,0 +1,256 @@
+"""Exports: each format is written, read back and checked against the episodes it came from."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SMALL_CLASSES, make_settings, small_val
+from episode_fixtures import add_episode
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookloop.catalog import grocery_catalog
+from lookloop.config import get_settings
+from lookloop.domain import utcnow
+from lookloop.exports import exportable_ask_ids, load_episodes
+from lookloop.exports.episodes import pseudonym
+from lookloop.exports.hf import export_hf
+from lookloop.exports.imagefolder import class_dir, export_imagefolder
+from lookloop.exports.jsonl import export_jsonl
+from lookloop.exports.kto import export_kto
+from lookloop.service import Lookloop
+from lookloop.skills.identify import product_line
+
+NOW = utcnow()
+
+
+@pytest.fixture
+def system(tmp_path: Path, data_dir: Path, model_dir: Path, database_url: str, grocery: Any) -> Iterator[Lookloop]:
+    s = Lookloop(make_settings(tmp_path, data_dir, model_dir, database_url=database_url))  # SQLite and Postgres
+    s.migrate()
+    s.upsert_items([i for i in grocery_catalog(grocery.root) if i.name in SMALL_CLASSES])
+    yield s
+    s.db.dispose()
+
+
+@pytest.fixture
+def episodes(system: Lookloop, grocery: Any) -> dict[str, dict[str, Any]]:
+    """Five kinds of episode, one of them from a wearer who said no to training use."""
+    val: dict[str, Any] = {}
+    for img in small_val(grocery):
+        val.setdefault(img.label, img)
+    banana, apple, milk, pepper = val["Banana"], val["Granny-Smith"], val["Arla-Standard-Milk"], val["Red-Bell-Pepper"]
+    t0 = NOW - dt.timedelta(hours=5)
+    eps = {
+        # the AI was right and the wearer said so
+        "right": add_episode(system, image=banana, truth="Banana", guess="Banana", decision="answer",
+                             created_at=t0, label_source="wearer", label_after_s=3, author="dev-a",
+                             feedback=("right", None, False)),
+        # unsure and wrong: a reviewer gave the answer
+        "human": add_episode(system, image=apple, truth="Granny-Smith", guess="Cucumber", decision="escalate",
+                             created_at=t0 + dt.timedelta(minutes=10), label_source="human", label_after_s=12,
+                             author="ana", model_version="lite0+head-old"),
+        # answered wrongly; the wearer re-asked at once (implicit "wrong"), nobody labelled it
+        "implicit": add_episode(system, image=milk, truth="Arla-Standard-Milk", guess="Oatly-Oat-Milk",
+                                decision="answer", created_at=t0 + dt.timedelta(minutes=20),
+                                feedback=("wrong", None, True)),
+        # nobody said anything
+        "silent": add_episode(system, image=pepper, truth="Red-Bell-Pepper", guess="Red-Bell-Pepper",
+                              decision="answer", created_at=t0 + dt.timedelta(minutes=30)),
+        # an old one, outside a --since 1d window
+        "old": add_episode(system, image=None, truth="Banana", guess="Banana", decision="answer",
+                           created_at=NOW - dt.timedelta(days=3), label_source="human", author="bo"),
+    }
+    from lookloop.humans.tables import DeviceRow, WearerRow
+    from lookloop.privacy.consent import ConsentService
+
+    with system.db.session() as s:
+        s.add(WearerRow(id="w-private", name="private wearer"))
+        s.flush()
+        s.add(DeviceRow(id="dev-private", wearer_id="w-private", name="glasses", token_hash="0" * 64))
+    ConsentService(system.db).set("w-private", training_use=False)
+    eps["private"] = add_episode(system, image=banana, truth="Banana", guess="Cucumber", decision="escalate",
+                                 created_at=t0 + dt.timedelta(minutes=40), device_id="dev-private",
+                                 label_source="human", author="ana")
+    return eps
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_consent_gate_leaves_out_wearers_who_said_no(system: Lookloop, episodes: dict[str, Any]) -> None:
+    with system.db.session() as s:
+        ids = exportable_ask_ids(s)
+    assert episodes["private"]["id"] not in ids
+    assert {episodes[k]["id"] for k in ("right", "human", "implicit", "silent", "old")} <= ids
+    assert episodes["private"]["id"] not in {e.ask_id for e in load_episodes(system)}
+
+
+def test_jsonl_has_episodes_labels_and_lineage(system: Lookloop, episodes: dict[str, Any], tmp_path: Path,
+                                               grocery: Any) -> None:
+    from lookloop.loop.tables import ModelVersionRow
+
+    with system.db.session() as s:  # a registered version trained on the reviewer's label
+        s.add(ModelVersionRow(id="v-0002", artifact_dir=str(tmp_path / "none"),
+                              label_keys=[f"ask:{episodes['human']['id']}", "catalog:x:y.jpg"]))
+    out = tmp_path / "out" / "episodes.jsonl"
+    result = export_jsonl(system, out, frames=True)
+    rows = {r["ask_id"]: r for r in _read_jsonl(out)}
+    expected = {episodes[k]["id"] for k in ("right", "human", "implicit", "silent", "old")}
+    assert set(rows) == expected and result.records == len(expected)
+
+    human = rows[episodes["human"]["id"]]
+    assert human["answer"]["label"] == "Cucumber" and human["answer"]["decision"] == "escalate"
+    assert human["label"] == "Granny-Smith" and human["ai_correct"] is False
+    assert human["lineage"] == {"answered_by_model": "lite0+head-old", "label_source": "human",
+                                "label_author": "ana", "trained_in": ["v-0002"]}
+    assert rows[episodes["right"]["id"]]["lineage"]["trained_in"] == []
+    assert human["outcome"] == "human_answered"
+    # The frame written beside the file is the very photo that was asked about.
+    frame_file = out.parent / human["frame_file"]
+    assert hashlib.sha256(frame_file.read_bytes()).hexdigest() == episodes["human"]["frame_sha"]
+
+    right = rows[episodes["right"]["id"]]
+    assert right["ai_correct"] is True and right["feedback"][0]["verdict"] == "right"
+    # The wearer's device id never leaves the system: only a pseudonym does.
+    assert right["wearer"] == pseudonym("dev-a") and "dev-a" not in json.dumps(right)
+    assert right["labels"][0]["author"] == pseudonym("dev-a")
+    implicit = rows[episodes["implicit"]["id"]]
+    assert implicit["label"] is None and implicit["feedback"][0]["implicit"] is True
+    assert rows[episodes["old"]["id"]]["frame_file"] is None
+
+
+def test_jsonl_window_labelled_only_and_refusing_to_overwrite(system: Lookloop, episodes: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "e.jsonl"
+    export_jsonl(system, out, since=NOW - dt.timedelta(days=1), labelled_only=True)
+    ids = {r["ask_id"] for r in _read_jsonl(out)}
+    assert ids == {episodes["right"]["id"], episodes["human"]["id"]}
+    from lookloop.errors import BadInput
+
+    with pytest.raises(BadInput, match="already exists"):
+        export_jsonl(system, out)
+    export_jsonl(system, out, force=True)
+    assert len(_read_jsonl(out)) == 5
+
+
+def test_hf_dataset_reads_back_with_images(system: Lookloop, episodes: dict[str, Any], tmp_path: Path,
+                                           grocery: Any) -> None:
+    from datasets import load_from_disk
+
+    out = tmp_path / "hf"
+    result = export_hf(system, out)
+    ds = load_from_disk(str(out))
+    assert len(ds) == result.records == 5
+    assert ds.features["image"].__class__.__name__ == "Image"
+    by_id = {r["ask_id"]: r for r in ds}
+    human = by_id[episodes["human"]["id"]]
+    assert human["image"].size == Image.open(io.BytesIO(system.frame_bytes(episodes["human"]["frame_sha"]))).size
+    assert human["label"] == "Granny-Smith" and human["label_source"] == "human" and human["ai_correct"] is False
+    assert human["candidates"][0]["label"] == "Cucumber"
+    assert by_id[episodes["old"]["id"]]["image"] is None
+    assert by_id[episodes["silent"]["id"]]["label"] is None
+    assert result.details["images"] == 4
+
+
+def test_kto_records_from_feedback_and_corrections(system: Lookloop, episodes: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "kto.jsonl"
+    export_kto(system, out, frames=True)
+    rows = _read_jsonl(out)
+    assert all(set(r) >= {"prompt", "completion", "label"} and isinstance(r["label"], bool) for r in rows)
+    by_ask: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_ask.setdefault(r["ask_id"], []).append(r)
+
+    def phrase(label: str) -> str:
+        return product_line(system.find_item(label), label)
+
+    # wrong AI answer + the reviewer's correction: one undesirable, one desirable completion
+    human = by_ask[episodes["human"]["id"]]
+    assert {(r["completion"], r["label"]) for r in human} == {(phrase("Cucumber"), False),
+                                                               (phrase("Granny-Smith"), True)}
+    assert all(r["prompt"] == "what is this?" and r["image"] for r in human)
+    # the wearer said "right"
+    assert [(r["completion"], r["label"]) for r in by_ask[episodes["right"]["id"]]] == [(phrase("Banana"), True)]
+    # a quick re-ask counts as "wrong"
+    implicit = by_ask[episodes["implicit"]["id"]]
+    assert [(r["completion"], r["label"], r["signal"]) for r in implicit] == [
+        (phrase("Oatly-Oat-Milk"), False, "implicit")]
+    # no judgement, no record; no consent, no record
+    assert episodes["silent"]["id"] not in by_ask and episodes["private"]["id"] not in by_ask
+    # completions are phrased alike whichever way they are judged (price line for products)
+    assert all("SEK" in r["completion"] for r in rows if r["completion"] != "Banana")
+
+
+def test_imagefolder_tree(system: Lookloop, episodes: dict[str, Any], tmp_path: Path, grocery: Any) -> None:
+    out = tmp_path / "tree"
+    result = export_imagefolder(system, out)
+    classes = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert classes == sorted({"Banana", "Granny-Smith"})  # the two labelled asks with frames and consent
+    with (out / "metadata.csv").open() as fh:
+        meta = list(csv.DictReader(fh))
+    assert len(meta) == result.records == 2
+    for row in meta:
+        path = out / row["file_name"]
+        assert path.parent.name == class_dir(row["label"])
+        Image.open(io.BytesIO(path.read_bytes())).verify()
+    # imports add the imported labelled photos, under the same class names
+    from conftest import small_labels
+
+    system.import_labelled_images(small_labels(grocery, 2), source="import")
+    result = export_imagefolder(system, out, imports=True, force=True)
+    assert result.details["imported"] == 2 * len(SMALL_CLASSES)
+    assert {p.name for p in out.iterdir() if p.is_dir()} == set(SMALL_CLASSES)
+
+
+def test_class_dir_is_safe() -> None:
+    for evil in ("../../etc/passwd", "..", "a/b\\c", ".hidden"):
+        name = class_dir(evil)
+        assert "/" not in name and "\\" not in name and not name.startswith(".") and name
+    assert class_dir("Oatly Oat-Milk") == "Oatly Oat-Milk"
+    assert class_dir("  ") == "unlabelled"
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, data_dir: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("LOOKLOOP_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("LOOKLOOP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("LOOKLOOP_MODEL_DIR", str(model_dir))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_cli_exports_and_clear_errors(cli_env: Path, grocery: Any) -> None:
+    from lookloop.cli import app
+
+    system = Lookloop(get_settings())
+    system.migrate()
+    photo = small_val(grocery)[0]
+    add_episode(system, image=photo, truth=photo.label, guess="Cucumber", decision="escalate",
+                created_at=NOW - dt.timedelta(hours=1), label_source="human", author="ana")
+    system.db.dispose()
+    runner = CliRunner()
+    out = cli_env / "x.jsonl"
+    r = runner.invoke(app, ["export", "jsonl", "--out", str(out), "--since", "7d"])
+    assert r.exit_code == 0, r.output
+    assert "exported 1 episodes" in r.output and len(_read_jsonl(out)) == 1
+    r = runner.invoke(app, ["export", "jsonl", "--out", str(out)])
+    assert r.exit_code != 0 and "already exists" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["export", "kto", "--out", str(cli_env / "k.jsonl"), "--since", "yesterday-ish"])
+    assert r.exit_code != 0 and "cannot read the time" in r.output
+    r = runner.invoke(app, ["export", "imagefolder", "--out", str(cli_env / "tree")])
+    assert r.exit_code == 0, r.output
+    assert (cli_env / "tree" / class_dir(photo.label)).is_dir()
+    r = runner.invoke(app, ["export", "hf", "--out", str(cli_env / "hf")])
+    assert r.exit_code == 0, r.output

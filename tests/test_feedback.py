@@ -1,0 +1,95 @@
+"""Wearer feedback: explicit right/wrong with corrections, implicit 'wrong' from a quick re-ask, and who may give it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import small_val
+from humans_util import bearer, credentials
+from lookloop.humans.runtime import humans_of
+from lookloop.server.app import create_app
+from lookloop.service import Lookloop
+from lookloop.store.tables import LabelRow
+
+
+@pytest.fixture
+def client(small_system: Lookloop) -> Iterator[TestClient]:
+    with TestClient(create_app(system=small_system, warm=False)) as c:
+        yield c
+
+
+def _ask(client: TestClient, data: bytes, headers: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+    r = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)},
+                    headers=headers or {})
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _labels(system: Lookloop, ask_id: str) -> list[tuple[str, str]]:
+    with system.db.session() as s:
+        return [(r.value, r.source) for r in s.query(LabelRow).filter(LabelRow.ask_id == ask_id).all()]
+
+
+def test_right_and_wrong_with_a_correction_become_data(client: TestClient, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
+    device, _, _ = credentials(client, small_system)
+    photos = small_val(grocery)
+    banana = next(p for p in photos if p.label == "Banana")
+    first = _ask(client, banana.path.read_bytes(), bearer(device))
+    assert first["answer"]["decision"] == "answer"
+    r = client.post(f"/v1/asks/{first['id']}/feedback", json={"verdict": "right"}, headers=bearer(device))
+    assert r.status_code == 201, r.text
+    assert r.json()["verdict"] == "right" and r.json()["implicit"] is False
+    assert _labels(small_system, first["id"]) == [(first["answer"]["result"]["label"], "wearer")]
+    assert client.get(f"/v1/asks/{first['id']}", headers=bearer(device)).json()["outcome"] == "confirmed"
+
+    cucumber = next(p for p in photos if p.label == "Cucumber")
+    second = _ask(client, cucumber.path.read_bytes(), bearer(device))
+    r = client.post(f"/v1/asks/{second['id']}/feedback", json={"verdict": "wrong", "correction": "Oatly-Oat-Milk"},
+                    headers=bearer(device))
+    assert r.status_code == 201 and r.json()["correction"] == "Oatly-Oat-Milk"
+    assert ("Oatly-Oat-Milk", "wearer") in _labels(small_system, second["id"])
+    settled = client.get(f"/v1/asks/{second['id']}", headers=bearer(device)).json()
+    assert settled["outcome"] == "corrected"
+    stored = humans_of(small_system).feedback.list(ask_id=second["id"])
+    assert [(f.verdict, f.correction, f.implicit) for f in stored] == [("wrong", "Oatly-Oat-Milk", False)]
+    # The correction teaches at once: the same photo now gets the corrected answer.
+    again = _ask(client, cucumber.path.read_bytes(), bearer(device))
+    assert again["answer"]["result"]["label"] == "Oatly-Oat-Milk"
+
+
+def test_a_quick_reask_is_an_implicit_wrong(client: TestClient, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
+    device, _, _ = credentials(client, small_system)
+    milk = next(p for p in small_val(grocery) if p.label == "Arla-Standard-Milk")
+    first = _ask(client, milk.path.read_bytes(), bearer(device))
+    assert first["answer"]["decision"] == "answer"
+    assert humans_of(small_system).feedback.list(ask_id=first["id"]) == []
+    _ask(client, milk.path.read_bytes(), bearer(device))
+    [implicit] = humans_of(small_system).feedback.list(ask_id=first["id"])
+    assert (implicit.verdict, implicit.implicit, implicit.correction) == ("wrong", True, None)
+
+    # Outside the window, or from another device, a re-ask says nothing about the earlier answer.
+    small_system.settings.reask_window_s = 0
+    third = _ask(client, milk.path.read_bytes(), bearer(device))
+    _ask(client, milk.path.read_bytes(), bearer(device))
+    assert humans_of(small_system).feedback.list(ask_id=third["id"]) == []
+
+
+def test_feedback_is_checked(client: TestClient, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
+    device, reviewer, _ = credentials(client, small_system)
+    _, other = humans_of(small_system).accounts.add_device("someone-else")
+    data = small_val(grocery)[0].path.read_bytes()
+    mine = _ask(client, data, bearer(device))
+    url = f"/v1/asks/{mine['id']}/feedback"
+    assert client.post(url, json={"verdict": "maybe"}, headers=bearer(device)).status_code == 422
+    assert client.post(url, json={"verdict": "right", "correction": "x"}, headers=bearer(device)).status_code == 422
+    assert client.post(url, json={"verdict": "right"}, headers=bearer(other)).status_code in (403, 404)
+    assert client.post(url, json={"verdict": "right"}, headers=bearer(reviewer)).status_code == 403
+    assert client.post(url, json={"verdict": "right"}).status_code == 403
+    assert client.post("/v1/asks/nope/feedback", json={"verdict": "right"}, headers=bearer(device)).status_code == 404
+    anonymous = _ask(client, data)
+    assert anonymous["device_id"] == "anonymous"
+    r = client.post(f"/v1/asks/{anonymous['id']}/feedback", json={"verdict": "wrong"})
+    assert r.status_code == 201 and r.json()["device_id"] == "anonymous"

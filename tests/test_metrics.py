@@ -1,0 +1,222 @@
+"""Operator metrics: definitions checked on hand-built episodes, a seeded history, the API and its plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_settings, small_val
+from episode_fixtures import add_episode, seed_history
+from fastapi.testclient import TestClient
+
+from lookloop.domain import utcnow
+from lookloop.errors import BadInput
+from lookloop.metrics import PLOTS, compute_metrics, parse_when, percentile, plot_png
+from lookloop.service import Lookloop
+from lookloop.store.tables import LabelRow
+
+HOUR = utcnow().replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+
+
+@pytest.fixture
+def system(tmp_path: Path, data_dir: Path, model_dir: Path, database_url: str) -> Iterator[Lookloop]:
+    s = Lookloop(make_settings(tmp_path, data_dir, model_dir, database_url=database_url))  # SQLite and Postgres
+    s.migrate()
+    yield s
+    s.db.dispose()
+
+
+@pytest.fixture
+def two_hours(system: Lookloop, grocery: Any) -> dict[str, dict[str, Any]]:
+    img = small_val(grocery)[0]
+    a = HOUR + dt.timedelta(minutes=5)
+    b = HOUR + dt.timedelta(hours=1, minutes=5)
+    eps = {
+        "right": add_episode(system, image=img, truth="Banana", guess="Banana", decision="answer", created_at=a,
+                             label_source="wearer", label_after_s=4),
+        "wrong": add_episode(system, image=img, truth="Granny-Smith", guess="Cucumber", decision="answer",
+                             created_at=a + dt.timedelta(minutes=1), label_source="wearer", label_after_s=4),
+        "silent": add_episode(system, image=img, truth="Banana", guess="Banana", decision="answer",
+                              created_at=a + dt.timedelta(minutes=2)),
+        "slow": add_episode(system, image=img, truth="Granny-Smith", guess="Cucumber", decision="escalate",
+                            created_at=a + dt.timedelta(minutes=3), label_source="human", label_after_s=30),
+        "fast": add_episode(system, image=img, truth="Cucumber", guess="Cucumber", decision="escalate",
+                            created_at=b, label_source="human", label_after_s=10),
+        "waiting": add_episode(system, image=img, truth="Banana", guess="Cucumber", decision="escalate",
+                               created_at=b + dt.timedelta(minutes=1)),
+    }
+    # Imported labels are data, not labels anybody spent time on.
+    system.import_labelled_images(small_val(grocery)[:3], source="import")
+    return eps
+
+
+def test_definitions_per_bucket(system: Lookloop, two_hours: dict[str, Any]) -> None:
+    with system.db.session() as s:
+        m = compute_metrics(s, since=HOUR, until=HOUR + dt.timedelta(hours=3), bucket="hour")
+    assert m.bucket == "hour" and [p.start for p in m.points] == [HOUR + dt.timedelta(hours=h) for h in range(3)]
+    first, second, empty = m.points
+    assert (first.asks, first.ai_answered, first.escalated) == (4, 3, 1)
+    assert first.coverage == 0.75 and first.escalation_rate == 0.25
+    assert (first.labelled, first.correct, first.accuracy) == (3, 1, round(1 / 3, 4))
+    assert (first.auto_labelled, first.auto_correct, first.auto_accuracy) == (2, 1, 0.5)
+    assert first.human_answered == 1 and first.human_answer_p50_s == pytest.approx(30)
+    assert first.labels_spent == 1 and first.labels_by_source == {"human": 1, "wearer": 2}
+    assert (second.asks, second.coverage, second.escalation_rate) == (2, 0.0, 1.0)
+    assert second.human_answered == 1 and second.human_answer_p50_s == pytest.approx(10)
+    assert (empty.asks, empty.coverage, empty.accuracy, empty.human_answer_p50_s) == (0, None, None, None)
+    t = m.totals
+    assert t.asks == 6 and t.labels_spent == 2 and "import" not in t.labels_by_source
+    assert t.human_answer_p50_s == pytest.approx(20) and t.human_answer_p95_s == pytest.approx(29)
+
+
+def test_latest_label_wins_and_confusion(system: Lookloop, two_hours: dict[str, Any]) -> None:
+    # A later human label overrides the wearer's: the "right" ask becomes a miss.
+    with system.db.session() as s:
+        s.add(LabelRow(ask_id=two_hours["right"]["id"], value="Cucumber", source="human", author="bo",
+                       created_at=HOUR + dt.timedelta(minutes=50)))
+    with system.db.session() as s:
+        m = compute_metrics(s, since=HOUR, until=HOUR + dt.timedelta(hours=2), bucket="hour")
+    assert m.points[0].correct == 0
+    c = m.confusion
+    assert c.total == 4 and sum(map(sum, c.matrix)) == 4  # "silent" and "waiting" have no label
+    assert set(c.classes) == {"Banana", "Cucumber", "Granny-Smith"}
+    assert c.matrix[c.classes.index("Granny-Smith")][c.classes.index("Cucumber")] == 2
+    assert c.matrix[c.classes.index("Cucumber")][c.classes.index("Banana")] == 1
+    stats = {x["label"]: x for x in c.per_class}
+    assert stats["Granny-Smith"]["recall"] == 0.0
+    # Cucumber: labelled twice, found once; guessed three times, right once.
+    assert stats["Cucumber"]["recall"] == 0.5 and stats["Cucumber"]["precision"] == round(1 / 3, 4)
+    assert stats["Banana"]["support"] == 0 and stats["Banana"]["recall"] is None
+
+
+def test_confusion_folds_rare_classes(system: Lookloop, grocery: Any) -> None:
+    img = small_val(grocery)[0]
+    for i, name in enumerate(["A", "A", "A", "B", "B", "C", "D"]):
+        add_episode(system, image=img, truth=name, guess="A", decision="answer",
+                    created_at=HOUR + dt.timedelta(minutes=i), label_source="human")
+    with system.db.session() as s:
+        c = compute_metrics(s, since=HOUR, until=HOUR + dt.timedelta(hours=1), top_classes=2).confusion
+    assert c.classes == ["A", "B", "(other)"]
+    assert c.matrix == [[3, 0, 0], [2, 0, 0], [2, 0, 0]]
+
+
+def test_seeded_history_matches_what_was_written(system: Lookloop, grocery: Any) -> None:
+    seeded = seed_history(system, small_val(grocery), days=6, per_day=10)
+    with system.db.session() as s:
+        m = compute_metrics(s, since=parse_when("8d"), bucket="day")
+    asks = seeded.asks
+    assert m.totals.asks == len(asks)
+    assert m.totals.escalated == sum(a["decision"] == "escalate" for a in asks)
+    labelled = [a for a in asks if a["label_value"]]
+    assert m.totals.labelled == len(labelled)
+    assert m.totals.correct == sum(a["label_value"] == a["guess"] for a in labelled)
+    waits = [a["label_after_s"] for a in asks if a["decision"] == "escalate"]
+    assert m.totals.human_answer_p50_s == pytest.approx(percentile(waits, 50), abs=1e-3)
+    assert sum(p.asks for p in m.points) == len(asks)
+    assert m.totals.labels_spent == sum(a["label_source"] == "human" for a in asks)
+
+
+def test_time_parsing_and_bad_input(system: Lookloop) -> None:
+    now = utcnow()
+    assert parse_when("7d", now=now) == now - dt.timedelta(days=7)
+    assert parse_when("2024-05-01") == dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    assert parse_when("") is None
+    with pytest.raises(BadInput, match="cannot read the time"):
+        parse_when("last tuesday")
+    with system.db.session() as s:
+        with pytest.raises(BadInput, match="before"):
+            compute_metrics(s, since=now, until=now - dt.timedelta(days=1))
+        with pytest.raises(BadInput, match="unknown bucket"):
+            compute_metrics(s, bucket="fortnight")
+        with pytest.raises(BadInput, match="too many buckets"):
+            compute_metrics(s, since=now - dt.timedelta(days=400), until=now, bucket="hour")
+
+
+def test_plots_are_png(system: Lookloop, grocery: Any) -> None:
+    seed_history(system, small_val(grocery), days=3, per_day=6)
+    with system.db.session() as s:
+        m = compute_metrics(s, since=parse_when("4d"))
+    for name in PLOTS:
+        png = plot_png(m, name, dpi=50)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    with pytest.raises(BadInput):
+        plot_png(m, "pie")
+
+
+# -- the operator API ----------------------------------------------------------------------------------------
+
+
+def login(client: TestClient, system: Lookloop, username: str, role: str) -> dict[str, str]:
+    from lookloop.humans.runtime import humans_of
+
+    _, password = humans_of(system).accounts.add_account(username, role, password="a-long-test-password")
+    r = client.post("/v1/auth/login", json={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+@pytest.fixture
+def client(system: Lookloop) -> Iterator[TestClient]:
+    from lookloop.server.app import create_app
+
+    with TestClient(create_app(system=system, warm=False)) as c:
+        yield c
+
+
+def test_api_needs_an_operator(client: TestClient, system: Lookloop) -> None:
+    assert client.get("/v1/operators/metrics").status_code == 401
+    reviewer = login(client, system, "rita", "reviewer")
+    r = client.get("/v1/operators/summary", headers=reviewer)
+    assert r.status_code == 403 and "operator" in r.json()["detail"]
+
+
+def test_api_metrics_summary_and_plots(client: TestClient, system: Lookloop, two_hours: dict[str, Any]) -> None:
+    op = login(client, system, "olga", "operator")
+    since = HOUR.isoformat()
+    r = client.get("/v1/operators/metrics", params={"since": since, "bucket": "hour"}, headers=op)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["points"][0]["asks"] == 4 and body["points"][0]["coverage"] == 0.75
+    assert body["totals"]["labels_spent"] == 2
+    r = client.get("/v1/operators/summary", params={"since": "1d"}, headers=op)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["metrics"]["totals"]["asks"] == 6
+    assert body["models"]["serving"] == system.model_version and body["models"]["versions"]
+    assert isinstance(body["reviewers"], list) and "open" in body["queue"]
+    r = client.get("/v1/operators/plots/overview.png", params={"since": "1d"}, headers=op)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
+    assert client.get("/v1/operators/plots/pie.png", headers=op).status_code == 404
+    bad = client.get("/v1/operators/metrics", params={"since": "whenever"}, headers=op)
+    assert bad.status_code == 422 and "cannot read the time" in bad.json()["detail"]
+    assert client.get("/v1/operators/metrics", params={"bucket": "year"}, headers=op).status_code == 422
+
+
+def test_dashboard_page_is_served(client: TestClient) -> None:
+    r = client.get("/dashboard")
+    assert r.status_code == 200 and 'id="chart-confusion"' in r.text and "/dashboard/dashboard.js" in r.text
+    assert client.get("/dashboard/dashboard.js").status_code == 200
+    assert client.get("/dashboard/dashboard.css").status_code == 200
+    assert client.get("/dashboard/secrets.txt").status_code == 404
+
+
+def test_api_model_versions_from_the_registry(client: TestClient, system: Lookloop, tmp_path: Path) -> None:
+    from lookloop.loop.tables import ModelVersionRow
+
+    with system.db.session() as s:
+        s.add(ModelVersionRow(id="v-0001", artifact_dir=str(tmp_path / "v1"), metrics={"accuracy": 0.81},
+                              label_count=12))
+    op = login(client, system, "olga", "operator")
+    body = client.get("/v1/operators/models", headers=op).json()
+    assert body["registry"] is True
+    versions = {v["version"]: v for v in body["versions"]}
+    assert versions["v-0001"]["metrics"]["accuracy"] == 0.81 and versions["v-0001"]["info"]["label_count"] == 12
+    assert versions[system.model_version]["serving"] is True  # the serving model shows even if unregistered
+    r = client.post("/v1/operators/models/v-0001/promote", headers=op)
+    if not body["actions"]:
+        assert r.status_code == 503 and "registry" in r.json()["detail"]
+    else:
+        assert r.status_code in (200, 409), r.text

@@ -1,0 +1,208 @@
+"""The review queue: ordering, locks and their time-out, skips, consensus, the operator tie-break, gold, stats."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from conftest import make_settings
+from lookloop.domain import utcnow
+from lookloop.errors import BadInput, Conflict, Forbidden
+from lookloop.humans.accounts import Accounts, Principal
+from lookloop.humans.queue import ReviewQueue
+from lookloop.service import AskRecord, Lookloop
+from lookloop.store.tables import AskRow
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def system(tmp_path: Path, data_dir: Path, model_dir: Path, database_url: str) -> Lookloop:
+    s = Lookloop(make_settings(tmp_path, data_dir, model_dir, database_url=database_url,
+                               review_lock_timeout_s=60, review_gold_every=0))
+    s.migrate()
+    return s
+
+
+@pytest.fixture
+def queue(system: Lookloop) -> ReviewQueue:
+    q = ReviewQueue(system)
+    q.clock = Clock()
+    return q
+
+
+_accounts: dict[str, Principal] = {}
+
+
+def reviewer(system: Lookloop, name: str, role: str = "reviewer") -> Principal:
+    info, _ = Accounts(system.db).add_account(name, role, "password-" + name)
+    return Principal("account", role, account_id=info.id, name=name)
+
+
+def ask(system: Lookloop, confidence: float, label: str = "Banana") -> AskRecord:
+    with system.db.session() as s:
+        row = AskRow(device_id="dev-1", question="what is this?", skill="identify", answer_text=f"maybe {label}",
+                     confidence=confidence, decision="escalate", result={"label": label},
+                     candidates=[[label, confidence], ["Cucumber", 0.1]], outcome="escalated")
+        s.add(row)
+    return system.get_ask(row.id)
+
+
+def test_live_items_come_first_then_least_confident(system: Lookloop, queue: ReviewQueue) -> None:
+    sure = queue.enqueue_ask(ask(system, 0.45), live=False)
+    unsure = queue.enqueue_ask(ask(system, 0.10), live=False)
+    live = queue.enqueue_ask(ask(system, 0.49), live=True)
+    assert unsure.priority > sure.priority
+    assert queue.enqueue_ask(system.get_ask(live.ask_id or "")).id == live.id  # enqueued once
+    r = reviewer(system, "rita")
+    got = [queue.next(r), queue.next(r), queue.next(r)]
+    assert [g.id if g else None for g in got] == [live.id, unsure.id, sure.id]
+    assert queue.next(r) is None
+
+
+def test_two_reviewers_never_hold_the_same_item(system: Lookloop, queue: ReviewQueue) -> None:
+    items = {queue.enqueue_ask(ask(system, 0.3)).id for _ in range(3)}
+    a, b = reviewer(system, "ann"), reviewer(system, "bob")
+    seen = []
+    for who in (a, b, a):
+        item = queue.next(who)
+        assert item is not None
+        seen.append(item.id)
+    assert sorted(seen) == sorted(items)
+    assert queue.next(b) is None
+    with pytest.raises(Conflict):
+        queue.claim(seen[0], b)
+
+
+def test_an_abandoned_lock_comes_back_after_the_time_out(system: Lookloop, queue: ReviewQueue) -> None:
+    item = queue.enqueue_ask(ask(system, 0.3))
+    a, b = reviewer(system, "ann"), reviewer(system, "bob")
+    got = queue.next(a)
+    assert got is not None and got.id == item.id and got.locked_by == a.account_id
+    assert queue.next(b) is None
+    assert isinstance(queue.clock, Clock)
+    queue.clock.advance(59)
+    assert queue.next(b) is None
+    queue.clock.advance(2)
+    again = queue.next(b)
+    assert again is not None and again.id == item.id and again.locked_by == b.account_id
+    with pytest.raises(Conflict):  # ann's lock lapsed and bob holds it now
+        queue.submit(item.id, a, "answer", "Banana")
+    assert queue.submit(item.id, b, "answer", "Banana").resolved
+
+
+def test_release_and_skip(system: Lookloop, queue: ReviewQueue) -> None:
+    first = queue.enqueue_ask(ask(system, 0.1))
+    second = queue.enqueue_ask(ask(system, 0.4))
+    a, b = reviewer(system, "ann"), reviewer(system, "bob")
+    got = queue.next(a)
+    assert got is not None and got.id == first.id
+    queue.skip(first.id, a)
+    other = queue.next(b)
+    assert other is not None and other.id == first.id  # a skip hands the item to someone else at once
+    queue.release(first.id, b)
+    nxt = queue.next(a)
+    assert nxt is not None and nxt.id == second.id  # the skipper sees fresh items before the skipped one
+    back = queue.next(a)
+    assert back is not None and back.id == first.id  # and the skipped one after them
+    assert queue.stats(a.account_id)[0].skips == 1
+
+
+def test_consensus_agreement_tie_break_and_operator(system: Lookloop, queue: ReviewQueue) -> None:
+    system.settings.review_consensus = 2
+    a, b, c = reviewer(system, "ann"), reviewer(system, "bob"), reviewer(system, "cid")
+    op = reviewer(system, "otto", "operator")
+
+    agreed = queue.enqueue_ask(ask(system, 0.2))
+    assert agreed.needed == 2
+    first = queue.submit(agreed.id, a, "answer", "Banana")
+    assert not first.resolved and first.status == "open"
+    with pytest.raises(Conflict):
+        queue.submit(agreed.id, a, "answer", "Banana")  # one vote each
+    done = queue.submit(agreed.id, b, "answer", " banana ")
+    assert done.resolved and done.value == "Banana"
+
+    split = queue.enqueue_ask(ask(system, 0.2))
+    queue.submit(split.id, a, "answer", "Banana")
+    tie = queue.submit(split.id, b, "answer", "Cucumber")
+    assert not tie.resolved and tie.item.needed == 3  # another reviewer breaks the tie
+    broken = queue.submit(split.id, c, "answer", "Cucumber")
+    assert broken.resolved and broken.value == "Cucumber"
+
+    hung = queue.enqueue_ask(ask(system, 0.2))
+    queue.submit(hung.id, a, "answer", "Banana")
+    queue.submit(hung.id, b, "answer", "Cucumber")
+    up = queue.submit(hung.id, c, "reject")
+    assert up.status == "operator" and not up.resolved
+    assert queue.next(reviewer(system, "dan")) is None  # reviewers no longer see it
+    with pytest.raises(Forbidden):
+        queue.submit(hung.id, reviewer(system, "eve"), "answer", "Banana")
+    claimed = queue.next(op)
+    assert claimed is not None and claimed.id == hung.id
+    final = queue.submit(hung.id, op, "answer", "Cucumber")
+    assert final.resolved and final.value == "Cucumber"
+
+    stats = {s.username: s for s in queue.stats()}
+    assert stats["ann"].agreement == pytest.approx(1 / 3, abs=1e-3)  # Banana ✓, Banana ✗, Banana ✗
+    assert stats["bob"].agreement == pytest.approx(1.0)  # banana ✓, Cucumber ✓, Cucumber ✓
+    assert stats["cid"].agreement == pytest.approx(1 / 2, abs=1e-3)
+    assert stats["ann"].items == 3
+
+
+def test_reject_consensus_resolves_without_a_label(system: Lookloop, queue: ReviewQueue) -> None:
+    item = queue.enqueue_ask(ask(system, 0.2))
+    seen: list[tuple[str, str | None]] = []
+    queue.on_resolved.append(lambda it, value, authors: seen.append((it.id, value)))
+    res = queue.submit(item.id, reviewer(system, "ann"), "reject")
+    assert res.resolved and res.value is None and seen == [(item.id, None)]
+
+
+def test_bad_answers_are_refused(system: Lookloop, queue: ReviewQueue) -> None:
+    item = queue.enqueue_ask(ask(system, 0.2))
+    r = reviewer(system, "ann")
+    with pytest.raises(BadInput):
+        queue.submit(item.id, r, "answer", "  ")
+    with pytest.raises(BadInput):
+        queue.submit(item.id, r, "maybe", "Banana")
+    with pytest.raises(Forbidden):
+        queue.next(Principal("device", "wearer", device_id="dev-1"))
+
+
+def test_gold_items_are_mixed_in_and_score_reviewers(system: Lookloop, queue: ReviewQueue) -> None:
+    system.settings.review_gold_every = 2
+    settled = ask(system, 0.3)
+    gold_a = queue.gold_from_ask(settled.id, "Banana")
+    gold_b = queue.add_gold(question="what is this?", frame_sha=None, answer="Cucumber")
+    for _ in range(4):
+        queue.enqueue_ask(ask(system, 0.3), live=False)  # live items would go before gold
+    good, bad = reviewer(system, "ann"), reviewer(system, "bob")
+    for who, answers in ((good, {gold_a.id: "banana", gold_b.id: "Cucumber"}),
+                         (bad, {gold_a.id: "Cucumber", gold_b.id: "Cucumber"})):
+        kinds = []
+        for _ in range(4):
+            item = queue.next(who)
+            assert item is not None
+            kinds.append(item.kind)
+            value = answers.get(item.id, "Banana")
+            res = queue.submit(item.id, who, "answer", value)
+            if item.kind == "gold":
+                assert res.correct == (value.lower() == ("banana" if item.id == gold_a.id else "cucumber"))
+                assert not res.resolved
+        assert kinds == ["ask", "gold", "ask", "gold"]
+    stats = {s.username: s for s in queue.stats()}
+    assert stats["ann"].gold_answered == 2 and stats["ann"].gold_accuracy == 1.0
+    assert stats["bob"].gold_answered == 2 and stats["bob"].gold_accuracy == 0.5
+    assert queue.get(gold_a.id).status == "gold"  # gold never closes
+    with pytest.raises(BadInput):
+        queue.add_gold(question="q", frame_sha=None, answer=" ")
