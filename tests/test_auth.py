@@ -8,9 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 from fastapi.testclient import TestClient
 
-from conftest import make_settings
 from lookloop.errors import BadInput, Conflict, Unauthorized
 from lookloop.humans.accounts import Accounts, token_hash
 from lookloop.humans.runtime import humans_of

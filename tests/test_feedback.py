@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
-
 from conftest import small_val
+from fastapi.testclient import TestClient
 from humans_util import bearer, credentials
+
 from lookloop.humans.runtime import humans_of
 from lookloop.server.app import create_app
 from lookloop.service import Lookloop

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-
 from humans_util import bearer, credentials, unknown_photo
+
 from lookloop.humans.runtime import STATUS_ASKING, STATUS_TIMED_OUT, humans_of
 from lookloop.server.app import create_app
 from lookloop.service import Lookloop

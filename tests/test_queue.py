@@ -6,8 +6,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-
 from conftest import make_settings
+
 from lookloop.domain import utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden
 from lookloop.humans.accounts import Accounts, Principal

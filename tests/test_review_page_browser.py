@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from humans_util import unknown_photo
+
 from lookloop.humans.runtime import humans_of
 from lookloop.server.app import create_app
 from lookloop.service import Lookloop
@@ -67,6 +67,7 @@ class WearerStream:
 
     async def _run(self) -> None:
         from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
 
         async with connect(self.url) as ws:
             while not self.stop.is_set():
@@ -74,6 +75,8 @@ class WearerStream:
                     raw = await asyncio.wait_for(ws.recv(), 0.2)
                 except TimeoutError:
                     continue
+                except ConnectionClosed:  # the server went down at the end of the test
+                    return
                 event = json.loads(raw)
                 self.events.append(event)
                 if event.get("type") == "hello":
@@ -142,6 +145,7 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
         assert humans_of(small_system).queue.for_ask(again["id"]) is None
         browser.close()
     stream.stop.set()
+    stream.thread.join(5)
 
 
 def test_review_page_screenshot(server: str, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]

@@ -10,21 +10,21 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from sqlalchemy import func, select
-
 from conftest import small_val
+from sqlalchemy import func, select
+from voice_util import LiveServer, needs_espeak, small_app_system, spoken_wav
+
 from lookloop import GlassesClient
 from lookloop.device import AskResult, ClientError, FeedbackResult, FrameBuffer, OfflineQueue, Pending, pick_sharpest
 from lookloop.device.client import wait_until
 from lookloop.device.frames import FrameError, sharpness
 from lookloop.device.offline_queue import QueuedItem
+from lookloop.domain import Decision
 from lookloop.humans.runtime import humans_of
 from lookloop.humans.tables import FeedbackRow
-from lookloop.domain import Decision
 from lookloop.loop.policies import PolicyDecision
 from lookloop.server.app import create_app
 from lookloop.store.tables import AskRow
-from voice_util import LiveServer, needs_espeak, small_app_system, spoken_wav
 
 
 @pytest.fixture(scope="module")

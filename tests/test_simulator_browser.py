@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import REPO, small_val
-from lookloop.server.app import create_app
 from voice_util import LiveServer, needs_espeak, needs_ffmpeg, small_app_system, spoken_wav
+
+from lookloop.server.app import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 pytestmark = [
@@ -114,7 +114,7 @@ def test_simulator_shows_and_speaks_the_product(page: Any, server: LiveServer, t
     assert errors == []
 
     shot = tmp_path / "simulator.png"
-    page.screenshot(path=str(shot))
+    page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("LOOKLOOP_UPDATE_SCREENSHOT"):
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, REPO / "docs" / "simulator.png")

@@ -28,6 +28,7 @@ from lookloop.models.asr import (
     get_transcriber,
     normalize_text,
     number_to_words,
+    strip_prompt_echo,
     word_error_rate,
 )
 from lookloop.models.vad import SpeechEndpointer, speech_segments, trim_to_speech
@@ -116,6 +117,13 @@ def test_normaliser_keeps_real_differences() -> None:
     assert normalize_text("his eyes") != normalize_text("her eyes")
     assert normalize_text("John's car") == ["johns", "car"]
     assert number_to_words(1234567) == "one million two hundred thirty four thousand five hundred sixty seven"
+
+
+def test_prompt_echo_is_removed_but_real_words_stay() -> None:
+    prompt = "Hello. Here is a short English sentence, read aloud."
+    assert strip_prompt_echo("Here is a short English sentence, read aloud. Here is a short English.", prompt) == ""
+    assert strip_prompt_echo("Here is a short answer to the test.", prompt) == "Here is a short answer to the test."
+    assert strip_prompt_echo("Hello. Here is a short English sentence. You can go.", prompt) == "You can go."
 
 
 # ---------------------------------------------------------------- audio decoding

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_val
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from voice_util import ffmpeg_convert, needs_espeak, needs_ffmpeg, small_app_system, spoken_wav
 
-from conftest import small_val
 from lookloop.models.speech import decode_audio, encode_wav
 from lookloop.server.app import create_app
 from lookloop.server.routers.voice import split_sentences, wav_header
 from lookloop.store.tables import AskRow
-from voice_util import ffmpeg_convert, needs_espeak, needs_ffmpeg, small_app_system, spoken_wav
 
 pytestmark = needs_espeak
 
@@ -145,7 +145,8 @@ def test_tts_speaks_text_get_and_post(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("params", "words"), [({"text": ""}, "text"), ({"text": "x" * 2001}, "text"), ({"text": "hi", "language": "fr"}, "language")]
+    ("params", "words"),
+    [({"text": ""}, "text"), ({"text": "x" * 2001}, "text"), ({"text": "hi", "language": "fr"}, "language")],
 )
 def test_tts_bad_input(client: TestClient, params: dict[str, str], words: str) -> None:
     r = client.get("/v1/tts", params=params)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -34,7 +34,7 @@ from lookloop.device.offline_queue import OfflineQueue, QueuedItem, new_key
 
 log = logging.getLogger("lookloop.device")
 
-ImageInput = Union[bytes, bytearray, str, Path, np.ndarray, Sequence[Frame], None]
+ImageInput = bytes | bytearray | str | Path | np.ndarray | Sequence[Frame] | None
 DEFAULT_QUESTION = "what is this?"
 # Statuses after which a resend may succeed: the server (or a proxy before it) is down or busy.
 _RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
@@ -116,7 +116,7 @@ class FeedbackResult:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-Delivered = Union[AskResult, FeedbackResult]
+Delivered = AskResult | FeedbackResult
 
 
 def _image_bytes(image: ImageInput) -> bytes | None:
@@ -177,7 +177,9 @@ class GlassesClient:
         self.speak = speak
         self.on_result = on_result
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        # A short connect timeout: with no network the wearer hears "will send" in seconds, not half a minute.
+        limits = httpx.Timeout(timeout, connect=min(timeout, 3.0))
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=limits, transport=transport)
         self.queue = OfflineQueue(Path(queue_dir).expanduser() if queue_dir else Path.home() / ".lookloop" / "outbox")
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -218,7 +220,7 @@ class GlassesClient:
         payload: dict[str, Any] = {"question": question, "skill": skill, "language": language or self.language,
                                    "speak": self.speak}
         item = QueuedItem(key=new_key(), kind="ask", payload=payload, image=data, audio=audio)
-        return self._submit(item)
+        return cast("AskResult | Pending", self._submit(item))
 
     def feedback(
         self, ask: AskResult | Pending | str, verdict: str, correction: str | None = None
@@ -240,7 +242,8 @@ class GlassesClient:
             payload["ask_key"] = ask.idempotency_key
         else:
             payload["ask_id"] = ask
-        return self._submit(QueuedItem(key=new_key(), kind="feedback", payload=payload))
+        item = QueuedItem(key=new_key(), kind="feedback", payload=payload)
+        return cast("FeedbackResult | Pending", self._submit(item))
 
     def _submit(self, item: QueuedItem) -> Any:
         # Write-ahead: on disk before the first byte leaves, so a crash mid-request loses nothing.
@@ -407,7 +410,8 @@ class GlassesClient:
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 if code in (4401, 4403, 1008):
-                    raise ClientError(401, f"the server closed the stream: {exc.rcvd.reason if exc.rcvd else ''}")
+                    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                    raise ClientError(401, f"the server closed the stream: {reason}") from exc
             except OSError:
                 pass
             finally:

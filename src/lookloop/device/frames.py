@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
-Frame = Union[bytes, bytearray, str, Path, np.ndarray]
+Frame = bytes | bytearray | str | Path | np.ndarray
 
 # Frames are scored at this width so the score does not depend on the camera's resolution.
 _SCORE_WIDTH = 320
@@ -23,12 +22,13 @@ def _gray(frame: Frame) -> np.ndarray:
     import cv2  # imported here so that ``import lookloop`` stays light
 
     if isinstance(frame, np.ndarray):
-        img = frame
+        img: np.ndarray = frame
     else:
         data = Path(frame).read_bytes() if isinstance(frame, str | Path) else bytes(frame)
-        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
+        decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
             raise FrameError("the frame is not a readable image (JPEG, PNG, WebP)")
+        img = np.asarray(decoded)
     if img.ndim == 3:
         img = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2GRAY)
     elif img.ndim != 2:

@@ -90,6 +90,7 @@
   async function pushed(item) {
     // A live item was locked to us: it goes on screen now, or straight after the current one.
     await withFrame(item);
+    refreshCounts();
     if (!state.current) { show(item); preload(); return; }
     if (state.current.id === item.id) return;
     const old = state.next;
@@ -167,7 +168,7 @@
       const k = document.createElement("kbd"); k.textContent = i + 1;
       const n = document.createElement("span"); n.className = "name"; n.textContent = c.label.replace(/[-_]/g, " ");
       const s = document.createElement("span"); s.className = "score"; s.textContent = `${Math.round(c.score * 100)}%`;
-      const b = document.createElement("span"); b.className = "bar";
+      const b = document.createElement("span"); b.className = "cbar";
       const fill = document.createElement("i"); fill.style.width = `${Math.round(c.score * 100)}%`; b.append(fill);
       li.append(k, n, s, b);
       li.onclick = () => { pick(i); accept(); };
@@ -200,6 +201,7 @@
       state.next = null;
       if (nxt) { show(nxt); preload(); } else { state.busy = false; await fill(); }
       showRate();
+      refreshCounts();
     } catch (e) {
       flash(e.message, true);
       if (/answered already|another reviewer|lock/.test(e.message)) { state.current = null; state.busy = false; await fill(); }

@@ -10,7 +10,7 @@
     question: $("question"), token: $("token"), saveToken: $("save-token"), forgetToken: $("forget-token"),
     useWebcam: $("use-webcam"), upload: $("upload"), language: $("language"), speak: $("speak"),
     log: $("log"), voice: $("voice"), streamDot: $("stream-dot"), streamLabel: $("stream-label"),
-    outbox: $("outbox"),
+    outbox: $("outbox"), heard: $("heard"),
   };
   const HUD_LINES = 5;
   const HUD_CHARS = 34; // about what fits on a 480 px line
@@ -259,6 +259,7 @@
     const answer = askRec.answer;
     const heard = body.transcript ? body.transcript.text : askRec.question;
     sim.asks.push(body);
+    els.heard.textContent = body.transcript ? `You said: “${heard}”` : "";
     sim.lastAnswer = answer;
     showHud(answer.hud && answer.hud.length ? answer.hud.slice(0, HUD_LINES) : [answer.text]);
     const escalated = answer.decision === "escalate";
@@ -434,7 +435,7 @@
     const ad = document.createElement("div"); ad.className = "a"; ad.textContent = a;
     const md = document.createElement("div"); md.className = "meta"; md.textContent = meta;
     if (kind === "answer" || kind === "escalate") {
-      for (const [label, verdict] of [["👍", "right"], ["👎", "wrong"]]) {
+      for (const [label, verdict] of [["✓ right", "right"], ["✗ wrong", "wrong"]]) {
         const b = document.createElement("button");
         b.type = "button"; b.textContent = label; b.title = `the answer was ${verdict}`;
         b.onclick = () => feedback(id, verdict, md);

@@ -17,6 +17,7 @@ import wave
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,6 +115,9 @@ class SpeechJob:
             self.chunks.append(chunk)
             self.cond.notify_all()
 
+    def _has(self, n: int) -> bool:
+        return len(self.chunks) >= n or self.done
+
     def first(self, timeout: float = 30.0) -> bytes | None:
         """The first chunk (waiting for it), or None if synthesis failed."""
         with self.cond:
@@ -121,14 +125,15 @@ class SpeechJob:
             return self.chunks[0] if self.chunks else None
 
     def stream(self, timeout: float = 30.0) -> Iterator[bytes]:
-        i = 0
+        sent = 0
         while True:
             with self.cond:
-                self.cond.wait_for(lambda: len(self.chunks) > i or self.done, timeout)
-                if len(self.chunks) <= i:
+                want = sent + 1
+                self.cond.wait_for(partial(self._has, want), timeout)
+                if len(self.chunks) < want:
                     return
-                chunk = self.chunks[i]
-            i += 1
+                chunk = self.chunks[sent]
+            sent = want
             yield chunk
 
 
