@@ -113,8 +113,15 @@ def test_unknown_ask_id_is_404(client: TestClient) -> None:
     assert r.status_code == 404 and "no ask" in r.json()["detail"]
 
 
-def test_catalog_crud(client: TestClient) -> None:
+def test_catalog_crud(client: TestClient, small_system) -> None:  # type: ignore[no-untyped-def]
+    from lookloop.humans.runtime import humans_of
+
     assert any(i["name"] == "Banana" for i in client.get("/v1/catalog").json())
+    # Reads are open; writes need an operator.
+    assert client.post("/v1/catalog", json={"id": "x", "name": "X"}).status_code == 401
+    humans_of(small_system).accounts.add_account("op", "operator", "pw-12345678")
+    token = client.post("/v1/auth/login", json={"username": "op", "password": "pw-12345678"}).json()["token"]
+    client.headers["Authorization"] = f"Bearer {token}"
     r = client.post("/v1/catalog", json={"id": "fika-bun", "name": "Cinnamon bun", "price": 25, "currency": "SEK"})
     assert r.status_code == 201, r.text
     assert client.post("/v1/catalog", json={"id": "fika-bun", "name": "Again"}).status_code == 409
@@ -124,3 +131,23 @@ def test_catalog_crud(client: TestClient) -> None:
     assert client.post("/v1/catalog", json={"name": "Bad", "price": -1}).status_code == 422
     assert client.delete("/v1/catalog/fika-bun").status_code == 204
     assert client.get("/v1/catalog/fika-bun").status_code == 404
+
+
+def test_routing_out_of_scope_goes_to_a_human_and_routes_can_be_corrected(client: TestClient, small_system) -> None:  # type: ignore[no-untyped-def]
+    from lookloop.humans.runtime import humans_of
+
+    r = client.post("/v1/asks", data={"question": "book me a flight to Paris tomorrow"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"]["skill"] == "human" and body["answer"]["decision"] == "escalate"
+    assert "helper" in body["answer"]["text"]
+    # Only reviewers and operators correct routes.
+    assert client.post(f"/v1/asks/{body['id']}/route", json={"skill": "notes"}).status_code == 401
+    humans_of(small_system).accounts.add_account("rev", "reviewer", "pw-12345678")
+    token = client.post("/v1/auth/login", json={"username": "rev", "password": "pw-12345678"}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    r = client.post(f"/v1/asks/{body['id']}/route", json={"skill": "nonsense"}, headers=headers)
+    assert r.status_code == 422
+    r = client.post(f"/v1/asks/{body['id']}/route", json={"skill": "notes"}, headers=headers)
+    assert r.status_code == 200 and r.json()["skill"] == "notes"
+    assert small_system.route("book me a flight to Paris tomorrow", False) == "notes"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -22,16 +23,20 @@ from lookloop.errors import BadInput, NotFound
 from lookloop.imaging import decode_image
 from lookloop.loop.learner import IdentifyModel, LinearHead, fit_linear_head
 from lookloop.loop.policies import EscalationPolicy, FixedThreshold
+from lookloop.loop.registry import ModelRegistry
 from lookloop.models.embcache import EmbeddingCache
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
 from lookloop.models.ocr import TextReader, shared_reader
 from lookloop.privacy.consent import ConsentService, training_excluded_ask_ids, without_human_review
 from lookloop.privacy.storage import FramePrivacy
-from lookloop.skills.base import Skill
+from lookloop.skills.base import HandToHuman, Skill
+from lookloop.skills.router import IntentRouter, KeywordRouter, Router, default_skill_router
 from lookloop.skills.identify import IdentifySkill, display
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore
 from lookloop.store.tables import AskRow, CatalogItemRow, LabelRow
+
+log = logging.getLogger("lookloop.service")
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -61,6 +66,9 @@ class Hooks:
 
     escalated: list[Callable[[AskRecord], None]] = field(default_factory=list)
     labelled: list[Callable[[str, str, str], None]] = field(default_factory=list)  # ask_id, value, source
+    # Training-set filters: given label keys ("ask:<id>", "label:<sha>", "catalog:…"), return the keys that
+    # must never enter a training set (e.g. episodes without training consent).
+    training_exclude: list[Callable[[list[str]], set[str]]] = field(default_factory=list)
     asked: list[Callable[[AskRecord], None]] = field(default_factory=list)  # every stored ask (feedback)
 
 
@@ -141,6 +149,11 @@ class Lookloop:
         self._reader: TextReader | None = None
         self._skills: dict[str, Skill] = {}
         self.model_version = "untrained"
+        self._router: Router | None = None
+        self._routes: dict[str, str] = {}
+        self._serving_id: str | None = None  # the registry version loaded, if any
+        self._serving_checked = 0.0
+        self.registry_poll_s = 2.0
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -172,7 +185,7 @@ class Lookloop:
     @property
     def identify_model(self) -> IdentifyModel:
         with self._lock:
-            if self._identify is None:
+            if self._identify is None and not self._load_serving_version():
                 self.build_identify()
             assert self._identify is not None
             return self._identify
@@ -182,7 +195,7 @@ class Lookloop:
             if not self._skills:
                 from lookloop.skills.registry import default_skills
 
-                self._skills = {sk.name: sk for sk in default_skills(self)}
+                self._skills = {sk.name: sk for sk in [*default_skills(self), HandToHuman()]}
             return self._skills
 
     def register_skill(self, skill: Skill) -> None:
@@ -261,6 +274,72 @@ class Lookloop:
             self._identify = model
             self.model_version = f"{emb.version}+{model.head_version}"
         return model
+
+    @property
+    def registry(self) -> ModelRegistry:
+        with self._lock:
+            if getattr(self, "_registry", None) is None:
+                self._registry = ModelRegistry(self.db, self.settings.model_cache_dir / "versions")
+            return self._registry
+
+    def _load_serving_version(self) -> bool:
+        """Loads the registry's promoted version when there is one (start-up and after a promotion)."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            vid = self.registry.current_id()
+        except SQLAlchemyError:
+            return False
+        if vid is None:
+            return False
+        self.activate_version(vid)
+        return True
+
+    def sync_serving_version(self, *, force: bool = False) -> None:
+        """Picks up a version promoted by another process (cheap: one indexed query every few seconds)."""
+        now = time.monotonic()
+        if not force and now - self._serving_checked < self.registry_poll_s:
+            return
+        self._serving_checked = now
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            vid = self.registry.current_id()
+        except SQLAlchemyError:
+            return
+        if vid is not None and vid != self._serving_id:
+            self.activate_version(vid)
+
+    def activate_version(self, version_id: str) -> None:
+        """Serves a registry version: its backbone, head, example memory and calibrated policy."""
+        from lookloop.loop.policies import ConformalPolicy
+        from lookloop.loop.registry import serving_embedder
+
+        loaded = self.registry.load(version_id)
+        emb = serving_embedder(loaded, self.settings.model_cache_dir, self.settings.embedder)
+        cache = EmbeddingCache(self.settings.model_cache_dir, emb.version, emb.dim)
+        model = loaded.model
+        # Labels confirmed after the version was trained must not be forgotten by the swap.
+        known = set(model.memory.keys)
+        paths, labels, keys = self.labelled_images()
+        new = [i for i, k in enumerate(keys) if k not in known]
+        if new:
+            x = cache.embed_files([paths[i] for i in new], emb.embed)
+            cache.save()
+            model.learn(x, [labels[i] for i in new], [keys[i] for i in new])
+        with self._lock:
+            self._embedder = emb
+            self._emb_cache = cache
+            identify = self._skills.get("identify")
+            if isinstance(identify, IdentifySkill):
+                identify.embedder = emb
+            self._identify = model
+            self.model_version = version_id
+            self._serving_id = version_id
+            if loaded.calibration_scores.size:
+                policy = ConformalPolicy(self.settings.alpha)
+                policy.calibrate(loaded.calibration_scores, loaded.calibration_correct)
+                self.policy = policy
 
     def set_identify_model(self, model: IdentifyModel, version: str) -> None:
         """Swaps the serving model (promotion, rollback) without a restart."""
@@ -362,8 +441,54 @@ class Lookloop:
 
     # -- asking -------------------------------------------------------------------------------------------
 
-    def route(self, question: str, has_frame: bool) -> str:
-        return simple_route(question)
+    @property
+    def router(self) -> Router:
+        """The learned intent router (MiniLM + linear model with out-of-scope detection), built once."""
+        with self._lock:
+            if self._router is None:
+                try:
+                    corrected = self.settings.model_cache_dir / "skill-router-corrections.npz"
+                    self._router = default_skill_router(self.settings)
+                    if corrected.exists():
+                        # Routes corrected by people survive restarts.
+                        from lookloop.models.text import default_text_embedder
+
+                        emb = default_text_embedder(self.settings.model_cache_dir)
+                        self._router = IntentRouter.load(corrected, emb)
+                except Exception as exc:  # noqa: BLE001 - the keyword router still routes the common asks
+                    log.warning("learned router unavailable (%s); routing by keywords", exc)
+                    self._router = KeywordRouter()
+            return self._router
+
+    def route(self, question: str, has_frame: bool) -> str | None:
+        """The skill for a question, or None when it is out of scope (a human answers it)."""
+        key = normalise_name(question)
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached or None
+        decision = self.router.route(question)
+        intent = decision.intent
+        if intent is None:
+            # The learned model is unsure: the explicit keyword rules may still know the command.
+            intent = KeywordRouter().route(question).intent
+        if len(self._routes) > 4096:
+            self._routes.clear()
+        self._routes[key] = intent or ""
+        return intent
+
+    def correct_route(self, question: str, skill: str | None) -> None:
+        """A corrected route: learned at once, persisted with the router."""
+        if skill is not None and skill not in self.skills():
+            raise BadInput(f"unknown skill {skill!r}; available: {', '.join(sorted(self.skills()))}")
+        router = self.router
+        if isinstance(router, IntentRouter):
+            router.learn(question, skill)
+            path = self.settings.model_cache_dir / "skill-router-corrections.npz"
+            try:
+                router.save(path)
+            except OSError as exc:
+                log.warning("could not save the corrected router: %s", exc)
+        self._routes.pop(normalise_name(question), None)
 
     def validate_question(self, question: str) -> str:
         q = (question or "").strip()
@@ -396,8 +521,12 @@ class Lookloop:
         )
         skills = self.skills()
         name = skill or self.route(q, frame is not None)
+        if name is None:
+            name = HandToHuman.name  # out of scope: a person answers rather than a wrong skill
         if name not in skills:
             raise BadInput(f"unknown skill {name!r}; available: {', '.join(sorted(skills))}")
+        if name == "identify":
+            self.sync_serving_version()
         chosen = skills[name]
         if chosen.needs_frame and frame is None:
             raise BadInput(f"the {name} skill needs an image: send one with the question")

@@ -102,8 +102,10 @@ def write_report(path: Path, figures: dict[str, Any], run: LoopRun, baseline: Lo
         lines += [f"| {p.round} | {p.stage} | {p.labels_used} | {p.accuracy:.3f} | {p.coverage:.3f} | "
                   f"{p.auto_error:.3f} | {p.threshold:.4f} | {p.error_bound:.3f} | {p.seconds:.1f} |" for p in rows]
     lines += ["", "![curves](loop.png)", "",
-              "Coverage and auto-answer error use the conformal policy calibrated on the spot-check labels",
-              "(uniformly random, never trained on); the bound column is its Clopper-Pearson upper bound.", ""]
+              "Coverage and auto-answer error: the conformal policy (Learn-then-Test, Clopper-Pearson) calibrated",
+              "by two-fold cross-fitting on reviewer spot checks of the live (eval) asks: each ask is judged by a",
+              "threshold set on the other fold's labels only; eval labels never train the model. `bound` is the",
+              "certified upper bound on the auto-answer error (the worse fold).", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -165,7 +167,7 @@ def run_loop_bench(
         "head_only_accuracy": run.rounds[-1].accuracy,
         "train_images": run.n_train,
         "eval_images": len(loop_data.eval_labels),
-        "calibration_labels": run.final.audit_labels,
+        "calibration_labels": run.final.calibration_labels,
         "error_bound": run.final.error_bound,
         "delta": delta,
     }

@@ -32,8 +32,8 @@ class FinetuneConfig:
 
     variant: str = "lite0"
     train_from: int = 14  # first trainable MBConv block (Lite0 has 16)
-    views: int = 4  # augmented views per image whose frozen activations are stored
-    epochs: int = 8
+    views: int = 3  # augmented views per image whose frozen activations are stored
+    epochs: int = 5
     batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.02
@@ -219,7 +219,6 @@ def finetune_backbone(
     epochs_run = 0
     train_start = time.perf_counter()
     budget = cfg.time_budget_s - (train_start - start)
-    hw = x_all.shape[-1]
     for _epoch in range(cfg.epochs):
         order = torch.randperm(len(y_all), generator=gen)
         running = 0.0

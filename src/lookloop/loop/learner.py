@@ -224,19 +224,19 @@ def fit_softmax_head(
     col = {k: i for i, k in enumerate(names)}
     if any(lab not in col for lab in y):
         raise ValueError("a label is missing from the class list")
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).double()
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.tensor([col[lab] for lab in y], dtype=torch.long)
     n, d = xt.shape
-    w = torch.zeros(len(names), d, dtype=torch.float64)
-    b = torch.zeros(len(names), dtype=torch.float64)
+    w = torch.zeros(len(names), d, dtype=torch.float32)
+    b = torch.zeros(len(names), dtype=torch.float32)
     if warm is not None and warm.weight.shape[1] == d:
         for i, name in enumerate(warm.classes):
             if name in col:
-                w[col[name]] = torch.from_numpy(np.asarray(warm.weight[i], dtype=np.float64))
+                w[col[name]] = torch.from_numpy(np.asarray(warm.weight[i], dtype=np.float32))
                 b[col[name]] = float(warm.bias[i])
     w.requires_grad_(True)
     b.requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-9,
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-5, tolerance_change=1e-7,
                             history_size=20, line_search_fn="strong_wolfe")
     # scikit-learn's objective C * sum(loss) + ||w||^2 / 2, divided by C * n.
     reg = 1.0 / (2.0 * c * n)

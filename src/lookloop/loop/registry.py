@@ -287,3 +287,13 @@ class ModelRegistry:
             calibration_scores=scores,
             calibration_correct=correct,
         )
+
+
+def serving_embedder(loaded: LoadedVersion, cache_dir: Path, variant: str = "lite0") -> Any:
+    """The embedder a version needs: its fine-tuned backbone, or the shared pretrained one."""
+    from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
+
+    if loaded.backbone_onnx is None:
+        return pretrained_embedder(cache_dir, variant)
+    digest = hashlib.sha256(loaded.backbone_onnx.read_bytes()).hexdigest()[:12]
+    return OnnxImageEmbedder(loaded.backbone_onnx, version=f"{variant}-ft-{digest}", image_size=loaded.image_size)

@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         install_humans(app)  # accounts, review queue, live streams: binds the live hub to this loop
         if warm:
             the_system.identify_model  # noqa: B018 - loads embedder, examples and head
+            the_system.route("what is this?", True)  # loads the intent router
         yield
         the_system.embedding_cache.save() if the_system._emb_cache is not None else None
 

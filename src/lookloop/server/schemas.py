@@ -70,6 +70,17 @@ class LabelIn(BaseModel):
     source: str = Field(default="human", pattern="^(human|wearer|gold|import)$")
 
 
+class RouteIn(BaseModel):
+    skill: str | None = Field(
+        default=None, max_length=32, description="The right skill, or null for 'out of scope: a human answers'."
+    )
+
+
+class RouteOut(BaseModel):
+    question: str
+    skill: str | None
+
+
 class CatalogItemIn(BaseModel):
     id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
     name: str = Field(min_length=1, max_length=256)

@@ -24,3 +24,23 @@ class Skill(Protocol):
 
 class NeedsFrame(Exception):
     """Raised by a skill that was asked without a frame."""
+
+
+class HandToHuman:
+    """Out-of-scope asks: no skill fits, so a person answers rather than a wrong skill guessing."""
+
+    name = "human"
+    needs_frame = False
+    calibrated = False
+
+    def run(self, ask: Ask) -> Answer:
+        from lookloop.domain import Decision
+
+        return Answer(
+            text="I can't answer that myself — asking a helper.",
+            skill=self.name,
+            confidence=0.0,
+            decision=Decision.ESCALATE,
+            model_version="router",
+            result={"reason": "out_of_scope"},
+        )

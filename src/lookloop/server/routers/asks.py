@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from lookloop.errors import Forbidden, TooLarge
 from lookloop.server.auth import Principal, ask_device_id, check_ask_access, current_principal, require
 from lookloop.server.deps import get_system
-from lookloop.server.schemas import AskOut, ErrorOut, LabelIn
+from lookloop.server.schemas import AskOut, ErrorOut, LabelIn, RouteIn, RouteOut
 from lookloop.service import Lookloop
 
 router = APIRouter(prefix="/v1/asks", tags=["asks"])
@@ -97,3 +97,14 @@ def label_ask(
         ask_id, body.value, source=body.source, author=caller.author if caller else "",
         idempotency_key=idempotency_key,
     ))
+
+
+@router.post(
+    "/{ask_id}/route", response_model=RouteOut, responses=_ERRORS, summary="Correct the skill an ask was routed to"
+)
+def correct_route(
+    system: System, ask_id: str, body: RouteIn, caller: Annotated[Principal, Depends(require("reviewer"))]
+) -> RouteOut:
+    record = system.get_ask(ask_id)
+    system.correct_route(record.question, body.skill)
+    return RouteOut(question=record.question, skill=system.route(record.question, record.frame_sha is not None))

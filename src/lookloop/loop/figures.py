@@ -1,0 +1,59 @@
+"""Live learning-loop figures for the operator dashboard (served by the API)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+if TYPE_CHECKING:
+    from lookloop.service import Lookloop
+
+
+def loop_figures(system: Lookloop) -> dict[str, Any]:
+    """Curves per model version (labels seen → held-out accuracy, coverage, auto error) and live rates.
+
+    Shape: ``{"serving": id|None, "policy": {...}, "versions": [{id, created_at, labels, accuracy, coverage,
+    auto_error, kind}], "live": {"asks", "answered", "escalated", "coverage"}, "by_day": [{day, asks,
+    answered, coverage}]}``.
+    """
+    from lookloop.domain import Decision
+    from lookloop.loop.policies import ConformalPolicy
+    from lookloop.store.tables import AskRow
+
+    registry = system.registry
+    versions = sorted(registry.list(limit=500), key=lambda v: v.created_at)
+    policy = system.policy
+    described: dict[str, Any] = (
+        dict(policy.describe()) if isinstance(policy, ConformalPolicy)
+        else {"policy": policy.name, "threshold": getattr(policy, "threshold", None)}
+    )
+    with system.db.session() as s:
+        rows = s.execute(
+            select(func.date(AskRow.created_at), AskRow.decision, func.count())
+            .where(AskRow.skill == "identify")
+            .group_by(func.date(AskRow.created_at), AskRow.decision)
+        ).all()
+    days: dict[str, dict[str, int]] = {}
+    for day, decision, count in rows:
+        d = days.setdefault(str(day), {"asks": 0, "answered": 0})
+        d["asks"] += int(count)
+        if decision == Decision.ANSWER.value:
+            d["answered"] += int(count)
+    asks = sum(d["asks"] for d in days.values())
+    answered = sum(d["answered"] for d in days.values())
+    return {
+        "serving": registry.current_id(),
+        "model_version": system.model_version,
+        "policy": described,
+        "versions": [
+            {"id": v.id, "created_at": v.created_at.isoformat(), "kind": v.kind, "labels": v.label_count,
+             "accuracy": v.metrics.get("accuracy"), "coverage": v.metrics.get("coverage"),
+             "auto_error": v.metrics.get("auto_error"), "serving": v.serving}
+            for v in versions
+        ],
+        "live": {"asks": asks, "answered": answered, "escalated": asks - answered,
+                 "coverage": answered / asks if asks else None},
+        "by_day": [{"day": k, **v, "coverage": v["answered"] / v["asks"] if v["asks"] else None}
+                   for k, v in sorted(days.items())],
+    }

@@ -1,0 +1,211 @@
+"""The retraining job: head on every label, optionally a fine-tuned backbone; each run a registry version."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lookloop.errors import BadInput
+from lookloop.loop.learner import IdentifyModel, fit_softmax_head
+from lookloop.loop.policies import ConformalPolicy
+from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion, serving_embedder
+from lookloop.models.embcache import EmbeddingCache
+
+if TYPE_CHECKING:
+    from lookloop.loop.finetune import FinetuneConfig
+    from lookloop.service import Lookloop
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainingSet:
+    paths: list[Path]
+    labels: list[str]
+    keys: list[str]
+    heldout: np.ndarray  # bool per row: the held-out slice (metrics, calibration), never trained on
+
+    def rows(self, held: bool) -> list[int]:
+        return [i for i in range(len(self.keys)) if bool(self.heldout[i]) == held]
+
+
+@dataclass
+class TrainReport:
+    versions: list[ModelVersion] = field(default_factory=list)
+    promoted: str | None = None
+    gate_message: str = ""
+    excluded: int = 0
+    seconds: float = 0.0
+
+
+def is_heldout(key: str, share: float) -> bool:
+    """A stable hash split: a label is held out in every run or in none, so versions never train on it."""
+    if key.startswith("catalog:"):
+        return False  # catalogue images are the only examples of some products
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10_000 < share * 10_000
+
+
+def training_set(
+    system: Lookloop, *, holdout: float = 0.15, exclude_keys: set[str] | None = None
+) -> tuple[TrainingSet, int]:
+    """Every stored label, minus the keys the exclusion hooks (consent) and ``exclude_keys`` name."""
+    paths, labels, keys = system.labelled_images()
+    drop = set(exclude_keys or set())
+    for hook in system.hooks.training_exclude:
+        drop |= hook(list(keys))
+    keep = [i for i, k in enumerate(keys) if k not in drop]
+    ts = TrainingSet(
+        [paths[i] for i in keep], [labels[i] for i in keep], [keys[i] for i in keep],
+        np.array([is_heldout(keys[i], holdout) for i in keep], dtype=bool),
+    )
+    return ts, len(keys) - len(keep)
+
+
+def _metrics(model: IdentifyModel, x: np.ndarray, labels: list[str], alpha: float) -> tuple[dict[str, Any],
+                                                                                             np.ndarray, np.ndarray]:
+    if not labels:
+        return {"heldout": 0}, np.zeros(0), np.zeros(0, dtype=bool)
+    preds = model.predict(x)
+    top = np.array([p.top[1] for p in preds])
+    right = np.array([p.top[0] == y for p, y in zip(preds, labels, strict=True)])
+    policy = ConformalPolicy(alpha)
+    policy.calibrate(top, right)
+    answered = top >= policy.threshold
+    return (
+        {
+            "accuracy": float(right.mean()),
+            "heldout": len(labels),
+            "threshold": policy.threshold,
+            # In-sample on the calibration slice: indicative only, the bench measures it out of sample.
+            "coverage": float(answered.mean()),
+            "auto_error": float((~right[answered]).mean()) if answered.any() else 0.0,
+        },
+        top,
+        right,
+    )
+
+
+def _serving_accuracy(system: Lookloop, ts: TrainingSet) -> float | None:
+    """The serving version on the candidate's held-out slice (its memory of those labels removed)."""
+    vid = system.registry.current_id()
+    held = ts.rows(True)
+    if vid is None or not held:
+        return None
+    loaded = system.registry.load(vid)
+    emb = serving_embedder(loaded, system.settings.model_cache_dir, system.settings.embedder)
+    cache = EmbeddingCache(system.settings.model_cache_dir, emb.version, emb.dim)
+    x = cache.embed_files([ts.paths[i] for i in held], emb.embed)
+    cache.save()
+    loaded.model.forget([ts.keys[i] for i in held])
+    preds = loaded.model.predict(x)
+    return float(np.mean([p.top[0] == ts.labels[i] for p, i in zip(preds, held, strict=True)]))
+
+
+def _fit_and_register(
+    system: Lookloop, ts: TrainingSet, x: np.ndarray, embedder_version: str, *, kind: str, parent: str | None,
+    backbone: Path | None, serving_acc: float | None, alpha: float, extra: dict[str, Any],
+) -> ModelVersion:
+    train, held = ts.rows(False), ts.rows(True)
+    y = [ts.labels[i] for i in train]
+    if len(set(y)) < 2:
+        raise BadInput("training needs labels of at least two products outside the held-out slice")
+    head = fit_softmax_head(x[train], y)
+    model = IdentifyModel(x.shape[1], head=head)
+    model.learn(x[train], y, [ts.keys[i] for i in train])
+    metrics, top, right = _metrics(model, x[held], [ts.labels[i] for i in held], alpha)
+    if serving_acc is not None:
+        metrics["serving_accuracy"] = serving_acc
+    metrics.update(extra)
+    artifacts = ModelArtifacts(
+        head=head, embedder_version=embedder_version,
+        # Serving recalls every label, held-out ones included (instant learning must not regress).
+        memory_x=x, memory_labels=list(ts.labels), memory_keys=list(ts.keys),
+        calibration_scores=top, calibration_correct=right, backbone_onnx=backbone,
+    )
+    return system.registry.register(
+        artifacts, metrics=metrics, label_keys=[ts.keys[i] for i in train], label_values=y, parent_id=parent,
+        kind=kind,
+    )
+
+
+def train_versions(
+    system: Lookloop,
+    *,
+    finetune: bool = False,
+    finetune_config: FinetuneConfig | None = None,
+    holdout: float = 0.15,
+    promote: bool = True,
+    exclude_keys: set[str] | None = None,
+    progress: ProgressFn | None = None,
+) -> TrainReport:
+    """Stage 1: a head on the pretrained embeddings; stage 2 (``finetune``): a tuned backbone and its head.
+
+    The better candidate is offered to the evaluation gate; a pass promotes it, and the in-process
+    service switches to it at once (other processes pick it up on their next poll).
+    """
+    from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
+
+    start = time.perf_counter()
+    ts, excluded = training_set(system, holdout=holdout, exclude_keys=exclude_keys)
+    if len(set(ts.labels)) < 2:
+        raise BadInput("nothing to train on: import a catalogue or label some asks first")
+    report = TrainReport(excluded=excluded)
+    alpha = system.settings.alpha
+    parent = system.registry.current_id()
+    serving_acc = _serving_accuracy(system, ts)
+    emb = pretrained_embedder(system.settings.model_cache_dir, system.settings.embedder)
+    cache = EmbeddingCache(system.settings.model_cache_dir, emb.version, emb.dim)
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("embedding labelled images", done, len(ts.paths))
+
+    x = cache.embed_files(ts.paths, emb.embed, progress=tick)
+    cache.save()
+    if progress:
+        progress("training the head", 0, 1)
+    v1 = _fit_and_register(system, ts, x, emb.version, kind="head", parent=parent, backbone=None,
+                           serving_acc=serving_acc, alpha=alpha, extra={})
+    report.versions.append(v1)
+    if finetune:
+        from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
+
+        cfg = finetune_config or FinetuneConfig()
+        train = ts.rows(False)
+        result = finetune_backbone([ts.paths[i] for i in train], [ts.labels[i] for i in train], cfg,
+                                   progress=progress)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx = export_finetuned(result, Path(tmp), variant=cfg.variant)
+            digest = hashlib.sha256(onnx.read_bytes()).hexdigest()[:12]
+            ft = OnnxImageEmbedder(onnx, version=f"{cfg.variant}-ft-{digest}", image_size=emb.image_size)
+            ft_cache = EmbeddingCache(system.settings.model_cache_dir, ft.version, ft.dim)
+            done = 0
+            x2 = ft_cache.embed_files(ts.paths, ft.embed, progress=tick)
+            ft_cache.save()
+            v2 = _fit_and_register(
+                system, ts, x2, ft.version, kind="finetune", parent=v1.id, backbone=onnx, serving_acc=serving_acc,
+                alpha=alpha, extra={"finetune_seconds": round(result.train_seconds, 1),
+                                    "finetune_epochs": result.epochs_run},
+            )
+        report.versions.append(v2)
+    if promote:
+        best = max(report.versions, key=lambda v: v.accuracy if v.accuracy is not None else -1.0)
+        report.gate_message = system.registry.gate(best)[1]
+        try:
+            system.registry.promote(best.id, reason="lookloop train")
+            report.promoted = best.id
+            system.activate_version(best.id)
+        except GateRefused as exc:
+            report.gate_message = exc.message
+    report.seconds = time.perf_counter() - start
+    return report
