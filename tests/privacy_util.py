@@ -7,8 +7,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-
 from conftest import build_small_system, make_settings, small_val
+
 from lookloop.catalog import GroceryDataset
 
 

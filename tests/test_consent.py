@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from privacy_util import add_device, face_photo, product_photo, receipt_photo, system_for
 
 from lookloop.catalog import GroceryDataset
 from lookloop.domain import Decision
@@ -18,7 +19,6 @@ from lookloop.privacy.consent import (
     training_excluded_ask_ids,
 )
 from lookloop.privacy.tables import RedactionRow
-from privacy_util import add_device, face_photo, product_photo, receipt_photo, system_for
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from privacy_util import add_device, face_photo, product_photo, system_for
 from sqlalchemy import func, select
 
 from lookloop.catalog import GroceryDataset
 from lookloop.privacy.deletion import delete_wearer_data, marked_model_versions
 from lookloop.privacy.tables import AuditRow, RedactionRow
 from lookloop.store.tables import AskRow, LabelRow
-from privacy_util import add_device, face_photo, product_photo, system_for
 
 
 @pytest.fixture
@@ -66,7 +66,8 @@ def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None
     ids = [r.id for r in mine]
     assert _count(system, select(func.count()).select_from(AskRow).where(AskRow.id.in_(ids))) == 0
     assert _count(system, select(func.count()).select_from(LabelRow).where(LabelRow.ask_id.in_(ids))) == 0
-    assert _count(system, select(func.count()).select_from(RedactionRow).where(RedactionRow.frame_sha.in_(my_shas))) == 0
+    in_mine = RedactionRow.frame_sha.in_(my_shas)
+    assert _count(system, select(func.count()).select_from(RedactionRow).where(in_mine)) == 0
     for sha in my_shas:
         assert not system.privacy.path(sha).exists() and not system.privacy.original_path(sha).exists()
         assert system.embedding_cache.get(sha) is None

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from privacy_util import add_device, system_for
 from sqlalchemy import select
 
 from lookloop.catalog import GroceryDataset
 from lookloop.privacy.tables import AuditRow
 from lookloop.server.ratelimit import RateLimiter
-from privacy_util import add_device, system_for
 
 
 def test_bucket_allows_a_burst_then_refills() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import schemathesis
+from conftest import build_small_system, make_settings
 from hypothesis import HealthCheck, settings
 
-from conftest import build_small_system, make_settings
 from lookloop.catalog import GroceryDataset
 
 TOKENS: dict[str, str] = {}

@@ -447,7 +447,7 @@ class Lookloop:
         with self._lock:
             if self._router is None:
                 try:
-                    corrected = self.settings.model_cache_dir / "skill-router-corrections.npz"
+                    corrected = self.settings.resolved_var_dir / "router-corrections.npz"
                     self._router = default_skill_router(self.settings)
                     if corrected.exists():
                         # Routes corrected by people survive restarts.
@@ -483,7 +483,7 @@ class Lookloop:
         router = self.router
         if isinstance(router, IntentRouter):
             router.learn(question, skill)
-            path = self.settings.model_cache_dir / "skill-router-corrections.npz"
+            path = self.settings.resolved_var_dir / "router-corrections.npz"
             try:
                 router.save(path)
             except OSError as exc:

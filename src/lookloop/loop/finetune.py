@@ -153,7 +153,8 @@ class _Suffix:
                     rate = self.drop_connect * float(i + self.offset) / self.total
                     x = block(x, drop_connect_rate=rate)
                 x = self.act(self.bn1(self.conv_head(x)))
-                return self.fc(self.dropout(x.mean(dim=(2, 3))))
+                out: torch.Tensor = self.fc(self.dropout(x.mean(dim=(2, 3))))
+                return out
 
         return _Tail()
 

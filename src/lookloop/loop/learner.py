@@ -244,7 +244,7 @@ def fit_softmax_head(
     def closure() -> torch.Tensor:
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt) + reg * (w * w).sum()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
     opt.step(closure)  # type: ignore[no-untyped-call]

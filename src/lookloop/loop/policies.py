@@ -47,7 +47,8 @@ class FixedThreshold:
         return PolicyDecision(decision, top, self.threshold, self.name)
 
     def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
-        return None
+        if np.shape(scores) != np.shape(correct):
+            raise ValueError("scores and correct must line up")
 
 
 def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:

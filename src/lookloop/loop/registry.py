@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import hashlib
 import json
@@ -154,7 +155,7 @@ class ModelRegistry:
             rows = s.scalars(select(ModelVersionRow).order_by(ModelVersionRow.created_at.desc()).limit(limit)).all()
             return [_to_version(r, serving) for r in rows]
 
-    def label_keys(self, version_id: str) -> list[str]:
+    def label_keys(self, version_id: str) -> builtins.list[str]:
         with self.db.session() as s:
             row = s.get(ModelVersionRow, version_id)
             if row is None:
@@ -168,8 +169,8 @@ class ModelRegistry:
         artifacts: ModelArtifacts,
         *,
         metrics: dict[str, Any],
-        label_keys: list[str],
-        label_values: list[str],
+        label_keys: builtins.list[str],
+        label_values: builtins.list[str],
         parent_id: str | None,
         kind: str,
         notes: str = "",

@@ -33,7 +33,7 @@ def _check(probs: np.ndarray, embeddings: np.ndarray, k: int) -> int:
         raise ValueError("probs and embeddings must be (n, c) and (n, d) with the same n")
     if k < 0:
         raise ValueError("k must not be negative")
-    return min(k, probs.shape[0])
+    return min(k, int(probs.shape[0]))
 
 
 def margin_scores(probs: np.ndarray) -> np.ndarray:
@@ -141,7 +141,7 @@ class KCenterStrategy:
 
 
 STRATEGIES: dict[str, type[QueryStrategy]] = {
-    s.name: s  # type: ignore[misc]
+    s.name: s
     for s in (RandomStrategy, MarginStrategy, EntropyStrategy, ClusterMarginStrategy, KCenterStrategy)
 }
 

@@ -200,22 +200,81 @@ class Heard:
     timings_ms: dict[str, float]
 
 
+class QuickWhisper:
+    """Whisper base for short spoken questions: the encoder sees a window fitted to the clip, not 30 s.
+
+    Whisper's encoder always runs on a 30 s window, most of it padding for a five-word question; on two
+    cores that window is most of the voice path's time. CTranslate2 takes a shorter window, so the clip is
+    padded to ``min_window_s`` (15 s kept the word error rate of the full window on speech-en, 10 s did
+    not) and decoded greedily, with the language detected from the same encoder pass. A garbled result
+    (repetition loops: a high compression ratio) is decoded again by the full ``fallback``.
+    """
+
+    name = "whisper-quick"
+    languages: tuple[str, ...] = ("en", "zh")
+
+    def __init__(self, fallback: Any, min_window_s: float = 15.0) -> None:
+        self.fallback = fallback  # a WhisperTranscriber: its model is shared, not loaded twice
+        self.min_window_s = min_window_s
+
+    def transcribe(self, audio: Any, language: str | None = None) -> Any:
+        import ctranslate2
+        import numpy as np
+        from faster_whisper.tokenizer import Tokenizer
+
+        from lookloop.models.asr import SAMPLE_RATE, Transcript
+
+        duration = len(audio) / SAMPLE_RATE
+        if duration + 1.0 > 30.0:
+            return self.fallback.transcribe(audio, language=language)
+        model = self.fallback._load()  # the process-wide faster-whisper model
+        window = min(30.0, max(self.min_window_s, float(np.ceil(duration + 1.0))))
+        padded = np.zeros(int(window * SAMPLE_RATE), np.float32)
+        padded[: len(audio)] = audio
+        frames = int(window * 100)
+        features = np.ascontiguousarray(model.feature_extractor(padded)[:, :frames][None])
+        encoded = model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+        if language is None:
+            probs = dict(model.model.detect_language(encoded)[0])
+            allowed = [(probs.get(f"<|{lang}|>", 0.0), lang) for lang in self.languages]
+            language = max(allowed)[1]
+        tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language=language)
+        prompt = self.fallback.options.prompts.get(language)
+        previous = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())] if prompt else []
+        tokens = [*previous, *tokenizer.sot_sequence, tokenizer.no_timestamps]
+        result = model.model.generate(
+            encoded, [tokens], beam_size=1, max_length=min(224, 20 + int(12 * duration)),
+            suppress_blank=True, suppress_tokens=[-1],
+        )
+        ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(ids).strip()
+        if _looks_garbled(text):
+            return self.fallback.transcribe(audio, language=language)
+        return Transcript(text, language, duration)
+
+
+def _looks_garbled(text: str) -> bool:
+    import zlib
+
+    data = text.encode("utf-8")
+    # Whisper's own test for a decoding stuck in a loop: text that compresses too well.
+    return len(data) > 24 and len(data) / len(zlib.compress(data)) > 2.4
+
+
 _TRANSCRIBERS: dict[str, Any] = {}
 _TRANSCRIBER_LOCK = threading.Lock()
 
 
 def voice_transcriber(system: Lookloop) -> Any:
-    """Whisper base tuned for short spoken questions: greedy first, fallback temperatures only on failure.
-
-    Beam search buys little on a five-word question and costs a second on two cores (``bench voice``).
-    """
+    """The transcriber of the voice path: ``QuickWhisper`` over Whisper base (greedy, fallback temperatures)."""
     from lookloop.models.asr import WhisperOptions, WhisperTranscriber
 
     key = str(system.settings.model_cache_dir)
     with _TRANSCRIBER_LOCK:
         if key not in _TRANSCRIBERS:
             options = WhisperOptions(beam_size=1, temperature=(0.0, 0.4, 0.8))
-            _TRANSCRIBERS[key] = WhisperTranscriber(options, cache_dir=system.settings.model_cache_dir)
+            full = WhisperTranscriber(options, cache_dir=system.settings.model_cache_dir)
+            _TRANSCRIBERS[key] = QuickWhisper(full)
         return _TRANSCRIBERS[key]
 
 

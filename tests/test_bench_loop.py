@@ -1,0 +1,96 @@
+"""A fast ``bench loop`` on a small slice: the Grocery layout through the function, a folder tree via the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lookloop.bench import loop as bench_loop
+from lookloop.catalog import GroceryDataset
+from lookloop.loop.simulation import load_loop_data
+
+KEYS = {"final_accuracy", "auto_error", "coverage", "coverage_at_10pct", "alpha", "labels_used", "rounds"}
+
+
+def test_small_loop_on_the_grocery_layout(grocery: GroceryDataset, model_dir: Path, tmp_path: Path) -> None:
+    data = load_loop_data(grocery.root, "val.txt").subset(classes=5, per_class=8, eval_per_class=4)
+    figures = bench_loop.run_loop_bench(
+        grocery.root, "val.txt", strategy="margin", rounds=4, compare_random=True, out=tmp_path / "out",
+        model_dir=model_dir, data=data,
+    )
+    assert KEYS | {"labels_to_match_random_full"} <= set(figures)
+    assert figures["rounds"] == 4
+    assert figures["labels_used"] == 40
+    assert 0.0 <= figures["final_accuracy"] <= 1.0
+    assert 0.0 <= figures["coverage"] <= 1.0
+    # Whatever it answers alone, the policy never answered more wrongly than its certified bound allowed.
+    assert figures["auto_error"] <= max(figures["error_bound"], figures["alpha"]) or figures["coverage"] == 0
+    assert (tmp_path / "out" / "loop.png").stat().st_size > 1000
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "## Rounds: margin" in report and "## Rounds: random" in report
+
+
+def _folder_tree(grocery: GroceryDataset, root: Path) -> Path:
+    """train/<class>/*.jpg and val/<class>/*.jpg, copied into a temporary folder."""
+    for split, n in (("train", 6), ("val", 3)):
+        counts: dict[str, int] = {}
+        for img in grocery.split(split):
+            if img.label not in ("Banana", "Granny-Smith", "Cucumber"):
+                continue
+            if counts.get(img.label, 0) >= n:
+                continue
+            counts[img.label] = counts.get(img.label, 0) + 1
+            target = root / split / img.label / Path(img.path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(img.path, target)
+    return root
+
+
+@pytest.fixture
+def cli(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    from lookloop.config import get_settings
+
+    monkeypatch.setenv("LOOKLOOP_MODEL_DIR", str(model_dir))
+    get_settings.cache_clear()
+    app = typer.Typer()
+    bench_loop.register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps typer's sub-command parsing
+        pass
+
+    yield app
+    get_settings.cache_clear()
+
+
+def test_cli_on_an_image_folder_tree(cli: typer.Typer, grocery: GroceryDataset, tmp_path: Path) -> None:
+    root = _folder_tree(grocery, tmp_path / "shop")
+    out = tmp_path / "fig.json"
+    result = CliRunner().invoke(cli, ["loop", "--dataset", str(root), "--eval-split", "val", "--strategy",
+                                      "k-center", "--rounds", "2", "--budget", "5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert KEYS <= set(figures)
+    assert figures["labels_used"] == 10 and figures["rounds"] == 2
+    assert all(not isinstance(v, dict | list) for v in figures.values())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategy", "oracle"], "unknown strategy"),
+        (["--rounds", "0"], "at least 1"),
+        (["--alpha", "1.5"], "alpha"),
+        (["--dataset", "/nonexistent/folder"], "not found"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(cli: typer.Typer, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["loop", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,102 @@
+"""Escalation policies: one conformance suite for all, and the conformal error bound on held-out data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookloop.domain import Decision
+from lookloop.loop.policies import (
+    ConformalPolicy,
+    EscalationPolicy,
+    FixedThreshold,
+    PolicyDecision,
+    all_policies,
+    clopper_pearson_upper,
+)
+
+
+def synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Top scores of an underconfident classifier: the answer is right with probability score**0.3."""
+    scores = rng.beta(5.0, 1.0, size=n)
+    correct = rng.random(n) < scores**0.3
+    return scores, correct
+
+
+@pytest.mark.parametrize("policy", all_policies(0.05), ids=lambda p: p.name)
+def test_policy_conformance(policy: EscalationPolicy) -> None:
+    rng = np.random.default_rng(0)
+    assert isinstance(policy, EscalationPolicy)
+    policy.calibrate(*synthetic(2000, rng))
+    decisions = []
+    for top in np.linspace(0.05, 1.0, 39):
+        m = int(np.ceil((1 - top) / top)) if top < 1 else 0
+        probs = np.array([top] + [(1 - top) / m] * m) if m else np.array([1.0])
+        d = policy.decide(probs)
+        assert isinstance(d, PolicyDecision)
+        assert d.decision in (Decision.ANSWER, Decision.ESCALATE)
+        assert 0.0 <= d.confidence <= 1.0
+        assert d.policy == policy.name
+        decisions.append(d.decision)
+    # Monotone: once a score is answered, every higher score is answered too.
+    first = decisions.index(Decision.ANSWER)
+    assert all(d == Decision.ANSWER for d in decisions[first:])
+    # A sure answer (one-hot) is answered, a coin flip among many is not.
+    assert policy.decide(np.eye(5)[0]).decision == Decision.ANSWER
+    assert policy.decide(np.full(10, 0.1)).decision == Decision.ESCALATE
+    with pytest.raises(ValueError):
+        policy.calibrate(np.zeros(3), np.zeros(4, dtype=bool))
+
+
+def test_fixed_threshold_rejects_a_bad_threshold() -> None:
+    with pytest.raises(ValueError):
+        FixedThreshold(1.5)
+
+
+def test_conformal_escalates_everything_until_calibrated() -> None:
+    policy = ConformalPolicy(0.05)
+    assert policy.decide(np.array([0.99, 0.01])).decision == Decision.ESCALATE
+    # Too few labels to certify 5% even without a single error.
+    policy.calibrate(np.full(30, 0.99), np.ones(30, dtype=bool))
+    assert policy.decide(np.array([0.99, 0.01])).decision == Decision.ESCALATE
+    policy.update(np.full(30, 0.99), np.ones(30, dtype=bool))
+    assert policy.n_calibration == 60
+    assert policy.decide(np.array([0.995, 0.005])).decision == Decision.ANSWER
+
+
+def test_clopper_pearson_bound() -> None:
+    assert clopper_pearson_upper(0, 45, 0.1) < 0.05 < clopper_pearson_upper(0, 44, 0.1)
+    assert clopper_pearson_upper(10, 100, 0.05) > 0.1
+    assert clopper_pearson_upper(5, 5, 0.1) == 1.0
+
+
+def test_conformal_error_stays_within_alpha_on_held_out_data() -> None:
+    """Across independent calibration draws, the auto-answer error on fresh asks exceeds alpha at most
+    about delta of the time, while a useful share of asks is still answered."""
+    alpha, delta, trials = 0.05, 0.1, 40
+    rng = np.random.default_rng(42)
+    test_scores, test_correct = synthetic(50_000, rng)
+    failures, coverages = 0, []
+    for _ in range(trials):
+        policy = ConformalPolicy(alpha, delta)
+        policy.calibrate(*synthetic(800, rng))
+        answered = test_scores >= policy.threshold
+        coverages.append(answered.mean())
+        err = float((~test_correct[answered]).mean()) if answered.any() else 0.0
+        failures += err > alpha
+    assert failures <= delta * trials + 2
+    assert np.mean(coverages) > 0.2
+
+
+def test_conformal_confidence_is_monotone_and_calibrated() -> None:
+    rng = np.random.default_rng(1)
+    scores, correct = synthetic(5000, rng)
+    policy = ConformalPolicy(0.05)
+    policy.calibrate(scores, correct)
+    conf = [policy.confidence(s) for s in np.linspace(0, 1, 50)]
+    assert all(b >= a for a, b in zip(conf, conf[1:], strict=False))
+    # Mean reported confidence matches the accuracy it claims.
+    assert abs(np.mean([policy.confidence(s) for s in scores]) - correct.mean()) < 0.02
+    described = policy.describe()
+    assert described["calibration_labels"] == 5000
+    assert float(described["error_upper_bound"]) <= 0.05

@@ -1,0 +1,82 @@
+"""Model registry: lineage, the evaluation gate, and promote/rollback changing what the server answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookloop.catalog import GroceryDataset
+from lookloop.errors import Conflict
+from lookloop.loop.learner import fit_softmax_head
+from lookloop.loop.registry import GateRefused, ModelArtifacts
+from lookloop.service import Lookloop
+from tests.conftest import small_val
+
+
+def _artifacts(system: Lookloop, swap: dict[str, str]) -> tuple[ModelArtifacts, list[str], list[str]]:
+    paths, labels, keys = system.labelled_images()
+    labels = [swap.get(lab, lab) for lab in labels]
+    x = system.embedding_cache.embed_files(paths, system.embedder.embed)
+    head = fit_softmax_head(x, labels)
+    return ModelArtifacts(head, system.embedder.version, x, labels, keys), keys, labels
+
+
+def test_promote_and_rollback_change_the_serving_answer(small_system: Lookloop, grocery: GroceryDataset) -> None:
+    photo = next(p for p in small_val(grocery, per_class=2) if p.label == "Banana")
+    data = Path(photo.path).read_bytes()
+    registry = small_system.registry
+    good, keys, labels = _artifacts(small_system, {})
+    v1 = registry.register(good, metrics={"accuracy": 0.9}, label_keys=keys, label_values=labels, parent_id=None,
+                           kind="head")
+    # A bad version: bananas and Granny Smith apples swapped in every label.
+    bad, bkeys, blabels = _artifacts(small_system, {"Banana": "Granny-Smith", "Granny-Smith": "Banana"})
+    v2 = registry.register(bad, metrics={"accuracy": 0.4}, label_keys=bkeys, label_values=blabels,
+                           parent_id=v1.id, kind="head")
+    assert v2.parent_id == v1.id and v2.label_hash != v1.label_hash and v2.label_count == len(bkeys)
+
+    small_system.registry_poll_s = 0.0  # check the registry on every ask
+    registry.promote(v1.id)
+    assert small_system.ask("what is this?", data).answer.result["label"] == "Banana"
+    assert small_system.model_version == v1.id
+
+    with pytest.raises(GateRefused):
+        registry.promote(v2.id)  # worse than what serves: the gate says no
+    assert registry.get(v2.id).status == "rejected"
+
+    # Another process (a second registry on the same database) forces it through; the server follows.
+    from lookloop.loop.registry import ModelRegistry
+
+    ModelRegistry(small_system.db, registry.root).promote(v2.id, force=True)
+    record = small_system.ask("what is this?", data)
+    assert record.answer.result["label"] == "Granny-Smith"
+    assert record.answer.model_version == v2.id
+
+    back = registry.rollback()
+    assert back.id == v1.id and back.serving
+    assert small_system.ask("what is this?", data).answer.result["label"] == "Banana"
+    with pytest.raises(Conflict):
+        registry.rollback()  # only one version has served since
+    listed = registry.list()
+    assert [v.id for v in listed if v.serving] == [v1.id]
+
+
+def test_loading_a_missing_version_is_a_clear_error(small_system: Lookloop) -> None:
+    from lookloop.errors import NotFound
+
+    with pytest.raises(NotFound):
+        small_system.registry.promote("v9999-nope")
+
+
+def test_a_restarted_service_loads_the_promoted_version(small_system: Lookloop) -> None:
+    good, keys, labels = _artifacts(small_system, {})
+    v1 = small_system.registry.register(good, metrics={"accuracy": 0.9}, label_keys=keys, label_values=labels,
+                                        parent_id=None, kind="head")
+    small_system.registry.promote(v1.id)
+    fresh = Lookloop(small_system.settings)
+    fresh.migrate()
+    assert fresh.identify_model is not None
+    assert fresh.model_version == v1.id
+    assert np.isclose(fresh.identify_model.memory.matrix.shape[0], len(keys))
+    fresh.db.dispose()
