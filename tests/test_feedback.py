@@ -93,3 +93,28 @@ def test_feedback_is_checked(client: TestClient, small_system: Lookloop, grocery
     assert anonymous["device_id"] == "anonymous"
     r = client.post(f"/v1/asks/{anonymous['id']}/feedback", json={"verdict": "wrong"})
     assert r.status_code == 201 and r.json()["device_id"] == "anonymous"
+
+
+def test_feedback_with_an_idempotency_key_is_stored_once(tmp_path, data_dir, model_dir, grocery) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+    from sqlalchemy import func, select
+
+    from conftest import build_small_system, make_settings, small_val
+    from lookloop.humans.tables import FeedbackRow
+    from lookloop.server.app import create_app
+    from lookloop.store.tables import LabelRow
+
+    system = build_small_system(make_settings(tmp_path, data_dir, model_dir), grocery)
+    with TestClient(create_app(system=system, warm=False)) as c:
+        photo = small_val(grocery)[0].path.read_bytes()
+        ask = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", photo)}).json()
+        headers = {"Idempotency-Key": "fb-1"}
+        body = {"verdict": "wrong", "correction": "Cucumber"}
+        first = c.post(f"/v1/asks/{ask['id']}/feedback", json=body, headers=headers)
+        again = c.post(f"/v1/asks/{ask['id']}/feedback", json=body, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert first.json()["id"] == again.json()["id"]
+    with system.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(FeedbackRow)) == 1
+        assert s.scalar(select(func.count()).select_from(LabelRow).where(LabelRow.ask_id == ask["id"])) == 1
+    system.db.dispose()

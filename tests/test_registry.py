@@ -80,3 +80,41 @@ def test_a_restarted_service_loads_the_promoted_version(small_system: Lookloop) 
     assert fresh.model_version == v1.id
     assert np.isclose(fresh.identify_model.memory.matrix.shape[0], len(keys))
     fresh.db.dispose()
+
+
+def test_loop_figures_for_the_dashboard(small_system: Lookloop, grocery: GroceryDataset) -> None:
+    from lookloop.loop.figures import loop_figures
+
+    good, keys, labels = _artifacts(small_system, {})
+    v1 = small_system.registry.register(good, metrics={"accuracy": 0.9, "coverage": 0.5}, label_keys=keys,
+                                        label_values=labels, parent_id=None, kind="head")
+    small_system.registry.promote(v1.id)
+    photo = small_val(grocery, per_class=1)[0]
+    small_system.ask("what is this?", Path(photo.path).read_bytes())
+    figures = loop_figures(small_system)
+    assert figures["serving"] == v1.id
+    assert figures["versions"][0]["accuracy"] == 0.9
+    assert figures["live"]["asks"] == 1
+    assert figures["by_day"][0]["asks"] == 1
+
+
+def test_models_cli(tmp_path: Path, data_dir: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from lookloop.cli import app
+    from lookloop.config import get_settings
+
+    monkeypatch.setenv("LOOKLOOP_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("LOOKLOOP_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("LOOKLOOP_DATA_DIR", str(tmp_path / "no-data"))
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        listed = runner.invoke(app, ["models", "list"])
+        assert listed.exit_code == 0 and "no model versions yet" in listed.output
+        for args in (["models", "rollback"], ["models", "promote", "v0001-x"], ["train"]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 2, (args, result.output)
+            assert "Traceback" not in result.output
+    finally:
+        get_settings.cache_clear()

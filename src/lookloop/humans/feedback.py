@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 
 from lookloop.domain import Outcome, utcnow
-from lookloop.errors import BadInput
+from lookloop.errors import BadInput, NotFound
 from lookloop.humans.accounts import _aware
 from lookloop.humans.tables import FeedbackRow
 from lookloop.service import AskRecord, Lookloop
@@ -40,8 +40,39 @@ class FeedbackService:
         self.system = system
 
     def give(self, ask_id: str, verdict: str, *, device_id: str, correction: str | None = None,
-             implicit: bool = False) -> FeedbackInfo:
-        """Stores the wearer's verdict; a correction (or a 'right' on a product) becomes a label at once."""
+             implicit: bool = False, idempotency_key: str | None = None) -> FeedbackInfo:
+        """Stores the wearer's verdict; a correction (or a 'right' on a product) becomes a label at once.
+
+        With an idempotency key a resent verdict (an offline queue retrying) is stored once.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        from lookloop.privacy import idempotency
+
+        if idempotency_key:
+            done = idempotency.seen(self.system.db, "feedback", idempotency_key)
+            if done is not None:
+                return self._get(done)
+        try:
+            return self._give(ask_id, verdict, device_id=device_id, correction=correction, implicit=implicit,
+                              idempotency_key=idempotency_key)
+        except IntegrityError:
+            done = idempotency.seen(self.system.db, "feedback", idempotency_key) if idempotency_key else None
+            if done is None:
+                raise
+            return self._get(done)  # a concurrent retry got there first
+
+    def _get(self, feedback_id: str) -> FeedbackInfo:
+        with self.system.db.session() as s:
+            row = s.get(FeedbackRow, feedback_id)
+            if row is None:
+                raise NotFound("no such feedback")
+            return _info(row)
+
+    def _give(self, ask_id: str, verdict: str, *, device_id: str, correction: str | None,
+              implicit: bool, idempotency_key: str | None) -> FeedbackInfo:
+        from lookloop.privacy import idempotency
+
         if verdict not in VERDICTS:
             raise BadInput("verdict must be 'right' or 'wrong'")
         correction = (correction or "").strip() or None
@@ -55,13 +86,16 @@ class FeedbackService:
                               implicit=implicit, created_at=utcnow())
             s.add(row)
             s.flush()
+            if idempotency_key:
+                idempotency.claim(s, "feedback", idempotency_key, row.id)
             info = _info(row)
+        label_key = f"feedback:{idempotency_key}" if idempotency_key else None
         if correction is not None:
-            self.system.add_label(ask_id, correction, source="wearer", author=device_id)
+            self.system.add_label(ask_id, correction, source="wearer", author=device_id, idempotency_key=label_key)
         elif verdict == "right" and record.answer.skill == "identify":
             label = str(record.answer.result.get("label") or "")
             if label and record.answer.decision.value == "answer":
-                self.system.add_label(ask_id, label, source="wearer", author=device_id)
+                self.system.add_label(ask_id, label, source="wearer", author=device_id, idempotency_key=label_key)
         elif verdict == "wrong" and not implicit:
             with self.system.db.session() as s:
                 ask = s.get(AskRow, ask_id)

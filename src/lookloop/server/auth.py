@@ -89,14 +89,35 @@ def ask_device_id(system: Lookloop, principal: Principal | None, requested: str 
     raise Forbidden("reviewers do not ask; use a device token")
 
 
-def check_ask_access(system: Lookloop, principal: Principal | None, device_id: str) -> None:
-    """Who may read an ask: anyone holding an anonymous ask's id, its wearer's devices, reviewers, operators."""
+def _in_review(system: Lookloop, ask_id: str | None) -> bool:
+    from sqlalchemy import select
+
+    from lookloop.humans.tables import ReviewItemRow
+
+    if ask_id is None:
+        return False
+    with system.db.session() as s:
+        row = s.scalars(
+            select(ReviewItemRow.id).where(
+                ReviewItemRow.ask_id == ask_id, ReviewItemRow.status.in_(("open", "operator"))
+            )
+        ).first()
+    return row is not None
+
+
+def check_ask_access(
+    system: Lookloop, principal: Principal | None, device_id: str, ask_id: str | None = None
+) -> None:
+    """Who may read an ask: anyone holding an anonymous ask's id, its wearer's devices, operators, and
+    reviewers while the ask waits in the review queue."""
     if device_id == "anonymous":
         return
     if principal is None:
         raise Unauthorized("sign in to read this ask")
-    if principal.kind == "account" and principal.allows("reviewer"):
+    if principal.kind == "account" and principal.allows("operator"):
         return
+    if principal.kind == "account" and principal.allows("reviewer") and _in_review(system, ask_id):
+        return  # reviewers see only what the queue gives them (and frames only redacted)
     if principal.device_id == device_id:
         return
     if principal.wearer_id and device_id in humans_of(system).accounts.devices_of_wearer(principal.wearer_id):

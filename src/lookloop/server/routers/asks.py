@@ -66,14 +66,14 @@ def list_asks(
 @router.get("/{ask_id}", response_model=AskOut, responses=_ERRORS)
 def get_ask(system: System, caller: Caller, ask_id: str) -> AskOut:
     record = system.get_ask(ask_id)
-    check_ask_access(system, caller, record.device_id)
+    check_ask_access(system, caller, record.device_id, record.id)
     return AskOut.of(record)
 
 
 @router.get("/{ask_id}/frame", responses=_ERRORS, response_class=Response)
 def get_frame(system: System, caller: Caller, ask_id: str) -> Response:
     record = system.get_ask(ask_id)
-    check_ask_access(system, caller, record.device_id)
+    check_ask_access(system, caller, record.device_id, record.id)
     if record.frame_sha is None:
         from lookloop.errors import NotFound
 
@@ -87,7 +87,7 @@ def label_ask(
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> AskOut:
     record = system.get_ask(ask_id)
-    check_ask_access(system, caller, record.device_id)
+    check_ask_access(system, caller, record.device_id, record.id)
     if body.source == "wearer":
         if caller is not None and caller.kind == "account" and not caller.allows("operator"):
             raise Forbidden("the wearer's own labels come from the wearer's device")

@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -93,7 +93,8 @@ async def device_stream_sse(request: Request,
 @router.post("/v1/asks/{ask_id}/feedback", response_model=FeedbackOut, status_code=201, responses=_ERRORS,
              tags=["asks"], summary="The wearer says whether an answer was right (with an optional correction)")
 def give_feedback(system: System, ask_id: str, body: FeedbackIn,
-                  principal: Annotated[Principal | None, Depends(current_principal)]) -> FeedbackOut:
+                  principal: Annotated[Principal | None, Depends(current_principal)],
+                  idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> FeedbackOut:
     record = system.get_ask(ask_id)
     if principal is None or principal.kind != "device":
         # An anonymous ask's id is its capability; everyone else speaks for their own device only.
@@ -104,5 +105,7 @@ def give_feedback(system: System, ask_id: str, body: FeedbackIn,
         if principal.device_id != record.device_id:
             raise Forbidden("only the device that asked may give feedback on this answer")
         device_id = principal.device_id
-    info = humans_of(system).feedback.give(ask_id, body.verdict, device_id=device_id, correction=body.correction)
+    info = humans_of(system).feedback.give(
+        ask_id, body.verdict, device_id=device_id, correction=body.correction, idempotency_key=idempotency_key
+    )
     return FeedbackOut.of(info)
