@@ -172,3 +172,37 @@ def test_voice_asks_need_a_token_when_anonymous_is_off(
             assert c.get("/v1/tts", params={"text": "hello"}).status_code == 401
     finally:
         closed.db.dispose()
+
+
+def test_quick_whisper_falls_back_for_long_or_garbled_speech() -> None:
+    from lookloop.models.asr import Transcript
+    from lookloop.server.routers.voice import QuickWhisper, _looks_garbled
+
+    assert _looks_garbled("I am a friend of mine, " * 8)
+    assert not _looks_garbled("How much does this cost?") and not _looks_garbled("")
+
+    class Full:
+        calls: list[float] = []
+
+        def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+            self.calls.append(len(audio) / 16_000)
+            return Transcript("long", language or "en", len(audio) / 16_000)
+
+    full = Full()
+    out = QuickWhisper(full).transcribe(np.zeros(16_000 * 40, np.float32), language="en")
+    assert out.text == "long" and full.calls == [40.0]
+
+
+def test_bench_voice_refuses_bad_options() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from lookloop.bench.voice import load_clips, register
+
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps "voice" a subcommand
+    result = CliRunner().invoke(app, ["voice", "--language", "fr"])
+    assert result.exit_code != 0 and "language" in result.output
+    clips = load_clips(None, 0, spoken=True)
+    assert len(clips) == 20 and all(c[1][:4] == b"RIFF" for c in clips)

@@ -54,7 +54,11 @@ def run_latency(val: list[Path], read_images: list[Path], progress: Any) -> dict
 
     base = get_settings()
     with tempfile.TemporaryDirectory(prefix="lookloop-bench-") as tmp:
-        settings = Settings(var_dir=Path(tmp), data_dir=base.data_dir, model_dir=base.model_cache_dir)
+        # Rate limits off: this measures the service's latency, not its abuse protection.
+        settings = Settings(
+            var_dir=Path(tmp), data_dir=base.data_dir, model_dir=base.model_cache_dir,
+            rate_limit_device_per_min=0, rate_limit_account_per_min=0, rate_limit_anonymous_per_min=0,
+        )
         system = Lookloop(settings)
         system.migrate()
         system.import_grocery(settings.grocery_dir)

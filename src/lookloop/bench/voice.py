@@ -65,6 +65,8 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
     totals: list[float] = []
     asr: list[float] = []
     answer: list[float] = []
+    vad: list[float] = []
+    by_source: dict[str, list[float]] = {"espeak": [], "speech-en": []}
     after_post: list[float] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lookloop-bench-voice-") as tmp:
@@ -108,9 +110,11 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
                     errors.append(f"{name}: {exc}")
                 else:
                     totals.append(total)
+                    by_source.setdefault(name.split(":", 1)[0], []).append(total)
                     after_post.append(tail)
                     asr.append(timings.get("asr", 0.0))
                     answer.append(timings.get("answer", 0.0))
+                    vad.append(timings.get("decode", 0.0) + timings.get("vad", 0.0))
                 progress.advance(task)
         system.db.dispose()
     for line in errors[:5]:
@@ -120,9 +124,14 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
         "voice_p50_ms": percentile(totals, 50),
         "voice_p95_ms": percentile(totals, 95),
         "n": len(totals),
+        "spoken_questions_p50_ms": percentile(by_source["espeak"], 50),
+        "spoken_questions_p95_ms": percentile(by_source["espeak"], 95),
+        "speech_en_p50_ms": percentile(by_source["speech-en"], 50),
+        "speech_en_p95_ms": percentile(by_source["speech-en"], 95),
         "asr_p50_ms": percentile(asr, 50),
         "asr_p95_ms": percentile(asr, 95),
         "answer_p50_ms": percentile(answer, 50),
+        "decode_vad_p50_ms": percentile(vad, 50),
         "speech_first_byte_p50_ms": percentile(after_post, 50),
         "errors": len(errors),
         "cpu_count": os.cpu_count() or 0,

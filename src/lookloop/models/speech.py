@@ -155,9 +155,9 @@ def _decode_with_av(data: bytes, max_seconds: float) -> np.ndarray:
                     raise AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
-    except ValueError:
+    except (BadAudio, UndecodableAudio, AudioTooLong):
         raise
-    except Exception as exc:  # PyAV raises many FFmpeg error types; all mean "not decodable audio"
+    except Exception as exc:  # PyAV raises many FFmpeg error types (some are ValueErrors): all mean "not audio"
         kind = type(exc).__name__
         raise UndecodableAudio(f"could not decode audio ({kind}): expected WAV, WebM, Ogg or MP3") from exc
     if not chunks:
