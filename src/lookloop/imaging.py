@@ -50,8 +50,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Frame:
                 raise TooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
             if width < 8 or height < 8:
                 raise BadInput(f"the image is too small ({width}x{height}); at least 8x8 pixels expected")
-            img = ImageOps.exif_transpose(img.convert("RGB"))
-            rgb = np.asarray(img, dtype=np.uint8)
+            upright = ImageOps.exif_transpose(img.convert("RGB"))
+            rgb = np.asarray(upright, dtype=np.uint8)
     except (TooLarge, BadInput):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -30,8 +30,8 @@ from lookloop.models.ocr import TextReader, shared_reader
 from lookloop.privacy.consent import ConsentService, training_excluded_ask_ids, without_human_review
 from lookloop.privacy.storage import FramePrivacy
 from lookloop.skills.base import HandToHuman, Skill
-from lookloop.skills.router import IntentRouter, KeywordRouter, Router, default_skill_router
 from lookloop.skills.identify import IdentifySkill, display
+from lookloop.skills.router import IntentRouter, KeywordRouter, Router, default_skill_router
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore
 from lookloop.store.tables import AskRow, CatalogItemRow, LabelRow
@@ -139,7 +139,7 @@ class Lookloop:
         # Privacy: consent checks, redacted storage, sealed originals (lookloop.privacy).
         self.consent = ConsentService(self.db)
         self.privacy = FramePrivacy(settings, self.db, self.frames.root)
-        self.hooks.labelled.append(lambda ask_id, _value, _source: self.privacy.release_for_ask(ask_id))
+        self.hooks.labelled.append(self._release_frame)
         self.policy: EscalationPolicy = FixedThreshold(settings.confidence_threshold)
         self._lock = threading.RLock()
         self._embedder: OnnxImageEmbedder | None = None
@@ -440,6 +440,10 @@ class Lookloop:
             raise NotFound("no such frame") from exc
 
     # -- asking -------------------------------------------------------------------------------------------
+
+    def _release_frame(self, ask_id: str, _value: str, _source: str) -> None:
+        """Once a human answered, a frame kept only for review may go (consent without frame storage)."""
+        self.privacy.release_for_ask(ask_id)
 
     @property
     def router(self) -> Router:

@@ -76,7 +76,8 @@ def load_torch_backbone(variant: str = "lite0") -> torch.nn.Module:
         state = torch.load(_weights_path(variant), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     model.eval()
-    return model
+    net: torch.nn.Module = model
+    return net
 
 
 class FeatureNet:
@@ -91,7 +92,8 @@ class FeatureNet:
                 self.net = net
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                feats = self.net.extract_features(x)
+                extract = getattr(self.net, "extract_features")  # noqa: B009 - not on nn.Module's type
+                feats: torch.Tensor = extract(x)
                 return feats.mean(dim=(2, 3))
 
         return _Features(backbone)
@@ -172,7 +174,7 @@ class TorchImageEmbedder:
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def _sha256(path: Path) -> str:
