@@ -46,6 +46,7 @@ def media(tmp_path_factory: pytest.TempPathFactory, grocery) -> tuple[Path, Path
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, model_dir: Path, grocery) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     system = small_app_system(tmp_path_factory.mktemp("sim"), data_dir, model_dir, grocery)
     with LiveServer(create_app(system=system, warm=False)) as live:
+        live.system = system  # type: ignore[attr-defined]
         yield live
     system.db.dispose()
 
@@ -135,3 +136,44 @@ def test_simulator_keeps_asks_while_offline(page: Any, server: LiveServer) -> No
     page.wait_for_function("JSON.parse(localStorage.getItem('lookloop.sim.outbox') || '[]').length === 0",
                            timeout=10_000)
     assert page.locator("#outbox").is_hidden()
+
+
+def test_late_human_answer_reaches_the_page_by_its_device_stream(page: Any, server: LiveServer) -> None:
+    from lookloop.domain import Decision
+    from lookloop.humans.runtime import humans_of
+    from lookloop.loop.policies import PolicyDecision
+
+    system: Any = server.system  # type: ignore[attr-defined]
+    _, token = humans_of(system).accounts.add_device("sim-wearer", "simulator")
+
+    class AlwaysAsk:
+        name = "always-ask"
+
+        def decide(self, probs: Any) -> PolicyDecision:
+            return PolicyDecision(Decision.ESCALATE, float(max(probs)), 1.0, self.name)
+
+    page.goto(f"{server.url}/simulator")
+    page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
+    page.fill("#token", token)
+    page.click("#save-token")
+    page.wait_for_function("document.getElementById('stream-label').textContent === 'live answers on'",
+                           timeout=10_000)
+    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    saved = system.policy
+    system.policy = AlwaysAsk()
+    try:
+        page.fill("#question", "what is this?")
+        page.press("#question", "Enter")
+        page.wait_for_function("window.__sim.asks.length > 0", timeout=30_000)
+    finally:
+        system.policy = saved
+    page.wait_for_function("document.getElementById('status').dataset.state === 'asking'", timeout=20_000)
+    ask_id = page.evaluate("window.__sim.asks[0].id")
+    system.add_label(ask_id, PRODUCT, source="human", author="helper")
+    page.wait_for_function(
+        "window.__sim.events.some(e => e.type === 'answer') && window.__sim.spoken.length >= 2 "
+        "&& window.__sim.spoken[1].played === true", timeout=20_000)
+    assert PRODUCT in page.locator("#hud").inner_text()
+    late = page.evaluate("window.__sim.spoken[1]")
+    assert late["via"] == "server" and PRODUCT in late["text"]
+    page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=10_000)

@@ -66,6 +66,7 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
     asr: list[float] = []
     answer: list[float] = []
     vad: list[float] = []
+    cpu: list[float] = []
     by_source: dict[str, list[float]] = {"espeak": [], "speech-en": []}
     after_post: list[float] = []
     errors: list[str] = []
@@ -104,12 +105,14 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
                 one(audio, warm)
             task = progress.add_task("voice asks", total=len(clips))
             for i, (name, audio) in enumerate(clips):
+                c0 = time.process_time()
                 try:
                     total, tail, timings = one(audio, images[i % len(images)].read_bytes())
                 except (RuntimeError, httpx.HTTPError) as exc:
                     errors.append(f"{name}: {exc}")
                 else:
                     totals.append(total)
+                    cpu.append((time.process_time() - c0) * 1000)
                     by_source.setdefault(name.split(":", 1)[0], []).append(total)
                     after_post.append(tail)
                     asr.append(timings.get("asr", 0.0))
@@ -133,6 +136,9 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
         "answer_p50_ms": percentile(answer, 50),
         "decode_vad_p50_ms": percentile(vad, 50),
         "speech_first_byte_p50_ms": percentile(after_post, 50),
+        # CPU time of this process (all threads) per ask: what the ask costs when other work shares the cores.
+        "cpu_p50_ms": percentile(cpu, 50),
+        "cpu_p95_ms": percentile(cpu, 95),
         "errors": len(errors),
         "cpu_count": os.cpu_count() or 0,
         "load_avg_1m": round(load, 2),
