@@ -80,3 +80,23 @@ def test_training_job_registers_and_promotes_a_version(small_system: Lookloop) -
     assert again.excluded == 1
     assert dropped not in small_system.registry.label_keys(again.versions[0].id)
     assert again.versions[0].parent_id == version.id
+
+
+def test_finetune_stage_registers_a_version_with_its_backbone(small_system: Lookloop) -> None:
+    """Fine-tuning end to end on a tiny set: the version carries an ONNX backbone the server then uses."""
+    from lookloop.loop.finetune import FinetuneConfig
+    from lookloop.loop.training import train_versions
+
+    cfg = FinetuneConfig(views=1, epochs=1, batch=16)
+    report = train_versions(small_system, finetune=True, finetune_config=cfg, holdout=0.3, promote=False)
+    kinds = [v.kind for v in report.versions]
+    assert kinds == ["head", "finetune"]
+    tuned = report.versions[1]
+    assert tuned.parent_id == report.versions[0].id
+    assert (tuned.artifact_dir / "backbone.onnx").is_file()
+    small_system.registry.promote(tuned.id, force=True)
+    small_system.activate_version(tuned.id)
+    assert small_system.embedder.version.startswith("lite0-ft-")
+    photo = small_system.labelled_images()[0][-1]
+    record = small_system.ask("what is this?", Path(photo).read_bytes())
+    assert record.answer.model_version == tuned.id

@@ -44,9 +44,13 @@ def test_episode_label_and_catalogue_round_trip(
     photo = next(i for i in grocery.split("val") if i.label == "Lime").path.read_bytes()
     record = system.ask("what is this?", photo, device_id="glasses-1")
     assert record.frame_sha is not None
-    # Frames are files beside the database, content-addressed: same bytes, same file.
-    assert system.frames.get(record.frame_sha) == photo
-    assert system.frame_path(record.frame_sha).is_file()
+    # Frames are files beside the database (content-addressed), stored after redaction: a JPEG of the same size.
+    stored = system.frames.get(record.frame_sha)
+    assert stored[:3] == b"\xff\xd8\xff" and system.frame_path(record.frame_sha).is_file()
+    from lookloop.imaging import decode_image
+
+    original = decode_image(photo, max_bytes=1 << 30, max_pixels=1 << 30)
+    assert decode_image(stored, max_bytes=1 << 30, max_pixels=1 << 30).rgb.shape == original.rgb.shape
     labelled = system.add_label(record.id, "lime", source="human", author="rita")
     assert labelled.final_answer is not None and labelled.final_answer.startswith("Lime")
     with system.db.session() as s:

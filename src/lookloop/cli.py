@@ -17,7 +17,7 @@ from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one-line errors stay on one line
 
 app = typer.Typer(help="lookloop: glasses that answer what they are sure of and ask a human for the rest.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

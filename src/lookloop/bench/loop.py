@@ -75,6 +75,8 @@ def write_plot(path: Path, run: LoopRun, baseline: LoopRun | None, alpha: float)
         ax2.scatter([run.final.labels_used], [run.final.auto_error], marker="*", s=160, color="C2",
                     label="after fine-tuning", zorder=5)
     ax2.axhline(alpha, color="k", lw=1, ls=":", label=f"alpha = {alpha:g}")
+    worst = max([p.auto_error for p in run.rounds] + [run.final.auto_error], default=0.0)
+    ax2.set_ylim(0, max(2 * alpha, 1.1 * worst))
     ax1.set_xlabel("labels spent")
     ax2.set_xlabel("labels spent")
     ax1.set_ylim(0, 1)
@@ -103,8 +105,8 @@ def write_report(path: Path, figures: dict[str, Any], run: LoopRun, baseline: Lo
                   f"{p.auto_error:.3f} | {p.threshold:.4f} | {p.error_bound:.3f} | {p.seconds:.1f} |" for p in rows]
     lines += ["", "![curves](loop.png)", "",
               "Coverage and auto-answer error: the conformal policy (Learn-then-Test, Clopper-Pearson) calibrated",
-              "by two-fold cross-fitting on reviewer spot checks of the live (eval) asks: each ask is judged by a",
-              "threshold set on the other fold's labels only; eval labels never train the model. `bound` is the",
+              "by five-fold cross-fitting on reviewer spot checks of the live (eval) asks: each ask is judged by a",
+              "threshold set on the other folds' labels only; eval labels never train the model. `bound` is the",
               "certified upper bound on the auto-answer error (the worse fold).", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -240,6 +242,8 @@ def register(app: typer.Typer) -> None:
         delta: Annotated[float, typer.Option(help="Allowed chance that the promise fails.")] = 0.1,
         finetune: Annotated[bool, typer.Option("--finetune", help="Fine-tune the backbone after the rounds.")] = False,
         finetune_minutes: Annotated[float, typer.Option(help="Time budget of the fine-tuning run.")] = 25.0,
+        finetune_from: Annotated[int | None, typer.Option(help="First trainable block of the backbone (0-15; "
+                                                          "default from the recipe).")] = None,
         compare_random: Annotated[bool, typer.Option("--compare-random", help="Also run random sampling.")] = False,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
@@ -258,10 +262,14 @@ def register(app: typer.Typer) -> None:
         if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
             console.print("[red]error:[/red] --alpha and --delta must lie in (0, 1)")
             raise typer.Exit(2)
+        if finetune_from is not None and not 0 <= finetune_from <= 15:
+            console.print("[red]error:[/red] --finetune-from must lie in 0..15")
+            raise typer.Exit(2)
+        overrides = {"train_from": finetune_from} if finetune_from is not None else None
         try:
             figures = run_loop_bench(root, eval_split, strategy=strategy, rounds=rounds, budget=budget, alpha=alpha,
                                      delta=delta, finetune=finetune, finetune_minutes=finetune_minutes,
-                                     compare_random=compare_random, out=out, seed=seed)
+                                     compare_random=compare_random, out=out, seed=seed, finetune_overrides=overrides)
         except LookloopError as exc:
             console.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(2) from exc

@@ -7,8 +7,8 @@ measured after every round: accuracy, coverage (answered without a human) and th
 Calibration needs labels exchangeable with the asks it is applied to. Backlog labels are not (in the
 Grocery data the train photos come in near-duplicate bursts from other sessions than val, so a model is
 far surer of held-out train photos than of live ones), and strategy-picked labels are not either. So the
-policy is calibrated on reviewer spot checks of *live* asks, cross-fitted: the eval asks are split in two
-folds, each fold is answered by a policy calibrated on the other's labels only; no ask's own label ever
+policy is calibrated on reviewer spot checks of *live* asks, cross-fitted: the eval asks are split in five
+folds, each fold is answered by a policy calibrated on the other folds' labels only; no ask's own label ever
 sets the threshold it is judged by, and no eval label ever trains the model.
 """
 
@@ -152,18 +152,19 @@ class LoopRun:
 
 
 def cross_calibrated(
-    model: IdentifyModel, x: np.ndarray, labels: list[str], *, alpha: float, delta: float, seed: int = 0
+    model: IdentifyModel, x: np.ndarray, labels: list[str], *, alpha: float, delta: float, seed: int = 0,
+    folds: int = 5,
 ) -> tuple[float, float, float, float, float]:
-    """(accuracy, coverage, auto-answer error, mean threshold, worst bound) with two-fold cross-calibration."""
+    """(accuracy, coverage, auto-answer error, mean threshold, worst bound) with k-fold cross-calibration."""
     if not len(labels):
         return math.nan, math.nan, math.nan, math.nan, math.nan
     preds = model.predict(x)
     right = np.array([p.top[0] == y for p, y in zip(preds, labels, strict=True)])
     top = np.array([p.top[1] for p in preds])
-    fold = np.random.default_rng(seed + 7).permutation(len(labels)) % 2
+    fold = np.random.default_rng(seed + 7).permutation(len(labels)) % folds
     answered = np.zeros(len(labels), dtype=bool)
     thresholds, bounds = [], []
-    for f in (0, 1):
+    for f in range(folds):
         policy = ConformalPolicy(alpha, delta)
         policy.calibrate(top[fold != f], right[fold != f])
         answered[fold == f] = top[fold == f] >= policy.threshold
