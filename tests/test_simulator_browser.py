@@ -124,6 +124,8 @@ def test_simulator_shows_and_speaks_the_product(page: Any, server: LiveServer, t
 def test_simulator_keeps_asks_while_offline(page: Any, server: LiveServer) -> None:
     page.goto(f"{server.url}/simulator")
     page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
+    # The ask carries a camera frame: wait for the fake camera, or the resent ask has no image.
+    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
     page.route("**/v1/asks", lambda route: route.abort("connectionrefused"))
     page.fill("#question", "what is this?")
     page.press("#question", "Enter")
@@ -132,7 +134,7 @@ def test_simulator_keeps_asks_while_offline(page: Any, server: LiveServer) -> No
     assert page.locator("#outbox").inner_text() == "1 waiting to send"
     page.unroute("**/v1/asks")
     # The outbox is retried every few seconds; once sent, the answer shows and the outbox is empty.
-    page.wait_for_function("window.__sim.asks.length > 0", timeout=20_000)
+    page.wait_for_function("window.__sim.asks.length > 0", timeout=40_000)
     page.wait_for_function("JSON.parse(localStorage.getItem('lookloop.sim.outbox') || '[]').length === 0",
                            timeout=10_000)
     assert page.locator("#outbox").is_hidden()
