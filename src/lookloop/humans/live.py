@@ -7,6 +7,7 @@ event loop with ``call_soon_threadsafe`` and land in per-subscriber bounded ``as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable
@@ -146,3 +147,25 @@ class LiveHub:
         with self._lock:
             queues = [q for subs in self._reviewers.values() for q in subs]
         self._deliver(queues, event)
+
+
+async def relay(websocket: Any, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    """Sends every event from ``queue`` down the socket and answers pings, until the client goes away."""
+    from starlette.websockets import WebSocketDisconnect
+
+    async def pump() -> None:
+        while True:
+            await websocket.send_json(await queue.get())
+
+    sender = asyncio.create_task(pump())
+    try:
+        while True:
+            msg = await websocket.receive_json()
+            if isinstance(msg, dict) and msg.get("type") == "ping":
+                await websocket.send_json({"type": "pong"})
+    except (WebSocketDisconnect, RuntimeError, ValueError):
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(BaseException):
+            await sender

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Header, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from lookloop.errors import Forbidden, LookloopError
+from lookloop.humans.live import relay
 from lookloop.humans.runtime import humans_of
 from lookloop.humans.schemas import FeedbackIn, FeedbackOut
 from lookloop.server.auth import Principal, current_principal, require, websocket_principal
@@ -44,22 +44,9 @@ async def device_stream(websocket: WebSocket) -> None:
     queue = hub.subscribe_wearer(principal.device_id)
     await websocket.send_json({"type": "hello", "device_id": principal.device_id})
 
-    async def pump() -> None:
-        while True:
-            await websocket.send_json(await queue.get())
-
-    sender = asyncio.create_task(pump())
     try:
-        while True:
-            msg = await websocket.receive_json()
-            if isinstance(msg, dict) and msg.get("type") == "ping":
-                await websocket.send_json({"type": "pong"})
-    except (WebSocketDisconnect, RuntimeError, ValueError):
-        pass
+        await relay(websocket, queue)
     finally:
-        sender.cancel()
-        with contextlib.suppress(BaseException):
-            await sender
         hub.unsubscribe_wearer(principal.device_id, queue)
 
 

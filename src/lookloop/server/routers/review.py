@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from lookloop.errors import LookloopError, NotFound
+from lookloop.humans.live import relay
 from lookloop.humans.queue import review_frame_bytes
 from lookloop.humans.runtime import Humans, humans_of, item_event
 from lookloop.humans.schemas import (
@@ -121,22 +121,9 @@ async def review_stream(websocket: WebSocket) -> None:
     counts = await run_in_threadpool(humans.queue.counts)
     await websocket.send_json({"type": "hello", "role": principal.role, "name": principal.name, **counts})
 
-    async def pump() -> None:
-        while True:
-            await websocket.send_json(await queue.get())
-
-    sender = asyncio.create_task(pump())
     try:
-        while True:
-            msg = await websocket.receive_json()
-            if isinstance(msg, dict) and msg.get("type") == "ping":
-                await websocket.send_json({"type": "pong"})
-    except (WebSocketDisconnect, RuntimeError, ValueError):
-        pass
+        await relay(websocket, queue)
     finally:
-        sender.cancel()
-        with contextlib.suppress(BaseException):
-            await sender
         if humans.hub.unsubscribe_reviewer(principal.account_id, queue):
             # Off duty: their locks go back to the queue now rather than after the time-out.
             await run_in_threadpool(humans.queue.release_all, principal.account_id)
