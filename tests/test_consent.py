@@ -152,8 +152,10 @@ def test_no_store_consent_keeps_frames_only_while_a_human_must_answer(unsure: An
     device, wearer, _ = add_device(unsure, "ann")
     unsure.consent.set(wearer, store_frames=False)
     record = unsure.ask("what is this?", product_photo(grocery), device_id=device)
-    assert record.frame_sha and unsure.privacy.path(record.frame_sha).exists()
-    unsure.privacy.flush()
+    assert record.frame_sha
+    unsure.privacy.flush()  # redaction runs in the background; until then the upload is sealed
+    assert unsure.privacy.path(record.frame_sha).exists()
+    assert not unsure.privacy.sealed_path(record.frame_sha).exists()
     unsure.add_label(record.id, "Banana", source="human")
     assert not unsure.privacy.path(record.frame_sha).exists()
     with unsure.db.session() as s:
@@ -173,3 +175,21 @@ def test_label_idempotency_key_applies_once(sure: Any, grocery: GroceryDataset) 
     with sure.db.session() as s:
         n = s.scalar(select(func.count()).select_from(LabelRow).where(LabelRow.ask_id == record.id))
     assert n == 1
+
+
+def test_uploads_stay_sealed_until_redacted(sure: Any, grocery: GroceryDataset) -> None:
+    """Redaction off the ask path: nothing unredacted is on disk in the clear, and no read gets the raw upload."""
+    upload = product_photo(grocery, i=2)
+    sure.privacy._enqueue = lambda sha: None  # hold the worker back: the frame stays sealed
+    record = sure.ask("what is this?", upload)
+    assert record.frame_sha
+    sealed = sure.privacy.sealed_path(record.frame_sha)
+    assert sealed.exists() and not sure.privacy.path(record.frame_sha).exists()
+    assert upload not in sealed.read_bytes() and sealed.read_bytes()[:3] != b"\xff\xd8\xff"
+    info = sure.privacy.info(record.frame_sha)
+    assert info is not None and info.stage == "sealed"
+    shown = sure.frame_bytes(record.frame_sha)  # a read runs the redaction inline
+    assert shown[:3] == b"\xff\xd8\xff" and shown != upload
+    assert not sealed.exists()
+    info = sure.privacy.info(record.frame_sha)
+    assert info is not None and info.stage == "full" and info.model_version

@@ -45,7 +45,7 @@ def test_episode_label_and_catalogue_round_trip(
     record = system.ask("what is this?", photo, device_id="glasses-1")
     assert record.frame_sha is not None
     # Frames are files beside the database (content-addressed), stored after redaction: a JPEG of the same size.
-    stored = system.frames.get(record.frame_sha)
+    stored = system.frame_bytes(record.frame_sha)
     assert stored[:3] == b"\xff\xd8\xff" and system.frame_path(record.frame_sha).is_file()
     from lookloop.imaging import decode_image
 

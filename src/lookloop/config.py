@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     redact_text: str = Field(
         default="background",
         pattern="^(background|sync)$",
-        description="Personal-text (OCR) redaction: 'background' keeps the ask fast; a human sees a frame only "
-        "after it ran. 'sync' does it before the answer.",
+        description="Redaction of faces and personal text: 'background' keeps the ask fast (the upload stays "
+        "sealed, encrypted, until a worker redacted it; no person sees it before). 'sync' redacts before the answer.",
     )
     purge_interval_s: float = Field(default=3600.0, ge=0, description="Server's purge period (0: off).")
     rate_limit_device_per_min: float = Field(default=120.0, ge=0, description="Requests per device (0: off).")

@@ -227,6 +227,7 @@ class Lookloop:
             if image_path:
                 path = Path(image_path)
             elif frame_sha:
+                self.privacy.ensure_full(frame_sha)  # learn from the redacted frame, never a sealed upload
                 path = self.frame_path(frame_sha)
             if path is None or not path.is_file():
                 continue
@@ -432,7 +433,7 @@ class Lookloop:
         return self.frames.root / sha[:2] / sha
 
     def frame_bytes(self, sha: str) -> bytes:
-        """The stored (redacted) frame; the personal-text pass runs first if it has not yet."""
+        """The stored (redacted) frame; the redaction passes run first if the worker has not got to them."""
         try:
             self.privacy.ensure_full(sha)
             return self.frames.get(sha)

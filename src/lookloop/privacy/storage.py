@@ -1,10 +1,10 @@
 """Frames at rest: only redacted pixels are stored in the clear; consented originals are sealed and expire.
 
-The ask path calls ``FramePrivacy.store``. It blurs faces at once (the CNN, ~0.1 s) and writes the
-face-redacted JPEG under the frame id (the sha256 of the uploaded bytes, also the embedding-cache key).
-Personal-text redaction needs OCR (~0.5-2 s), so by default it runs in a background worker: the answer is
-not held up by it. No human sees a frame before that second pass: every read for a person goes through
-``Lookloop.frame_bytes`` → ``ensure_full``, which runs the pass inline if the worker has not got to it yet.
+The ask path calls ``FramePrivacy.store``. By default it seals the upload (AES-GCM, well under a millisecond)
+under the frame id (the sha256 of the uploaded bytes, also the embedding-cache key) and hands it to a
+background worker that blurs faces and masks personal text (OCR, ~0.5-2 s), so the answer is not held up.
+No person sees a frame before that: every read goes through ``Lookloop.frame_bytes`` → ``ensure_full``, which
+runs the passes inline if the worker has not got to them yet. ``redact_text="sync"`` redacts on the ask path.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ from lookloop.store.db import Database
 log = logging.getLogger("lookloop.privacy")
 
 ORIGINAL_SUFFIX = ".orig"
+SEALED_SUFFIX = ".sealed"
+
+
+def _sealed_aad(sha: str) -> bytes:
+    return b"sealed:" + sha.encode()
 
 
 def frame_key(settings: Settings) -> bytes:
@@ -116,6 +121,9 @@ class FramePrivacy:
     def path(self, sha: str) -> Path:
         return self.root / sha[:2] / sha
 
+    def sealed_path(self, sha: str) -> Path:
+        return self.root / sha[:2] / f"{sha}{SEALED_SUFFIX}"
+
     def original_path(self, sha: str) -> Path:
         return self.root / sha[:2] / f"{sha}{ORIGINAL_SUFFIX}"
 
@@ -133,23 +141,31 @@ class FramePrivacy:
         with self._lock_for(sha):
             with self.db.session() as s:
                 existing = s.get(RedactionRow, sha)
-            if existing is not None and self.path(sha).exists():
-                return sha  # the same upload again (a retry): already redacted
+            if existing is not None and (self.path(sha).exists() or self.sealed_path(sha).exists()):
+                return sha  # the same upload again (a retry): already stored
+            from lookloop.privacy.crypto import encrypt_bytes
+
             sync_text = self.settings.redact_text == "sync"
-            bgr = np.ascontiguousarray(frame.rgb[:, :, ::-1])
-            result = self.redactor.redact(bgr, faces=True, text=sync_text)
-            _write_atomic(self.path(sha), result.jpeg())
+            regions: list[dict[str, Any]] = []
+            version = ""
+            if sync_text:
+                bgr = np.ascontiguousarray(frame.rgb[:, :, ::-1])
+                result = self.redactor.redact(bgr, faces=True, text=True)
+                _write_atomic(self.path(sha), result.jpeg())
+                regions, version = [r.as_dict() for r in result.regions], str(result.model_version)
+            else:
+                # The answer does not wait for redaction: the upload is sealed (AES-GCM) until the worker has
+                # blurred faces and masked personal text. Nothing unredacted is ever on disk in the clear.
+                _write_atomic(self.sealed_path(sha), encrypt_bytes(frame.data, self.key, aad=_sealed_aad(sha)))
             expires: dt.datetime | None = None
             if consent.keep_originals:
-                from lookloop.privacy.crypto import encrypt_bytes
-
                 _write_atomic(self.original_path(sha), encrypt_bytes(frame.data, self.key, aad=sha.encode()))
                 expires = utcnow() + dt.timedelta(days=self.settings.original_retention_days)
             with self.db.session() as s:
                 row = s.get(RedactionRow, sha) or RedactionRow(frame_sha=sha)
-                row.stage = "full" if sync_text else "faces"
-                row.regions = [r.as_dict() for r in result.regions]
-                row.model_version = str(result.model_version)
+                row.stage = "full" if sync_text else "sealed"
+                row.regions = regions
+                row.model_version = version
                 row.wearer_id = wearer_id[:64]
                 row.original_kept = consent.keep_originals
                 row.original_expires_at = expires
@@ -198,7 +214,7 @@ class FramePrivacy:
             return self._idle.wait_for(lambda: self._pending <= 0, timeout=timeout)
 
     def ensure_full(self, sha: str) -> None:
-        """Runs the personal-text pass now unless it already ran. Call before any person sees the frame."""
+        """Runs the redaction passes still due for a frame. Call before any person or model sees it."""
         with self.db.session() as s:
             row = s.get(RedactionRow, sha)
             if row is None or row.stage == "full":
@@ -206,17 +222,36 @@ class FramePrivacy:
         with self._lock_for(sha):
             with self.db.session() as s:
                 row = s.get(RedactionRow, sha)
-                if row is None or row.stage == "full" or not self.path(sha).exists():
+                if row is None or row.stage == "full":
                     return
-            result = self.redactor.redact(self.path(sha).read_bytes(), faces=False, text=True)
-            _write_atomic(self.path(sha), result.jpeg())
+                stage = row.stage
+            if stage == "sealed":
+                from lookloop.privacy.crypto import decrypt_bytes
+
+                sealed = self.sealed_path(sha)
+                if not sealed.exists():
+                    return
+                data = decrypt_bytes(sealed.read_bytes(), self.key, aad=_sealed_aad(sha))
+                result = self.redactor.redact(data, faces=True, text=True)
+                _write_atomic(self.path(sha), result.jpeg())
+                regions = [r.as_dict() for r in result.regions]
+                version = str(result.model_version)
+            else:  # "faces": written by an older version that blurred faces on the ask path
+                if not self.path(sha).exists():
+                    return
+                result = self.redactor.redact(self.path(sha).read_bytes(), faces=False, text=True)
+                _write_atomic(self.path(sha), result.jpeg())
+                regions = list(row.regions or []) + [r.as_dict() for r in result.regions]
+                version = f"{row.model_version}; {result.model_version}"
             with self.db.session() as s:
                 row = s.get(RedactionRow, sha)
                 if row is None:
                     return
-                row.regions = list(row.regions or []) + [r.as_dict() for r in result.regions]
-                row.model_version = f"{row.model_version}; {result.model_version}"
+                row.regions = regions
+                row.model_version = version
                 row.stage = "full"
+            if stage == "sealed":
+                self.sealed_path(sha).unlink(missing_ok=True)
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -246,7 +281,7 @@ class FramePrivacy:
         """Removes the redacted frame, the sealed original and the record; returns files removed."""
         removed = 0
         with self._lock_for(sha):
-            for path in (self.path(sha), self.original_path(sha)):
+            for path in (self.path(sha), self.sealed_path(sha), self.original_path(sha)):
                 if path.exists():
                     path.unlink()
                     removed += 1

@@ -69,7 +69,7 @@ class AuditOut(BaseModel):
 
 class RedactionOut(BaseModel):
     ask_id: str
-    stage: str = Field(description="'faces' (text pass pending) or 'full'.")
+    stage: str = Field(description="'sealed' (redaction pending; the upload is kept encrypted) or 'full'.")
     regions: list[dict[str, Any]]
     model_version: str
     original_kept: bool
