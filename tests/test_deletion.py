@@ -54,7 +54,8 @@ def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None
     system.privacy.flush()
     serving = system.model_version
     my_shas = [r.frame_sha for r in mine]
-    assert all(system.privacy.path(s).exists() for s in my_shas)
+    # Stored redacted, or still sealed (encrypted) when nobody has needed to see it yet.
+    assert all(system.privacy.path(s).exists() or system.privacy.sealed_path(s).exists() for s in my_shas)
     assert system.privacy.original_path(my_shas[0]).exists()
     assert system.embedding_cache.get(my_shas[0]) is not None
     assert f"ask:{mine[0].id}" in system.identify_model.memory.keys
@@ -70,6 +71,7 @@ def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None
     assert _count(system, select(func.count()).select_from(RedactionRow).where(in_mine)) == 0
     for sha in my_shas:
         assert not system.privacy.path(sha).exists() and not system.privacy.original_path(sha).exists()
+        assert not system.privacy.sealed_path(sha).exists()
         assert system.embedding_cache.get(sha) is None
     assert MemoryStore(system.db).for_device(a_dev) == []
     keys = set(system.identify_model.memory.keys)

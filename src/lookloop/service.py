@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from lookloop.store.frames import FrameStore
 from lookloop.store.tables import AskRow, CatalogItemRow, LabelRow
 
 log = logging.getLogger("lookloop.service")
+_STORE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookloop-store")
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -536,17 +538,25 @@ class Lookloop:
         if chosen.needs_frame and frame is None:
             raise BadInput(f"the {name} skill needs an image: send one with the question")
         ask = Ask(question=q, frame=frame, device_id=device_id)
-        answer = self._answer(chosen, ask)
         wearer_id, consent = self.consent.lookup(device_id)
+        stored: Future[str | None] | None = None
+        if frame is not None and consent.store_frames and self.settings.redact_text != "sync":
+            # Sealing the upload is disk-bound (fsync): let it overlap the model's forward pass.
+            stored = _STORE_POOL.submit(
+                self.privacy.store, frame, wearer_id=wearer_id, consent=consent, needs_human=False
+            )
+        answer = self._answer(chosen, ask)
         if not consent.human_review:
             answer = without_human_review(answer)
-        frame_sha = (
-            self.privacy.store(
-                frame, wearer_id=wearer_id, consent=consent, needs_human=answer.decision == Decision.ESCALATE
-            )
-            if frame is not None
-            else None
-        )
+        escalated = answer.decision == Decision.ESCALATE
+        if stored is not None:
+            frame_sha = stored.result()
+            if frame_sha is not None and escalated:
+                self.privacy.redact_soon(frame_sha)  # a person will look at it
+        elif frame is not None:
+            frame_sha = self.privacy.store(frame, wearer_id=wearer_id, consent=consent, needs_human=escalated)
+        else:
+            frame_sha = None
         latency = (time.perf_counter() - start) * 1000
         row = AskRow(
             device_id=device_id,

@@ -1,8 +1,9 @@
 """Frames at rest: only redacted pixels are stored in the clear; consented originals are sealed and expire.
 
 The ask path calls ``FramePrivacy.store``. By default it seals the upload (AES-GCM, well under a millisecond)
-under the frame id (the sha256 of the uploaded bytes, also the embedding-cache key) and hands it to a
-background worker that blurs faces and masks personal text (OCR, ~0.5-2 s), so the answer is not held up.
+under the frame id (the sha256 of the uploaded bytes, also the embedding-cache key). Escalated frames go to a
+background worker at once that blurs faces and masks personal text (OCR, ~0.5-2 s); the others are redacted
+when first read, so the answer is never held up and OCR does not compete with answering.
 No person sees a frame before that: every read goes through ``Lookloop.frame_bytes`` → ``ensure_full``, which
 runs the passes inline if the worker has not got to them yet. ``redact_text="sync"`` redacts on the ask path.
 """
@@ -171,9 +172,17 @@ class FramePrivacy:
                 row.original_expires_at = expires
                 row.transient = not consent.store_frames
                 s.merge(row)
-        if not sync_text:
+        if not sync_text and needs_human:
+            # A person will look at it soon: redact now. Other frames are redacted when first read
+            # (training, export, review), so OCR does not compete with answering asks.
             self._enqueue(sha)
         return sha
+
+    def redact_soon(self, sha: str) -> None:
+        """Queues a frame's redaction now (a person will look at it) unless it is done."""
+        info = self.info(sha)
+        if info is not None and info.stage != "full":
+            self._enqueue(sha)
 
     # -- the text pass ------------------------------------------------------------------------------------
 
@@ -201,9 +210,20 @@ class FramePrivacy:
                     self._idle.notify_all()
 
     def resume(self) -> int:
-        """Queues the text pass of frames a crash left half-redacted (server start)."""
+        """Queues the redaction of frames people are waiting to see that a restart left unredacted."""
+        from lookloop.domain import Outcome
+        from lookloop.store.tables import AskRow
+
         with self.db.session() as s:
-            pending = [str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.stage != "full"))]
+            waiting = select(AskRow.frame_sha).where(AskRow.outcome == Outcome.ESCALATED.value)
+            pending = [
+                str(x)
+                for x in s.scalars(
+                    select(RedactionRow.frame_sha).where(
+                        RedactionRow.stage != "full", RedactionRow.frame_sha.in_(waiting)
+                    )
+                )
+            ]
         for sha in pending:
             self._enqueue(sha)
         return len(pending)
