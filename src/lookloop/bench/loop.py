@@ -241,7 +241,7 @@ def register(app: typer.Typer) -> None:
         alpha: Annotated[float, typer.Option(help="Promised error rate of auto-answers.")] = 0.05,
         delta: Annotated[float, typer.Option(help="Allowed chance that the promise fails.")] = 0.1,
         finetune: Annotated[bool, typer.Option("--finetune", help="Fine-tune the backbone after the rounds.")] = False,
-        finetune_minutes: Annotated[float, typer.Option(help="Time budget of the fine-tuning run.")] = 25.0,
+        finetune_minutes: Annotated[float, typer.Option(help="Time budget of the fine-tuning run.")] = 20.0,
         finetune_from: Annotated[int | None, typer.Option(help="First trainable block of the backbone (0-15; "
                                                           "default from the recipe).")] = None,
         compare_random: Annotated[bool, typer.Option("--compare-random", help="Also run random sampling.")] = False,
