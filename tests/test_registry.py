@@ -118,3 +118,33 @@ def test_models_cli(tmp_path: Path, data_dir: Path, model_dir: Path, monkeypatch
             assert "Traceback" not in result.output
     finally:
         get_settings.cache_clear()
+
+
+def test_operators_promote_and_roll_back_over_http(small_system: Lookloop, grocery: GroceryDataset) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookloop.humans.runtime import humans_of
+    from lookloop.server.app import create_app
+
+    photo = next(p for p in small_val(grocery, per_class=2) if p.label == "Banana")
+    data = Path(photo.path).read_bytes()
+    registry = small_system.registry
+    good, keys, labels = _artifacts(small_system, {})
+    v1 = registry.register(good, metrics={"accuracy": 0.9}, label_keys=keys, label_values=labels, parent_id=None,
+                           kind="head")
+    bad, bkeys, blabels = _artifacts(small_system, {"Banana": "Granny-Smith", "Granny-Smith": "Banana"})
+    v2 = registry.register(bad, metrics={"accuracy": 0.4}, label_keys=bkeys, label_values=blabels,
+                           parent_id=v1.id, kind="head")
+    humans_of(small_system).accounts.add_account("olga", "operator", "pw-12345678")
+    with TestClient(create_app(system=small_system, warm=False)) as c:
+        token = c.post("/v1/auth/login", json={"username": "olga", "password": "pw-12345678"}).json()["token"]
+        c.headers["Authorization"] = f"Bearer {token}"
+        assert c.post(f"/v1/operators/models/{v1.id}/promote").status_code == 200
+        assert small_system.model_version == v1.id  # served at once, no restart
+        assert c.post(f"/v1/operators/models/{v2.id}/promote").status_code == 409  # the gate refuses
+        assert small_system.ask("what is this?", data).answer.result["label"] == "Banana"
+        listing = c.get("/v1/operators/models").json()
+        assert {v["version"] for v in listing["versions"]} >= {v1.id, v2.id} and listing["actions"]
+        figures = c.get("/v1/operators/loop").json()
+        assert figures["serving"] == v1.id and len(figures["versions"]) >= 2
+        assert c.post("/v1/operators/models/rollback").status_code == 409  # only one version has served

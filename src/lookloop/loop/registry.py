@@ -9,7 +9,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -18,6 +18,9 @@ from lookloop.errors import Conflict, NotFound
 from lookloop.loop.learner import IdentifyModel, LinearHead
 from lookloop.loop.tables import ModelEventRow, ModelVersionRow
 from lookloop.store.db import Database
+
+if TYPE_CHECKING:
+    from lookloop.service import Lookloop
 
 
 class GateRefused(Conflict):
@@ -298,3 +301,27 @@ def serving_embedder(loaded: LoadedVersion, cache_dir: Path, variant: str = "lit
         return pretrained_embedder(cache_dir, variant)
     digest = hashlib.sha256(loaded.backbone_onnx.read_bytes()).hexdigest()[:12]
     return OnnxImageEmbedder(loaded.backbone_onnx, version=f"{variant}-ft-{digest}", image_size=loaded.image_size)
+
+
+class BoundRegistry:
+    """The registry of one running system: promote and rollback also swap what it serves, at once."""
+
+    def __init__(self, system: Lookloop) -> None:
+        self.system = system
+
+    def list(self, limit: int = 100) -> builtins.list[ModelVersion]:
+        return self.system.registry.list(limit)
+
+    def promote(self, version_id: str, *, force: bool = False) -> ModelVersion:
+        version = self.system.registry.promote(version_id, force=force)
+        self.system.sync_serving_version(force=True)
+        return version
+
+    def rollback(self) -> ModelVersion:
+        version = self.system.registry.rollback()
+        self.system.sync_serving_version(force=True)
+        return version
+
+
+def registry_of(system: Lookloop) -> BoundRegistry:
+    return BoundRegistry(system)

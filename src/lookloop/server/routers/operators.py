@@ -241,6 +241,14 @@ def rollback(system: System, _: Operator) -> ModelsOut:
     return model_versions(system)
 
 
+@router.get("/loop", responses=_ERRORS,
+            summary="The learning loop's curves: per model version accuracy, coverage and auto-answer error")
+def loop(system: System, _: Operator) -> dict[str, Any]:
+    from lookloop.loop.figures import loop_figures
+
+    return loop_figures(system)
+
+
 @router.get("/summary", response_model=SummaryOut, responses=_ERRORS,
             summary="Everything the dashboard draws, in one call")
 def summary(system: System, _: Operator, since: Since = None, until: Until = None, bucket: Bucket = "auto",
