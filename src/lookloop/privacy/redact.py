@@ -105,6 +105,7 @@ class Redactor:
         self._face_detector = face_detector
         self._face_mode = face_mode
         self._lock = threading.Lock()
+        self._reader: Any = None
 
     @property
     def face_detector(self) -> FaceDetector:
@@ -123,10 +124,16 @@ class Redactor:
 
     def text_regions(self, bgr: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(kind, polygon) for each personal-text span found by OCR."""
-        from lookloop.models.ocr import shared_reader
+        from lookloop.models.ocr import RapidOcrReader
 
+        with self._lock:
+            if self._reader is None:
+                # Its own OCR engine, apart from the read skill's: created on the (low-priority) redaction
+                # worker, its threads inherit that priority and never slow down answering.
+                self._reader = RapidOcrReader()
+            reader = self._reader
         out: list[tuple[str, np.ndarray]] = []
-        lines = shared_reader().read(np.ascontiguousarray(bgr[:, :, ::-1]))
+        lines = reader.read(np.ascontiguousarray(bgr[:, :, ::-1]))
         for line in lines:
             text = line.text
             quad = np.array(line.box, dtype=np.float32).reshape(4, 2)

@@ -195,6 +195,11 @@ class FramePrivacy:
             self._worker.start()
 
     def _run(self) -> None:
+        try:
+            # Background work yields to answering asks (threads this one starts inherit the priority).
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (OSError, AttributeError):
+            pass
         while True:
             try:
                 sha = self._queue.get(timeout=30)
