@@ -71,7 +71,11 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
     after_post: list[float] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lookloop-bench-voice-") as tmp:
-        settings = Settings(var_dir=Path(tmp), data_dir=base.data_dir, model_dir=base.model_cache_dir)
+        # Rate limits off: this measures voice latency, not abuse protection.
+        settings = Settings(
+            var_dir=Path(tmp), data_dir=base.data_dir, model_dir=base.model_cache_dir,
+            rate_limit_device_per_min=0, rate_limit_account_per_min=0, rate_limit_anonymous_per_min=0,
+        )
         system = Lookloop(settings)
         system.migrate()
         system.import_grocery(settings.grocery_dir)
