@@ -41,3 +41,24 @@ def print_figures(title: str, figures: dict[str, Any]) -> None:
     for key, value in figures.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+def demo_system(var_dir: Path) -> Any:
+    """A fresh system in ``var_dir`` with the whole demo catalogue and train labels, models loaded.
+
+    Rate limits are off: the benchmarks measure the service, not its abuse protection. Model and embedding
+    caches are shared with the operator's settings, so nothing is embedded twice.
+    """
+    from lookloop.config import Settings, get_settings
+    from lookloop.service import Lookloop
+
+    base = get_settings()
+    settings = Settings(
+        var_dir=var_dir, data_dir=base.data_dir, model_dir=base.model_cache_dir,
+        rate_limit_device_per_min=0, rate_limit_account_per_min=0, rate_limit_anonymous_per_min=0,
+    )
+    system = Lookloop(settings)
+    system.migrate()
+    system.import_grocery(settings.grocery_dir)
+    system.build_identify()
+    return system

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lookloop.bench._common import console, percentile, print_figures, write_json
+from lookloop.bench._common import console, demo_system, percentile, print_figures, write_json
 
 
 def _free_port() -> int:
@@ -47,22 +47,12 @@ class _Server:
 def run_latency(val: list[Path], read_images: list[Path], progress: Any) -> dict[str, float]:
     import httpx
 
-    from lookloop.config import Settings, get_settings
     from lookloop.imaging import decode_image
     from lookloop.server.app import create_app
-    from lookloop.service import Lookloop
 
-    base = get_settings()
     with tempfile.TemporaryDirectory(prefix="lookloop-bench-") as tmp:
-        # Rate limits off: this measures the service's latency, not its abuse protection.
-        settings = Settings(
-            var_dir=Path(tmp), data_dir=base.data_dir, model_dir=base.model_cache_dir,
-            rate_limit_device_per_min=0, rate_limit_account_per_min=0, rate_limit_anonymous_per_min=0,
-        )
-        system = Lookloop(settings)
-        system.migrate()
-        system.import_grocery(settings.grocery_dir)
-        system.build_identify()
+        system = demo_system(Path(tmp))
+        settings = system.settings
         emb = system.embedder
         payloads = [p.read_bytes() for p in val]
         read_payloads = [p.read_bytes() for p in read_images]

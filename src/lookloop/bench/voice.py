@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lookloop.bench._common import console, percentile, print_figures, write_json
+from lookloop.bench._common import console, demo_system, percentile, print_figures, write_json
 
 QUESTIONS = (
     "what is this", "how much does this cost", "what colour is this", "read this for me", "what am I looking at",
@@ -57,11 +57,8 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
     import httpx
 
     from lookloop.bench.latency import _Server
-    from lookloop.config import Settings, get_settings
     from lookloop.server.app import create_app
-    from lookloop.service import Lookloop
 
-    base = get_settings()
     totals: list[float] = []
     asr: list[float] = []
     answer: list[float] = []
@@ -71,15 +68,8 @@ def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str,
     after_post: list[float] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lookloop-bench-voice-") as tmp:
-        # Rate limits off: this measures voice latency, not abuse protection.
-        settings = Settings(
-            var_dir=Path(tmp), data_dir=base.data_dir, model_dir=base.model_cache_dir,
-            rate_limit_device_per_min=0, rate_limit_account_per_min=0, rate_limit_anonymous_per_min=0,
-        )
-        system = Lookloop(settings)
-        system.migrate()
-        system.import_grocery(settings.grocery_dir)
-        system.build_identify()
+        system = demo_system(Path(tmp))
+        settings = system.settings
         with _Server(create_app(settings, system=system, warm=True)) as url, \
                 httpx.Client(base_url=url, timeout=120) as client:
             form = {"language": language} if language != "auto" else {}
