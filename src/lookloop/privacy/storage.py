@@ -30,6 +30,7 @@ from lookloop.errors import NotFound
 from lookloop.privacy.consent import Consent
 from lookloop.privacy.tables import RedactionRow
 from lookloop.store.db import Database
+from lookloop.store.frames import write_atomic
 
 log = logging.getLogger("lookloop.privacy")
 
@@ -54,14 +55,6 @@ def _as_utc(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -152,15 +145,15 @@ class FramePrivacy:
             if sync_text:
                 bgr = np.ascontiguousarray(frame.rgb[:, :, ::-1])
                 result = self.redactor.redact(bgr, faces=True, text=True)
-                _write_atomic(self.path(sha), result.jpeg())
+                write_atomic(self.path(sha), result.jpeg())
                 regions, version = [r.as_dict() for r in result.regions], str(result.model_version)
             else:
                 # The answer does not wait for redaction: the upload is sealed (AES-GCM) until the worker has
                 # blurred faces and masked personal text. Nothing unredacted is ever on disk in the clear.
-                _write_atomic(self.sealed_path(sha), encrypt_bytes(frame.data, self.key, aad=_sealed_aad(sha)))
+                write_atomic(self.sealed_path(sha), encrypt_bytes(frame.data, self.key, aad=_sealed_aad(sha)))
             expires: dt.datetime | None = None
             if consent.keep_originals:
-                _write_atomic(self.original_path(sha), encrypt_bytes(frame.data, self.key, aad=sha.encode()))
+                write_atomic(self.original_path(sha), encrypt_bytes(frame.data, self.key, aad=sha.encode()))
                 expires = utcnow() + dt.timedelta(days=self.settings.original_retention_days)
             with self.db.session() as s:
                 row = s.get(RedactionRow, sha) or RedactionRow(frame_sha=sha)
@@ -258,14 +251,14 @@ class FramePrivacy:
                     return
                 data = decrypt_bytes(sealed.read_bytes(), self.key, aad=_sealed_aad(sha))
                 result = self.redactor.redact(data, faces=True, text=True)
-                _write_atomic(self.path(sha), result.jpeg())
+                write_atomic(self.path(sha), result.jpeg())
                 regions = [r.as_dict() for r in result.regions]
                 version = str(result.model_version)
             else:  # "faces": written by an older version that blurred faces on the ask path
                 if not self.path(sha).exists():
                     return
                 result = self.redactor.redact(self.path(sha).read_bytes(), faces=False, text=True)
-                _write_atomic(self.path(sha), result.jpeg())
+                write_atomic(self.path(sha), result.jpeg())
                 regions = list(row.regions or []) + [r.as_dict() for r in result.regions]
                 version = f"{row.model_version}; {result.model_version}"
             with self.db.session() as s:

@@ -5,10 +5,22 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _EXT = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif", "image/bmp": ".bmp"}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes durably: fsync, then an atomic rename, so a crash leaves the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 class FrameStore:
@@ -26,13 +38,7 @@ class FrameStore:
         path = self._path(sha, suffix)
         if path.exists():
             return sha
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, data)
         return sha
 
     def get(self, sha: str, *, suffix: str = "") -> bytes:
