@@ -20,7 +20,7 @@ from sqlalchemy import select
 from lookloop.catalog import GroceryDataset, LabelledImage, grocery_catalog
 from lookloop.config import Settings
 from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Decision, Outcome, hud_lines, utcnow
-from lookloop.errors import BadInput, NotFound
+from lookloop.errors import BadInput, LookloopError, NotFound
 from lookloop.imaging import decode_image
 from lookloop.loop.learner import IdentifyModel, LinearHead, fit_linear_head
 from lookloop.loop.policies import EscalationPolicy, FixedThreshold
@@ -310,8 +310,13 @@ class Lookloop:
             vid = self.registry.current_id()
         except SQLAlchemyError:
             return
-        if vid is not None and vid != self._serving_id:
-            self.activate_version(vid)
+        if vid is not None and vid != self._serving_id and vid != getattr(self, "_unservable", None):
+            try:
+                self.activate_version(vid)
+            except LookloopError as exc:
+                # Keep answering with what serves now rather than failing every ask.
+                self._unservable = vid
+                log.error("model version %s cannot serve (%s); keeping %s", vid, exc.message, self.model_version)
 
     def activate_version(self, version_id: str) -> None:
         """Serves a registry version: its backbone, head, example memory and calibrated policy."""

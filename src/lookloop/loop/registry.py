@@ -313,6 +313,7 @@ class BoundRegistry:
         return self.system.registry.list(limit)
 
     def promote(self, version_id: str, *, force: bool = False) -> ModelVersion:
+        self.system.registry.load(version_id)  # refuse a version whose artifacts cannot serve, before the switch
         version = self.system.registry.promote(version_id, force=force)
         self.system.sync_serving_version(force=True)
         return version
