@@ -151,3 +151,20 @@ def test_routing_out_of_scope_goes_to_a_human_and_routes_can_be_corrected(client
     r = client.post(f"/v1/asks/{body['id']}/route", json={"skill": "notes"}, headers=headers)
     assert r.status_code == 200 and r.json()["skill"] == "notes"
     assert small_system.route("book me a flight to Paris tomorrow", False) == "notes"
+
+
+def test_without_data_the_service_says_what_is_missing(tmp_path: Path, model_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from lookloop.cli import ensure_demo
+    from lookloop.config import Settings
+    from lookloop.service import Lookloop
+
+    monkeypatch.setenv("LOOKLOOP_DATA", str(tmp_path / "nowhere"))
+    settings = Settings(var_dir=tmp_path / "var", model_dir=model_dir)
+    assert settings.data_dir == tmp_path / "nowhere"
+    system = Lookloop(settings)
+    system.migrate()
+    ensure_demo(system)  # prints how to point LOOKLOOP_DATA at the data; must not fail
+    with TestClient(create_app(system=system, warm=False)) as c:
+        r = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.png", _png(64, 64))})
+    assert r.status_code == 503 and "import a catalogue" in r.json()["detail"]
+    system.db.dispose()

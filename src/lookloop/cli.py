@@ -57,8 +57,8 @@ def ensure_demo(system: Any) -> None:
     root = system.settings.grocery_dir
     if not (root / "classes.csv").is_file():
         err_console.print(
-            f"[yellow]No demo data at {root}.[/yellow] Point LOOKLOOP_DATA_DIR at a folder holding grocery/ "
-            "(e.g. export LOOKLOOP_DATA_DIR=/path/to/shared/data) to load the demo catalogue."
+            f"[yellow]No demo data at {root}.[/yellow] Point LOOKLOOP_DATA at a folder holding grocery/ "
+            "(e.g. export LOOKLOOP_DATA=/path/to/shared/data) to load the demo catalogue."
         )
         return
     items, labels = system.import_grocery(root)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOOKLOOP_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(default_factory=_default_data_dir, description="Folder with grocery/, clinc150/ …")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        validation_alias=AliasChoices("LOOKLOOP_DATA_DIR", "LOOKLOOP_DATA", "data_dir"),
+        description="Folder with grocery/, clinc150/ … (env LOOKLOOP_DATA or LOOKLOOP_DATA_DIR)",
+    )
     var_dir: Path = Field(default=Path("var"), description="Database, frames, model caches.")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under var_dir.")
     model_dir: Path | None = Field(default=None, description="Model and embedding caches; default var_dir/models.")

@@ -164,7 +164,11 @@ class IdentifyModel:
         """Predictions for L2-normalised query embeddings (n, dim)."""
         labels = self.labels()
         if not labels:
-            raise ValueError("the identify model knows no products yet: import a catalogue first")
+            from lookloop.errors import NotConfigured
+
+            raise NotConfigured(
+                "the identify model knows no products yet: import a catalogue first (lookloop catalog import)"
+            )
         col = {lab: i for i, lab in enumerate(labels)}
         if self.head is not None:
             head_p = softmax(self.head.logits(q))
