@@ -13,6 +13,8 @@ from lookloop.loop.policies import (
     PolicyDecision,
     all_policies,
     clopper_pearson_upper,
+    confidence_score,
+    confidence_scores,
 )
 
 
@@ -100,3 +102,34 @@ def test_conformal_confidence_is_monotone_and_calibrated() -> None:
     described = policy.describe()
     assert described["calibration_labels"] == 5000
     assert float(described["error_upper_bound"]) <= 0.05
+
+
+def test_confidence_score_margin_and_top() -> None:
+    probs = np.array([0.5, 0.1, 0.4])
+    assert confidence_score(probs, "top") == pytest.approx(0.5)
+    assert confidence_score(probs) == pytest.approx(0.1)  # margin over the runner-up
+    assert confidence_score(np.array([1.0])) == 1.0
+    rows = np.array([[0.5, 0.1, 0.4], [0.9, 0.05, 0.05]])
+    np.testing.assert_allclose(confidence_scores(rows), [0.1, 0.85])
+    np.testing.assert_allclose(confidence_scores(rows, "top"), [0.5, 0.9])
+    with pytest.raises(ValueError, match="unknown score"):
+        confidence_score(probs, "entropy")
+
+
+def test_conformal_policy_thresholds_its_own_score_kind() -> None:
+    """Two close candidates escalate under the margin score even when the top probability is high."""
+    rng = np.random.default_rng(3)
+    scores, correct = synthetic(3000, rng)
+    margin, top = ConformalPolicy(0.05), ConformalPolicy(0.05, score="top")
+    margin.calibrate(scores, correct)
+    top.calibrate(scores, correct)
+    assert margin.threshold == top.threshold < 1.0
+    assert margin.threshold < 0.6  # so the two candidates below fit in a probability vector
+    p1 = margin.threshold + 0.01
+    p2 = p1 - margin.threshold / 2
+    close = np.array([p1, p2, 1.0 - p1 - p2])
+    assert top.decide(close).decision is Decision.ANSWER
+    assert margin.decide(close).decision is Decision.ESCALATE
+    assert margin.describe()["score"] == "margin"
+    with pytest.raises(ValueError, match="unknown score"):
+        ConformalPolicy(0.05, score="entropy")

@@ -345,7 +345,7 @@ class Lookloop:
             self.model_version = version_id
             self._serving_id = version_id
             if loaded.calibration_scores.size:
-                policy = ConformalPolicy(self.settings.alpha)
+                policy = ConformalPolicy(self.settings.alpha, score=loaded.calibration_score)
                 policy.calibrate(loaded.calibration_scores, loaded.calibration_correct)
                 self.policy = policy
 

@@ -38,6 +38,7 @@ class ModelArtifacts:
     memory_keys: list[str]
     calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # held-out top scores
     calibration_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    calibration_score: str = "margin"  # what the scores are (lookloop.loop.policies.confidence_score)
     backbone_onnx: Path | None = None  # a fine-tuned backbone; None means the pretrained one
     image_size: int = 224
 
@@ -86,6 +87,7 @@ class LoadedVersion:
     image_size: int
     calibration_scores: np.ndarray
     calibration_correct: np.ndarray
+    calibration_score: str = "top"
 
 
 def label_set_hash(keys: list[str], labels: list[str]) -> str:
@@ -191,7 +193,7 @@ class ModelRegistry:
                      keys=np.array(artifacts.memory_keys))
         with (directory / "calibration.npz").open("wb") as fh:
             np.savez(fh, scores=artifacts.calibration_scores.astype(np.float64),
-                     correct=artifacts.calibration_correct.astype(bool))
+                     correct=artifacts.calibration_correct.astype(bool), score=np.array(artifacts.calibration_score))
         if artifacts.backbone_onnx is not None:
             target = directory / "backbone.onnx"
             if artifacts.backbone_onnx.resolve() != target.resolve():
@@ -275,6 +277,8 @@ class ModelRegistry:
                 x, labels, keys = mem["x"], [str(v) for v in mem["labels"]], [str(v) for v in mem["keys"]]
             with np.load(d / "calibration.npz", allow_pickle=False) as cal:
                 scores, correct = cal["scores"], cal["correct"]
+                # Versions stored before the margin score calibrated the top probability.
+                score_kind = str(cal["score"]) if "score" in cal.files else "top"
             lineage = json.loads((d / "lineage.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError) as exc:
             raise NotFound(f"the artifacts of {version_id} are missing or damaged in {d}") from exc
@@ -290,6 +294,7 @@ class ModelRegistry:
             image_size=int(lineage.get("image_size", 224)),
             calibration_scores=scores,
             calibration_correct=correct,
+            calibration_score=score_kind,
         )
 
 

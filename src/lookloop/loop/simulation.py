@@ -24,7 +24,7 @@ import numpy as np
 
 from lookloop.errors import BadInput
 from lookloop.loop.learner import IdentifyModel, LinearHead, fit_softmax_head
-from lookloop.loop.policies import ConformalPolicy
+from lookloop.loop.policies import ConformalPolicy, confidence_scores
 from lookloop.loop.strategies import QueryStrategy
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -160,7 +160,7 @@ def cross_calibrated(
         return math.nan, math.nan, math.nan, math.nan, math.nan
     preds = model.predict(x)
     right = np.array([p.top[0] == y for p, y in zip(preds, labels, strict=True)])
-    top = np.array([p.top[1] for p in preds])
+    top = confidence_scores(np.stack([p.probs for p in preds])) if preds else np.zeros(0)
     fold = np.random.default_rng(seed + 7).permutation(len(labels)) % folds
     answered = np.zeros(len(labels), dtype=bool)
     thresholds, bounds = [], []

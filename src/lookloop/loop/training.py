@@ -14,7 +14,7 @@ import numpy as np
 
 from lookloop.errors import BadInput
 from lookloop.loop.learner import IdentifyModel, fit_softmax_head
-from lookloop.loop.policies import ConformalPolicy
+from lookloop.loop.policies import ConformalPolicy, confidence_scores
 from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion, serving_embedder
 from lookloop.models.embcache import EmbeddingCache
 
@@ -73,7 +73,7 @@ def _metrics(model: IdentifyModel, x: np.ndarray, labels: list[str], alpha: floa
     if not labels:
         return {"heldout": 0}, np.zeros(0), np.zeros(0, dtype=bool)
     preds = model.predict(x)
-    top = np.array([p.top[1] for p in preds])
+    top = confidence_scores(np.stack([p.probs for p in preds]))
     right = np.array([p.top[0] == y for p, y in zip(preds, labels, strict=True)])
     policy = ConformalPolicy(alpha)
     policy.calibrate(top, right)
