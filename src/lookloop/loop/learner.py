@@ -208,7 +208,7 @@ def fit_softmax_head(
     x: np.ndarray,
     y: list[str],
     *,
-    c: float = 8.0,
+    c: float = 32.0,
     classes: tuple[str, ...] | None = None,
     warm: LinearHead | None = None,
     max_iter: int = 100,

@@ -121,7 +121,7 @@ class ConformalPolicy:
     (``confidence_score``); calibration scores must be of the same kind.
     """
 
-    def __init__(self, alpha: float = 0.05, delta: float = 0.1, *, min_answered: int = 20, max_calibration: int = 5000,
+    def __init__(self, alpha: float = 0.05, delta: float = 0.1, *, min_answered: int = 50, max_calibration: int = 5000,
                  score: str = "margin"):
         if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
             raise ValueError("alpha and delta must lie in (0, 1)")
@@ -175,7 +175,8 @@ class ConformalPolicy:
             order = np.argsort(-s)
             s_sorted, wrong_sorted = s[order], ~c[order]
             cum_wrong = np.cumsum(wrong_sorted)
-            # Too few answers to ever certify alpha (even with no error): not a test yet, so not a failure.
+            # Too few answers to certify alpha, or so few that the realised error is mostly noise (one wrong
+            # answer in 20 is 5%): not a test yet, so not a failure.
             n_min = max(self.min_answered, int(math.ceil(math.log(self.delta) / math.log(1.0 - self.alpha))))
             for t in _GRID:
                 n = int(np.searchsorted(-s_sorted, -t, side="right"))  # how many scores ≥ t

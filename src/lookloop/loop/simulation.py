@@ -187,7 +187,7 @@ def simulate(
     budget: int | None = None,
     alpha: float = 0.05,
     delta: float = 0.1,
-    c: float = 8.0,
+    c: float = 32.0,
     seed: int = 0,
     final_refit: Callable[[list[int]], Features] | None = None,
     on_round: Callable[[RoundResult], None] | None = None,
