@@ -1,4 +1,4 @@
-"""The operator dashboard in real headless Chromium: sign-in, every chart drawn from real API data.
+"""The operator dashboard in real headless Chromium: sign-in, every chart drawn from real API data, the learning loop.
 
 Set LOOKLOOP_DOCS_SCREENSHOTS=1 to also write the screenshot to docs/dashboard.png.
 """
@@ -13,14 +13,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import REPO, SMALL_CLASSES, make_settings, small_val
 from episode_fixtures import seed_history
 
 from lookloop.catalog import grocery_catalog
+from lookloop.loop.registry import ModelVersion
 from lookloop.service import Lookloop
 
 pytestmark = pytest.mark.browser
@@ -74,20 +77,62 @@ def _model_history(system: Lookloop, tmp_path: Path) -> None:
         for i, acc in enumerate((0.71, 0.78, 0.84)):
             s.add(ModelVersionRow(id=f"lite0-head-{i + 1:04d}", artifact_dir=str(tmp_path / f"v{i}"),
                                   created_at=now - dt.timedelta(days=9 - 4 * i), label_count=120 + 60 * i,
-                                  metrics={"accuracy": acc, "coverage": 0.55 + 0.08 * i}, status="candidate"))
+                                  metrics={"accuracy": acc, "coverage": 0.55 + 0.08 * i,
+                                           "auto_error": 0.052 - 0.011 * i}, status="candidate"))
         s.flush()
         for seq, i in enumerate((0, 2)):
             s.add(ModelEventRow(seq=seq + 1, version_id=f"lite0-head-{i + 1:04d}", action="promote",
                                 created_at=now - dt.timedelta(days=8 - 7 * seq)))
     system.model_version = "lite0-head-0003"
+    system.policy = _calibrated_policy(system.settings.alpha, seed=1)
+
+
+def _calibrated_policy(alpha: float, *, seed: int, n: int = 400) -> Any:
+    """A conformal policy calibrated on held-out scores, as serving a registry version sets it."""
+    from lookloop.loop.policies import ConformalPolicy
+
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0, 1, n)
+    correct = rng.uniform(0, 1, n) > 0.9 * (1 - scores) ** 3  # sure answers are nearly always right
+    policy = ConformalPolicy(alpha)
+    policy.calibrate(scores, correct)
+    return policy
+
+
+def _register_good_and_swapped(system: Lookloop) -> tuple[ModelVersion, ModelVersion]:
+    """Two versions through the registry, as training stores them: a good one, and a later one trained on more
+    labels with bananas and Granny Smith apples swapped (worse on every metric). The good one is promoted."""
+    from lookloop.loop.learner import fit_softmax_head
+    from lookloop.loop.registry import ModelArtifacts
+
+    rng = np.random.default_rng(11)
+    classes = ["Banana", "Granny-Smith", "Lemon", "Orange"]
+    centres = rng.normal(size=(len(classes), 16))
+
+    def artifacts(n: int, swap: dict[str, str]) -> tuple[ModelArtifacts, list[str], list[str]]:
+        truth = [classes[i % len(classes)] for i in range(n)]
+        x = np.stack([centres[classes.index(t)] + 0.3 * rng.normal(size=16) for t in truth]).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        labels = [swap.get(t, t) for t in truth]
+        keys = [f"label-{i:04d}" for i in range(n)]
+        scores = rng.uniform(0, 1, 200)
+        art = ModelArtifacts(fit_softmax_head(x, labels), "test-embedder", x, labels, keys,
+                             calibration_scores=scores, calibration_correct=rng.uniform(0, 1, 200) < 0.4 + 0.6 * scores)
+        return art, keys, labels
+
+    registry = system.registry
+    good, keys, labels = artifacts(60, {})
+    v1 = registry.register(good, metrics={"accuracy": 0.9, "coverage": 0.62, "auto_error": 0.031},
+                           label_keys=keys, label_values=labels, parent_id=None, kind="head")
+    bad, bkeys, blabels = artifacts(96, {"Banana": "Granny-Smith", "Granny-Smith": "Banana"})
+    v2 = registry.register(bad, metrics={"accuracy": 0.4, "coverage": 0.21, "auto_error": 0.12},
+                           label_keys=bkeys, label_values=blabels, parent_id=v1.id, kind="head")
+    registry.promote(v1.id)
+    return v1, v2
 
 
 @pytest.fixture
 def served(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Iterator[tuple[str, Lookloop]]:
-    import uvicorn
-
-    from lookloop.server.app import create_app
-
     system = Lookloop(make_settings(tmp_path, data_dir, model_dir))
     system.migrate()
     system.upsert_items([i for i in grocery_catalog(grocery.root) if i.name in SMALL_CLASSES])
@@ -98,6 +143,33 @@ def served(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Ite
     from lookloop.humans.runtime import humans_of
 
     humans_of(system).accounts.add_account("olga", "operator", password=PASSWORD)
+    with _serving(system) as base:
+        yield base, system
+    system.db.dispose()
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Iterator[tuple[str, Lookloop]]:
+    """A system with a few days of asks and no model version registered yet."""
+    from lookloop.humans.runtime import humans_of
+
+    system = Lookloop(make_settings(tmp_path, data_dir, model_dir))
+    system.migrate()
+    system.upsert_items([i for i in grocery_catalog(grocery.root) if i.name in SMALL_CLASSES])
+    seed_history(system, small_val(grocery), days=5, per_day=8, now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    humans_of(system).accounts.add_account("olga", "operator", password=PASSWORD)
+    with _serving(system) as base:
+        yield base, system
+    system.db.dispose()
+
+
+@contextmanager
+def _serving(system: Lookloop) -> Iterator[str]:
+    """The API and pages on a free local port, in a thread, for as long as the block runs."""
+    import uvicorn
+
+    from lookloop.server.app import create_app
+
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(system=system, warm=False), host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -108,10 +180,19 @@ def served(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Ite
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", system
-    server.should_exit = True
-    thread.join(timeout=10)
-    system.db.dispose()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _sign_in(page: Any, base: str) -> None:
+    page.goto(base + "/dashboard")
+    page.fill("#username", "olga")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("body[data-loaded=true]", timeout=20000)
 
 
 @pytest.fixture
@@ -169,6 +250,11 @@ def test_dashboard_draws_every_chart(served: tuple[str, Lookloop], browser: Any,
     assert page.locator("#reviewers tbody tr").count() == 3
     assert "ana" in page.text_content("#reviewers")
     assert system.model_version[:20] in page.text_content("#models")
+    # The learning loop: one point group per registered version, the serving one marked, the policy's alpha.
+    assert page.locator("#chart-loop g.version").count() == 3
+    assert page.get_attribute("#chart-loop g.version.serving", "data-version") == "lite0-head-0003"
+    assert page.locator("#chart-loop line.alpha-line").count() == 1
+    assert "conformal" in page.text_content("#loop-policy [data-fact=policy]")
 
     # Hovering a point explains it.
     page.locator("#chart-coverage circle.point").last.hover()
@@ -188,4 +274,67 @@ def test_dashboard_draws_every_chart(served: tuple[str, Lookloop], browser: Any,
     page.wait_for_selector("body[data-loaded=true]", timeout=20000)
     page.click("#logout")
     page.wait_for_selector("#login:not([hidden])")
+    page.close()
+
+
+def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser: Any) -> None:
+    from lookloop.loop.figures import loop_figures
+
+    base, system = fresh
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _sign_in(page, base)
+
+    # No version yet: a clear empty state instead of an empty chart; live coverage by day still shows.
+    empty = page.locator("#loop-empty")
+    assert empty.is_visible()
+    assert "No model versions yet — run lookloop train" in empty.text_content()
+    assert page.locator("#chart-loop svg").count() == 0
+    assert page.get_attribute("#loop", "data-versions") == "0"
+    days = loop_figures(system)["by_day"]
+    assert len(days) >= 5
+    assert page.locator("#chart-loop-days circle.point").count() == len(days)
+    assert "Live coverage by day" in page.get_attribute("#chart-loop-days svg", "aria-label")
+    # The serving policy is a fixed threshold: no alpha, no error bound.
+    assert "fixed" in page.text_content("#loop-policy [data-fact=policy]")
+    assert "not calibrated" in page.text_content("#loop-policy [data-fact=bound]")
+
+    # Two versions registered and one promoted; refreshing draws one point group per version.
+    v1, v2 = _register_good_and_swapped(system)
+    page.click("#refresh")
+    page.wait_for_selector("#loop[data-versions='2']", timeout=20000)
+    assert page.locator("#loop-empty").count() == 0
+    groups = page.locator("#chart-loop g.version")
+    assert groups.count() == 2
+    assert {groups.nth(i).get_attribute("data-version") for i in range(2)} == {v1.id, v2.id}
+    assert [groups.nth(i).get_attribute("data-labels") for i in range(2)] == ["60", "96"]  # x: labels seen
+    assert page.get_attribute("#chart-loop g.version.serving", "data-version") == v1.id
+    for series in ("accuracy", "coverage", "auto_error"):
+        assert page.locator(f"#chart-loop circle.point[data-series={series}]").count() == 2, series
+        assert page.locator(f"#chart-loop path.series[data-series={series}]").count() == 1, series
+    assert page.locator("#chart-loop line.alpha-line").count() == 0  # the fixed threshold has no alpha
+    assert "2 model versions" in page.get_attribute("#chart-loop svg", "aria-label")
+    assert "2 model versions" in page.text_content("#chart-loop svg > title")
+
+    # Serving a calibrated conformal policy adds its alpha line and the certified bound.
+    policy = _calibrated_policy(system.settings.alpha, seed=2)
+    system.policy = policy
+    page.click("#refresh")
+    page.wait_for_selector("#chart-loop line.alpha-line", state="attached", timeout=20000)
+    assert page.locator("#chart-loop line.alpha-line").count() == 1
+    assert float(page.get_attribute("#chart-loop line.alpha-line", "data-alpha")) == system.settings.alpha
+    assert "α" in page.text_content("#chart-loop svg")
+    facts = page.text_content("#loop-policy")
+    assert policy.name in facts and f"{policy.n_calibration:,}" in facts
+    assert page.text_content("#loop-policy [data-fact=calibration]").endswith(f"{policy.n_calibration:,}")
+    assert "≤" in page.text_content("#loop-policy [data-fact=bound]")
+    assert v1.id in page.text_content("#loop-policy [data-fact=serving]")
+
+    # Hovering a version's point names it and its metrics.
+    page.locator(f"#chart-loop g.version[data-version='{v2.id}'] circle.point[data-series=accuracy]").hover()
+    tip = page.text_content("#tooltip")
+    assert v2.id in tip and "96 labels" in tip and "accuracy 40.0%" in tip
+    page.mouse.move(0, 0)
+    assert not errors, errors
     page.close()

@@ -1,4 +1,4 @@
-/* lookloop operator dashboard: plain JS + SVG, data from /v1/operators/summary. */
+/* lookloop operator dashboard: plain JS + SVG, data from /v1/operators/summary and /v1/operators/loop. */
 "use strict";
 
 const TOKEN_KEY = "lookloop.operator.token";
@@ -7,7 +7,7 @@ const SOURCE_COLORS = ["#2f6fdf", "#7a5af8", "#e08a1e", "#0fa5b8", "#d4473d", "#
 const SVG_NS = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
-let state = { token: sessionStorage.getItem(TOKEN_KEY), data: null };
+let state = { token: sessionStorage.getItem(TOKEN_KEY), data: null, loop: null };
 
 // -- api ------------------------------------------------------------------------------------------------------
 
@@ -76,15 +76,32 @@ async function load() {
   $("status").textContent = "Loading…";
   const since = windowParam();
   $("report").href = "/v1/operators/plots/overview.png?since=" + encodeURIComponent(since);
+  // The learning loop is not windowed: it loads beside the summary, and its failure leaves the rest drawn.
+  const loop = loadLoop();
   try {
     const data = await api("/v1/operators/summary?since=" + encodeURIComponent(since));
     state.data = data;
     render(data);
     const at = new Date().toLocaleTimeString();
     $("status").textContent = `Updated ${at} · ${data.metrics.totals.asks} asks in the window, bucketed by ${data.metrics.bucket}`;
+    await loop;
     document.body.dataset.loaded = "true";
   } catch (err) {
     if (err.message !== "signed out") $("status").textContent = "Could not load the metrics: " + err.message;
+  }
+}
+
+async function loadLoop() {
+  const box = $("loop");
+  box.setAttribute("aria-busy", "true");
+  try {
+    const data = await api("/v1/operators/loop");
+    state.loop = data;
+    renderLoop(data);
+  } catch (err) {
+    if (err.message !== "signed out") loopFailed("Could not load the learning loop: " + err.message);
+  } finally {
+    box.removeAttribute("aria-busy");
   }
 }
 
@@ -110,6 +127,7 @@ const pct = (v) => (v === null || v === undefined ? "–" : (v * 100).toFixed(v 
 const secs = (v) => (v === null || v === undefined ? "–" : v < 60 ? v.toFixed(1) + " s" : (v / 60).toFixed(1) + " min");
 const secAxis = (v) => (v < 60 ? (Number.isInteger(v) ? v : v.toFixed(1)) + " s" : +(v / 60).toFixed(1) + " min");
 const pctAxis = (v) => Math.round(v * 100) + "%";
+const pctFine = (v) => +(v * 100).toFixed(2) + "%"; // 5%, 2.5%, 0.75%: small rates without trailing zeros
 const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
 
 function tickLabel(date, bucket) {
@@ -215,7 +233,7 @@ function legend(container, series) {
   box.className = "legend";
   for (const s of series) {
     const item = document.createElement("span");
-    item.innerHTML = `<i style="background:${s.color}"></i>`;
+    item.innerHTML = s.dashed ? `<i class="dashed" style="border-color:${s.color}"></i>` : `<i style="background:${s.color}"></i>`;
     item.appendChild(document.createTextNode(s.label));
     box.appendChild(item);
   }
@@ -432,8 +450,259 @@ async function modelAction(path, question) {
     const out = await api(path, { method: "POST" });
     models($("models"), out);
     $("status").textContent = "Now serving " + out.serving;
+    loadLoop(); // the serving mark and the policy follow the promotion
   } catch (err) {
     if (err.message !== "signed out") $("status").textContent = "Model change failed: " + err.message;
+  }
+}
+
+// -- learning loop --------------------------------------------------------------------------------------------
+
+const LOOP_SERIES = [
+  { key: "accuracy", label: "held-out accuracy", tip: "accuracy", color: COLORS.a },
+  { key: "coverage", label: "coverage (answered without a human)", tip: "coverage", color: COLORS.b },
+  { key: "auto_error", label: "auto-answer error", tip: "auto error", color: COLORS.d, lower: true },
+];
+const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+const plain = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 3 : 2).replace(/0+$/, "").replace(/\.$/, ""));
+
+function renderLoop(data) {
+  const versions = (data.versions || []).slice();
+  $("loop").dataset.versions = String(versions.length);
+  loopPolicy($("loop-policy"), data);
+  if (versions.length) loopChart($("chart-loop"), versions, data.policy || {});
+  else loopEmpty($("chart-loop"));
+  loopDays($("chart-loop-days"), data.by_day || []);
+}
+
+function loopFailed(message) {
+  $("loop").dataset.versions = "";
+  $("loop-policy").textContent = message;
+  $("chart-loop").replaceChildren();
+  $("chart-loop-days").replaceChildren();
+}
+
+function fact(box, name, label, value, title) {
+  const el = document.createElement("span");
+  el.className = "fact";
+  el.dataset.fact = name;
+  if (title) el.title = title;
+  const k = document.createElement("span");
+  k.className = "muted";
+  k.textContent = label + " ";
+  el.append(k, document.createTextNode(value));
+  box.appendChild(el);
+}
+
+function loopPolicy(box, data) {
+  box.replaceChildren();
+  const p = data.policy || {};
+  fact(box, "policy", "policy", p.policy || "–");
+  if (isNum(p.threshold)) {
+    const score = p.score ? ` on the ${p.score} score` : "";
+    // A conformal threshold above 1 answers nothing: too few calibration labels to certify alpha yet.
+    fact(box, "threshold", "threshold", p.threshold > 1 ? "none yet (escalates every ask)" : plain(p.threshold) + score);
+  } else {
+    fact(box, "threshold", "threshold", "–");
+  }
+  if (isNum(p.alpha)) fact(box, "alpha", "target error α", pctFine(p.alpha));
+  if (p.calibration_labels !== undefined) fact(box, "calibration", "calibration labels", num(p.calibration_labels));
+  if (isNum(p.threshold) && p.threshold > 1 && isNum(p.alpha)) {
+    fact(box, "bound", "auto-answer error", "not certified yet (too few calibration labels)");
+  } else if (isNum(p.error_upper_bound)) {
+    const conf = isNum(p.delta) ? ` with ${pctFine(1 - p.delta)} confidence` : "";
+    fact(box, "bound", "auto-answer error ≤", pct(p.error_upper_bound) + conf,
+      "Clopper–Pearson upper bound on the error of the answers given without a human, from the calibration labels");
+  } else if (!isNum(p.alpha)) {
+    fact(box, "bound", "error bound", "none (not calibrated)");
+  }
+  const audit = data.audit && data.audit.labels;
+  if (audit !== undefined && audit !== null) {
+    const text = Array.isArray(audit) ? num(audit.length)
+      : typeof audit === "object" ? Object.entries(audit).map(([k, v]) => `${k} ${num(v)}`).join(" · ") : num(audit);
+    fact(box, "audit", "audit labels", text);
+  }
+  const live = data.live || {};
+  if (live.asks) {
+    fact(box, "live", "live coverage", `${pct(live.coverage)} of ${num(live.asks)} identify asks (${num(live.escalated)} escalated)`);
+  }
+  const serving = data.serving || data.model_version;
+  if (serving) fact(box, "serving", "serving", short(String(serving), 42));
+}
+
+function loopEmpty(container) {
+  container.replaceChildren();
+  const box = document.createElement("div");
+  box.className = "empty-state";
+  box.setAttribute("role", "note");
+  box.id = "loop-empty";
+  const strong = document.createElement("strong");
+  strong.textContent = "No model versions yet";
+  const code = document.createElement("code");
+  code.textContent = "lookloop train";
+  const hint = document.createElement("div");
+  hint.className = "muted small";
+  hint.textContent = "Each trained version appears here as a point: labels seen against its held-out accuracy, coverage and error.";
+  const line = document.createElement("div");
+  line.append(strong, document.createTextNode(" — run "), code);
+  box.append(line, hint);
+  container.appendChild(box);
+}
+
+function niceTicks(lo, hi, count) {
+  const span = hi - lo;
+  if (!(span > 0)) return [lo];
+  const raw = span / Math.max(1, count);
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((v) => v >= raw) || 10 * p;
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) ticks.push(+v.toFixed(6));
+  return ticks;
+}
+
+function titled(svg, text) {
+  svg.setAttribute("aria-label", text);
+  const t = svgEl("title", {}, null);
+  t.textContent = text;
+  svg.insertBefore(t, svg.firstChild);
+}
+
+function loopChart(container, versions, policy) {
+  // One SVG, two panes sharing the x axis: rates near 100% above, the small auto-answer error (and alpha) below.
+  const width = 720;
+  const height = 350;
+  const f = frame(container, width, height, { l: 62, r: 64, t: 22, b: 44 });
+  const upper = { top: f.y1, bottom: 194 };
+  const lower = { top: 228, bottom: f.y0 };
+  const byX = versions
+    .map((v, i) => Object.assign({}, v, { order: i, x: isNum(v.labels) ? v.labels : 0 }))
+    .sort((a, b) => a.x - b.x || a.order - b.order);
+  const xs = byX.map((v) => v.x);
+  let lo = Math.min(...xs);
+  let hi = Math.max(...xs);
+  const padX = hi > lo ? (hi - lo) * 0.06 : Math.max(1, lo * 0.1);
+  lo = Math.max(0, lo - padX);
+  hi += padX;
+  const xAtL = (v) => f.x0 + ((f.x1 - f.x0) * (v - lo)) / (hi - lo);
+  const alpha = isNum(policy.alpha) ? policy.alpha : null;
+  const errors = byX.map((v) => v.auto_error).filter(isNum);
+  const emax = niceMax(Math.max(0.02, ...errors, alpha || 0) * 1.25);
+  const yUp = (v) => upper.bottom - ((upper.bottom - upper.top) * Math.max(0, Math.min(v, 1)));
+  const yLow = (v) => lower.bottom - ((lower.bottom - lower.top) * Math.max(0, Math.min(v, emax))) / emax;
+
+  const g = svgEl("g", { class: "axis" }, f.svg);
+  for (let i = 0; i <= 4; i++) {
+    const y = yUp(i / 4);
+    svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "grid-line" }, g);
+    svgEl("text", { x: f.x0 - 6, y: y + 4, "text-anchor": "end" }, g).textContent = pctAxis(i / 4);
+  }
+  for (let i = 0; i <= 2; i++) {
+    const v = (emax * i) / 2;
+    const y = yLow(v);
+    svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "grid-line" }, g);
+    svgEl("text", { x: f.x0 - 6, y: y + 4, "text-anchor": "end" }, g).textContent = pctFine(v);
+  }
+  for (const [pane, text] of [[upper, "accuracy · coverage"], [lower, "auto error"]]) {
+    const y = (pane.top + pane.bottom) / 2;
+    svgEl("text", { x: 12, y, "text-anchor": "middle", transform: `rotate(-90 12 ${y})`, class: "axis-title" }, g).textContent = text;
+  }
+  for (const t of niceTicks(lo, hi, 6)) {
+    const x = xAtL(t);
+    svgEl("line", { x1: x, x2: x, y1: f.y0, y2: f.y0 + 4, class: "grid-line" }, g);
+    svgEl("text", { x, y: f.y0 + 16, "text-anchor": "middle" }, g).textContent = num(t);
+  }
+  svgEl("text", { x: (f.x0 + f.x1) / 2, y: f.y0 + 36, "text-anchor": "middle", class: "axis-title" }, g)
+    .textContent = "labels seen";
+
+  const serving = byX.find((v) => v.serving);
+  if (serving) {
+    const x = xAtL(serving.x);
+    svgEl("line", { x1: x, x2: x, y1: upper.top - 4, y2: f.y0, class: "serving-mark" }, f.svg);
+    const label = svgEl("text", { x, y: upper.top - 8, "text-anchor": "middle", class: "serving-label" }, f.svg);
+    label.textContent = "serving";
+  }
+  if (alpha !== null) {
+    const y = yLow(alpha);
+    const line = svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "alpha-line", "data-alpha": alpha }, f.svg);
+    svgEl("title", {}, line).textContent = `policy target error α = ${pctFine(alpha)}`;
+    svgEl("text", { x: f.x1 + 6, y: y + 4, class: "alpha-label" }, f.svg).textContent = `α ${pctFine(alpha)}`;
+  }
+
+  for (const s of LOOP_SERIES) {
+    const yAt = s.lower ? yLow : yUp;
+    let d = "";
+    let pen = false;
+    for (const v of byX) {
+      if (!isNum(v[s.key])) { pen = false; continue; }
+      d += `${pen ? "L" : "M"}${xAtL(v.x).toFixed(1)},${yAt(v[s.key]).toFixed(1)}`;
+      pen = true;
+    }
+    if (d) svgEl("path", { d, fill: "none", stroke: s.color, "stroke-width": 2.2, "stroke-linejoin": "round", class: "series", "data-series": s.key }, f.svg);
+  }
+  for (const v of byX) {
+    const desc = [`${v.id}${v.kind ? " (" + v.kind + ")" : ""}`, `${num(v.labels)} labels`]
+      .concat(LOOP_SERIES.filter((s) => isNum(v[s.key])).map((s) => `${s.tip} ${pct(v[s.key])}`))
+      .concat(v.serving ? ["serving"] : []).join(" · ");
+    const grp = svgEl("g", { class: "version" + (v.serving ? " serving" : ""), "data-version": v.id, "data-labels": v.x, "aria-label": desc }, f.svg);
+    if (v.serving) grp.dataset.serving = "true";
+    const x = xAtL(v.x);
+    for (const s of LOOP_SERIES) {
+      if (!isNum(v[s.key])) continue;
+      const dot = svgEl("circle", {
+        cx: x, cy: (s.lower ? yLow : yUp)(v[s.key]), r: v.serving ? 5 : 3.5,
+        fill: v.serving ? s.color : "#fff", stroke: s.color, "stroke-width": 1.8, class: "point", "data-series": s.key,
+      }, grp);
+      hover(dot, () => desc);
+    }
+    // A version without metrics still shows where it sits on the labels axis.
+    if (!LOOP_SERIES.some((s) => isNum(v[s.key]))) {
+      const mark = svgEl("circle", { cx: x, cy: f.y0, r: 3.5, class: "point bare" }, grp);
+      hover(mark, () => desc + " · no held-out metrics");
+    }
+  }
+  const head = alpha !== null ? `, against the policy's α of ${pctFine(alpha)}` : "";
+  titled(f.svg, `Learning loop: accuracy, coverage and auto-answer error of ${versions.length} model version${versions.length === 1 ? "" : "s"} by labels seen${head}`);
+  container.dataset.points = String(byX.length);
+  const items = LOOP_SERIES.map((s) => ({ label: s.label, color: s.color }));
+  if (alpha !== null) items.push({ label: `policy α (${pctFine(alpha)})`, color: "#1d2433", dashed: true });
+  legend(container, items);
+}
+
+function loopDays(container, days) {
+  const f = frame(container, 380, 230, { l: 44, r: 22, t: 12, b: 26 });
+  const pts = days.filter((d) => isNum(d.coverage)).map((d) => Object.assign({}, d, { date: new Date(d.day + "T00:00:00") }));
+  titled(f.svg, `Live coverage by day over ${pts.length} day${pts.length === 1 ? "" : "s"}`);
+  container.dataset.points = String(pts.length);
+  const g = svgEl("g", { class: "axis" }, f.svg);
+  for (let i = 0; i <= 4; i++) {
+    const y = f.y0 - ((f.y0 - f.y1) * i) / 4;
+    svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "grid-line" }, g);
+    svgEl("text", { x: f.x0 - 6, y: y + 4, "text-anchor": "end" }, g).textContent = pctAxis(i / 4);
+  }
+  if (!pts.length) {
+    emptyNote(f, "no identify asks yet");
+    return;
+  }
+  const DAY = 86400000;
+  const t0 = pts[0].date.getTime();
+  const t1 = pts[pts.length - 1].date.getTime();
+  const xOf = (p) => (t1 > t0 ? f.x0 + ((f.x1 - f.x0) * (p.date.getTime() - t0)) / (t1 - t0) : (f.x0 + f.x1) / 2);
+  const yOf = (v) => f.y0 - (f.y0 - f.y1) * Math.max(0, Math.min(v, 1));
+  const every = Math.max(1, Math.ceil(pts.length / 5));
+  pts.forEach((p, i) => {
+    if (i % every !== 0) return;
+    svgEl("text", { x: xOf(p), y: f.y0 + 16, "text-anchor": "middle" }, g).textContent = tickLabel(p.date, "day");
+  });
+  // Days without asks break the line rather than bridging it.
+  let d = "";
+  pts.forEach((p, i) => {
+    const gap = i === 0 || p.date.getTime() - pts[i - 1].date.getTime() > 1.5 * DAY;
+    d += `${gap ? "M" : "L"}${xOf(p).toFixed(1)},${yOf(p.coverage).toFixed(1)}`;
+  });
+  svgEl("path", { d, fill: "none", stroke: COLORS.b, "stroke-width": 2, "stroke-linejoin": "round", class: "series", "data-series": "coverage" }, f.svg);
+  for (const p of pts) {
+    const dot = svgEl("circle", { cx: xOf(p), cy: yOf(p.coverage), r: pts.length > 40 ? 2 : 3, fill: "#fff", stroke: COLORS.b, "stroke-width": 1.6, class: "point", "data-day": p.day }, f.svg);
+    hover(dot, () => `${tickLabel(p.date, "day")} · coverage ${pct(p.coverage)} (${num(p.answered)} of ${num(p.asks)} asks answered without a human)`);
   }
 }
 
