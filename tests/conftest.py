@@ -18,6 +18,10 @@ MODEL_DIR = REPO / "var" / "test-models"
 # A few visually distinct products keep start-up fast while the photos stay real.
 SMALL_CLASSES = ("Granny-Smith", "Banana", "Arla-Standard-Milk", "Red-Bell-Pepper", "Cucumber", "Oatly-Oat-Milk")
 
+# Audit asks are drawn at random (5% by default): off in tests unless a test asks for them
+# (tests/test_live_calibration.py), so queue contents and outcomes elsewhere stay deterministic.
+os.environ.setdefault("LOOKLOOP_AUDIT_RATE", "0")
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     # Escalation
     alpha: float = Field(default=0.05, description="Promised error rate of auto-answers.")
     confidence_threshold: float = Field(default=0.5, description="Fixed threshold used until calibrated.")
+    audit_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Share of identify asks drawn at random, whatever the decision, as audit asks: a person "
+        "labels them and the labels recalibrate the serving policy (wearers who allow human review and frames).",
+    )
+    calibration_min_labels: int = Field(
+        default=200, ge=1,
+        description="Audit labels of the serving model needed before they replace the fixed threshold.",
+    )
 
     # Humans in the loop (accounts, review queue, live answers, feedback)
     allow_anonymous_asks: bool = Field(default=True, description="Asks without a token (device_id 'anonymous').")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import random
 import re
 import threading
 import time
@@ -22,8 +23,9 @@ from lookloop.config import Settings
 from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Decision, Outcome, hud_lines, utcnow
 from lookloop.errors import BadInput, LookloopError, NotFound
 from lookloop.imaging import decode_image
+from lookloop.loop.calibration import AuditVerdict, Calibration, audit_verdicts, draw_audit, replaceable, score_kind
 from lookloop.loop.learner import IdentifyModel, LinearHead, fit_linear_head
-from lookloop.loop.policies import EscalationPolicy, FixedThreshold
+from lookloop.loop.policies import EscalationPolicy, FixedThreshold, confidence_score
 from lookloop.loop.registry import ModelRegistry
 from lookloop.models.embcache import EmbeddingCache
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
@@ -56,6 +58,7 @@ class AskRecord:
     frame_sha: str | None
     latency_ms: float
     final_answer: str | None = None
+    audit: bool = False  # drawn at random as a spot check of the policy (lookloop.loop.calibration)
 
     @property
     def hud(self) -> list[str]:
@@ -126,7 +129,17 @@ def _row_to_record(row: AskRow) -> AskRecord:
         frame_sha=row.frame_sha,
         latency_ms=row.latency_ms,
         final_answer=row.final_answer,
+        audit=bool(row.audit),
     )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """What the policy saw for an identify ask: kept on the ask so a later label can recalibrate."""
+
+    score: float
+    kind: str
+    label: str
 
 
 class Lookloop:
@@ -156,6 +169,9 @@ class Lookloop:
         self._serving_id: str | None = None  # the registry version loaded, if any
         self._serving_checked = 0.0
         self.registry_poll_s = 2.0
+        # Live calibration: swapped whole under ``_lock`` together with ``policy`` (never mutated in place).
+        self._calibration = Calibration()
+        self._audit_rng = random.Random()
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -276,6 +292,9 @@ class Lookloop:
         with self._lock:
             self._identify = model
             self.model_version = f"{emb.version}+{model.head_version}"
+            if self._serving_id is None:
+                # No held-out set here: audit labels of this very model may still replace the fixed threshold.
+                self._recalibrate(self.model_version, "margin", np.zeros(0), np.zeros(0, dtype=bool))
         return model
 
     @property
@@ -319,8 +338,10 @@ class Lookloop:
                 log.error("model version %s cannot serve (%s); keeping %s", vid, exc.message, self.model_version)
 
     def activate_version(self, version_id: str) -> None:
-        """Serves a registry version: its backbone, head, example memory and calibrated policy."""
-        from lookloop.loop.policies import ConformalPolicy
+        """Serves a registry version: its backbone, head, example memory and calibrated policy.
+
+        The policy calibrates on the version's held-out set plus its audit labels stored so far.
+        """
         from lookloop.loop.registry import serving_embedder
 
         loaded = self.registry.load(version_id)
@@ -344,10 +365,34 @@ class Lookloop:
             self._identify = model
             self.model_version = version_id
             self._serving_id = version_id
-            if loaded.calibration_scores.size:
-                policy = ConformalPolicy(self.settings.alpha, score=loaded.calibration_score)
-                policy.calibrate(loaded.calibration_scores, loaded.calibration_correct)
-                self.policy = policy
+            self._recalibrate(version_id, loaded.calibration_score, loaded.calibration_scores,
+                              loaded.calibration_correct)
+
+    def _recalibrate(self, version: str, kind: str, heldout_scores: np.ndarray, heldout_correct: np.ndarray) -> None:
+        """Rebuilds the serving policy of ``version`` from its held-out set and stored audit labels.
+
+        Call holding ``_lock`` (with the model swap): a label stored meanwhile is either read here or, once this
+        state serves, applied on top of it, never lost or counted twice.
+        """
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            found = audit_verdicts(self.db, version, kind)
+        except SQLAlchemyError as exc:  # a database not migrated yet: no audit labels to read
+            log.warning("audit labels unavailable (%s); calibrating on the held-out set only", exc)
+            found = []
+        state = Calibration(version, kind, np.asarray(heldout_scores, dtype=np.float64).ravel(),
+                            np.asarray(heldout_correct, dtype=bool).ravel(),
+                            {v.ask_id: (v.score, v.correct) for v in found})
+        policy = state.fit(self.settings.alpha, self.settings.calibration_min_labels)
+        previous = self._calibration
+        self._calibration = Calibration(state.version, state.kind, state.heldout_scores, state.heldout_correct,
+                                        state.verdicts, policy)
+        if policy is not None and (state.heldout_scores.size or replaceable(self.policy, previous)):
+            self.policy = policy
+        elif policy is None and previous.policy is not None and self.policy is previous.policy:
+            # Calibrated for another model version: its threshold says nothing about this one.
+            self.policy = FixedThreshold(self.settings.confidence_threshold)
 
     def set_identify_model(self, model: IdentifyModel, version: str) -> None:
         """Swaps the serving model (promotion, rollback) without a restart."""
@@ -550,16 +595,23 @@ class Lookloop:
             stored = _STORE_POOL.submit(
                 self.privacy.store, frame, wearer_id=wearer_id, consent=consent, needs_human=False
             )
-        answer = self._answer(chosen, ask)
+        answer, scored = self._answer(chosen, ask)
         if not consent.human_review:
             answer = without_human_review(answer)
         escalated = answer.decision == Decision.ESCALATE
+        # Drawn whatever the decision: independence is what makes audit labels an unbiased calibration sample.
+        # Only where a person may see the frame and it is kept anyway (no frame is kept just for an audit).
+        audit = (
+            scored is not None and frame is not None and consent.human_review and consent.store_frames
+            and draw_audit(self._audit_rng, self.settings.audit_rate)
+        )
         if stored is not None:
             frame_sha = stored.result()
-            if frame_sha is not None and escalated:
+            if frame_sha is not None and (escalated or audit):
                 self.privacy.redact_soon(frame_sha)  # a person will look at it
         elif frame is not None:
-            frame_sha = self.privacy.store(frame, wearer_id=wearer_id, consent=consent, needs_human=escalated)
+            frame_sha = self.privacy.store(frame, wearer_id=wearer_id, consent=consent,
+                                           needs_human=escalated or audit)
         else:
             frame_sha = None
         latency = (time.perf_counter() - start) * 1000
@@ -582,6 +634,10 @@ class Lookloop:
             outcome=(Outcome.ESCALATED if answer.decision == Decision.ESCALATE else Outcome.ANSWERED).value,
             latency_ms=latency,
             answered_at=utcnow() if answer.decision == Decision.ANSWER else None,
+            audit=audit if scored is not None else None,
+            policy_score=scored.score if scored else None,
+            score_kind=scored.kind if scored else None,
+            predicted_label=scored.label if scored else None,
         )
         with self.db.session() as s:
             s.add(row)
@@ -593,12 +649,16 @@ class Lookloop:
                 hook(record)
         return record
 
-    def _answer(self, skill: Skill, ask: Ask) -> Answer:
+    def _answer(self, skill: Skill, ask: Ask) -> tuple[Answer, _Scored | None]:
+        """The answer, and for identify asks the score the policy decided on."""
         if isinstance(skill, IdentifySkill):
             q = skill.embed(ask)
             pred = skill.predict(ask, q)
             base = skill.answer_for(pred, self.model_version)
-            decision = self.policy.decide(pred.probs)
+            policy = self.policy  # one policy decides and names the score kind, even if a recalibration swaps it
+            decision = policy.decide(pred.probs)
+            kind = score_kind(policy)
+            scored = _Scored(confidence_score(pred.probs, kind), kind, str(base.result.get("label", "")))
             if ask.frame is not None:
                 # Keep the query embedding: a human label for this frame then needs no second forward pass.
                 self.embedding_cache.put(hashlib.sha256(ask.frame.data).hexdigest(), q[0])
@@ -616,8 +676,8 @@ class Lookloop:
                 result={**base.result, "raw_confidence": round(base.confidence, 4), "threshold": decision.threshold},
                 candidates=base.candidates,
                 policy=decision.policy,
-            )
-        return skill.run(ask)
+            ), scored
+        return skill.run(ask), None
 
     def find_by_idempotency_key(self, key: str) -> AskRecord | None:
         with self.db.session() as s:
@@ -674,6 +734,8 @@ class Lookloop:
             and self.consent.for_device(record.device_id).training_use
         ):
             self.learn_frame(record.frame_sha, canonical, key=f"ask:{ask_id}")
+        if record.audit:
+            self.record_audit_verdict(ask_id, canonical)
         for hook in self.hooks.labelled:
             hook(ask_id, canonical, source)
         return self.get_ask(ask_id)
@@ -700,6 +762,8 @@ class Lookloop:
             )
             row = s.get(AskRow, ask_id)
             assert row is not None
+            if row.audit and row.decision == Decision.ANSWER.value and source != "wearer":
+                return  # a reviewer's spot check of an auto-answer: the wearer's answer stays as it was
             ai_label = str((row.result or {}).get("label", row.answer_text))
             right = normalise_name(ai_label) == normalise_name(canonical)
             row.outcome = (
@@ -709,6 +773,53 @@ class Lookloop:
             item = self.find_item(canonical)
             row.final_answer = self._final_text(canonical, item)
             row.answered_at = utcnow()
+
+    def record_audit_verdict(self, ask_id: str, label: str | None) -> AuditVerdict | None:
+        """Stores whether an audit ask's predicted label was right and recalibrates the serving policy.
+
+        ``label`` None: a reviewer could not tell, counted as wrong (conservative: an answer nobody could
+        verify must not improve the certified bound). The latest label of an ask wins. Returns the verdict,
+        or None when the ask is not an audit ask. Never raises: calibration must not lose a label.
+        """
+        try:
+            with self.db.session() as s:
+                row = s.get(AskRow, ask_id)
+                if (row is None or not row.audit or row.policy_score is None or row.score_kind is None
+                        or row.predicted_label is None):
+                    return None
+                correct = label is not None and normalise_name(row.predicted_label) == normalise_name(label)
+                row.audit_correct = correct
+                verdict = AuditVerdict(row.id, row.model_version, float(row.policy_score), row.score_kind, correct)
+            self._apply_verdict(verdict)
+            return verdict
+        except Exception:  # noqa: BLE001 - the label is stored already; the next rebuild reads the verdict
+            log.exception("live calibration failed for audit ask %s", ask_id)
+            return None
+
+    def _apply_verdict(self, verdict: AuditVerdict) -> None:
+        """Refits off the lock (asks keep being answered), then swaps in if nothing changed meanwhile."""
+        alpha, min_labels = self.settings.alpha, self.settings.calibration_min_labels
+        for _ in range(3):
+            with self._lock:
+                state, current = self._calibration, self.policy
+            new = state.with_verdict(verdict, alpha, min_labels)
+            if new is None:
+                return
+            with self._lock:
+                if self._calibration is state and self.policy is current:
+                    self._install(state, current, new)
+                    return
+        with self._lock:  # contended: refit under the lock so the verdict is never dropped
+            state, current = self._calibration, self.policy
+            new = state.with_verdict(verdict, alpha, min_labels)
+            if new is not None:
+                self._install(state, current, new)
+
+    def _install(self, state: Calibration, current: EscalationPolicy, new: Calibration) -> None:
+        """Call holding ``_lock``: the new state, and its policy where live calibration owns the serving one."""
+        self._calibration = new
+        if new.policy is not None and replaceable(current, state):
+            self.policy = new.policy
 
     def _final_text(self, label: str, item: CatalogItem | None) -> str:
         from lookloop.skills.identify import product_line

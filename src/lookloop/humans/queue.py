@@ -43,6 +43,7 @@ class QueueItem:
     locked_until: dt.datetime | None
     resolved_value: str | None
     created_at: dt.datetime
+    reason: str | None = None  # "escalated" or "audit" (a spot check of an auto-answer); None: older items
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _item(row: ReviewItemRow) -> QueueItem:
         candidates=tuple((str(c[0]), float(c[1])) for c in (row.candidates or [])), live=bool(row.live),
         priority=row.priority, status=row.status, needed=row.needed, locked_by=row.locked_by,
         locked_until=_aware(row.locked_until) if row.locked_until else None, resolved_value=row.resolved_value,
-        created_at=_aware(row.created_at),
+        created_at=_aware(row.created_at), reason=row.reason,
     )
 
 
@@ -118,8 +119,13 @@ class ReviewQueue:
 
     # -- filling ------------------------------------------------------------------------------------------
 
-    def enqueue_ask(self, record: AskRecord, *, live: bool = True) -> QueueItem:
-        """The queue item of an escalated ask (created once; a second call returns the same item)."""
+    def enqueue_ask(
+        self, record: AskRecord, *, live: bool = True, reason: str = "escalated", priority: float | None = None
+    ) -> QueueItem:
+        """The queue item of an escalated or audit ask (created once; a second call returns the same item).
+
+        ``priority`` None: the active-learning priority of the ask.
+        """
         with self.db.session() as s:
             row = s.scalars(select(ReviewItemRow).where(ReviewItemRow.ask_id == record.id,
                                                         ReviewItemRow.kind == "ask")).first()
@@ -129,8 +135,8 @@ class ReviewQueue:
                     ask_id=record.id, kind="ask", question=record.question, frame_sha=record.frame_sha,
                     skill=a.skill, ai_answer=a.text, ai_label=str(a.result.get("label", a.text)),
                     confidence=a.confidence, candidates=[[c.label, c.score] for c in a.candidates][:10],
-                    live=live, priority=float(self.priority_fn(record)), status="open",
-                    needed=self.settings.review_consensus, created_at=self.clock(),
+                    live=live, priority=float(self.priority_fn(record) if priority is None else priority),
+                    status="open", needed=self.settings.review_consensus, created_at=self.clock(), reason=reason,
                 )
                 s.add(row)
                 s.flush()

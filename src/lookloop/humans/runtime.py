@@ -7,7 +7,7 @@ import threading
 import weakref
 from typing import Any
 
-from lookloop.domain import Outcome, hud_lines
+from lookloop.domain import Decision, Outcome, hud_lines
 from lookloop.humans.accounts import Accounts
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import Event, LiveHub
@@ -61,6 +61,12 @@ class Humans:
     # -- hooks (run in the thread that handled the ask) -----------------------------------------------------
 
     def on_asked(self, record: AskRecord) -> None:
+        if record.audit and record.answer.decision == Decision.ANSWER:
+            # A spot check of an auto-answer: reviewed after every escalation, first in first out (the same
+            # priority for all, so the labelled ones stay a random sample); escalated audit asks queue as usual.
+            from lookloop.loop.calibration import AUDIT_PRIORITY
+
+            self.queue.enqueue_ask(record, live=False, reason="audit", priority=AUDIT_PRIORITY)
         try:
             self.feedback.on_asked(record)
         except Exception:  # feedback is data about the ask, never a reason to fail it
@@ -70,6 +76,8 @@ class Humans:
         """A label given outside the queue (labels API, wearer correction) settles the ask's open item."""
         if self.queue.close_for_ask(ask_id, value):
             record = self.system.get_ask(ask_id)
+            if _spot_check(record):
+                return  # the wearer has had the AI's answer; an audit is not news to them
             self.hub.send_device(record.device_id, {"type": "answer", "ask_id": ask_id,
                                                     "text": record.final_answer or value, "hud": record.hud,
                                                     "source": "wearer" if source == "wearer" else "human",
@@ -107,6 +115,13 @@ class Humans:
             return
         author = ",".join(authors)[:64]
         record = self.system.get_ask(item.ask_id)
+        if _spot_check(record):
+            # The wearer's answer stays as it was; the verdict only recalibrates the policy.
+            if value is not None:
+                self.system.add_label(item.ask_id, value, source="human", author=author)
+            else:
+                self.system.record_audit_verdict(item.ask_id, None)
+            return
         if value is not None:
             # The wearer hears first; storing the label and learning from it follow at once.
             canonical = self.system.canonical_label(value) if record.answer.skill == "identify" else value
@@ -123,6 +138,13 @@ class Humans:
                 if row is not None:
                     row.outcome = Outcome.REJECTED.value
                     row.final_answer = CANNOT_TELL
+            if record.audit:
+                self.system.record_audit_verdict(item.ask_id, None)
+
+
+def _spot_check(record: AskRecord) -> bool:
+    """An audit of an ask the AI answered on its own (the wearer was never told a person would look)."""
+    return record.audit and record.answer.decision == Decision.ANSWER
 
 
 _registry: weakref.WeakKeyDictionary[Lookloop, Humans] = weakref.WeakKeyDictionary()

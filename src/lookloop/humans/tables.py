@@ -82,6 +82,7 @@ class ReviewItemRow(Base):
     resolved_value: Mapped[str | None] = mapped_column(Text, nullable=True)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "escalated" | "audit"; None: older rows
 
 
 class ReviewAnswerRow(Base):

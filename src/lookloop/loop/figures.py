@@ -15,9 +15,11 @@ def loop_figures(system: Lookloop) -> dict[str, Any]:
 
     Shape: ``{"serving": id|None, "policy": {...}, "versions": [{id, created_at, labels, accuracy, coverage,
     auto_error, kind}], "live": {"asks", "answered", "escalated", "coverage"}, "by_day": [{day, asks,
-    answered, coverage}]}``.
+    answered, coverage}], "audit": {"rate", "asks", "labels", "labels_serving_version", "min_labels"}}``.
+    ``policy`` is the live one: audit labels move its threshold, calibration_labels and error_upper_bound.
     """
     from lookloop.domain import Decision
+    from lookloop.loop.calibration import audit_counts
     from lookloop.loop.policies import ConformalPolicy
     from lookloop.store.tables import AskRow
 
@@ -26,8 +28,10 @@ def loop_figures(system: Lookloop) -> dict[str, Any]:
     policy = system.policy
     described: dict[str, Any] = (
         dict(policy.describe()) if isinstance(policy, ConformalPolicy)
-        else {"policy": policy.name, "threshold": getattr(policy, "threshold", None)}
+        else {"policy": policy.name, "threshold": getattr(policy, "threshold", None), "calibration_labels": 0,
+              "error_upper_bound": None}
     )
+    audit_asks, audit_labels, audit_serving = audit_counts(system.db, system.model_version)
     with system.db.session() as s:
         rows = s.execute(
             select(func.date(AskRow.created_at), AskRow.decision, func.count())
@@ -56,4 +60,7 @@ def loop_figures(system: Lookloop) -> dict[str, Any]:
                  "coverage": answered / asks if asks else None},
         "by_day": [{"day": k, **v, "coverage": v["answered"] / v["asks"] if v["asks"] else None}
                    for k, v in sorted(days.items())],
+        "audit": {"rate": system.settings.audit_rate, "asks": audit_asks, "labels": audit_labels,
+                  "labels_serving_version": audit_serving,
+                  "min_labels": system.settings.calibration_min_labels},
     }

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lookloop.domain import utcnow
@@ -46,6 +46,13 @@ class AskRow(Base):
     final_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     answered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # Live calibration (lookloop.loop.calibration): a random share of identify asks are audit asks, labelled
+    # whatever the decision; their (policy score, right or wrong) recalibrate the serving policy.
+    audit: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    policy_score: Mapped[float | None] = mapped_column(Float, nullable=True)  # what the policy thresholded
+    score_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "margin" | "top"
+    predicted_label: Mapped[str | None] = mapped_column(Text, nullable=True)
+    audit_correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # set once an audit ask is labelled
 
 
 class LabelRow(Base):
@@ -82,3 +89,4 @@ class CatalogItemRow(Base):
 
 
 Index("ix_asks_device_created", AskRow.device_id, AskRow.created_at)
+Index("ix_asks_audit_version", AskRow.audit, AskRow.model_version)
