@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from lookloop.bench import loop as bench_loop
 from lookloop.catalog import GroceryDataset
-from lookloop.loop.simulation import load_loop_data
+from lookloop.loop.simulation import load_loop_data, oracle_coverage
 
 KEYS = {"final_accuracy", "auto_error", "coverage", "coverage_at_10pct", "alpha", "labels_used", "rounds"}
 
@@ -30,6 +30,7 @@ def test_small_loop_on_the_grocery_layout(grocery: GroceryDataset, model_dir: Pa
     assert 0.0 <= figures["coverage"] <= 1.0
     # Whatever it answers alone, the policy never answered more wrongly than its certified bound allowed.
     assert figures["auto_error"] <= max(figures["error_bound"], figures["alpha"]) or figures["coverage"] == 0
+    assert 0.0 <= figures["oracle_coverage"] <= 1.0 and 0.0 <= figures["oracle_coverage_at_10pct"] <= 1.0
     assert (tmp_path / "out" / "loop.png").stat().st_size > 1000
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "## Rounds: margin" in report and "## Rounds: random" in report
@@ -94,3 +95,14 @@ def test_bad_input_is_a_one_line_error(cli: typer.Typer, args: list[str], messag
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_oracle_coverage_is_the_largest_prefix_within_alpha() -> None:
+    import numpy as np
+
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    right = np.array([True, True, False, True, False])
+    assert oracle_coverage(scores, right, 0.25) == pytest.approx(0.8)  # 1 wrong in the top 4
+    assert oracle_coverage(scores, right, 0.0) == pytest.approx(0.4)
+    assert oracle_coverage(scores, ~right | True, 0.0) == 1.0
+    assert oracle_coverage(np.array([0.9]), np.array([False]), 0.05) == 0.0

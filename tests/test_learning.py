@@ -82,6 +82,22 @@ def test_training_job_registers_and_promotes_a_version(small_system: Lookloop) -
     assert again.versions[0].parent_id == version.id
 
 
+def test_finetune_does_not_depend_on_the_order_of_labels(small_system: Lookloop) -> None:
+    import torch
+
+    from lookloop.loop.finetune import FinetuneConfig, finetune_backbone
+
+    all_paths, all_labels, _ = small_system.labelled_images()
+    paths, labels = all_paths[:12], all_labels[:12]
+    cfg = FinetuneConfig(views=1, epochs=1, batch=8, train_from=14)
+    a = finetune_backbone(paths, labels, cfg)
+    b = finetune_backbone(paths[::-1], labels[::-1], cfg)
+    pa = torch.nn.utils.parameters_to_vector(a.backbone.parameters())
+    pb = torch.nn.utils.parameters_to_vector(b.backbone.parameters())
+    assert len(set(labels)) >= 2
+    assert torch.allclose(pa, pb, atol=1e-5)
+
+
 def test_finetune_stage_registers_a_version_with_its_backbone(small_system: Lookloop) -> None:
     """Fine-tuning end to end on a tiny set: the version carries an ONNX backbone the server then uses."""
     from lookloop.loop.finetune import FinetuneConfig

@@ -46,10 +46,12 @@ def embed_paths(paths: list[Path], embedder: Any, cache_dir: Path, what: str, pr
 
 def _round_table(title: str, r: RoundResult) -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("round", "stage", "labels", "accuracy", "coverage", "auto error", "threshold", "bound", "s"):
+    for col in ("round", "stage", "labels", "accuracy", "coverage", "auto error", "threshold", "bound", "oracle",
+                "s"):
         t.add_column(col, justify="right")
     t.add_row(str(r.round), r.stage, str(r.labels_used), f"{r.accuracy:.3f}", f"{r.coverage:.3f}",
-              f"{r.auto_error:.3f}", f"{r.threshold:.4f}", f"{r.error_bound:.3f}", f"{r.seconds:.1f}")
+              f"{r.auto_error:.3f}", f"{r.threshold:.4f}", f"{r.error_bound:.3f}", f"{r.oracle_coverage:.3f}",
+              f"{r.seconds:.1f}")
     return t
 
 
@@ -98,16 +100,20 @@ def write_report(path: Path, figures: dict[str, Any], run: LoopRun, baseline: Lo
         if r is None:
             continue
         lines += ["", f"## Rounds: {r.strategy}", "",
-                  "| round | stage | labels | accuracy | coverage | auto error | threshold | bound | seconds |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| round | stage | labels | accuracy | coverage | auto error | threshold | bound | oracle coverage "
+                  "| seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         rows = [*r.rounds, r.final] if r.final.stage == "finetune" else r.rounds
         lines += [f"| {p.round} | {p.stage} | {p.labels_used} | {p.accuracy:.3f} | {p.coverage:.3f} | "
-                  f"{p.auto_error:.3f} | {p.threshold:.4f} | {p.error_bound:.3f} | {p.seconds:.1f} |" for p in rows]
+                  f"{p.auto_error:.3f} | {p.threshold:.4f} | {p.error_bound:.3f} | {p.oracle_coverage:.3f} | "
+                  f"{p.seconds:.1f} |" for p in rows]
     lines += ["", "![curves](loop.png)", "",
               "Coverage and auto-answer error: the conformal policy (Learn-then-Test, Clopper-Pearson) calibrated",
               "by five-fold cross-fitting on reviewer spot checks of the live (eval) asks: each ask is judged by a",
               "threshold set on the other folds' labels only; eval labels never train the model. `bound` is the",
-              "certified upper bound on the auto-answer error (the worse fold).", ""]
+              "certified upper bound on the auto-answer error (the worse fold). `oracle coverage` is the most any",
+              "threshold could answer at error <= alpha if it were chosen by looking at the eval labels themselves:",
+              "not achievable, a ceiling that separates a weak model from a conservative policy.", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -162,6 +168,8 @@ def run_loop_bench(
         "auto_error": run.final.auto_error,
         "coverage": run.final.coverage,
         "coverage_at_10pct": coverage_at(run, 0.10),
+        "oracle_coverage": run.final.oracle_coverage,
+        "oracle_coverage_at_10pct": coverage_at(run, 0.10, oracle=True),
         "alpha": alpha,
         "labels_used": run.final.labels_used,
         "rounds": len(run.rounds) - (1 if run.rounds and run.rounds[0].stage == "seed" else 0),

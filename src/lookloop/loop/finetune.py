@@ -175,6 +175,10 @@ def finetune_backbone(
     classes = tuple(sorted(set(labels)))
     if len(classes) < 2:
         raise ValueError("fine-tuning needs labels of at least two classes")
+    # The same label set gives the same backbone whatever order the labels came in (strategies differ only
+    # in that order once every label is spent), so runs compare recipes, not shuffles.
+    pairs = sorted((str(p), lab) for p, lab in zip(paths, labels, strict=True))
+    paths, labels = [Path(p) for p, _ in pairs], [lab for _, lab in pairs]
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -137,6 +137,9 @@ class RoundResult:
     error_bound: float
     seconds: float
     stage: str = "head"
+    # The most any threshold could answer at error <= alpha, chosen by looking at the eval labels themselves:
+    # not achievable, a ceiling that tells a weak model from a conservative policy.
+    oracle_coverage: float = math.nan
 
 
 @dataclass
@@ -151,13 +154,23 @@ class LoopRun:
         return [asdict(r) for r in [*self.rounds, self.final]]
 
 
+def oracle_coverage(scores: np.ndarray, right: np.ndarray, alpha: float) -> float:
+    """Largest share of asks whose top-scored answers have an error rate <= alpha (hindsight, no guarantee)."""
+    if not scores.size:
+        return math.nan
+    order = np.argsort(-scores, kind="stable")
+    err = np.cumsum(~right[order]) / np.arange(1, scores.size + 1)
+    ok = np.flatnonzero(err <= alpha)
+    return float((ok.max() + 1) / scores.size) if ok.size else 0.0
+
+
 def cross_calibrated(
     model: IdentifyModel, x: np.ndarray, labels: list[str], *, alpha: float, delta: float, seed: int = 0,
     folds: int = 5,
-) -> tuple[float, float, float, float, float]:
-    """(accuracy, coverage, auto-answer error, mean threshold, worst bound) with k-fold cross-calibration."""
+) -> tuple[float, float, float, float, float, float]:
+    """(accuracy, coverage, auto error, mean threshold, worst bound, oracle coverage), k-fold cross-calibrated."""
     if not len(labels):
-        return math.nan, math.nan, math.nan, math.nan, math.nan
+        return math.nan, math.nan, math.nan, math.nan, math.nan, math.nan
     preds = model.predict(x)
     right = np.array([p.top[0] == y for p, y in zip(preds, labels, strict=True)])
     top = confidence_scores(np.stack([p.probs for p in preds])) if preds else np.zeros(0)
@@ -172,7 +185,8 @@ def cross_calibrated(
         bounds.append(policy.upper_bound)
     cov = float(answered.mean())
     err = float((~right[answered]).mean()) if answered.any() else 0.0
-    return float(right.mean()), cov, err, float(np.mean(thresholds)), float(max(bounds))
+    return (float(right.mean()), cov, err, float(np.mean(thresholds)), float(max(bounds)),
+            oracle_coverage(top, right, alpha))
 
 
 Features = tuple[np.ndarray, np.ndarray, np.ndarray]  # train, eval, seed embeddings (L2-normalised)
@@ -217,9 +231,10 @@ def simulate(
         return model
 
     def measure(r: int, model: IdentifyModel, xt: np.ndarray, xe: np.ndarray, t0: float, stage: str) -> RoundResult:
-        acc, cov, err, thr, bound = cross_calibrated(model, xe, data.eval_labels, alpha=alpha, delta=delta, seed=seed)
+        acc, cov, err, thr, bound, oracle = cross_calibrated(model, xe, data.eval_labels, alpha=alpha, delta=delta,
+                                                             seed=seed)
         res = RoundResult(r, len(labelled), len(data.eval_labels), acc, cov, err, thr, bound,
-                          time.perf_counter() - t0, stage)
+                          time.perf_counter() - t0, stage, oracle)
         if on_round:
             on_round(res)
         return res
@@ -271,10 +286,12 @@ def labels_to_reach(run: LoopRun, target: float) -> int | None:
     return None
 
 
-def coverage_at(run: LoopRun, share: float) -> float:
-    """Coverage at the first round where ``share`` of the backlog is labelled."""
+def coverage_at(run: LoopRun, share: float, *, oracle: bool = False) -> float:
+    """Coverage (or the oracle's) at the first round where ``share`` of the backlog is labelled."""
     need = share * run.n_train
     for r in run.rounds:
         if r.labels_used >= need - 1e-9:
-            return r.coverage
-    return run.rounds[-1].coverage if run.rounds else math.nan
+            return r.oracle_coverage if oracle else r.coverage
+    if not run.rounds:
+        return math.nan
+    return run.rounds[-1].oracle_coverage if oracle else run.rounds[-1].coverage
