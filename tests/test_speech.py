@@ -306,8 +306,7 @@ def _bench_app() -> typer.Typer:
     return app
 
 
-@needs_data
-def test_bench_asr_on_three_clips(tmp_path: Path) -> None:
+def _three_clips(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     (data / "wav").mkdir(parents=True)
     lines = ["file\ttext\tspeaker"]
@@ -315,6 +314,12 @@ def test_bench_asr_on_three_clips(tmp_path: Path) -> None:
         (data / "wav" / Path(name).name).symlink_to(SPEECH_DIR / name)
         lines.append(f"{Path(name).name}\t{ref}\tx")  # bare names: resolved under DIR/wav/
     (data / "transcripts.tsv").write_text("\n".join(lines) + "\n")
+    return data
+
+
+@needs_data
+def test_bench_asr_on_three_clips(tmp_path: Path) -> None:
+    data = _three_clips(tmp_path)
     out = tmp_path / "asr.json"
     result = CliRunner().invoke(_bench_app(), ["asr", "--data", str(data), "--json", str(out)])
     assert result.exit_code == 0, result.output
@@ -328,3 +333,29 @@ def test_bench_asr_bad_folder_is_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(_bench_app(), ["asr", "--data", str(tmp_path)])
     assert result.exit_code == 2
     assert "transcripts.tsv" in result.output
+
+
+@needs_data
+def test_bench_asr_decoding_knobs(tmp_path: Path) -> None:
+    """Greedy, prompt-free decoding is measurable from the command line; a bad knob is a one-line error."""
+    data = _three_clips(tmp_path)
+    out = tmp_path / "greedy.json"
+    args = ["asr", "--data", str(data), "--json", str(out), "--beam-size", "1", "--no-prompt", "--no-fallback",
+            "--limit", "2"]
+    result = CliRunner().invoke(_bench_app(), args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["n"] == 2
+    bad = CliRunner().invoke(_bench_app(), ["asr", "--data", str(data), "--compute-type", "fp8"])
+    assert bad.exit_code == 2 and "compute type" in bad.output
+
+
+def test_whisper_options_follow_the_bench_knobs() -> None:
+    from lookloop.bench.asr import make_transcriber
+    from lookloop.models.asr import WhisperTranscriber
+
+    t = make_transcriber("whisper", beam_size=1, prompt=False, fallback=False, compute_type="float32")
+    assert isinstance(t, WhisperTranscriber)
+    assert (t.options.beam_size, t.options.prompts, t.options.temperature, t.options.compute_type) == (
+        1, {}, (0.0,), "float32")
+    served = make_transcriber("whisper")
+    assert isinstance(served, WhisperTranscriber) and served.options.beam_size == 5 and served.options.prompts

@@ -50,11 +50,26 @@ def load_manifest(data_dir: Path, limit: int | None = None) -> list[Item]:
     return items
 
 
-def make_transcriber(model: str) -> Transcriber:
-    from lookloop.models.asr import PocketsphinxTranscriber, WhisperTranscriber
+def make_transcriber(
+    model: str, *, beam_size: int | None = None, prompt: bool = True, fallback: bool = True,
+    compute_type: str | None = None,
+) -> Transcriber:
+    """The transcriber to measure; the Whisper knobs default to what the product serves."""
+    from lookloop.models.asr import PocketsphinxTranscriber, WhisperOptions, WhisperTranscriber
 
     if model == "whisper":
-        return WhisperTranscriber()
+        options = WhisperOptions()
+        if beam_size is not None:
+            options.beam_size = beam_size
+        if not prompt:
+            options.prompts = {}
+        if not fallback:
+            options.temperature = (0.0,)
+        if compute_type is not None:
+            if compute_type not in ("int8", "float32"):
+                raise ValueError(f"unknown compute type {compute_type!r}; use int8 or float32")
+            options.compute_type = compute_type
+        return WhisperTranscriber(options)
     if model == "pocketsphinx":
         return PocketsphinxTranscriber()
     raise ValueError(f"unknown model {model!r}; use whisper or pocketsphinx")
@@ -122,12 +137,25 @@ def register(app: typer.Typer) -> None:
         language: Annotated[
             str, typer.Option("--language", help="Language to decode in; 'auto' detects it per clip.")
         ] = "en",
+        beam_size: Annotated[
+            int | None, typer.Option("--beam-size", min=1, max=20, help="Whisper beam width (1: greedy; served: 5).")
+        ] = None,
+        prompt: Annotated[
+            bool, typer.Option("--prompt/--no-prompt", help="Whisper's generic per-language prompt (served: on).")
+        ] = True,
+        fallback: Annotated[
+            bool, typer.Option("--fallback/--no-fallback", help="Temperature fallback on failed decodes (served: on).")
+        ] = True,
+        compute_type: Annotated[
+            str | None, typer.Option("--compute-type", help="int8 (served) or float32.")
+        ] = None,
     ) -> None:
         """Word error rate and real-time factor of speech-to-text on DATA (e.g. speech-en)."""
         console = Console()
         try:
             items = load_manifest(data, limit)
-            transcriber = make_transcriber(model)
+            transcriber = make_transcriber(model, beam_size=beam_size, prompt=prompt, fallback=fallback,
+                                           compute_type=compute_type)
             figures, worst = run_bench(items, transcriber, None if language == "auto" else language, console)
         except (ValueError, RuntimeError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
