@@ -62,13 +62,21 @@ def write_plot(path: Path, run: LoopRun, baseline: LoopRun | None, alpha: float)
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r, style, name in ((run, "-", run.strategy), (baseline, "--", "random")):
-        if r is None:
+    for r, style, name, shade in ((run, "-", run.strategy, 1.0), (baseline, "--", "random", 0.45)):
+        if r is None or (r is baseline and baseline is run):
             continue
         xs = [p.labels_used for p in r.rounds]
-        ax1.plot(xs, [p.accuracy for p in r.rounds], style, marker="o", color="C0", label=f"accuracy ({name})")
-        ax1.plot(xs, [p.coverage for p in r.rounds], style, marker="s", color="C1", label=f"coverage ({name})")
-        ax2.plot(xs, [p.auto_error for p in r.rounds], style, marker="o", color="C3", label=f"auto error ({name})")
+        ax1.plot(xs, [p.accuracy for p in r.rounds], style, marker="o", color="C0", alpha=shade,
+                 label=f"accuracy ({name})")
+        ax1.plot(xs, [p.coverage for p in r.rounds], style, marker="s", color="C1", alpha=shade,
+                 label=f"coverage ({name})")
+        ax2.plot(xs, [p.auto_error for p in r.rounds], style, marker="o", color="C3", alpha=shade,
+                 label=f"auto error ({name})")
+    # The ceiling: what a threshold chosen with the eval labels in hand would answer at error <= alpha.
+    oracle_xs = [p.labels_used for p in run.rounds] + ([run.final.labels_used] if run.final.stage == "finetune" else [])
+    oracle_ys = [p.oracle_coverage for p in run.rounds] + (
+        [run.final.oracle_coverage] if run.final.stage == "finetune" else [])
+    ax1.plot(oracle_xs, oracle_ys, ":", color="C1", lw=1.2, label=f"oracle coverage ({run.strategy}, ceiling)")
     if run.final.stage == "finetune":
         ax1.scatter([run.final.labels_used], [run.final.accuracy], marker="*", s=160, color="C2",
                     label="accuracy after fine-tuning", zorder=5)
@@ -77,7 +85,8 @@ def write_plot(path: Path, run: LoopRun, baseline: LoopRun | None, alpha: float)
         ax2.scatter([run.final.labels_used], [run.final.auto_error], marker="*", s=160, color="C2",
                     label="after fine-tuning", zorder=5)
     ax2.axhline(alpha, color="k", lw=1, ls=":", label=f"alpha = {alpha:g}")
-    worst = max([p.auto_error for p in run.rounds] + [run.final.auto_error], default=0.0)
+    shown = [*run.rounds, run.final, *(baseline.rounds if baseline is not None else [])]
+    worst = max([p.auto_error for p in shown if p.auto_error == p.auto_error], default=0.0)
     ax2.set_ylim(0, max(2 * alpha, 1.1 * worst))
     ax1.set_xlabel("labels spent")
     ax2.set_xlabel("labels spent")
