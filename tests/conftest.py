@@ -88,7 +88,7 @@ def small_val(grocery: GroceryDataset, per_class: int = 3) -> list[LabelledImage
 
 def build_small_system(settings: Settings, grocery: GroceryDataset, *, per_class: int = 12):  # type: ignore[no-untyped-def]
     """A migrated system knowing SMALL_CLASSES from their iconic images plus a few train photos each."""
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     system = Lookloop(settings)
     system.migrate()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from lookloop.catalog import GroceryDataset, LabelledImage
-from lookloop.humans.runtime import humans_of
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 # Products outside the small test catalogue: the model cannot place them and asks a human.
 UNKNOWN_CLASSES = ("Pineapple", "Ginger", "Brown-Cap-Mushroom")
@@ -28,7 +27,7 @@ def unknown_photo(system: Lookloop, grocery: GroceryDataset) -> LabelledImage:
 
 def credentials(client: TestClient, system: Lookloop) -> tuple[str, str, str]:
     """A device token, a reviewer session token and an operator session token."""
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     _, device = accounts.add_device("wendy", "test glasses")
     accounts.add_account("rita", "reviewer", "reviewer-pass")
     accounts.add_account("otto", "operator", "operator-pass")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_val
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import small_val
 from lookloop.server.app import create_app
 
 
@@ -114,12 +114,11 @@ def test_unknown_ask_id_is_404(client: TestClient) -> None:
 
 
 def test_catalog_crud(client: TestClient, small_system) -> None:  # type: ignore[no-untyped-def]
-    from lookloop.humans.runtime import humans_of
 
     assert any(i["name"] == "Banana" for i in client.get("/v1/catalog").json())
     # Reads are open; writes need an operator.
     assert client.post("/v1/catalog", json={"id": "x", "name": "X"}).status_code == 401
-    humans_of(small_system).accounts.add_account("op", "operator", "pw-12345678")
+    small_system.humans.accounts.add_account("op", "operator", "pw-12345678")
     token = client.post("/v1/auth/login", json={"username": "op", "password": "pw-12345678"}).json()["token"]
     client.headers["Authorization"] = f"Bearer {token}"
     r = client.post("/v1/catalog", json={"id": "fika-bun", "name": "Cinnamon bun", "price": 25, "currency": "SEK"})
@@ -134,7 +133,6 @@ def test_catalog_crud(client: TestClient, small_system) -> None:  # type: ignore
 
 
 def test_routing_out_of_scope_goes_to_a_human_and_routes_can_be_corrected(client: TestClient, small_system) -> None:  # type: ignore[no-untyped-def]
-    from lookloop.humans.runtime import humans_of
 
     r = client.post("/v1/asks", data={"question": "book me a flight to Paris tomorrow"})
     assert r.status_code == 200, r.text
@@ -143,7 +141,7 @@ def test_routing_out_of_scope_goes_to_a_human_and_routes_can_be_corrected(client
     assert "helper" in body["answer"]["text"]
     # Only reviewers and operators correct routes.
     assert client.post(f"/v1/asks/{body['id']}/route", json={"skill": "notes"}).status_code == 401
-    humans_of(small_system).accounts.add_account("rev", "reviewer", "pw-12345678")
+    small_system.humans.accounts.add_account("rev", "reviewer", "pw-12345678")
     token = client.post("/v1/auth/login", json={"username": "rev", "password": "pw-12345678"}).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     r = client.post(f"/v1/asks/{body['id']}/route", json={"skill": "nonsense"}, headers=headers)
@@ -156,7 +154,7 @@ def test_routing_out_of_scope_goes_to_a_human_and_routes_can_be_corrected(client
 def test_without_data_the_service_says_what_is_missing(tmp_path: Path, model_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from lookloop.cli import ensure_demo
     from lookloop.config import Settings
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     monkeypatch.setenv("LOOKLOOP_DATA", str(tmp_path / "nowhere"))
     settings = Settings(var_dir=tmp_path / "var", model_dir=model_dir)

@@ -13,10 +13,9 @@ from fastapi.testclient import TestClient
 
 from lookloop.errors import BadInput, Conflict, Unauthorized
 from lookloop.humans.accounts import Accounts, token_hash
-from lookloop.humans.runtime import humans_of
 from lookloop.humans.tables import DeviceRow, SessionRow
 from lookloop.server.app import create_app
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def _login(client: TestClient, username: str, password: str) -> dict[str, str]:
 
 
 def test_passwords_are_hashed_and_tokens_only_stored_as_digests(system: Lookloop) -> None:
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     _, pw = accounts.add_account("rita", "reviewer", "correct horse")
     assert pw == "correct horse"
     [info] = accounts.list_accounts()
@@ -59,7 +58,7 @@ def test_passwords_are_hashed_and_tokens_only_stored_as_digests(system: Lookloop
 
 
 def test_account_input_is_checked(system: Lookloop) -> None:
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     with pytest.raises(BadInput):
         accounts.add_account("bad name!", "reviewer", "long enough")
     with pytest.raises(BadInput):
@@ -72,7 +71,7 @@ def test_account_input_is_checked(system: Lookloop) -> None:
 
 
 def test_wrong_password_disabled_account_and_expiry(system: Lookloop) -> None:
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     accounts.add_account("otto", "operator", "secret-secret")
     with pytest.raises(Unauthorized):
         accounts.login("otto", "nope-nope")
@@ -95,7 +94,7 @@ def test_wrong_password_disabled_account_and_expiry(system: Lookloop) -> None:
 
 
 def test_revoked_device_is_refused(system: Lookloop) -> None:
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     device, token = accounts.add_device("wendy")
     p = accounts.principal(token)
     assert (p.kind, p.role, p.device_id) == ("device", "wearer", device.id)
@@ -105,7 +104,7 @@ def test_revoked_device_is_refused(system: Lookloop) -> None:
 
 
 def test_demo_credentials_file_is_private_and_stable(system: Lookloop, tmp_path: Path) -> None:
-    accounts: Accounts = humans_of(system).accounts
+    accounts: Accounts = system.humans.accounts
     path = tmp_path / "var" / "demo-credentials.json"
     creds = accounts.ensure_demo(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -117,7 +116,7 @@ def test_demo_credentials_file_is_private_and_stable(system: Lookloop, tmp_path:
 
 
 def test_http_login_me_and_logout(client: TestClient, system: Lookloop) -> None:
-    humans_of(system).accounts.add_account("rita", "reviewer", "correct horse")
+    system.humans.accounts.add_account("rita", "reviewer", "correct horse")
     assert client.post("/v1/auth/login", json={"username": "rita", "password": "wrong"}).status_code == 401
     assert client.post("/v1/auth/login", json={"username": "rita"}).status_code == 422
     headers = _login(client, "rita", "correct horse")
@@ -131,7 +130,7 @@ def test_http_login_me_and_logout(client: TestClient, system: Lookloop) -> None:
 
 
 def test_roles_guard_catalogue_writes_review_and_listing(client: TestClient, system: Lookloop) -> None:
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     accounts.add_account("rita", "reviewer", "reviewer-pass")
     accounts.add_account("otto", "operator", "operator-pass")
     _, dev_token = accounts.add_device("wendy")
@@ -164,7 +163,7 @@ def test_roles_guard_catalogue_writes_review_and_listing(client: TestClient, sys
 def test_websockets_need_a_token_of_the_right_role(client: TestClient, system: Lookloop) -> None:
     from starlette.websockets import WebSocketDisconnect
 
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     accounts.add_account("rita", "reviewer", "reviewer-pass")
     _, dev_token = accounts.add_device("wendy")
     ses = _login(client, "rita", "reviewer-pass")["Authorization"].split()[1]

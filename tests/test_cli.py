@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_CLASSES
 from typer.testing import CliRunner
 
-from conftest import SMALL_CLASSES
 from lookloop.cli import app
 from lookloop.config import get_settings
 

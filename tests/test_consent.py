@@ -10,14 +10,8 @@ import pytest
 from privacy_util import add_device, face_photo, product_photo, receipt_photo, system_for
 
 from lookloop.catalog import GroceryDataset
-from lookloop.domain import Decision
-from lookloop.privacy.consent import (
-    DEFAULT,
-    NO_REVIEW_NOTE,
-    Consent,
-    exportable_ask_ids,
-    training_excluded_ask_ids,
-)
+from lookloop.domain import NO_REVIEW_NOTE, Consent, Decision
+from lookloop.privacy.consent import DEFAULT, exportable_ask_ids, training_excluded_ask_ids
 from lookloop.privacy.tables import RedactionRow
 
 

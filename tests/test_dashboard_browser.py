@@ -24,7 +24,7 @@ from episode_fixtures import seed_history
 
 from lookloop.catalog import grocery_catalog
 from lookloop.loop.registry import ModelVersion
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 pytestmark = pytest.mark.browser
 
@@ -40,10 +40,9 @@ def _free_port() -> int:
 
 def _reviewer_history(system: Lookloop, seeded: Any) -> None:
     """Queue answers for the seeded escalations, as the review queue records them."""
-    from lookloop.humans.runtime import humans_of
     from lookloop.humans.tables import ReviewAnswerRow, ReviewItemRow
 
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     ids = {name: accounts.add_account(name, "reviewer", password=PASSWORD)[0].id for name in ("ana", "bo", "chen")}
     rng = random.Random(3)
     pace = {"ana": 2.5, "bo": 4.0, "chen": 6.5}
@@ -140,9 +139,8 @@ def served(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Ite
                           now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     _reviewer_history(system, seeded)
     _model_history(system, tmp_path)
-    from lookloop.humans.runtime import humans_of
 
-    humans_of(system).accounts.add_account("olga", "operator", password=PASSWORD)
+    system.humans.accounts.add_account("olga", "operator", password=PASSWORD)
     with _serving(system) as base:
         yield base, system
     system.db.dispose()
@@ -151,13 +149,12 @@ def served(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Ite
 @pytest.fixture
 def fresh(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Iterator[tuple[str, Lookloop]]:
     """A system with a few days of asks and no model version registered yet."""
-    from lookloop.humans.runtime import humans_of
 
     system = Lookloop(make_settings(tmp_path, data_dir, model_dir))
     system.migrate()
     system.upsert_items([i for i in grocery_catalog(grocery.root) if i.name in SMALL_CLASSES])
     seed_history(system, small_val(grocery), days=5, per_day=8, now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
-    humans_of(system).accounts.add_account("olga", "operator", password=PASSWORD)
+    system.humans.accounts.add_account("olga", "operator", password=PASSWORD)
     with _serving(system) as base:
         yield base, system
     system.db.dispose()

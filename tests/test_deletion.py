@@ -11,7 +11,6 @@ from privacy_util import add_device, face_photo, product_photo, system_for
 from sqlalchemy import func, select
 
 from lookloop.catalog import GroceryDataset
-from lookloop.privacy.deletion import delete_wearer_data, marked_model_versions
 from lookloop.privacy.tables import AuditRow, RedactionRow
 from lookloop.store.tables import AskRow, LabelRow
 
@@ -60,7 +59,7 @@ def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None
     assert system.embedding_cache.get(my_shas[0]) is not None
     assert f"ask:{mine[0].id}" in system.identify_model.memory.keys
 
-    report = delete_wearer_data(system, a_wearer, actor="test")
+    report = system.deletion.delete_wearer_data(a_wearer, actor="test")
 
     assert report.asks == 3 and report.labels == 2 and report.memory_entries == 1
     assert sorted(report.devices) == sorted({a_dev, a_dev2, a_wearer})
@@ -77,7 +76,7 @@ def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None
     keys = set(system.identify_model.memory.keys)
     assert not any(f"ask:{i}" in keys for i in ids)
     # The model that learned from them is marked; the next build leaves them out.
-    assert serving in marked_model_versions(system) and serving in report.models_marked
+    assert serving in system.deletion.marked_model_versions() and serving in report.models_marked
     _, _, label_keys = system.labelled_images()
     assert not any(f"ask:{i}" in label_keys for i in ids)
     assert not any(f"ask:{i}" in system.build_identify().memory.keys for i in ids)

@@ -26,8 +26,8 @@ from lookloop.exports.hf import export_hf
 from lookloop.exports.imagefolder import class_dir, export_imagefolder
 from lookloop.exports.jsonl import export_jsonl
 from lookloop.exports.kto import export_kto
-from lookloop.service import Lookloop
 from lookloop.skills.identify import product_line
+from lookloop.system import Lookloop
 
 NOW = utcnow()
 

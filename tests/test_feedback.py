@@ -9,10 +9,9 @@ from conftest import small_val
 from fastapi.testclient import TestClient
 from humans_util import bearer, credentials
 
-from lookloop.humans.runtime import humans_of
 from lookloop.server.app import create_app
-from lookloop.service import Lookloop
 from lookloop.store.tables import LabelRow
+from lookloop.system import Lookloop
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ def test_right_and_wrong_with_a_correction_become_data(client: TestClient, small
     assert ("Oatly-Oat-Milk", "wearer") in _labels(small_system, second["id"])
     settled = client.get(f"/v1/asks/{second['id']}", headers=bearer(device)).json()
     assert settled["outcome"] == "corrected"
-    stored = humans_of(small_system).feedback.list(ask_id=second["id"])
+    stored = small_system.humans.feedback.list(ask_id=second["id"])
     assert [(f.verdict, f.correction, f.implicit) for f in stored] == [("wrong", "Oatly-Oat-Milk", False)]
     # The correction teaches at once: the same photo now gets the corrected answer.
     again = _ask(client, cucumber.path.read_bytes(), bearer(device))
@@ -65,21 +64,21 @@ def test_a_quick_reask_is_an_implicit_wrong(client: TestClient, small_system: Lo
     milk = next(p for p in small_val(grocery) if p.label == "Arla-Standard-Milk")
     first = _ask(client, milk.path.read_bytes(), bearer(device))
     assert first["answer"]["decision"] == "answer"
-    assert humans_of(small_system).feedback.list(ask_id=first["id"]) == []
+    assert small_system.humans.feedback.list(ask_id=first["id"]) == []
     _ask(client, milk.path.read_bytes(), bearer(device))
-    [implicit] = humans_of(small_system).feedback.list(ask_id=first["id"])
+    [implicit] = small_system.humans.feedback.list(ask_id=first["id"])
     assert (implicit.verdict, implicit.implicit, implicit.correction) == ("wrong", True, None)
 
     # Outside the window, or from another device, a re-ask says nothing about the earlier answer.
     small_system.settings.reask_window_s = 0
     third = _ask(client, milk.path.read_bytes(), bearer(device))
     _ask(client, milk.path.read_bytes(), bearer(device))
-    assert humans_of(small_system).feedback.list(ask_id=third["id"]) == []
+    assert small_system.humans.feedback.list(ask_id=third["id"]) == []
 
 
 def test_feedback_is_checked(client: TestClient, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
     device, reviewer, _ = credentials(client, small_system)
-    _, other = humans_of(small_system).accounts.add_device("someone-else")
+    _, other = small_system.humans.accounts.add_device("someone-else")
     data = small_val(grocery)[0].path.read_bytes()
     mine = _ask(client, data, bearer(device))
     url = f"/v1/asks/{mine['id']}/feedback"
@@ -96,10 +95,10 @@ def test_feedback_is_checked(client: TestClient, small_system: Lookloop, grocery
 
 
 def test_feedback_with_an_idempotency_key_is_stored_once(tmp_path, data_dir, model_dir, grocery) -> None:  # type: ignore[no-untyped-def]
+    from conftest import build_small_system, make_settings, small_val
     from fastapi.testclient import TestClient
     from sqlalchemy import func, select
 
-    from conftest import build_small_system, make_settings, small_val
     from lookloop.humans.tables import FeedbackRow
     from lookloop.server.app import create_app
     from lookloop.store.tables import LabelRow

@@ -11,7 +11,7 @@ import pytest
 from lookloop.catalog import GroceryDataset
 from lookloop.domain import Decision
 from lookloop.loop.learner import fit_linear_head, fit_softmax_head
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 from tests.conftest import SMALL_CLASSES, small_val
 
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from humans_util import bearer, credentials, unknown_photo
 
-from lookloop.humans.runtime import STATUS_ASKING, STATUS_TIMED_OUT, humans_of
+from lookloop.humans.runtime import STATUS_ASKING, STATUS_TIMED_OUT
 from lookloop.server.app import create_app
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_escalation_goes_to_the_reviewer_and_the_answer_to_the_wearer(
                         files={"image": ("p.jpg", photo.path.read_bytes())}, headers=bearer(device)).json()
     assert again["answer"]["decision"] == "answer"  # learned at once: no human this time
     assert again["answer"]["result"]["label"] == photo.label
-    assert humans_of(small_system).queue.for_ask(again["id"]) is None
+    assert small_system.humans.queue.for_ask(again["id"]) is None
 
 
 def test_nobody_answering_tells_the_wearer_and_keeps_the_item(
@@ -75,7 +75,7 @@ def test_nobody_answering_tells_the_wearer_and_keeps_the_item(
         assert wearer_ws.receive_json()["status"] == STATUS_ASKING
         late = wearer_ws.receive_json()
         assert late == {"type": "status", "ask_id": first["id"], "status": STATUS_TIMED_OUT}
-    item = humans_of(small_system).queue.for_ask(first["id"])
+    item = small_system.humans.queue.for_ask(first["id"])
     assert item is not None and item.status == "open" and not item.live
     # Still queued: a reviewer who signs in later gets it from the queue.
     got = client.post("/v1/review/next", headers=bearer(reviewer)).json()
@@ -91,5 +91,5 @@ def test_a_label_given_outside_the_queue_settles_its_item(
                         files={"image": ("p.jpg", photo.path.read_bytes())}, headers=bearer(device)).json()
     r = client.post(f"/v1/asks/{first['id']}/labels", json={"value": photo.label}, headers=bearer(operator))
     assert r.status_code == 200, r.text
-    item = humans_of(small_system).queue.for_ask(first["id"])
+    item = small_system.humans.queue.for_ask(first["id"])
     assert item is not None and item.status == "resolved"

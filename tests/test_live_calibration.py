@@ -12,16 +12,15 @@ from conftest import SMALL_CLASSES, build_small_system, make_settings, small_val
 from sqlalchemy import text
 
 from lookloop.catalog import GroceryDataset
-from lookloop.domain import Decision, Outcome
+from lookloop.domain import AskRecord, Decision, Outcome
 from lookloop.humans.accounts import Accounts, Principal
-from lookloop.humans.runtime import humans_of
 from lookloop.loop.calibration import AUDIT_PRIORITY, draw_audit
 from lookloop.loop.figures import loop_figures
 from lookloop.loop.learner import fit_softmax_head
 from lookloop.loop.policies import ConformalPolicy, FixedThreshold, PolicyDecision
 from lookloop.loop.registry import ModelArtifacts, ModelVersion
-from lookloop.service import AskRecord, Lookloop
 from lookloop.store.tables import AskRow
+from lookloop.system import Lookloop
 
 
 @pytest.fixture
@@ -112,7 +111,7 @@ def test_identify_asks_store_the_audit_flag_score_and_prediction(audited: Looklo
 def test_an_auto_answered_audit_ask_is_reviewed_without_touching_the_wearers_answer(
     audited: Lookloop, photos: list[bytes]
 ) -> None:
-    humans = humans_of(audited)
+    humans = audited.humans
     audited.policy = FixedThreshold(0.0)  # answers everything
     record = audited.ask("what is this?", photos[0])
     assert record.answer.decision == Decision.ANSWER

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from lookloop.domain import utcnow
 from lookloop.errors import BadInput
 from lookloop.metrics import PLOTS, compute_metrics, parse_when, percentile, plot_png
-from lookloop.service import Lookloop
 from lookloop.store.tables import LabelRow
+from lookloop.system import Lookloop
 
 HOUR = utcnow().replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
 
@@ -150,9 +150,8 @@ def test_plots_are_png(system: Lookloop, grocery: Any) -> None:
 
 
 def login(client: TestClient, system: Lookloop, username: str, role: str) -> dict[str, str]:
-    from lookloop.humans.runtime import humans_of
 
-    _, password = humans_of(system).accounts.add_account(username, role, password="a-long-test-password")
+    _, password = system.humans.accounts.add_account(username, role, password="a-long-test-password")
     r = client.post("/v1/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import make_settings
 
-from lookloop.domain import utcnow
+from lookloop.domain import AskRecord, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden
 from lookloop.humans.accounts import Accounts, Principal
 from lookloop.humans.queue import ReviewQueue
-from lookloop.service import AskRecord, Lookloop
 from lookloop.store.tables import AskRow
+from lookloop.system import Lookloop
 
 
 class Clock:

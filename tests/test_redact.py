@@ -24,7 +24,7 @@ from lookloop.bench.redact import (
     register,
     score_image,
 )
-from lookloop.privacy.faces import (
+from lookloop.models.faces import (
     Box,
     FaceDetector,
     available_detectors,

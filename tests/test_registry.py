@@ -11,7 +11,7 @@ from lookloop.catalog import GroceryDataset
 from lookloop.errors import Conflict
 from lookloop.loop.learner import fit_softmax_head
 from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 from tests.conftest import small_val
 
 
@@ -130,13 +130,12 @@ def test_models_cli(tmp_path: Path, data_dir: Path, model_dir: Path, monkeypatch
 def test_operators_promote_and_roll_back_over_http(small_system: Lookloop, grocery: GroceryDataset) -> None:
     from fastapi.testclient import TestClient
 
-    from lookloop.humans.runtime import humans_of
     from lookloop.server.app import create_app
 
     photo = next(p for p in small_val(grocery, per_class=2) if p.label == "Banana")
     data = Path(photo.path).read_bytes()
     v1, v2 = _good_and_bad(small_system)
-    humans_of(small_system).accounts.add_account("olga", "operator", "pw-12345678")
+    small_system.humans.accounts.add_account("olga", "operator", "pw-12345678")
     with TestClient(create_app(system=small_system, warm=False)) as c:
         token = c.post("/v1/auth/login", json={"username": "olga", "password": "pw-12345678"}).json()["token"]
         c.headers["Authorization"] = f"Bearer {token}"

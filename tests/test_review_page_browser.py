@@ -17,9 +17,8 @@ import httpx
 import pytest
 from humans_util import unknown_photo
 
-from lookloop.humans.runtime import humans_of
 from lookloop.server.app import create_app
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +94,7 @@ class WearerStream:
 def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect, sync_playwright
 
-    accounts = humans_of(small_system).accounts
+    accounts = small_system.humans.accounts
     _, device = accounts.add_device("wendy", "browser-test glasses")
     accounts.add_account("rita", "reviewer", "reviewer-pass")
     photo = unknown_photo(small_system, grocery)
@@ -142,7 +141,7 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
                            files={"image": ("photo.jpg", photo.path.read_bytes())}).json()
         assert again["answer"]["decision"] == "answer"
         assert again["answer"]["result"]["label"] == photo.label
-        assert humans_of(small_system).queue.for_ask(again["id"]) is None
+        assert small_system.humans.queue.for_ask(again["id"]) is None
         browser.close()
     stream.stop.set()
     stream.thread.join(5)
@@ -152,7 +151,7 @@ def test_review_page_screenshot(server: str, small_system: Lookloop, grocery) ->
     """docs/review-page.png: the page with a live item, candidates and the picked one highlighted."""
     from playwright.sync_api import expect, sync_playwright
 
-    accounts = humans_of(small_system).accounts
+    accounts = small_system.humans.accounts
     _, device = accounts.add_device("wendy", "screenshot glasses")
     accounts.add_account("rita", "reviewer", "reviewer-pass")
     photo = unknown_photo(small_system, grocery)

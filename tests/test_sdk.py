@@ -20,7 +20,6 @@ from lookloop.device.client import wait_until
 from lookloop.device.frames import FrameError, sharpness
 from lookloop.device.offline_queue import QueuedItem
 from lookloop.domain import Decision
-from lookloop.humans.runtime import humans_of
 from lookloop.humans.tables import FeedbackRow
 from lookloop.loop.policies import PolicyDecision
 from lookloop.server.app import create_app
@@ -43,7 +42,7 @@ def server(system) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def token(system) -> str:  # type: ignore[no-untyped-def]
-    _, tok = humans_of(system).accounts.add_device("sdk-wearer", "test glasses")
+    _, tok = system.humans.accounts.add_device("sdk-wearer", "test glasses")
     return tok
 
 

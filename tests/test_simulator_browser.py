@@ -142,11 +142,10 @@ def test_simulator_keeps_asks_while_offline(page: Any, server: LiveServer) -> No
 
 def test_late_human_answer_reaches_the_page_by_its_device_stream(page: Any, server: LiveServer) -> None:
     from lookloop.domain import Decision
-    from lookloop.humans.runtime import humans_of
     from lookloop.loop.policies import PolicyDecision
 
     system: Any = server.system  # type: ignore[attr-defined]
-    _, token = humans_of(system).accounts.add_device("sim-wearer", "simulator")
+    _, token = system.humans.accounts.add_device("sim-wearer", "simulator")
 
     class AlwaysAsk:
         name = "always-ask"

@@ -19,14 +19,14 @@ from lookloop.domain import Answer, Ask, Decision, utcnow
 from lookloop.imaging import decode_image
 from lookloop.memory.store import MemoryStore, NoteStore, ago, delete_for_device
 from lookloop.models.text import HashingTextEmbedder
-from lookloop.service import Lookloop
 from lookloop.skills.base import Skill
 from lookloop.skills.colour import ColourSkill, dominant_colours, name_colour
 from lookloop.skills.memory import keyword_overlap, note_of
 from lookloop.skills.notes import ExtractiveSummariser, split_sentences, textrank
 from lookloop.skills.price import BarcodeReader, price_text
-from lookloop.skills.registry import SKILL_NAMES, services
+from lookloop.skills.registry import SKILL_NAMES
 from lookloop.skills.translate import HONEST_INTERIM, source_text, target_language
+from lookloop.system import Lookloop
 
 # -- fixtures ------------------------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ def test_remember_then_recall_through_the_service(system: Lookloop, grocery: Gro
 
 
 def test_recall_says_how_long_ago(system: Lookloop) -> None:
-    store = services(system).memory
+    store = system.memory
     store.add(device_id="dev-memory-3", note="the bike is locked at the north gate",
               created_at=utcnow() - dt.timedelta(minutes=42))
     answer = system.ask("where is my bike?", None, device_id="dev-memory-3", skill="recall").answer
@@ -237,7 +237,7 @@ def test_memory_needs_a_device_and_consent(system: Lookloop) -> None:
     consent_mod.ConsentService(system.db).set("dev-no-memory", memory=False)
     refused = system.ask("remember the code is 1234", None, device_id="dev-no-memory", skill="remember").answer
     assert refused.result["refused"] == "no-consent"
-    assert services(system).memory.for_device("dev-no-memory") == []
+    assert system.memory.for_device("dev-no-memory") == []
 
 
 def test_delete_for_device_removes_memories_and_notes(system: Lookloop) -> None:
@@ -292,7 +292,7 @@ def test_notes_through_the_skill_and_the_asr_feed(system: Lookloop) -> None:
     started = system.ask("take notes", None, device_id=device, skill="notes").answer
     note_id = started.result["note_id"]
     for line in MEETING.split(". "):
-        services(system).notes.append(note_id, line)  # what the voice part's ASR does per utterance
+        system.notes.append(note_id, line)  # what the voice part's ASR does per utterance
     summary = system.ask("summarise my notes", None, device_id=device, skill="notes").answer
     assert summary.result["note_id"] == note_id
     assert summary.result["method"].startswith("extractive")
@@ -300,12 +300,12 @@ def test_notes_through_the_skill_and_the_asr_feed(system: Lookloop) -> None:
     ended = system.ask("stop notes", None, device_id=device, skill="notes").answer
     assert ended.result["closed"] is True
     with pytest.raises(Exception, match="closed"):
-        services(system).notes.append(note_id, "more")
+        system.notes.append(note_id, "more")
 
 
 def test_notes_summary_from_the_chat_backend(system: Lookloop, with_backends: FakeOpenAIServer) -> None:
     with_backends.canned = {"garden project": "- Garden budget 12,000 crowns; board decides Friday 10:00"}
-    svc = services(system).notes
+    svc = system.notes
     note = svc.start("dev-notes-2")
     svc.append(note.id, MEETING)
     _, summary = svc.summarise(note.id)

@@ -9,10 +9,10 @@ from sqlalchemy import inspect, select
 from lookloop.catalog import LabelledImage
 from lookloop.config import Settings
 from lookloop.domain import CatalogItem
-from lookloop.service import Lookloop
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore
 from lookloop.store.tables import AskRow, LabelRow
+from lookloop.system import Lookloop
 
 
 def test_migrations_create_the_tables_and_are_repeatable(database_url: str) -> None:
@@ -46,7 +46,7 @@ def test_episode_label_and_catalogue_round_trip(
     assert record.frame_sha is not None
     # Frames are files beside the database (content-addressed), stored after redaction: a JPEG of the same size.
     stored = system.frame_bytes(record.frame_sha)
-    assert stored[:3] == b"\xff\xd8\xff" and system.frame_path(record.frame_sha).is_file()
+    assert stored[:3] == b"\xff\xd8\xff" and system.frames.path(record.frame_sha).is_file()
     from lookloop.imaging import decode_image
 
     original = decode_image(photo, max_bytes=1 << 30, max_pixels=1 << 30)

@@ -5,7 +5,7 @@ The public API is re-exported here; everything else lives in modules whose layou
 
 from lookloop.config import Settings, get_settings
 from lookloop.device.client import GlassesClient
-from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Decision, Label, Outcome
+from lookloop.domain import Answer, Ask, AskRecord, Candidate, CatalogItem, Decision, Label, Outcome
 from lookloop.errors import (
     BadInput,
     Conflict,
@@ -17,7 +17,7 @@ from lookloop.errors import (
     Unauthorized,
     UnsupportedMedia,
 )
-from lookloop.service import AskRecord, Lookloop
+from lookloop.system import Lookloop
 
 __version__ = "0.1.0"
 

@@ -41,7 +41,7 @@ def make_progress() -> Progress:
 
 def open_system(settings: Settings | None = None, *, build: bool = True) -> Any:
     """The in-process system, migrated, with models loaded (and a progress bar while it embeds)."""
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     system = Lookloop(settings or get_settings())
     system.migrate()

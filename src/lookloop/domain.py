@@ -1,9 +1,17 @@
-"""The loop's value objects: asks, answers, catalogue items, episodes, labels."""
+"""The loop's value objects and the small rules every layer shares (time, label names, percentiles).
+
+This is the floor of the package: it imports nothing of lookloop.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import math
+import re
+import textwrap
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +41,49 @@ class Outcome(StrEnum):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """Every stored time is UTC; SQLite hands back naive datetimes even for timezone-aware columns."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+_LABEL_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def normalise_label(value: str | None) -> str:
+    """The one comparison form of a label: "Regular-Tomato", "regular tomato" and "Regular_Tomato" are equal."""
+    text = unicodedata.normalize("NFKC", value or "").casefold()
+    return _LABEL_SEPARATORS.sub(" ", text).strip()
+
+
+def normalise_text(text: str) -> str:
+    """A question's comparison form (case, width and spacing folded; punctuation kept)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def same_label(a: str | None, b: str | None) -> bool:
+    return bool(a) and bool(b) and normalise_label(a) == normalise_label(b)
+
+
+def ai_label(result: Mapping[str, Any] | None, answer_text: str) -> str:
+    """What the AI said an ask shows: the predicted label where the skill gave one, else its answer text."""
+    return str((result or {}).get("label") or answer_text)
+
+
+def display(name: str) -> str:
+    """A catalogue name as people read it ("Regular-Tomato" → "Regular Tomato")."""
+    return name.replace("-", " ").replace("_", " ")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None when there is nothing to rank."""
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
 
 
 @dataclass(frozen=True)
@@ -102,7 +153,7 @@ class CatalogItem:
 
     @property
     def display_name(self) -> str:
-        return self.name.replace("-", " ").replace("_", " ")
+        return display(self.name)
 
 
 @dataclass(frozen=True)
@@ -117,8 +168,6 @@ class Label:
 
 def hud_lines(text: str, width: int = HUD_LINE_CHARS, max_lines: int = HUD_MAX_LINES) -> list[str]:
     """Wraps text into at most ``max_lines`` short lines, ending with an ellipsis when cut."""
-    import textwrap
-
     lines: list[str] = []
     for para in text.splitlines() or [""]:
         lines.extend(textwrap.wrap(para, width=width) or [""])
@@ -126,3 +175,99 @@ def hud_lines(text: str, width: int = HUD_LINE_CHARS, max_lines: int = HUD_MAX_L
         lines = lines[:max_lines]
         lines[-1] = (lines[-1][: width - 1]).rstrip() + "…"
     return lines
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A classifier's view of one frame: a distribution over the labels it knows."""
+
+    labels: list[str]
+    probs: np.ndarray  # (n_labels,), sums to 1
+    nearest_label: str | None
+    nearest_similarity: float
+
+    @property
+    def top(self) -> tuple[str, float]:
+        i = int(np.argmax(self.probs))
+        return self.labels[i], float(self.probs[i])
+
+    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probs)[:k]
+        return [(self.labels[i], float(self.probs[i])) for i in order]
+
+    @property
+    def margin(self) -> float:
+        if len(self.probs) < 2:
+            return float(self.probs.max(initial=0.0))
+        top2 = np.sort(self.probs)[-2:]
+        return float(top2[1] - top2[0])
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """An escalation policy's verdict on one prediction."""
+
+    decision: Decision
+    confidence: float  # the calibrated confidence reported to the wearer
+    threshold: float
+    policy: str
+
+
+@dataclass(frozen=True)
+class AskRecord:
+    """An ask as the outside world sees it: the question, the answer, and where the episode stands."""
+
+    id: str
+    device_id: str
+    question: str
+    created_at: dt.datetime
+    answer: Answer
+    outcome: str
+    frame_sha: str | None
+    latency_ms: float
+    final_answer: str | None = None
+    audit: bool = False  # drawn at random as a spot check of the policy (lookloop.loop.calibration)
+
+    @property
+    def hud(self) -> list[str]:
+        return hud_lines(self.final_answer or self.answer.text)
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A wearer's choices (``lookloop.privacy.consent`` says what each one means and its default)."""
+
+    store_frames: bool = True
+    keep_originals: bool = False
+    human_review: bool = True
+    training_use: bool = True
+    memory: bool = True
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+    def updated(self, changes: dict[str, Any]) -> Consent:
+        known = {f.name for f in fields(Consent)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown consent field(s): {', '.join(sorted(unknown))}")
+        return Consent(**{**self.as_dict(), **{k: bool(v) for k, v in changes.items() if v is not None}})
+
+
+ANONYMOUS = "anonymous"
+
+
+NO_REVIEW_NOTE = "No helper was asked: human review is off in your privacy settings."
+
+
+def without_human_review(answer: Answer) -> Answer:
+    """An escalation turned into a plain (unsure) answer that tells the wearer why nobody was asked."""
+    if answer.decision != Decision.ESCALATE:
+        return answer
+    text = answer.text.replace("; asking a helper.", ".").replace("asking a helper", "").rstrip()
+    return replace(
+        answer,
+        text=f"{text} {NO_REVIEW_NOTE}",
+        decision=Decision.ANSWER,
+        result={**answer.result, "human_review": "declined by the wearer's consent"},
+    )

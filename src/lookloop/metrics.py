@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lookloop.domain import utcnow
+from lookloop.domain import ai_label, as_utc, normalise_label, percentile, utcnow
 from lookloop.errors import BadInput
 from lookloop.store.tables import AskRow, LabelRow
 
@@ -41,15 +40,6 @@ BUCKETS: dict[str, dt.timedelta] = {
 # Labels nobody was paid for: the imported data sets and the wearer's own "right"/"wrong".
 FREE_SOURCES = frozenset({"import", "wearer"})
 OTHER = "(other)"
-
-
-def normalise(value: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", (value or "").strip().lower())
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def parse_when(text: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -92,24 +82,8 @@ def choose_bucket(since: dt.datetime, until: dt.datetime) -> str:
     return "week"
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100); None when there is nothing to rank."""
-    if not values:
-        return None
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
-
-
-def ai_guess(result: dict[str, Any] | None, answer_text: str) -> str:
-    """The label the AI put forward: its top class for identify, else the text it said."""
-    label = (result or {}).get("label")
-    return str(label) if label else (answer_text or "")
 
 
 @dataclass
@@ -188,7 +162,7 @@ def _load(
         .where(AskRow.created_at >= since, AskRow.created_at < until)
         .order_by(AskRow.created_at)
     ).all()
-    facts = {r[0]: _AskFacts(r[0], as_utc(r[1]), r[2], r[3], ai_guess(r[4], r[5])) for r in rows}
+    facts = {r[0]: _AskFacts(r[0], as_utc(r[1]), r[2], r[3], ai_label(r[4], r[5])) for r in rows}
     label_rows = session.execute(
         select(LabelRow.ask_id, LabelRow.value, LabelRow.source, LabelRow.created_at)
         .join(AskRow, AskRow.id == LabelRow.ask_id)
@@ -222,7 +196,7 @@ def _fill(point: Point, facts: Iterable[_AskFacts], labels: Iterable[tuple[dt.da
         elif f.decision == "answer":
             point.ai_answered += 1
         if f.truth is not None and f.guess:
-            right = normalise(f.guess) == normalise(f.truth)
+            right = normalise_label(f.guess) == normalise_label(f.truth)
             point.labelled += 1
             point.correct += right
             if f.decision == "answer":
@@ -262,7 +236,7 @@ def confusion(facts: Iterable[_AskFacts], *, top: int = 12) -> Confusion:
     guessed: Counter[str] = Counter()
     for t, g in pairs:
         guessed[g] += 1
-        if normalise(t) == normalise(g):
+        if normalise_label(t) == normalise_label(g):
             tp[t] += 1
     per_class = [
         {"label": c, "support": by_truth[c], "recall": _ratio(tp[c], by_truth[c]),

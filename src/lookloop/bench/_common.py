@@ -50,7 +50,7 @@ def demo_system(var_dir: Path) -> Any:
     caches are shared with the operator's settings, so nothing is embedded twice.
     """
     from lookloop.config import Settings, get_settings
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     base = get_settings()
     settings = Settings(

@@ -112,7 +112,7 @@ def _prepare(
     from lookloop.catalog import GroceryDataset, grocery_catalog
     from lookloop.config import Settings, get_settings
     from lookloop.humans.accounts import Accounts
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     base = get_settings()
     settings = Settings(var_dir=var, data_dir=base.data_dir, model_dir=base.model_cache_dir)

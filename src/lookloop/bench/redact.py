@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from lookloop.privacy.faces import MODES, Box, FaceDetector, available_detectors, iou, make_detector
+from lookloop.models.faces import MODES, Box, FaceDetector, available_detectors, iou, make_detector
 
 IOU_MATCH = 0.3
 OPENCV_SAMPLES = Path("/usr/share/doc/opencv-doc/examples/data")

@@ -36,7 +36,7 @@ class AlwaysEscalate:
 
     def decide(self, probs: np.ndarray) -> Any:
         from lookloop.domain import Decision
-        from lookloop.loop.policies import PolicyDecision
+        from lookloop.domain import PolicyDecision
 
         top = float(np.max(probs)) if probs.size else 0.0
         return PolicyDecision(Decision.ESCALATE, top, 1.01, self.name)
@@ -62,8 +62,7 @@ def _settings(var_dir: Path) -> Any:
 def prepare(var_dir: Path, wearers: int) -> dict[str, Any]:
     """A small catalogue, N devices and a reviewer in a fresh database; returns their credentials."""
     from lookloop.catalog import grocery_catalog
-    from lookloop.humans.runtime import humans_of
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     system = Lookloop(_settings(var_dir))
     system.migrate()
@@ -71,7 +70,7 @@ def prepare(var_dir: Path, wearers: int) -> dict[str, Any]:
     if not (root / "classes.csv").is_file():
         raise typer.BadParameter(f"no Grocery Store data at {root} (set LOOKLOOP_DATA_DIR)")
     system.upsert_items([i for i in grocery_catalog(root) if i.name in BENCH_CLASSES])
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     devices = [accounts.add_device(f"wearer-{i}", "bench glasses")[1] for i in range(wearers)]
     accounts.add_account("bench-reviewer", "reviewer", "bench-reviewer-pw")
     system.db.dispose()
@@ -82,13 +81,12 @@ def serve(var_dir: Path, port: int) -> None:
     """The server process: the bench system behind uvicorn, every ask escalated."""
     import uvicorn
 
-    from lookloop.humans.runtime import humans_of
     from lookloop.server.app import create_app
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     system = Lookloop(_settings(var_dir))
     system.policy = AlwaysEscalate()
-    humans_of(system).max_pushed_locks = 10_000  # the scripted reviewer has as many hands as it needs
+    system.humans.max_pushed_locks = 10_000  # the scripted reviewer has as many hands as it needs
     uvicorn.run(create_app(system=system, warm=True), host="127.0.0.1", port=port, log_level="warning")
 
 

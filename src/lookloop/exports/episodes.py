@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lookloop.domain import ai_label, as_utc, same_label
 from lookloop.errors import NotFound
 from lookloop.exports.consent import exportable_ask_ids
-from lookloop.metrics import ai_guess, as_utc, normalise
 from lookloop.store.tables import AskRow, LabelRow
 
 if TYPE_CHECKING:
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 # Sources that are not an answer to the ask itself (imported data sets label files, not asks).
 _NOT_EPISODE_LABELS = frozenset({"import"})
@@ -77,7 +77,7 @@ class Episode:
         lab = self.label
         if lab is None or not self.ai_label:
             return None
-        return normalise(lab.value) == normalise(self.ai_label)
+        return same_label(lab.value, self.ai_label)
 
     def to_json(self) -> dict[str, Any]:
         lab = self.label
@@ -214,7 +214,7 @@ def load_episodes(
             created_at=as_utc(r.created_at),
             skill=r.skill,
             answer_text=r.answer_text,
-            ai_label=ai_guess(r.result, r.answer_text),
+            ai_label=ai_label(r.result, r.answer_text),
             confidence=float(r.confidence),
             decision=r.decision,
             policy=r.policy,

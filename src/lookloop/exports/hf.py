@@ -11,7 +11,7 @@ from lookloop.exports.episodes import Episode, frame_of, load_episodes
 from lookloop.exports.output import ExportResult, prepare_dir
 
 if TYPE_CHECKING:
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 
 def features() -> Any:

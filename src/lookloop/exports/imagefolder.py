@@ -20,7 +20,7 @@ from lookloop.exports.output import ExportResult, prepare_dir
 from lookloop.store.tables import LabelRow
 
 if TYPE_CHECKING:
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 

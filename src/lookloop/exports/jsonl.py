@@ -11,7 +11,7 @@ from lookloop.exports.episodes import load_episodes
 from lookloop.exports.output import ExportResult, prepare_file, write_frames
 
 if TYPE_CHECKING:
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 
 def export_jsonl(

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lookloop.domain import same_label
 from lookloop.exports.episodes import Episode, load_episodes
 from lookloop.exports.output import ExportResult, prepare_file, write_frames
-from lookloop.metrics import normalise
 
 if TYPE_CHECKING:
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def records_for(system: Lookloop, ep: Episode) -> list[KtoRecord]:
         return KtoRecord(ep.question, completion, label, ep.ask_id, ep.frame_sha, ep.skill, why, ep.model_version)
 
     if truth is not None:
-        right = bool(ep.ai_label) and normalise(ep.ai_label) == normalise(truth)
+        right = same_label(ep.ai_label, truth)
         out = [rec(ai, right, signal)] if ai else []
         if not right:
             out.append(rec(_phrase(system, ep, truth), True, signal))

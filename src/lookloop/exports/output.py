@@ -11,7 +11,7 @@ from lookloop.errors import BadInput
 from lookloop.exports.episodes import Episode, extension, frame_of
 
 if TYPE_CHECKING:
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 
 @dataclass

@@ -16,7 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, select
 
-from lookloop.domain import utcnow
+from lookloop.domain import as_utc, utcnow
 from lookloop.errors import BadInput, Conflict, NotFound, Unauthorized
 from lookloop.humans.tables import AccountRow, DeviceRow, SessionRow, WearerRow
 from lookloop.store.db import Database
@@ -31,11 +31,6 @@ _hasher = PasswordHasher()
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -221,7 +216,7 @@ class Accounts:
                 return Principal("device", "wearer", device_id=dev.id, wearer_id=dev.wearer_id, name=dev.id)
             if token.startswith(SESSION_PREFIX):
                 ses = s.get(SessionRow, digest)
-                if ses is None or _aware(ses.expires_at) <= utcnow():
+                if ses is None or as_utc(ses.expires_at) <= utcnow():
                     raise Unauthorized("the session is unknown or expired; sign in again")
                 acc = s.get(AccountRow, ses.account_id)
                 if acc is None or acc.disabled:

@@ -20,9 +20,8 @@ review_app = typer.Typer(help="The review queue.", no_args_is_help=True)
 
 def _humans() -> Any:
     from lookloop.cli import open_system
-    from lookloop.humans.runtime import humans_of
 
-    return humans_of(open_system(build=False))
+    return open_system(build=False).humans
 
 
 def _fail(exc: LookloopError) -> typer.Exit:
@@ -141,11 +140,10 @@ def review_gold(
 
 def print_demo_credentials(system: Any, console_: Console | None = None) -> dict[str, Any]:
     """First start: demo device, reviewer and operator (var/demo-credentials.json, mode 0600), printed."""
-    from lookloop.humans.runtime import humans_of
 
     out = console_ or console
     path = system.settings.resolved_var_dir / "demo-credentials.json"
-    creds: dict[str, Any] = humans_of(system).accounts.ensure_demo(path)
+    creds: dict[str, Any] = system.humans.accounts.ensure_demo(path)
     out.print(f"[bold]demo credentials[/bold] ({path}):")
     out.print(f"  wearer device    {creds['device']['id']}  token {creds['device']['token']}")
     for role in ("reviewer", "operator"):

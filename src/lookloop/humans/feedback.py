@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from lookloop.domain import Outcome, utcnow
+from lookloop.config import Settings
+from lookloop.domain import AskRecord, Outcome, as_utc, utcnow
 from lookloop.errors import BadInput, NotFound
-from lookloop.humans.accounts import _aware
 from lookloop.humans.tables import FeedbackRow
-from lookloop.service import AskRecord, Lookloop
+from lookloop.loop.asking import AskService
+from lookloop.loop.labels import LabelService
+from lookloop.store import idempotency
+from lookloop.store.db import Database
 from lookloop.store.tables import AskRow
 
 VERDICTS = ("right", "wrong")
@@ -32,12 +37,26 @@ class FeedbackInfo:
 
 def _info(row: FeedbackRow) -> FeedbackInfo:
     return FeedbackInfo(row.id, row.ask_id, row.device_id, row.verdict, row.correction, bool(row.implicit),
-                        _aware(row.created_at))
+                        as_utc(row.created_at))
 
 
 class FeedbackService:
-    def __init__(self, system: Lookloop) -> None:
-        self.system = system
+    """The wearer's "right"/"wrong" on an answer, given or implied by a re-ask of the same thing."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        asks: AskService,
+        labels: LabelService,
+        embeddings: Callable[[str], np.ndarray | None],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.asks = asks
+        self.labels = labels
+        self._embedding = embeddings  # a frame's cached embedding, never computed for this
 
     def give(self, ask_id: str, verdict: str, *, device_id: str, correction: str | None = None,
              implicit: bool = False, idempotency_key: str | None = None) -> FeedbackInfo:
@@ -45,25 +64,21 @@ class FeedbackService:
 
         With an idempotency key a resent verdict (an offline queue retrying) is stored once.
         """
-        from sqlalchemy.exc import IntegrityError
-
-        from lookloop.privacy import idempotency
-
         if idempotency_key:
-            done = idempotency.seen(self.system.db, "feedback", idempotency_key)
+            done = idempotency.seen(self.db, "feedback", idempotency_key)
             if done is not None:
                 return self._get(done)
         try:
             return self._give(ask_id, verdict, device_id=device_id, correction=correction, implicit=implicit,
                               idempotency_key=idempotency_key)
         except IntegrityError:
-            done = idempotency.seen(self.system.db, "feedback", idempotency_key) if idempotency_key else None
+            done = idempotency.seen(self.db, "feedback", idempotency_key) if idempotency_key else None
             if done is None:
                 raise
             return self._get(done)  # a concurrent retry got there first
 
     def _get(self, feedback_id: str) -> FeedbackInfo:
-        with self.system.db.session() as s:
+        with self.db.session() as s:
             row = s.get(FeedbackRow, feedback_id)
             if row is None:
                 raise NotFound("no such feedback")
@@ -71,8 +86,6 @@ class FeedbackService:
 
     def _give(self, ask_id: str, verdict: str, *, device_id: str, correction: str | None,
               implicit: bool, idempotency_key: str | None) -> FeedbackInfo:
-        from lookloop.privacy import idempotency
-
         if verdict not in VERDICTS:
             raise BadInput("verdict must be 'right' or 'wrong'")
         correction = (correction or "").strip() or None
@@ -80,8 +93,8 @@ class FeedbackService:
             raise BadInput("the correction is longer than 500 characters")
         if correction is not None and verdict == "right":
             raise BadInput("a correction goes with the verdict 'wrong'")
-        record = self.system.get_ask(ask_id)
-        with self.system.db.session() as s:
+        record = self.asks.get(ask_id)
+        with self.db.session() as s:
             row = FeedbackRow(ask_id=ask_id, device_id=device_id, verdict=verdict, correction=correction,
                               implicit=implicit, created_at=utcnow())
             s.add(row)
@@ -91,20 +104,20 @@ class FeedbackService:
             info = _info(row)
         label_key = f"feedback:{idempotency_key}" if idempotency_key else None
         if correction is not None:
-            self.system.add_label(ask_id, correction, source="wearer", author=device_id, idempotency_key=label_key)
+            self.labels.add(ask_id, correction, source="wearer", author=device_id, idempotency_key=label_key)
         elif verdict == "right" and record.answer.skill == "identify":
             label = str(record.answer.result.get("label") or "")
             if label and record.answer.decision.value == "answer":
-                self.system.add_label(ask_id, label, source="wearer", author=device_id, idempotency_key=label_key)
+                self.labels.add(ask_id, label, source="wearer", author=device_id, idempotency_key=label_key)
         elif verdict == "wrong" and not implicit:
-            with self.system.db.session() as s:
+            with self.db.session() as s:
                 ask = s.get(AskRow, ask_id)
                 if ask is not None and ask.outcome == Outcome.ANSWERED.value:
                     ask.outcome = Outcome.REJECTED.value
         return info
 
     def list(self, *, ask_id: str | None = None, limit: int = 100) -> list[FeedbackInfo]:
-        with self.system.db.session() as s:
+        with self.db.session() as s:
             stmt = select(FeedbackRow).order_by(FeedbackRow.created_at.desc()).limit(max(1, min(limit, 1000)))
             if ask_id:
                 stmt = stmt.where(FeedbackRow.ask_id == ask_id)
@@ -114,9 +127,9 @@ class FeedbackService:
         """A re-ask of the same thing soon after an AI answer means that answer did not help: implicit 'wrong'."""
         if record.device_id == "anonymous" or record.frame_sha is None:
             return None
-        window = dt.timedelta(seconds=self.system.settings.reask_window_s)
-        since = _aware(record.created_at) - window
-        with self.system.db.session() as s:
+        window = dt.timedelta(seconds=self.settings.reask_window_s)
+        since = as_utc(record.created_at) - window
+        with self.db.session() as s:
             prev = s.scalars(
                 select(AskRow).where(AskRow.device_id == record.device_id, AskRow.id != record.id,
                                      AskRow.created_at >= since, AskRow.created_at <= record.created_at,
@@ -135,9 +148,7 @@ class FeedbackService:
     def _same_thing(self, a: str, b: str) -> bool:
         if a == b:
             return True
-        if self.system._emb_cache is None:
-            return False
-        ea, eb = self.system.embedding_cache.get(a), self.system.embedding_cache.get(b)
+        ea, eb = self._embedding(a), self._embedding(b)
         if ea is None or eb is None:
             return False
         cos = float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-12))

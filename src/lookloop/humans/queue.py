@@ -8,15 +8,17 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, func, or_, select, update
 
-from lookloop.domain import utcnow
+from lookloop.config import Settings
+from lookloop.domain import AskRecord, as_utc, normalise_label, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden, NotFound
-from lookloop.humans.accounts import Principal, _aware
+from lookloop.humans.accounts import Principal
 from lookloop.humans.tables import AccountRow, ReviewAnswerRow, ReviewItemRow
-from lookloop.service import AskRecord, Lookloop, normalise_name
+from lookloop.loop.strategies import ask_priority
+from lookloop.store.db import Database
 
 REJECT = "\x00reject"  # the consensus key of "cannot tell"
 ACTIONS = ("answer", "reject", "skip")
@@ -73,45 +75,52 @@ def _item(row: ReviewItemRow) -> QueueItem:
         skill=row.skill, ai_answer=row.ai_answer, ai_label=row.ai_label, confidence=row.confidence,
         candidates=tuple((str(c[0]), float(c[1])) for c in (row.candidates or [])), live=bool(row.live),
         priority=row.priority, status=row.status, needed=row.needed, locked_by=row.locked_by,
-        locked_until=_aware(row.locked_until) if row.locked_until else None, resolved_value=row.resolved_value,
-        created_at=_aware(row.created_at), reason=row.reason,
+        locked_until=as_utc(row.locked_until) if row.locked_until else None, resolved_value=row.resolved_value,
+        created_at=as_utc(row.created_at), reason=row.reason,
     )
 
 
-def least_confidence(record: AskRecord) -> float:
-    """Default active-learning priority: the less sure the model, the more a label teaches it."""
-    return round(1.0 - float(record.answer.confidence), 6)
+class AskSource(Protocol):
+    def get(self, ask_id: str) -> AskRecord: ...
 
 
-def default_priority() -> Callable[[AskRecord], float]:
-    """The learning loop's strategy when it offers one (``lookloop.loop.strategies.ask_priority``)."""
-    try:
-        from lookloop.loop import strategies  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return least_confidence
-    fn = getattr(strategies, "ask_priority", None)
-    return fn if callable(fn) else least_confidence
+class LabelNames(Protocol):
+    def canonical_label(self, value: str) -> str: ...
 
 
-def review_frame_bytes(system: Lookloop, item: QueueItem) -> bytes:
-    """The frame a reviewer sees for ``item``: the one place that decides which bytes (redaction goes here)."""
-    if item.frame_sha is None:
-        raise NotFound("this item has no frame")
-    return system.frame_bytes(item.frame_sha)
+class RedactedFrames(Protocol):
+    def redacted_bytes(self, sha: str) -> bytes: ...
 
 
 class ReviewQueue:
     """Queue operations; every state change is a compare-and-set in the database so it holds across workers."""
 
-    def __init__(self, system: Lookloop) -> None:
-        self.system = system
-        self.settings = system.settings
-        self.db = system.db
-        self.priority_fn: Callable[[AskRecord], float] = default_priority()
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        asks: AskSource,
+        names: LabelNames,
+        frames: RedactedFrames,
+        priority: Callable[[AskRecord], float] = ask_priority,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.asks = asks
+        self.names = names
+        self.frames = frames
+        self.priority_fn = priority
         self.clock: Callable[[], dt.datetime] = utcnow
         self.on_resolved: list[Callable[[QueueItem, str | None, list[str]], None]] = []
         self._served: dict[tuple[str, str], dt.datetime] = {}
         self._served_lock = threading.Lock()
+
+    def frame_bytes(self, item: QueueItem) -> bytes:
+        """The frame a reviewer sees for ``item``: the one place that decides which bytes (always redacted)."""
+        if item.frame_sha is None:
+            raise NotFound("this item has no frame")
+        return self.frames.redacted_bytes(item.frame_sha)
 
     @property
     def lock_timeout(self) -> dt.timedelta:
@@ -162,7 +171,7 @@ class ReviewQueue:
 
     def gold_from_ask(self, ask_id: str, answer: str | None = None) -> QueueItem:
         """Turns a settled ask into a gold item (answer: its final label unless given)."""
-        record = self.system.get_ask(ask_id)
+        record = self.asks.get(ask_id)
         value = answer or (self.resolved_label(ask_id) or "")
         a = record.answer
         return self.add_gold(
@@ -332,7 +341,7 @@ class ReviewQueue:
                 raise BadInput("the answer is empty")
             if len(value) > 500:
                 raise BadInput("the answer is longer than 500 characters")
-            value = self.system.canonical_label(value)
+            value = self.names.canonical_label(value)
         else:
             value = None
         account_id = self._account_id(reviewer)
@@ -345,8 +354,8 @@ class ReviewQueue:
         with self.db.session() as s:
             row = s.get(ReviewItemRow, item.id)
             assert row is not None
-            known = normalise_name(self.system.canonical_label(row.gold_answer or ""))
-            correct = value is not None and normalise_name(value) == known
+            known = normalise_label(self.names.canonical_label(row.gold_answer or ""))
+            correct = value is not None and normalise_label(value) == known
             if s.scalars(select(ReviewAnswerRow.id).where(ReviewAnswerRow.item_id == item.id,
                                                           ReviewAnswerRow.account_id == account_id,
                                                           ReviewAnswerRow.action != "skip")).first():
@@ -369,7 +378,7 @@ class ReviewQueue:
             if row.status == "operator" and not is_operator:
                 raise Forbidden("reviewers disagreed on this item: an operator decides it")
             if (row.locked_by not in (None, account_id) and row.locked_until is not None
-                    and _aware(row.locked_until) > now):
+                    and as_utc(row.locked_until) > now):
                 raise Conflict("another reviewer holds the lock on this item")
             earlier = s.scalars(select(ReviewAnswerRow).where(ReviewAnswerRow.item_id == item.id,
                                                               ReviewAnswerRow.action != "skip")).all()
@@ -380,7 +389,7 @@ class ReviewQueue:
             s.add(mine)
             answers = [*earlier, mine]
             row.locked_by = row.locked_at = row.locked_until = None
-            keys = [REJECT if a.action == "reject" else normalise_name(a.value or "") for a in answers]
+            keys = [REJECT if a.action == "reject" else normalise_label(a.value or "") for a in answers]
             top, count = Counter(keys).most_common(1)[0]
             resolved_key: str | None = None
             if is_operator:

@@ -1,19 +1,18 @@
-"""The human loop attached to a running system: accounts, queue, live hub and feedback, wired to its hooks."""
+"""The human loop: accounts, queue, live hub and feedback, subscribed to the loop's hooks by the composition root."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
-from typing import Any
 
-from lookloop.domain import Decision, Outcome, hud_lines
+from lookloop.config import Settings
+from lookloop.domain import AskRecord, Decision, hud_lines
 from lookloop.humans.accounts import Accounts
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import Event, LiveHub
 from lookloop.humans.queue import MAX_LOCKS_PER_REVIEWER, QueueItem, ReviewQueue
-from lookloop.service import AskRecord, Lookloop
-from lookloop.store.tables import AskRow
+from lookloop.loop.asking import AskService, Hooks
+from lookloop.loop.calibration import AUDIT_PRIORITY
+from lookloop.loop.labels import LabelService
 
 log = logging.getLogger("lookloop.humans")
 
@@ -22,7 +21,7 @@ STATUS_TIMED_OUT = "no helper answered; still queued"
 CANNOT_TELL = "A helper could not tell what this is."
 
 
-def item_event(system: Lookloop, item: QueueItem) -> Event:
+def item_event(item: QueueItem) -> Event:
     """The reviewer-facing view of a queue item (gold items look like any other)."""
     return {
         "id": item.id,
@@ -44,19 +43,37 @@ def item_event(system: Lookloop, item: QueueItem) -> Event:
 
 
 class Humans:
-    """Everything of the human loop for one system."""
+    """Everything of the human loop: accounts, the review queue, live streams and feedback.
 
-    def __init__(self, system: Lookloop) -> None:
-        self.system = system
-        self.accounts = Accounts(system.db, session_ttl_hours=system.settings.session_ttl_hours)
-        self.queue = ReviewQueue(system)
-        self.hub = LiveHub()
-        self.feedback = FeedbackService(system)
+    The composition root (``lookloop.system``) builds it and subscribes it to the loop's hooks.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        asks: AskService,
+        labels: LabelService,
+        accounts: Accounts,
+        queue: ReviewQueue,
+        hub: LiveHub,
+        feedback: FeedbackService,
+    ) -> None:
+        self.settings = settings
+        self.asks = asks
+        self.labels = labels
+        self.accounts = accounts
+        self.queue = queue
+        self.hub = hub
+        self.feedback = feedback
         self.max_pushed_locks = MAX_LOCKS_PER_REVIEWER  # a person handles the item on screen and the next
-        system.hooks.escalated.append(self.on_escalated)
-        system.hooks.asked.append(self.on_asked)
-        system.hooks.labelled.append(self.on_labelled)
         self.queue.on_resolved.append(self.on_resolved)
+
+    def subscribe(self, hooks: Hooks) -> None:
+        """Escalations reach the queue and the live hub; every ask and label is seen by feedback and the queue."""
+        hooks.escalated.append(self.on_escalated)
+        hooks.asked.append(self.on_asked)
+        hooks.labelled.append(self.on_labelled)
 
     # -- hooks (run in the thread that handled the ask) -----------------------------------------------------
 
@@ -64,8 +81,6 @@ class Humans:
         if record.audit and record.answer.decision == Decision.ANSWER:
             # A spot check of an auto-answer: reviewed after every escalation, first in first out (the same
             # priority for all, so the labelled ones stay a random sample); escalated audit asks queue as usual.
-            from lookloop.loop.calibration import AUDIT_PRIORITY
-
             self.queue.enqueue_ask(record, live=False, reason="audit", priority=AUDIT_PRIORITY)
         try:
             self.feedback.on_asked(record)
@@ -75,7 +90,7 @@ class Humans:
     def on_labelled(self, ask_id: str, value: str, source: str) -> None:
         """A label given outside the queue (labels API, wearer correction) settles the ask's open item."""
         if self.queue.close_for_ask(ask_id, value):
-            record = self.system.get_ask(ask_id)
+            record = self.asks.get(ask_id)
             if _spot_check(record):
                 return  # the wearer has had the AI's answer; an audit is not news to them
             self.hub.send_device(record.device_id, {"type": "answer", "ask_id": ask_id,
@@ -87,7 +102,7 @@ class Humans:
         item = self.queue.enqueue_ask(record, live=True)
         self.hub.send_device(record.device_id, {"type": "status", "ask_id": record.id, "status": STATUS_ASKING})
         self.dispatch(item)
-        self.hub.call_later(self.system.settings.live_answer_timeout_s, lambda: self.check_timeout(item.id))
+        self.hub.call_later(self.settings.live_answer_timeout_s, lambda: self.check_timeout(item.id))
 
     def dispatch(self, item: QueueItem) -> str | None:
         """Offers a live item to the least-busy on-duty reviewer, locked to them; others hear the queue grew."""
@@ -96,7 +111,7 @@ class Humans:
                 break
             if self.queue.try_lock(item.id, account_id):
                 locked = self.queue.get(item.id)
-                self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(self.system, locked)})
+                self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(locked)})
                 return account_id
         self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
         return None
@@ -106,7 +121,7 @@ class Humans:
         if item.status == "resolved" or item.ask_id is None:
             return
         self.queue.set_live(item_id, False)
-        record = self.system.get_ask(item.ask_id)
+        record = self.asks.get(item.ask_id)
         self.hub.send_device(record.device_id, {"type": "status", "ask_id": record.id, "status": STATUS_TIMED_OUT})
 
     def on_resolved(self, item: QueueItem, value: str | None, authors: list[str]) -> None:
@@ -114,57 +129,24 @@ class Humans:
         if item.ask_id is None:
             return
         author = ",".join(authors)[:64]
-        record = self.system.get_ask(item.ask_id)
+        record = self.asks.get(item.ask_id)
         if _spot_check(record):
             # The wearer's answer stays as it was; the verdict only recalibrates the policy.
             if value is not None:
-                self.system.add_label(item.ask_id, value, source="human", author=author)
+                self.labels.add(item.ask_id, value, source="human", author=author)
             else:
-                self.system.record_audit_verdict(item.ask_id, None)
+                self.labels.audit_cannot_tell(item.ask_id)
             return
-        if value is not None:
-            # The wearer hears first; storing the label and learning from it follow at once.
-            canonical = self.system.canonical_label(value) if record.answer.skill == "identify" else value
-            text = self.system._final_text(canonical, self.system.find_item(canonical))
-        else:
-            text = CANNOT_TELL
+        # The wearer hears first; storing the label and learning from it follow at once.
+        text = self.labels.final_text(self.labels.canonical(record, value)) if value is not None else CANNOT_TELL
         self.hub.send_device(record.device_id, {"type": "answer", "ask_id": record.id, "text": text,
                                                 "hud": hud_lines(text), "source": "human", "final": True})
         if value is not None:
-            self.system.add_label(item.ask_id, value, source="human", author=author)
+            self.labels.add(item.ask_id, value, source="human", author=author)
         else:
-            with self.system.db.session() as s:
-                row = s.get(AskRow, item.ask_id)
-                if row is not None:
-                    row.outcome = Outcome.REJECTED.value
-                    row.final_answer = CANNOT_TELL
-            if record.audit:
-                self.system.record_audit_verdict(item.ask_id, None)
+            self.labels.reject(item.ask_id, CANNOT_TELL)
 
 
 def _spot_check(record: AskRecord) -> bool:
     """An audit of an ask the AI answered on its own (the wearer was never told a person would look)."""
     return record.audit and record.answer.decision == Decision.ANSWER
-
-
-_registry: weakref.WeakKeyDictionary[Lookloop, Humans] = weakref.WeakKeyDictionary()
-_registry_lock = threading.Lock()
-
-
-def humans_of(system: Lookloop) -> Humans:
-    """The human loop of ``system`` (created and wired to its hooks on first use)."""
-    with _registry_lock:
-        humans = _registry.get(system)
-        if humans is None:
-            humans = Humans(system)
-            _registry[system] = humans
-        return humans
-
-
-def install(app: Any) -> Humans:
-    """Attaches the human loop to an app's system (call at start-up; binds the live hub to the loop)."""
-    import asyncio
-
-    humans = humans_of(app.state.system)
-    humans.hub.bind(asyncio.get_running_loop())
-    return humans

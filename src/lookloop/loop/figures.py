@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 if TYPE_CHECKING:
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 
 def loop_figures(system: Lookloop) -> dict[str, Any]:

@@ -8,29 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Prediction:
-    labels: list[str]
-    probs: np.ndarray  # (n_labels,), sums to 1
-    nearest_label: str | None
-    nearest_similarity: float
-
-    @property
-    def top(self) -> tuple[str, float]:
-        i = int(np.argmax(self.probs))
-        return self.labels[i], float(self.probs[i])
-
-    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
-        order = np.argsort(-self.probs)[:k]
-        return [(self.labels[i], float(self.probs[i])) for i in order]
-
-    @property
-    def margin(self) -> float:
-        if len(self.probs) < 2:
-            return float(self.probs.max(initial=0.0))
-        top2 = np.sort(self.probs)[-2:]
-        return float(top2[1] - top2[0])
+from lookloop.domain import Prediction
 
 
 @dataclass(frozen=True)
@@ -66,6 +44,11 @@ def fit_linear_head(x: np.ndarray, y: list[str], *, c: float = 8.0, max_iter: in
     clf.fit(x, y)
     classes_ = tuple(str(k) for k in clf.classes_)
     return LinearHead(classes_, clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32))
+
+
+def train_identify_head(x: np.ndarray, labels: list[str]) -> LinearHead:
+    """The one identify-head recipe: start-up, ``lookloop train`` and ``bench loop`` all train with it."""
+    return fit_linear_head(x, labels)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

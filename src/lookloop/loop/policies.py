@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from lookloop.domain import Decision
-
-
-@dataclass(frozen=True)
-class PolicyDecision:
-    decision: Decision
-    confidence: float  # the calibrated confidence reported to the wearer
-    threshold: float
-    policy: str
-
+from lookloop.domain import Decision, PolicyDecision
 
 SCORES = ("margin", "top")
 

@@ -9,7 +9,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -18,9 +18,6 @@ from lookloop.errors import Conflict, NotFound
 from lookloop.loop.learner import IdentifyModel, LinearHead
 from lookloop.loop.tables import ModelEventRow, ModelVersionRow
 from lookloop.store.db import Database
-
-if TYPE_CHECKING:
-    from lookloop.service import Lookloop
 
 
 class GateRefused(Conflict):
@@ -167,6 +164,14 @@ class ModelRegistry:
                 raise NotFound(f"no model version {version_id!r}")
             return [str(k) for k in row.label_keys or []]
 
+    def versions_trained_on(self, keys: set[str]) -> builtins.list[str]:
+        """Every version whose training set held one of these label keys (``ask:<id>``)."""
+        if not keys:
+            return []
+        with self.db.session() as s:
+            rows = s.execute(select(ModelVersionRow.id, ModelVersionRow.label_keys)).all()
+        return sorted(str(vid) for vid, trained in rows if keys.intersection(trained or ()))
+
     # -- writing ------------------------------------------------------------------------------------------
 
     def register(
@@ -306,28 +311,3 @@ def serving_embedder(loaded: LoadedVersion, cache_dir: Path, variant: str = "lit
         return pretrained_embedder(cache_dir, variant)
     digest = hashlib.sha256(loaded.backbone_onnx.read_bytes()).hexdigest()[:12]
     return OnnxImageEmbedder(loaded.backbone_onnx, version=f"{variant}-ft-{digest}", image_size=loaded.image_size)
-
-
-class BoundRegistry:
-    """The registry of one running system: promote and rollback also swap what it serves, at once."""
-
-    def __init__(self, system: Lookloop) -> None:
-        self.system = system
-
-    def list(self, limit: int = 100) -> builtins.list[ModelVersion]:
-        return self.system.registry.list(limit)
-
-    def promote(self, version_id: str, *, force: bool = False) -> ModelVersion:
-        self.system.registry.load(version_id)  # refuse a version whose artifacts cannot serve, before the switch
-        version = self.system.registry.promote(version_id, force=force)
-        self.system.sync_serving_version(force=True)
-        return version
-
-    def rollback(self) -> ModelVersion:
-        version = self.system.registry.rollback()
-        self.system.sync_serving_version(force=True)
-        return version
-
-
-def registry_of(system: Lookloop) -> BoundRegistry:
-    return BoundRegistry(system)

@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lookloop.domain import AskRecord
+
 
 @runtime_checkable
 class QueryStrategy(Protocol):
@@ -151,3 +153,8 @@ def get_strategy(name: str) -> QueryStrategy:
         return STRATEGIES[name]()
     except KeyError as exc:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}") from exc
+
+
+def ask_priority(record: AskRecord) -> float:
+    """The review queue's priority of a live ask: the less sure the model, the more a label teaches it."""
+    return round(1.0 - float(record.answer.confidence), 6)

@@ -20,7 +20,7 @@ from lookloop.models.embcache import EmbeddingCache
 
 if TYPE_CHECKING:
     from lookloop.loop.finetune import FinetuneConfig
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -55,11 +55,9 @@ def is_heldout(key: str, share: float) -> bool:
 def training_set(
     system: Lookloop, *, holdout: float = 0.15, exclude_keys: set[str] | None = None
 ) -> tuple[TrainingSet, int]:
-    """Every stored label, minus the keys the exclusion hooks (consent) and ``exclude_keys`` name."""
+    """Every stored label the wearers allow for training, minus the keys ``exclude_keys`` names."""
     paths, labels, keys = system.labelled_images()
     drop = set(exclude_keys or set())
-    for hook in system.hooks.training_exclude:
-        drop |= hook(list(keys))
     keep = [i for i, k in enumerate(keys) if k not in drop]
     ts = TrainingSet(
         [paths[i] for i in keep], [labels[i] for i in keep], [keys[i] for i in keep],

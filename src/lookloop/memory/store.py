@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, select
 
-from lookloop.domain import utcnow
+from lookloop.domain import as_utc, utcnow
 from lookloop.errors import BadInput, NotFound
 from lookloop.memory.tables import MemoryRow, NoteRow
 from lookloop.store.db import Database
@@ -45,14 +45,9 @@ class NoteSession:
     summary_method: str
 
 
-def aware(t: dt.datetime) -> dt.datetime:
-    """SQLite hands datetimes back naive; they were stored as UTC."""
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
-
-
 def ago(then: dt.datetime, now: dt.datetime | None = None) -> str:
     """'just now', '42 minutes ago', '3 hours ago', '2 days ago'."""
-    seconds = max(0.0, ((now or utcnow()) - aware(then)).total_seconds())
+    seconds = max(0.0, ((now or utcnow()) - as_utc(then)).total_seconds())
     if seconds < 60:
         return "just now"
     for size, unit in ((86400 * 30, "month"), (86400, "day"), (3600, "hour"), (60, "minute")):
@@ -67,7 +62,7 @@ def _memory(row: MemoryRow) -> Memory:
     return Memory(
         id=row.id,
         device_id=row.device_id,
-        created_at=aware(row.created_at),
+        created_at=as_utc(row.created_at),
         note=row.note,
         question=row.question,
         description=row.description,
@@ -82,9 +77,9 @@ def _note(row: NoteRow) -> NoteSession:
         id=row.id,
         device_id=row.device_id,
         title=row.title,
-        created_at=aware(row.created_at),
-        updated_at=aware(row.updated_at),
-        closed_at=aware(row.closed_at) if row.closed_at else None,
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
+        closed_at=as_utc(row.closed_at) if row.closed_at else None,
         text=row.text,
         summary=row.summary,
         summary_method=row.summary_method,
@@ -224,20 +219,13 @@ class NoteStore:
             s.delete(row)
 
 
-def _db_of(target: Any) -> Database:
-    return target if isinstance(target, Database) else target.db  # a Lookloop system
-
-
-def delete_for_device(target: Any, device_ids: Iterable[str]) -> int:
-    """Deletes every memory and note session of these devices (delete-my-data); returns the rows removed.
-
-    ``target`` is a ``Database`` or anything with a ``db`` attribute (the ``Lookloop`` system).
-    """
+def delete_for_device(db: Database, device_ids: Iterable[str]) -> int:
+    """Deletes every memory and note session of these devices (delete-my-data); returns the rows removed."""
     ids = sorted({d for d in device_ids if d})
     if not ids:
         return 0
     removed = 0
-    with _db_of(target).session() as s:
+    with db.session() as s:
         for table in (MemoryRow, NoteRow):
             result: Any = s.execute(delete(table).where(table.device_id.in_(ids)))
             removed += int(result.rowcount or 0)

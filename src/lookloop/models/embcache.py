@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -42,6 +43,13 @@ class EmbeddingCache:
         with self._lock:
             self._rows[key] = row.astype(np.float32)
             self._dirty = True
+
+    def discard(self, key: str) -> bool:
+        """Forgets one embedding (delete-my-data); True when it was cached."""
+        with self._lock:
+            found = self._rows.pop(key, None) is not None
+            self._dirty = self._dirty or found
+            return found
 
     def embed_files(
         self,
@@ -98,3 +106,33 @@ class EmbeddingCache:
                 np.savez(fh, keys=keys, x=x)
             os.replace(tmp, self.path)
             self._dirty = False
+
+
+class _Embeds(Protocol):
+    def embed(self, images: list[np.ndarray]) -> np.ndarray: ...
+
+
+def embed_paths(
+    cache: EmbeddingCache,
+    embedder: _Embeds,
+    paths: Sequence[Path],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Embeddings of image files through the cache (only new ones computed), the cache saved after.
+
+    ``progress(done, total)`` is called as images are done.
+    """
+    if not paths:
+        return np.zeros((0, cache.dim), np.float32)
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, len(paths))
+
+    x = cache.embed_files(paths, embedder.embed, progress=tick)
+    cache.save()
+    return x

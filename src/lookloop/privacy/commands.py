@@ -24,7 +24,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _system() -> Any:
     from lookloop.config import get_settings
-    from lookloop.service import Lookloop
+    from lookloop.system import Lookloop
 
     system = Lookloop(get_settings())
     system.db.migrate()
@@ -63,14 +63,13 @@ def delete_wearer_cmd(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete everything a wearer's devices left: episodes, frames, memory, labels, embeddings."""
-    from lookloop.privacy.deletion import delete_wearer_data
 
     system = _system()
     wearer_id = _wearer_id(system, wearer)
     if not yes and not typer.confirm(f"Delete all data of wearer {wearer_id}?"):
         raise typer.Exit(1)
     try:
-        report = delete_wearer_data(system, wearer_id, actor="cli", role="operator")
+        report = system.deletion.delete_wearer_data(wearer_id, actor="cli", role="operator")
     except (LookloopError, ValueError) as exc:
         raise _fail(getattr(exc, "message", str(exc))) from None
     console.print_json(json.dumps(report.as_dict()))

@@ -16,40 +16,15 @@ Redaction itself is not optional: it happens before storage whatever the consent
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, false, inspect, or_, select, true
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from lookloop.domain import Answer, Decision
+from lookloop.domain import ANONYMOUS, Consent
 from lookloop.privacy.tables import ConsentRow
 from lookloop.store.db import Database
-
-ANONYMOUS = "anonymous"
-
-
-@dataclass(frozen=True)
-class Consent:
-    """A wearer's choices (see the module docstring for what each one means and its default)."""
-
-    store_frames: bool = True
-    keep_originals: bool = False
-    human_review: bool = True
-    training_use: bool = True
-    memory: bool = True
-
-    def as_dict(self) -> dict[str, bool]:
-        return asdict(self)
-
-    def updated(self, changes: dict[str, Any]) -> Consent:
-        known = {f.name for f in fields(Consent)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown consent field(s): {', '.join(sorted(unknown))}")
-        return Consent(**{**self.as_dict(), **{k: bool(v) for k, v in changes.items() if v is not None}})
-
 
 DEFAULT = Consent()
 
@@ -116,6 +91,17 @@ class ConsentService:
             wearer = wearer_of(s, device_id)
             return wearer, _row_to_consent(s.get(ConsentRow, wearer))
 
+    def training_excluded_ask_ids(self) -> set[str]:
+        """Asks that must never enter a training set, an export or the learning memory."""
+        with self.db.session() as s:
+            return training_excluded_ask_ids(s)
+
+    def training_use(self, device_id: str) -> bool:
+        return self.for_device(device_id).training_use
+
+    def memory_allowed(self, device_id: str) -> bool:
+        return self.for_device(device_id).memory
+
     def set(self, wearer_id: str, **changes: bool | None) -> Consent:
         """Changes some fields; the rest keep their current value."""
         if not wearer_id or wearer_id == ANONYMOUS:
@@ -129,22 +115,6 @@ class ConsentService:
             for key, value in new.as_dict().items():
                 setattr(row, key, value)
         return new
-
-
-NO_REVIEW_NOTE = "No helper was asked: human review is off in your privacy settings."
-
-
-def without_human_review(answer: Answer) -> Answer:
-    """An escalation turned into a plain (unsure) answer that tells the wearer why nobody was asked."""
-    if answer.decision != Decision.ESCALATE:
-        return answer
-    text = answer.text.replace("; asking a helper.", ".").replace("asking a helper", "").rstrip()
-    return replace(
-        answer,
-        text=f"{text} {NO_REVIEW_NOTE}",
-        decision=Decision.ANSWER,
-        result={**answer.result, "human_review": "declined by the wearer's consent"},
-    )
 
 
 def _wearers_without(session: Session, column: Any) -> list[str]:

@@ -10,7 +10,6 @@ model registry); labels are gone, so the next retrain cannot use them.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +17,17 @@ from typing import Any
 from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.orm import Session
 
+import lookloop.humans.tables  # noqa: F401 - its tables must be in Base.metadata before that is walked
+from lookloop.domain import ANONYMOUS
+from lookloop.loop.registry import ModelRegistry
+from lookloop.loop.serving import ServingModel
+from lookloop.memory.store import delete_for_device
 from lookloop.privacy import audit
-from lookloop.privacy.consent import ANONYMOUS, devices_of
+from lookloop.privacy.consent import devices_of
+from lookloop.privacy.storage import FramePrivacy
 from lookloop.privacy.tables import ModelMarkRow, RedactionRow
+from lookloop.store.db import Database
+from lookloop.store.frames import FrameStore
 from lookloop.store.tables import AskRow, Base, LabelRow
 
 # Who a wearer is (and the record of what happened) survives the deletion of what they did.
@@ -68,66 +75,6 @@ def _delete_where(s: Session, table: Table, ask_ids: list[str], device_ids: list
     return removed
 
 
-def _registry_versions(s: Session, ask_ids: list[str]) -> set[str]:
-    try:
-        registry: Any = importlib.import_module("lookloop.loop.registry")
-    except ModuleNotFoundError:
-        return set()
-    lookup = getattr(registry, "versions_trained_on", None)
-    if not callable(lookup) or not ask_ids:
-        return set()
-    found = dict(lookup(s, ask_ids))
-    return {str(v) for vs in found.values() for v in vs}
-
-
-def _mark_in_registry(versions: list[str], reason: str) -> None:
-    try:
-        registry: Any = importlib.import_module("lookloop.loop.registry")
-    except ModuleNotFoundError:
-        return
-    mark = getattr(registry, "mark_trained_on_deleted", None)
-    if callable(mark):
-        mark(versions, reason)
-
-
-def _delete_memory(system: Any, devices: list[str]) -> int:
-    try:
-        memory: Any = importlib.import_module("lookloop.memory.store")
-    except ModuleNotFoundError:
-        return 0
-    fn = getattr(memory, "delete_for_device", None)
-    return int(fn(system, devices)) if callable(fn) else 0
-
-
-def _forget_embeddings(system: Any, ask_ids: list[str], shas: list[str]) -> int:
-    forgotten = 0
-    model = getattr(system, "_identify", None)  # never build a model just to delete from it
-    if model is not None and ask_ids:
-        forgotten += int(model.forget([f"ask:{a}" for a in ask_ids]))
-    cache = getattr(system, "_emb_cache", None)
-    if cache is not None and shas:
-        discard = getattr(cache, "discard", None)
-        if callable(discard):
-            forgotten += int(discard(shas))
-        else:
-            with cache._lock:
-                for sha in shas:
-                    if cache._rows.pop(sha, None) is not None:
-                        forgotten += 1
-                        cache._dirty = True
-        cache.save()
-    return forgotten
-
-
-def _import_table_modules() -> None:
-    """Tables of optional parts join ``Base.metadata`` only once imported: import them before looking."""
-    for name in ("lookloop.humans.tables", "lookloop.memory.tables"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError:
-            pass
-
-
 def _frames_referenced(s: Session, ask_ids: list[str], device_ids: list[str]) -> set[str]:
     """Frames named by the wearer's rows in any table (memory entries, review items …)."""
     out: set[str] = set()
@@ -143,61 +90,77 @@ def _frames_referenced(s: Session, ask_ids: list[str], device_ids: list[str]) ->
     return out
 
 
-def delete_wearer_data(system: Any, wearer_id: str, *, actor: str = "system", role: str = "") -> DeletionReport:
-    """Removes a wearer's data everywhere (see the module docstring); audited."""
-    if not wearer_id or wearer_id == ANONYMOUS:
-        raise ValueError("anonymous asks belong to nobody; delete them by id")
-    db = system.db
-    _import_table_modules()
-    with db.session() as s:
-        devices = devices_of(s, wearer_id)
-        asks = s.execute(select(AskRow.id, AskRow.frame_sha).where(AskRow.device_id.in_(devices))).all()
-        ask_ids = [str(a) for a, _ in asks]
-        shas = sorted({str(f) for _, f in asks if f})
-        shas += [
-            str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.wearer_id == wearer_id))
-            if str(x) not in shas
-        ]
-        shas += sorted(_frames_referenced(s, ask_ids, devices) - set(shas))
-        label_filter = [LabelRow.device_id.in_(devices)]
-        for chunk in _chunks(ask_ids):
-            label_filter.append(LabelRow.ask_id.in_(chunk))
-        n_labels = len(s.scalars(select(LabelRow.id).where(or_(*label_filter))).all())
-        versions = _registry_versions(s, ask_ids)
-        serving = str(getattr(system, "model_version", "") or "")
+class Deletion:
+    """Delete-my-data over every store that holds a wearer's data; each dependency is passed in."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        privacy: FramePrivacy,
+        frames: FrameStore,
+        serving: ServingModel,
+        registry: ModelRegistry,
+    ) -> None:
+        self.db = db
+        self.privacy = privacy
+        self.frames = frames
+        self.serving = serving
+        self.registry = registry
+
+    def delete_wearer_data(self, wearer_id: str, *, actor: str = "system", role: str = "") -> DeletionReport:
+        """Removes a wearer's data everywhere (see the module docstring); audited."""
+        if not wearer_id or wearer_id == ANONYMOUS:
+            raise ValueError("anonymous asks belong to nobody; delete them by id")
+        db = self.db
+        with db.session() as s:
+            devices = devices_of(s, wearer_id)
+            asks = s.execute(select(AskRow.id, AskRow.frame_sha).where(AskRow.device_id.in_(devices))).all()
+            ask_ids = [str(a) for a, _ in asks]
+            shas = sorted({str(f) for _, f in asks if f})
+            shas += [
+                str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.wearer_id == wearer_id))
+                if str(x) not in shas
+            ]
+            shas += sorted(_frames_referenced(s, ask_ids, devices) - set(shas))
+            label_filter = [LabelRow.device_id.in_(devices)]
+            for chunk in _chunks(ask_ids):
+                label_filter.append(LabelRow.ask_id.in_(chunk))
+            n_labels = len(s.scalars(select(LabelRow.id).where(or_(*label_filter))).all())
+        versions = set(self.registry.versions_trained_on({f"ask:{a}" for a in ask_ids}))
+        serving = self.serving.model_version
         if n_labels and serving:
             versions.add(serving)  # the serving model may hold their examples
-    report = DeletionReport(wearer_id=wearer_id, devices=devices, asks=len(ask_ids), labels=n_labels)
-    report.memory_entries = _delete_memory(system, devices)
-    with db.session() as s:
-        for table in reversed(Base.metadata.sorted_tables):
-            if table.name in _KEEP_TABLES:
-                continue
-            n = _delete_where(s, table, ask_ids, devices)
-            if n:
-                report.rows[table.name] = n
-        for chunk in _chunks(ask_ids):
-            s.execute(delete(AskRow).where(AskRow.id.in_(chunk)))
-        report.rows["asks"] = len(ask_ids)
-        for version in sorted(versions):
-            s.add(ModelMarkRow(model_version=version, reason="trained on data its wearer deleted",
-                               wearer_id=wearer_id, n_items=n_labels))
-    with db.session() as s:
-        # A frame shared with someone else's episode (the same bytes) stays for them.
-        still_used = {str(x) for x in s.scalars(select(AskRow.frame_sha).where(AskRow.frame_sha.in_(shas)))}
-    for sha in shas:
-        if sha not in still_used:
-            report.frames += 1 if system.privacy.delete(sha) else 0
-            system.frames.delete(sha)
-    report.embeddings = _forget_embeddings(system, ask_ids, [s for s in shas if s not in still_used])
-    report.models_marked = sorted(versions)
-    _mark_in_registry(report.models_marked, f"wearer {wearer_id} deleted their data")
-    audit.record(db, actor=actor, role=role, action="privacy.delete_wearer_data", target=f"wearer:{wearer_id}",
-                 asks=report.asks, labels=report.labels, frames=report.frames, models=report.models_marked)
-    return report
+        report = DeletionReport(wearer_id=wearer_id, devices=devices, asks=len(ask_ids), labels=n_labels)
+        report.memory_entries = delete_for_device(db, devices)
+        with db.session() as s:
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name in _KEEP_TABLES:
+                    continue
+                n = _delete_where(s, table, ask_ids, devices)
+                if n:
+                    report.rows[table.name] = n
+            for chunk in _chunks(ask_ids):
+                s.execute(delete(AskRow).where(AskRow.id.in_(chunk)))
+            report.rows["asks"] = len(ask_ids)
+            for version in sorted(versions):
+                s.add(ModelMarkRow(model_version=version, reason="trained on data its wearer deleted",
+                                   wearer_id=wearer_id, n_items=n_labels))
+        with db.session() as s:
+            # A frame shared with someone else's episode (the same bytes) stays for them.
+            still_used = {str(x) for x in s.scalars(select(AskRow.frame_sha).where(AskRow.frame_sha.in_(shas)))}
+        gone = [sha for sha in shas if sha not in still_used]
+        for sha in gone:
+            report.frames += 1 if self.privacy.delete(sha) else 0
+            self.frames.delete(sha)
+        report.embeddings = self.serving.forget([f"ask:{a}" for a in ask_ids], gone)
+        self.serving.save_cache()
+        report.models_marked = sorted(versions)
+        audit.record(db, actor=actor, role=role, action="privacy.delete_wearer_data", target=f"wearer:{wearer_id}",
+                     asks=report.asks, labels=report.labels, frames=report.frames, models=report.models_marked)
+        return report
 
-
-def marked_model_versions(system: Any) -> set[str]:
-    """Model versions that must not be promoted again (trained on deleted data)."""
-    with system.db.session() as s:
-        return {str(v) for v in s.scalars(select(ModelMarkRow.model_version))}
+    def marked_model_versions(self) -> set[str]:
+        """Model versions that must not be promoted again (trained on deleted data)."""
+        with self.db.session() as s:
+            return {str(v) for v in s.scalars(select(ModelMarkRow.model_version))}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from lookloop.errors import BadInput
-from lookloop.privacy.faces import Box, FaceDetector, make_detector
+from lookloop.models.faces import Box, FaceDetector, make_detector
 from lookloop.privacy.pii import find_pii
 
 OCR_VERSION = "rapidocr-onnxruntime-ppocr"

@@ -25,12 +25,11 @@ import numpy as np
 from sqlalchemy import select
 
 from lookloop.config import Settings
-from lookloop.domain import Frame, utcnow
+from lookloop.domain import Consent, Frame, as_utc, utcnow
 from lookloop.errors import NotFound
-from lookloop.privacy.consent import Consent
 from lookloop.privacy.tables import RedactionRow
 from lookloop.store.db import Database
-from lookloop.store.frames import write_atomic
+from lookloop.store.frames import FrameStore, write_atomic
 
 log = logging.getLogger("lookloop.privacy")
 
@@ -49,10 +48,6 @@ def frame_key(settings: Settings) -> bytes:
     if settings.frame_key:
         return parse_key(settings.frame_key)
     return load_or_create_key(settings.resolved_var_dir / "keys")
-
-
-def _as_utc(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 
@@ -80,13 +75,14 @@ class FramePrivacy:
         self,
         settings: Settings,
         db: Database,
-        frames_root: Path,
+        frames: FrameStore,
         *,
         redactor: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.root = frames_root
+        self.frames = frames
+        self.root = frames.root
         self._redactor_factory = redactor
         self._key: bytes | None = None
         self._locks: dict[str, threading.Lock] = {}
@@ -113,13 +109,26 @@ class FramePrivacy:
         return self._key
 
     def path(self, sha: str) -> Path:
-        return self.root / sha[:2] / sha
+        return self.frames.path(sha)
 
     def sealed_path(self, sha: str) -> Path:
-        return self.root / sha[:2] / f"{sha}{SEALED_SUFFIX}"
+        return self.frames.path(sha, SEALED_SUFFIX)
 
     def original_path(self, sha: str) -> Path:
-        return self.root / sha[:2] / f"{sha}{ORIGINAL_SUFFIX}"
+        return self.frames.path(sha, ORIGINAL_SUFFIX)
+
+    def redacted_file(self, sha: str) -> Path:
+        """The redacted frame's file, the redaction passes run first if the worker has not got to them."""
+        self.ensure_full(sha)
+        return self.path(sha)
+
+    def redacted_bytes(self, sha: str) -> bytes:
+        """The stored (redacted) frame; NotFound for an unknown or malformed id."""
+        try:
+            self.ensure_full(sha)
+            return self.frames.get(sha)
+        except (FileNotFoundError, ValueError) as exc:
+            raise NotFound("no such frame") from exc
 
     def _lock_for(self, sha: str) -> threading.Lock:
         with self._locks_guard:
@@ -280,7 +289,7 @@ class FramePrivacy:
                 return None
             return RedactionInfo(
                 row.frame_sha, row.stage, list(row.regions or []), row.model_version, row.original_kept,
-                _as_utc(row.original_expires_at) if row.original_expires_at else None,
+                as_utc(row.original_expires_at) if row.original_expires_at else None,
             )
 
     def reveal(self, sha: str) -> bytes:
@@ -334,7 +343,7 @@ class FramePrivacy:
                     RedactionRow.original_kept.is_(True)
                 )
             ).all()
-            expired = [sha for sha, exp in kept if exp is None or _as_utc(exp) <= now]
+            expired = [sha for sha, exp in kept if exp is None or as_utc(exp) <= now]
             transient = [str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.transient))]
             waiting = set()
             if transient:

@@ -1,4 +1,4 @@
-"""Privacy tables: consent, redaction records, the audit log, reveal grants, idempotency receipts, marks."""
+"""Privacy tables: consent, redaction records, the audit log, reveal grants, marks."""
 
 from __future__ import annotations
 
@@ -66,17 +66,6 @@ class RevealGrantRow(Base):
 
     account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     granted_by: Mapped[str] = mapped_column(String(128), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class IdempotencyRow(Base):
-    """A write already applied: a retried request with the same key gets the first result back."""
-
-    __tablename__ = "idempotency_keys"
-
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    result_id: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

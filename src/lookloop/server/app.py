@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +14,8 @@ from fastapi.responses import JSONResponse
 
 from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
-from lookloop.humans.runtime import humans_of
-from lookloop.humans.runtime import install as install_humans
 from lookloop.server.routers.review import mount_review_page
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 log = logging.getLogger("lookloop.server")
 
@@ -29,12 +28,11 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_system.migrate()
-        install_humans(app)  # accounts, review queue, live streams: binds the live hub to this loop
+        the_system.humans.hub.bind(asyncio.get_running_loop())  # live streams are served from this loop
         if warm:
-            the_system.identify_model  # noqa: B018 - loads embedder, examples and head
-            the_system.route("what is this?", True)  # loads the intent router
+            the_system.warm()
         yield
-        the_system.embedding_cache.save() if the_system._emb_cache is not None else None
+        the_system.close()
 
     app = FastAPI(
         title="lookloop",
@@ -43,7 +41,6 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         lifespan=lifespan,
     )
     app.state.system = the_system
-    humans_of(the_system)  # wires the escalation and feedback hooks before the first ask
 
     @app.exception_handler(LookloopError)
     async def domain_error(_: Request, exc: LookloopError) -> JSONResponse:

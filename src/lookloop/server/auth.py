@@ -13,8 +13,7 @@ from fastapi import Request, WebSocket
 
 from lookloop.errors import Forbidden, Unauthorized
 from lookloop.humans.accounts import Principal
-from lookloop.humans.runtime import humans_of
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 __all__ = ["Principal", "current_principal", "require", "bearer_token", "principal_for_token", "websocket_principal"]
 
@@ -30,7 +29,7 @@ def bearer_token(request: Request) -> str | None:
 
 
 def principal_for_token(system: Lookloop, token: str) -> Principal:
-    return humans_of(system).accounts.principal(token)
+    return system.humans.accounts.principal(token)
 
 
 def current_principal(request: Request) -> Principal | None:
@@ -120,7 +119,7 @@ def check_ask_access(
         return  # reviewers see only what the queue gives them (and frames only redacted)
     if principal.device_id == device_id:
         return
-    if principal.wearer_id and device_id in humans_of(system).accounts.devices_of_wearer(principal.wearer_id):
+    if principal.wearer_id and device_id in system.humans.accounts.devices_of_wearer(principal.wearer_id):
         return
     # Not 403: a stranger learns nothing about whether the id exists.
     from lookloop.errors import NotFound

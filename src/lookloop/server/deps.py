@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 
 def get_system(request: Request) -> Lookloop:

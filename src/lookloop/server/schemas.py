@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from lookloop.domain import CatalogItem
-from lookloop.service import AskRecord
+from lookloop.domain import AskRecord, CatalogItem
 
 
 class CandidateOut(BaseModel):

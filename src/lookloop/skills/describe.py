@@ -9,10 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookloop.domain import Answer, Ask, Decision
+from lookloop.domain import Answer, Ask, Decision, PolicyDecision, Prediction
 from lookloop.errors import BadInput, LookloopError, NotConfigured
-from lookloop.loop.learner import Prediction
-from lookloop.loop.policies import PolicyDecision
 from lookloop.models.backends import ChatBackend, system_message, user_message
 from lookloop.models.ocr import TextReader
 
@@ -57,7 +55,7 @@ class FaceCounter:
         if not self._tried:
             self._tried = True
             try:
-                from lookloop.privacy.faces import make_detector
+                from lookloop.models.faces import make_detector
 
                 self._detector = make_detector("fast")
             except Exception as exc:  # noqa: BLE001 - no detector means "no face count", not a failed ask

@@ -6,14 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lookloop.domain import Answer, Ask, Candidate, CatalogItem
+from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Prediction, display
 from lookloop.errors import BadInput
-from lookloop.loop.learner import IdentifyModel, Prediction
 from lookloop.models.embedder import ImageEmbedder
-
-
-def display(name: str) -> str:
-    return name.replace("-", " ").replace("_", " ")
+from lookloop.skills.base import Classifier
 
 
 def product_line(item: CatalogItem | None, label: str) -> str:
@@ -30,18 +26,18 @@ class IdentifySkill:
 
     def __init__(
         self,
-        embedder: ImageEmbedder,
-        model: Callable[[], IdentifyModel],
+        embedder: Callable[[], ImageEmbedder],
+        model: Callable[[], Classifier],
         catalog: Callable[[str], CatalogItem | None],
     ) -> None:
-        self.embedder = embedder
+        self._embedder = embedder  # a call: a promotion may swap the backbone
         self._model = model
         self._catalog = catalog
 
     def embed(self, ask: Ask) -> np.ndarray:
         if ask.frame is None:
             raise BadInput("identify needs an image")
-        return self.embedder.embed([ask.frame.rgb])
+        return self._embedder().embed([ask.frame.rgb])
 
     def predict(self, ask: Ask, q: np.ndarray | None = None) -> Prediction:
         return self._model().predict(self.embed(ask) if q is None else q)[0]
@@ -68,4 +64,4 @@ class IdentifySkill:
 
     def run(self, ask: Ask) -> Answer:
         model = self._model()
-        return self.answer_for(self.predict(ask), f"{self.embedder.version}+{model.head_version}")
+        return self.answer_for(self.predict(ask), f"{self._embedder().version}+{model.head_version}")

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookloop.domain import Answer, Ask
+from lookloop.domain import ANONYMOUS, Answer, Ask
 from lookloop.memory.store import Memory, MemoryStore, ago
 from lookloop.models.text import TextEmbedder
 
-ANONYMOUS = "anonymous"
 NO_DEVICE = "Memories need your own glasses: connect with your device token first."
 NO_CONSENT = "Memory is off for you. Turn on 'memory' in your privacy settings and ask again."
 

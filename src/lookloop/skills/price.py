@@ -11,10 +11,8 @@ from importlib import resources
 
 import numpy as np
 
-from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Decision
+from lookloop.domain import Answer, Ask, Candidate, CatalogItem, Decision, PolicyDecision, Prediction
 from lookloop.errors import BadInput
-from lookloop.loop.learner import Prediction
-from lookloop.loop.policies import PolicyDecision
 
 # A barcode spanning the frame is missed at full size by OpenCV's detector, a small one when shrunk: try a
 # few sizes and stop at the first that decodes.

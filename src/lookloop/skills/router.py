@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import threading
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lookloop.domain import normalise_text
 from lookloop.models.text import TextEmbedder
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,6 @@ class Router(Protocol):
     def predict(self, texts: Sequence[str]) -> list[RouteDecision]: ...
 
     def route(self, text: str) -> RouteDecision: ...
-
-
-def normalise_text(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 class RouterFileError(ValueError):

@@ -24,10 +24,13 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class FrameStore:
+    """The one frame layout on disk: ``root/ab/abcdef…[suffix]``, ids checked before any path is built."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _path(self, sha: str, suffix: str = "") -> Path:
+    def path(self, sha: str, suffix: str = "") -> Path:
+        """Where a frame (or its sealed/original variant) lives; a ValueError for anything but a sha256."""
         if not _SHA.match(sha):
             raise ValueError("not a frame id")
         return self.root / sha[:2] / f"{sha}{suffix}"
@@ -35,23 +38,23 @@ class FrameStore:
     def put(self, data: bytes, *, suffix: str = "") -> str:
         """Stores bytes durably (fsync + atomic rename) and returns their sha256."""
         sha = hashlib.sha256(data).hexdigest()
-        path = self._path(sha, suffix)
+        path = self.path(sha, suffix)
         if path.exists():
             return sha
         write_atomic(path, data)
         return sha
 
     def get(self, sha: str, *, suffix: str = "") -> bytes:
-        path = self._path(sha, suffix)
+        path = self.path(sha, suffix)
         if not path.exists():
             raise FileNotFoundError(sha)
         return path.read_bytes()
 
     def exists(self, sha: str, *, suffix: str = "") -> bool:
-        return self._path(sha, suffix).exists()
+        return self.path(sha, suffix).exists()
 
     def delete(self, sha: str, *, suffix: str = "") -> bool:
-        path = self._path(sha, suffix)
+        path = self.path(sha, suffix)
         if path.exists():
             path.unlink()
             return True

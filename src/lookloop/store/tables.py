@@ -90,3 +90,14 @@ class CatalogItemRow(Base):
 
 Index("ix_asks_device_created", AskRow.device_id, AskRow.created_at)
 Index("ix_asks_audit_version", AskRow.audit, AskRow.model_version)
+
+
+class IdempotencyRow(Base):
+    """A write already applied: a retried request with the same key gets the first result back."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    result_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

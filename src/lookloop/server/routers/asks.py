@@ -12,7 +12,7 @@ from lookloop.errors import Forbidden, TooLarge
 from lookloop.server.auth import Principal, ask_device_id, check_ask_access, current_principal, require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import AskOut, ErrorOut, LabelIn, RouteIn, RouteOut
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1/asks", tags=["asks"])
 _ERRORS: dict[int | str, dict[str, object]] = {

@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from lookloop.humans.runtime import humans_of
 from lookloop.humans.schemas import LoginIn, LoginOut, MeOut
 from lookloop.server.auth import Principal, bearer_token, require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import ErrorOut
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 System = Annotated[Lookloop, Depends(get_system)]
@@ -22,7 +21,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for cod
 @router.post("/login", response_model=LoginOut, responses=_ERRORS, summary="Reviewer/operator sign-in")
 async def login(system: System, body: LoginIn) -> LoginOut:
     # argon2 verification takes tens of milliseconds: keep it off the event loop.
-    accounts = humans_of(system).accounts
+    accounts = system.humans.accounts
     token, account = await run_in_threadpool(accounts.login, body.username, body.password)
     return LoginOut(token=token, role=account.role, username=account.username,
                     expires_in_s=int(accounts.session_ttl.total_seconds()))
@@ -33,7 +32,7 @@ def logout(system: System, request: Request,
            _: Annotated[Principal, Depends(require("reviewer", "operator"))]) -> Response:
     token = bearer_token(request)
     if token:
-        humans_of(system).accounts.logout(token)
+        system.humans.accounts.logout(token)
     return Response(status_code=204)
 
 

@@ -15,8 +15,8 @@ from lookloop.memory.store import Memory, NoteSession
 from lookloop.server.auth import ask_device_id, current_principal
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import ErrorOut
-from lookloop.service import Lookloop
-from lookloop.skills.registry import capabilities, services
+from lookloop.skills.registry import capabilities
+from lookloop.system import Lookloop
 
 router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422, 503)}
@@ -48,7 +48,7 @@ class CapabilitiesOut(BaseModel):
 @router.get("/v1/capabilities", response_model=CapabilitiesOut, tags=["operators"],
             summary="Which model backends are configured and which skills fall back to humans")
 def get_capabilities(system: System) -> CapabilitiesOut:
-    return CapabilitiesOut.model_validate(capabilities(system))
+    return CapabilitiesOut.model_validate(capabilities(system.settings, list(system.skills())))
 
 
 # -- notes ---------------------------------------------------------------------------------------------
@@ -99,9 +99,8 @@ def _check_note_access(system: Lookloop, caller: Principal | None, note: NoteSes
         if caller.allows("operator") or caller.device_id == note.device_id:
             return
         if caller.wearer_id:
-            from lookloop.humans.runtime import humans_of
 
-            if note.device_id in humans_of(system).accounts.devices_of_wearer(caller.wearer_id):
+            if note.device_id in system.humans.accounts.devices_of_wearer(caller.wearer_id):
                 return
     raise NotFound(f"no note session {note.id!r}")
 
@@ -110,11 +109,11 @@ def _check_note_access(system: Lookloop, caller: Principal | None, note: NoteSes
              summary="Start a note session (then append text and ask for the summary)")
 def start_note(system: System, caller: Caller, body: NoteStartIn) -> NoteOut:
     device = ask_device_id(system, caller, body.device_id)
-    return NoteOut.of(services(system).notes.start(device, body.title))
+    return NoteOut.of(system.notes.start(device, body.title))
 
 
 def _note(system: Lookloop, caller: Principal | None, note_id: str) -> NoteSession:
-    note = services(system).notes.get(note_id)
+    note = system.notes.get(note_id)
     _check_note_access(system, caller, note)
     return note
 
@@ -123,7 +122,7 @@ def _note(system: Lookloop, caller: Principal | None, note_id: str) -> NoteSessi
              summary="Append the next piece of the conversation (typed, or from speech recognition)")
 def append_note(system: System, caller: Caller, note_id: str, body: NoteTextIn) -> NoteOut:
     _note(system, caller, note_id)
-    return NoteOut.of(services(system).notes.append(note_id, body.text))
+    return NoteOut.of(system.notes.append(note_id, body.text))
 
 
 @router.get("/v1/notes/{note_id}", response_model=NoteOut, tags=["notes"], responses=_ERRORS)
@@ -142,14 +141,14 @@ class SummaryOut(BaseModel):
              summary="Summarise the session (an LLM's summary when a chat backend is configured); close=true ends it")
 async def summarise_note(system: System, caller: Caller, note_id: str, close: bool = False) -> SummaryOut:
     await run_in_threadpool(_note, system, caller, note_id)
-    note, summary = await run_in_threadpool(services(system).notes.summarise, note_id, close=close)
+    note, summary = await run_in_threadpool(system.notes.summarise, note_id, close=close)
     return SummaryOut(note_id=note.id, summary=summary.text, method=summary.method, closed=note.closed_at is not None)
 
 
 @router.delete("/v1/notes/{note_id}", status_code=204, tags=["notes"], responses=_ERRORS)
 def delete_note(system: System, caller: Caller, note_id: str) -> None:
     _note(system, caller, note_id)
-    services(system).notes.store.delete(note_id)
+    system.notes.store.delete(note_id)
 
 
 # -- memories ------------------------------------------------------------------------------------------
@@ -176,9 +175,9 @@ def _device(caller: Principal | None) -> str:
 @router.get("/v1/memory", response_model=list[MemoryOut], tags=["memory"], responses=_ERRORS,
             summary="The calling device's remembered moments, newest first")
 def list_memories(system: System, caller: Caller) -> list[MemoryOut]:
-    return [MemoryOut.of(m) for m in services(system).memory.for_device(_device(caller))]
+    return [MemoryOut.of(m) for m in system.memory.for_device(_device(caller))]
 
 
 @router.delete("/v1/memory/{memory_id}", status_code=204, tags=["memory"], responses=_ERRORS)
 def delete_memory(system: System, caller: Caller, memory_id: str) -> None:
-    services(system).memory.delete(memory_id, device_id=_device(caller))
+    system.memory.delete(memory_id, device_id=_device(caller))

@@ -10,7 +10,7 @@ from lookloop.errors import Conflict
 from lookloop.server.auth import Principal, require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import CatalogItemIn, CatalogItemOut, ErrorOut
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 System = Annotated[Lookloop, Depends(get_system)]

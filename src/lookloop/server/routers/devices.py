@@ -13,12 +13,11 @@ from fastapi.responses import StreamingResponse
 
 from lookloop.errors import Forbidden, LookloopError
 from lookloop.humans.live import relay
-from lookloop.humans.runtime import humans_of
 from lookloop.humans.schemas import FeedbackIn, FeedbackOut
 from lookloop.server.auth import Principal, current_principal, require, websocket_principal
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import ErrorOut
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 router = APIRouter(tags=["devices"])
 System = Annotated[Lookloop, Depends(get_system)]
@@ -38,7 +37,7 @@ async def device_stream(websocket: WebSocket) -> None:
     if principal.device_id is None:
         await websocket.close(code=4403, reason="the stream belongs to a device token")
         return
-    hub = humans_of(system).hub
+    hub = system.humans.hub
     hub.bind(asyncio.get_running_loop())
     await websocket.accept()
     queue = hub.subscribe_wearer(principal.device_id)
@@ -56,7 +55,7 @@ async def device_stream_sse(request: Request,
                             principal: Annotated[Principal, Depends(require("wearer"))]) -> StreamingResponse:
     if principal.kind != "device" or principal.device_id is None:
         raise Forbidden("the stream belongs to a device token")
-    hub = humans_of(request.app.state.system).hub
+    hub = request.app.state.system.humans.hub
     hub.bind(asyncio.get_running_loop())
     device_id = principal.device_id
     queue = hub.subscribe_wearer(device_id)
@@ -92,7 +91,7 @@ def give_feedback(system: System, ask_id: str, body: FeedbackIn,
         if principal.device_id != record.device_id:
             raise Forbidden("only the device that asked may give feedback on this answer")
         device_id = principal.device_id
-    info = humans_of(system).feedback.give(
+    info = system.humans.feedback.give(
         ask_id, body.verdict, device_id=device_id, correction=body.correction, idempotency_key=idempotency_key
     )
     return FeedbackOut.of(info)

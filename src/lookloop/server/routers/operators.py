@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,12 +12,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from lookloop.errors import NotConfigured, NotFound
+from lookloop.errors import NotFound
+from lookloop.loop.registry import ModelVersion
 from lookloop.metrics import PLOTS, Metrics, compute_metrics, parse_when, plot_png
 from lookloop.server.auth import Principal, require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import ErrorOut
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 log = logging.getLogger("lookloop.server.operators")
 router = APIRouter(prefix="/v1/operators", tags=["operators"])
@@ -100,7 +100,7 @@ class SummaryOut(BaseModel):
     models: ModelsOut
 
 
-# -- domain adapters: the human loop and the model registry are optional packages ---------------------------
+# -- adapters ------------------------------------------------------------------------------------------------
 
 
 def _metrics(system: Lookloop, since: str | None, until: str | None, bucket: str, top: int = 12) -> Metrics:
@@ -108,103 +108,33 @@ def _metrics(system: Lookloop, since: str | None, until: str | None, bucket: str
         return compute_metrics(s, since=parse_when(since), until=parse_when(until), bucket=bucket, top_classes=top)
 
 
-def _plain(value: Any) -> dict[str, Any]:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return dict(value)
-
-
 def reviewer_stats(system: Lookloop) -> list[dict[str, Any]]:
-    try:
-        from lookloop.humans.runtime import humans_of
-    except ModuleNotFoundError:
-        return []
-    return [_plain(r) for r in humans_of(system).queue.stats()]
+    return [asdict(r) for r in system.humans.queue.stats()]
 
 
 def queue_counts(system: Lookloop) -> dict[str, int]:
-    try:
-        from lookloop.humans.runtime import humans_of
-    except ModuleNotFoundError:
-        return {}
-    return {k: int(v) for k, v in humans_of(system).queue.counts().items()}
+    return {k: int(v) for k, v in system.humans.queue.counts().items()}
 
 
-def _loop_service(system: Lookloop) -> Any | None:
-    """The learning loop's registry bound to this system, whose promote/rollback also swap the serving model.
-
-    The loop package offers it as ``lookloop.loop.registry.registry_of(system)``; without it the dashboard
-    lists versions read-only.
-    """
-    try:
-        module: Any = importlib.import_module("lookloop.loop.registry")
-    except ModuleNotFoundError:
-        return None
-    for name in ("registry_of", "get_registry"):
-        factory = getattr(module, name, None)
-        if callable(factory):
-            return factory(system)
-    return None
-
-
-def _listing(system: Lookloop) -> Any | None:
-    """Something with ``list()``: the bound registry, or a read-only one over the same tables."""
-    bound = _loop_service(system)
-    if bound is not None:
-        return bound
-    try:
-        module: Any = importlib.import_module("lookloop.loop.registry")
-    except ModuleNotFoundError:
-        return None
-    cls = getattr(module, "ModelRegistry", None)
-    if cls is None:
-        return None
-    try:
-        # Listing reads only the database; the artifact root matters for loading, which this never does.
-        return cls(system.db, system.settings.model_cache_dir / "registry")
-    except TypeError:
-        log.warning("lookloop.loop.registry.ModelRegistry has an unexpected signature; versions not listed")
-        return None
-
-
-def _version_out(entry: Any, serving: str) -> ModelVersionOut:
-    raw = _plain(entry)
-    version = str(raw.get("version") or raw.get("id") or raw.get("name") or "")
-    created = raw.get("created_at")
-    metrics = raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {}
-    info = {k: v for k, v in raw.items() if k not in ("id", "version", "created_at", "metrics", "serving")
+def _version_out(version: ModelVersion, serving: str) -> ModelVersionOut:
+    raw = version.as_dict()
+    info = {k: v for k, v in raw.items() if k not in ("id", "created_at", "metrics", "serving")
             and isinstance(v, str | int | float | bool | None)}
     return ModelVersionOut(
-        version=version,
-        serving=bool(raw.get("serving")) or version == serving,
-        created_at=created.isoformat() if isinstance(created, dt.datetime) else (str(created) if created else None),
-        metrics=dict(metrics or {}),
+        version=version.id,
+        serving=version.serving or version.id == serving,
+        created_at=version.created_at.isoformat(),
+        metrics=dict(version.metrics or {}),
         info=info,
     )
 
 
 def model_versions(system: Lookloop) -> ModelsOut:
     serving = system.model_version
-    reg = _listing(system)
-    lister = getattr(reg, "list", None) or getattr(reg, "list_versions", None) if reg is not None else None
-    entries = [_version_out(e, serving) for e in lister()] if callable(lister) else []
+    entries = [_version_out(v, serving) for v in system.registry.list()]
     if not any(v.serving for v in entries):
         entries.insert(0, ModelVersionOut(version=serving, serving=True, info={"note": "serving (not registered)"}))
-    return ModelsOut(serving=serving, registry=reg is not None, actions=_loop_service(system) is not None,
-                     versions=entries)
-
-
-def _registry_call(system: Lookloop, name: str, *args: Any) -> None:
-    reg = _loop_service(system)
-    fn = getattr(reg, name, None) if reg is not None else None
-    if not callable(fn):
-        raise NotConfigured(
-            "promote and rollback need the learning loop's registry bound to the server "
-            "(lookloop.loop.registry.registry_of); use the loop's CLI meanwhile"
-        )
-    fn(*args)
+    return ModelsOut(serving=serving, registry=True, actions=True, versions=entries)
 
 
 # -- endpoints --------------------------------------------------------------------------------------------
@@ -230,14 +160,14 @@ def models(system: System, _: Operator) -> ModelsOut:
 @router.post("/models/{version}/promote", response_model=ModelsOut, responses=_ERRORS,
              summary="Serve this model version (needs the model registry)")
 def promote(system: System, _: Operator, version: str) -> ModelsOut:
-    _registry_call(system, "promote", version)
+    system.serving.promote(version)
     return model_versions(system)
 
 
 @router.post("/models/rollback", response_model=ModelsOut, responses=_ERRORS,
              summary="Go back to the previously served version (needs the model registry)")
 def rollback(system: System, _: Operator) -> ModelsOut:
-    _registry_call(system, "rollback")
+    system.serving.rollback()
     return model_versions(system)
 
 

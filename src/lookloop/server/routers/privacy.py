@@ -14,12 +14,11 @@ from lookloop.errors import BadInput, Forbidden, NotFound
 from lookloop.humans.accounts import Principal
 from lookloop.imaging import sniff_image_type
 from lookloop.privacy import audit
-from lookloop.privacy.deletion import delete_wearer_data
 from lookloop.privacy.tables import RevealGrantRow
 from lookloop.server.auth import require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import ErrorOut
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
 System = Annotated[Lookloop, Depends(get_system)]
@@ -109,7 +108,7 @@ def put_consent(system: System, principal: Wearer, body: ConsentIn) -> ConsentOu
 @router.delete("/me/data", response_model=DeletionOut, responses=_ERRORS, summary="Delete my data")
 async def delete_my_data(system: System, principal: Wearer) -> DeletionOut:
     actor, role = audit.actor_of(principal)
-    report = await run_in_threadpool(delete_wearer_data, system, _wearer_id(principal), actor=actor, role=role)
+    report = await run_in_threadpool(system.deletion.delete_wearer_data, _wearer_id(principal), actor=actor, role=role)
     return _deletion_out(report)
 
 
@@ -121,7 +120,7 @@ async def delete_wearer(system: System, principal: Operator, wearer_id: str) -> 
     if wearer_id == "anonymous":
         raise BadInput("anonymous asks belong to nobody")
     actor, role = audit.actor_of(principal)
-    report = await run_in_threadpool(delete_wearer_data, system, wearer_id, actor=actor, role=role)
+    report = await run_in_threadpool(system.deletion.delete_wearer_data, wearer_id, actor=actor, role=role)
     return _deletion_out(report)
 
 

@@ -12,8 +12,7 @@ from fastapi.responses import FileResponse, Response
 
 from lookloop.errors import LookloopError, NotFound
 from lookloop.humans.live import relay
-from lookloop.humans.queue import review_frame_bytes
-from lookloop.humans.runtime import Humans, humans_of, item_event
+from lookloop.humans.runtime import Humans, item_event
 from lookloop.humans.schemas import (
     GoldIn,
     QueueCountsOut,
@@ -25,7 +24,7 @@ from lookloop.humans.schemas import (
 from lookloop.server.auth import Principal, require, websocket_principal
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import ErrorOut
-from lookloop.service import Lookloop
+from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 System = Annotated[Lookloop, Depends(get_system)]
@@ -35,18 +34,18 @@ _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for cod
 
 
 def _humans(system: Lookloop) -> Humans:
-    return humans_of(system)
+    return system.humans
 
 
 def _out(system: Lookloop, item_id: str) -> ReviewItemOut:
-    return ReviewItemOut.model_validate(item_event(system, _humans(system).queue.get(item_id)))
+    return ReviewItemOut.model_validate(item_event(_humans(system).queue.get(item_id)))
 
 
 @router.post("/next", response_model=ReviewItemOut | None, responses=_ERRORS,
              summary="Claim the next item (live first); null when the queue is empty")
 def next_item(system: System, reviewer: Reviewer) -> ReviewItemOut | None:
     item = _humans(system).queue.next(reviewer)
-    return ReviewItemOut.model_validate(item_event(system, item)) if item else None
+    return ReviewItemOut.model_validate(item_event(item)) if item else None
 
 
 @router.get("/queue", response_model=QueueCountsOut, responses=_ERRORS)
@@ -62,14 +61,14 @@ def get_item(system: System, item_id: str, _: Reviewer) -> ReviewItemOut:
 @router.get("/items/{item_id}/frame", response_class=Response, responses=_ERRORS)
 def item_frame(system: System, item_id: str, _: Reviewer) -> Response:
     item = _humans(system).queue.get(item_id)
-    data = review_frame_bytes(system, item)
+    data = system.humans.queue.frame_bytes(item)
     return Response(data, media_type=_media_type(data), headers={"Cache-Control": "private, max-age=300"})
 
 
 @router.post("/items/{item_id}/claim", response_model=ReviewItemOut, responses=_ERRORS)
 def claim(system: System, item_id: str, reviewer: Reviewer) -> ReviewItemOut:
     item = _humans(system).queue.claim(item_id, reviewer)
-    return ReviewItemOut.model_validate(item_event(system, item))
+    return ReviewItemOut.model_validate(item_event(item))
 
 
 @router.post("/items/{item_id}/answer", response_model=ReviewAnswerOut, responses=_ERRORS)
@@ -101,7 +100,7 @@ def stats(system: System, principal: Reviewer) -> list[ReviewerStatsOut]:
              summary="Make a settled ask a gold item (its known answer scores reviewers)")
 def add_gold(system: System, body: GoldIn, _: Operator) -> ReviewItemOut:
     item = _humans(system).queue.gold_from_ask(body.ask_id, body.answer)
-    return ReviewItemOut.model_validate(item_event(system, item))
+    return ReviewItemOut.model_validate(item_event(item))
 
 
 @router.websocket("/stream")

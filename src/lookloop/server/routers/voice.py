@@ -26,11 +26,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from lookloop.domain import AskRecord
 from lookloop.errors import BadInput, LookloopError, NotConfigured, NotFound, TooLarge, UnsupportedMedia
 from lookloop.server.auth import Principal, ask_device_id, current_principal
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import AskOut, ErrorOut
-from lookloop.service import AskRecord, Lookloop
+from lookloop.system import Lookloop
 
 router = APIRouter(tags=["voice"])
 System = Annotated[Lookloop, Depends(get_system)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from lookloop.privacy.tables import IdempotencyRow
 from lookloop.store.db import Database
+from lookloop.store.tables import IdempotencyRow
 
 
 def receipt_key(kind: str, key: str) -> str:

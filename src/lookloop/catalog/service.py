@@ -1,0 +1,111 @@
+"""The catalogue service: products by name, their canonical label form, and imported labelled photos."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+
+from lookloop.catalog.dataset import GroceryDataset, LabelledImage, grocery_catalog
+from lookloop.domain import CatalogItem, normalise_label
+from lookloop.errors import NotFound
+from lookloop.store.db import Database
+from lookloop.store.tables import CatalogItemRow, LabelRow
+
+
+def _row_to_item(row: CatalogItemRow) -> CatalogItem:
+    return CatalogItem(
+        id=row.id,
+        name=row.name,
+        coarse_class=row.coarse_class,
+        description=row.description,
+        price=row.price,
+        currency=row.currency,
+        barcode=row.barcode,
+        images=tuple(row.images or ()),
+    )
+
+
+class Catalogue:
+    """The products the glasses know, cached in memory and reloaded after every change."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._items: dict[str, CatalogItem] = {}
+        self._by_norm: dict[str, CatalogItem] = {}
+
+    def reload(self) -> None:
+        with self.db.session() as s:
+            items = {r.name: _row_to_item(r) for r in s.scalars(select(CatalogItemRow)).all()}
+        by_norm = {normalise_label(i.name): i for i in items.values()}
+        by_norm.update({normalise_label(i.id): i for i in items.values()})
+        with self._lock:
+            self._items, self._by_norm = items, by_norm
+
+    def find(self, name: str) -> CatalogItem | None:
+        return self._items.get(name) or self._by_norm.get(normalise_label(name))
+
+    def canonical_label(self, value: str) -> str:
+        """A human's free-text answer mapped onto the catalogue name when it names a product."""
+        item = self.find(value)
+        return item.name if item else value.strip()
+
+    def items(self) -> list[CatalogItem]:
+        return sorted(self._items.values(), key=lambda i: i.name)
+
+    def get(self, item_id: str) -> CatalogItem:
+        with self.db.session() as s:
+            row = s.get(CatalogItemRow, item_id)
+            if row is None:
+                raise NotFound(f"no catalogue item {item_id!r}")
+            return _row_to_item(row)
+
+    def upsert(self, items: list[CatalogItem]) -> int:
+        with self.db.session() as s:
+            for item in items:
+                row = s.get(CatalogItemRow, item.id)
+                if row is None:
+                    row = CatalogItemRow(id=item.id)
+                    s.add(row)
+                row.name = item.name
+                row.coarse_class = item.coarse_class
+                row.description = item.description
+                row.price = item.price
+                row.currency = item.currency
+                row.barcode = item.barcode
+                row.images = list(item.images)
+        self.reload()
+        return len(items)
+
+    def delete(self, item_id: str) -> None:
+        with self.db.session() as s:
+            row = s.get(CatalogItemRow, item_id)
+            if row is None:
+                raise NotFound(f"no catalogue item {item_id!r}")
+            s.delete(row)
+        self.reload()
+
+    def import_grocery(self, root: Path, *, splits: tuple[str, ...] = ("train",)) -> tuple[int, int]:
+        """The demo catalogue (81 products, iconic images, descriptions, demo prices) plus split labels."""
+        items = grocery_catalog(root)
+        self.upsert(items)
+        ds = GroceryDataset(root)
+        images: list[LabelledImage] = []
+        for split in splits:
+            images.extend(ds.split(split))
+        return len(items), self.import_labelled_images(images, source="import")
+
+    def import_labelled_images(self, images: list[LabelledImage], *, source: str) -> int:
+        with self.db.session() as s:
+            existing = set(s.scalars(select(LabelRow.image_path).where(LabelRow.image_path.is_not(None))).all())
+            added = 0
+            for img in images:
+                p = str(Path(img.path).resolve())
+                if p in existing:
+                    continue
+                s.add(LabelRow(image_path=p, value=img.label, source=source, skill="identify"))
+                existing.add(p)
+                added += 1
+        return added

@@ -1,0 +1,284 @@
+"""Asking: route the question, let the skill answer, let the policy decide, store the episode, tell subscribers."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import func, select
+
+from lookloop.config import Settings
+from lookloop.domain import (
+    Answer,
+    Ask,
+    AskRecord,
+    Candidate,
+    Consent,
+    Decision,
+    Frame,
+    Outcome,
+    display,
+    utcnow,
+    without_human_review,
+)
+from lookloop.errors import BadInput, NotFound
+from lookloop.imaging import decode_image
+from lookloop.loop.calibration import draw_audit, score_kind
+from lookloop.loop.policies import confidence_score
+from lookloop.loop.serving import ServingModel
+from lookloop.skills.base import HandToHuman, Skill
+from lookloop.skills.identify import IdentifySkill
+from lookloop.store.db import Database
+from lookloop.store.tables import AskRow, LabelRow
+
+# Sealing the upload is disk-bound (fsync): a small pool lets it overlap the model's forward pass.
+_STORE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookloop-store")
+
+
+@dataclass
+class Hooks:
+    """What happens after an ask or a label: the human loop subscribes here (in ``lookloop.system``)."""
+
+    asked: list[Callable[[AskRecord], None]] = field(default_factory=list)  # every stored ask
+    escalated: list[Callable[[AskRecord], None]] = field(default_factory=list)
+    labelled: list[Callable[[str, str, str], None]] = field(default_factory=list)  # ask_id, value, source
+
+
+class ConsentLookup(Protocol):
+    """(wearer id, consent) of a device (``lookloop.privacy.consent.ConsentService``)."""
+
+    def lookup(self, device_id: str) -> tuple[str, Consent]: ...
+
+
+class FrameKeeper(Protocol):
+    """Frame storage under the wearer's consent (``lookloop.privacy.storage.FramePrivacy``)."""
+
+    def store(self, frame: Frame, *, wearer_id: str, consent: Consent, needs_human: bool) -> str | None: ...
+
+    def redact_soon(self, sha: str) -> None: ...
+
+
+def record_of(row: AskRow) -> AskRecord:
+    answer = Answer(
+        text=row.answer_text,
+        skill=row.skill,
+        confidence=row.confidence,
+        decision=Decision(row.decision),
+        model_version=row.model_version,
+        result=dict(row.result or {}),
+        candidates=tuple(Candidate(str(c[0]), float(c[1])) for c in (row.candidates or [])),
+        policy=row.policy,
+    )
+    return AskRecord(
+        id=row.id,
+        device_id=row.device_id,
+        question=row.question,
+        created_at=row.created_at,
+        answer=answer,
+        outcome=row.outcome,
+        frame_sha=row.frame_sha,
+        latency_ms=row.latency_ms,
+        final_answer=row.final_answer,
+        audit=bool(row.audit),
+    )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """What the policy saw for an identify ask: kept on the ask so a later label can recalibrate."""
+
+    score: float
+    kind: str
+    label: str
+
+
+class AskService:
+    """Answers asks and keeps the episodes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        skills: Callable[[], Mapping[str, Skill]],
+        route: Callable[[str, bool], str | None],
+        serving: ServingModel,
+        consent: ConsentLookup,
+        frames: FrameKeeper,
+        hooks: Hooks,
+        audit_rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self._skills = skills  # built on first use: some skills load models
+        self._route = route
+        self.serving = serving
+        self.consent = consent
+        self.frames = frames
+        self.hooks = hooks
+        self._audit_rng = audit_rng or random.Random()
+
+    def validate_question(self, question: str) -> str:
+        q = (question or "").strip()
+        if not q:
+            raise BadInput("the question is empty")
+        if len(q) > self.settings.max_question_chars:
+            raise BadInput(f"the question is longer than {self.settings.max_question_chars} characters")
+        return q
+
+    def ask(
+        self,
+        question: str,
+        image: bytes | None,
+        *,
+        device_id: str = "anonymous",
+        idempotency_key: str | None = None,
+        skill: str | None = None,
+    ) -> AskRecord:
+        """Answers an ask, stores the episode, and escalates it when the policy is not sure."""
+        start = time.perf_counter()
+        q = self.validate_question(question)
+        if idempotency_key:
+            existing = self.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing
+        frame = (
+            decode_image(image, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+            if image is not None
+            else None
+        )
+        skills = self._skills()
+        name = skill or self._route(q, frame is not None)
+        if name is None:
+            name = HandToHuman.name  # out of scope: a person answers rather than a wrong skill
+        if name not in skills:
+            raise BadInput(f"unknown skill {name!r}; available: {', '.join(sorted(skills))}")
+        if name == "identify":
+            self.serving.sync()
+        chosen = skills[name]
+        if chosen.needs_frame and frame is None:
+            raise BadInput(f"the {name} skill needs an image: send one with the question")
+        ask = Ask(question=q, frame=frame, device_id=device_id)
+        wearer_id, consent = self.consent.lookup(device_id)
+        stored: Future[str | None] | None = None
+        if frame is not None and consent.store_frames and self.settings.redact_text != "sync":
+            stored = _STORE_POOL.submit(
+                self.frames.store, frame, wearer_id=wearer_id, consent=consent, needs_human=False
+            )
+        answer, scored = self._answer(chosen, ask)
+        if not consent.human_review:
+            answer = without_human_review(answer)
+        escalated = answer.decision == Decision.ESCALATE
+        # Drawn whatever the decision: independence is what makes audit labels an unbiased calibration sample.
+        # Only where a person may see the frame and it is kept anyway (no frame is kept just for an audit).
+        audit = (
+            scored is not None and frame is not None and consent.human_review and consent.store_frames
+            and draw_audit(self._audit_rng, self.settings.audit_rate)
+        )
+        if stored is not None:
+            frame_sha = stored.result()
+            if frame_sha is not None and (escalated or audit):
+                self.frames.redact_soon(frame_sha)  # a person will look at it
+        elif frame is not None:
+            frame_sha = self.frames.store(frame, wearer_id=wearer_id, consent=consent,
+                                          needs_human=escalated or audit)
+        else:
+            frame_sha = None
+        latency = (time.perf_counter() - start) * 1000
+        row = AskRow(
+            device_id=device_id,
+            question=q,
+            idempotency_key=idempotency_key,
+            frame_sha=frame_sha,
+            frame_media_type=frame.media_type if frame else None,
+            frame_width=frame.width if frame else None,
+            frame_height=frame.height if frame else None,
+            skill=answer.skill,
+            answer_text=answer.text,
+            confidence=answer.confidence,
+            decision=answer.decision.value,
+            policy=answer.policy,
+            model_version=answer.model_version,
+            result=answer.result,
+            candidates=[[c.label, c.score] for c in answer.candidates],
+            outcome=(Outcome.ESCALATED if escalated else Outcome.ANSWERED).value,
+            latency_ms=latency,
+            answered_at=utcnow() if answer.decision == Decision.ANSWER else None,
+            audit=audit if scored is not None else None,
+            policy_score=scored.score if scored else None,
+            score_kind=scored.kind if scored else None,
+            predicted_label=scored.label if scored else None,
+        )
+        with self.db.session() as s:
+            s.add(row)
+        record = record_of(row)
+        for asked in self.hooks.asked:
+            asked(record)
+        if escalated:
+            for hook in self.hooks.escalated:
+                hook(record)
+        return record
+
+    def _answer(self, skill: Skill, ask: Ask) -> tuple[Answer, _Scored | None]:
+        """The answer, and for identify asks the score the policy decided on."""
+        if not isinstance(skill, IdentifySkill):
+            return skill.run(ask), None
+        q = skill.embed(ask)
+        pred = skill.predict(ask, q)
+        base = skill.answer_for(pred, self.serving.model_version)
+        policy = self.serving.policy  # one policy decides and names the score kind, even if a recalibration swaps it
+        decision = policy.decide(pred.probs)
+        kind = score_kind(policy)
+        scored = _Scored(confidence_score(pred.probs, kind), kind, str(base.result.get("label", "")))
+        if ask.frame is not None:
+            self.serving.remember_query(hashlib.sha256(ask.frame.data).hexdigest(), q[0])
+        if decision.decision == Decision.ESCALATE:
+            guess = display(str(base.result.get("label", "")))
+            text = f"Not sure — maybe {guess}; asking a helper."
+        else:
+            text = base.text
+        return Answer(
+            text=text,
+            skill=base.skill,
+            confidence=round(decision.confidence, 4),
+            decision=decision.decision,
+            model_version=base.model_version,
+            result={**base.result, "raw_confidence": round(base.confidence, 4), "threshold": decision.threshold},
+            candidates=base.candidates,
+            policy=decision.policy,
+        ), scored
+
+    def find_by_idempotency_key(self, key: str) -> AskRecord | None:
+        with self.db.session() as s:
+            row = s.scalars(select(AskRow).where(AskRow.idempotency_key == key)).first()
+            return record_of(row) if row else None
+
+    def get(self, ask_id: str) -> AskRecord:
+        with self.db.session() as s:
+            row = s.get(AskRow, ask_id)
+            if row is None:
+                raise NotFound(f"no ask with id {ask_id!r}")
+            return record_of(row)
+
+    def recent(
+        self, *, device_id: str | None = None, outcome: str | None = None, limit: int = 50
+    ) -> list[AskRecord]:
+        with self.db.session() as s:
+            stmt = select(AskRow).order_by(AskRow.created_at.desc()).limit(max(1, min(limit, 500)))
+            if device_id:
+                stmt = stmt.where(AskRow.device_id == device_id)
+            if outcome:
+                stmt = stmt.where(AskRow.outcome == outcome)
+            return [record_of(r) for r in s.scalars(stmt).all()]
+
+    def stats(self) -> dict[str, object]:
+        with self.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(AskRow)) or 0
+            by_outcome = dict(s.execute(select(AskRow.outcome, func.count()).group_by(AskRow.outcome)).all())
+            labels = s.scalar(select(func.count()).select_from(LabelRow)) or 0
+        return {"asks": total, "outcomes": by_outcome, "labels": labels, "model_version": self.serving.model_version}

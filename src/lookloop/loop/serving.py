@@ -1,0 +1,378 @@
+"""The serving model: the identify backbone, head and example memory, and the escalation policy calibrated for it.
+
+It owns what changes when a label arrives (instant learning), when an audit verdict arrives (live
+recalibration) and when a version is promoted or rolled back (the swap). Everything it needs from outside —
+the training set's sources, frames, consent — is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from lookloop.catalog import Catalogue
+from lookloop.config import Settings
+from lookloop.domain import PolicyDecision, same_label
+from lookloop.errors import LookloopError
+from lookloop.imaging import decode_image
+from lookloop.loop.calibration import AuditVerdict, Calibration, audit_verdicts, replaceable
+from lookloop.loop.learner import IdentifyModel, LinearHead, train_identify_head
+from lookloop.loop.policies import EscalationPolicy, FixedThreshold
+from lookloop.loop.registry import ModelRegistry, serving_embedder
+from lookloop.models.embcache import EmbeddingCache, embed_paths
+from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
+from lookloop.store.db import Database
+from lookloop.store.tables import AskRow, LabelRow
+
+log = logging.getLogger("lookloop.serving")
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class FrameSource(Protocol):
+    """Redacted frames by id (``lookloop.privacy.storage.FramePrivacy`` in the running system)."""
+
+    def redacted_file(self, sha: str) -> Path: ...
+
+    def redacted_bytes(self, sha: str) -> bytes: ...
+
+
+class TrainingConsent(Protocol):
+    """Which asks may teach the model (``lookloop.privacy.consent.ConsentService``)."""
+
+    def training_excluded_ask_ids(self) -> set[str]: ...
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Every image the identify model learns from, with a stable key per example (for deletion and hashing)."""
+
+    paths: list[Path]
+    labels: list[str]
+    keys: list[str]
+
+
+class ServingModel:
+    """What answers identify asks now, and how it changes: labels, audit verdicts, promotions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        catalogue: Catalogue,
+        frames: FrameSource,
+        consent: TrainingConsent,
+        registry: ModelRegistry,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.catalogue = catalogue
+        self.frames = frames
+        self.consent = consent
+        self.registry = registry
+        self.policy: EscalationPolicy = FixedThreshold(settings.confidence_threshold)
+        self.model_version = "untrained"
+        self.registry_poll_s = 2.0
+        self._lock = threading.RLock()
+        self._embedder: OnnxImageEmbedder | None = None
+        self._cache: EmbeddingCache | None = None
+        self._model: IdentifyModel | None = None
+        self._serving_id: str | None = None  # the registry version loaded, if any
+        self._unservable: str | None = None  # a promoted version whose artifacts failed to load
+        self._checked = 0.0
+        # Live calibration: swapped whole under ``_lock`` together with ``policy`` (never mutated in place).
+        self._calibration = Calibration()
+
+    # -- models -------------------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> OnnxImageEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = pretrained_embedder(self.settings.model_cache_dir, self.settings.embedder)
+            return self._embedder
+
+    @property
+    def embedding_cache(self) -> EmbeddingCache:
+        with self._lock:
+            if self._cache is None:
+                emb = self.embedder
+                self._cache = EmbeddingCache(self.settings.model_cache_dir, emb.version, emb.dim)
+            return self._cache
+
+    @property
+    def model(self) -> IdentifyModel:
+        """The identify model, built (or loaded from the registry) on first use."""
+        with self._lock:
+            if self._model is None and not self._load_serving_version():
+                self.build()
+            assert self._model is not None
+            return self._model
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a model is in memory (deletion must not build one just to delete from it)."""
+        return self._model is not None
+
+    def decide(self, probs: np.ndarray) -> PolicyDecision:
+        return self.policy.decide(probs)
+
+    def save_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.save()
+
+    # -- the training set -----------------------------------------------------------------------------------
+
+    def labelled_set(self) -> LabelledSet:
+        """Catalogue images, imported photos and human labels (the latest per ask), minus no-training asks."""
+        paths: list[Path] = []
+        labels: list[str] = []
+        keys: list[str] = []
+        for item in self.catalogue.items():
+            for img in item.images:
+                p = Path(img)
+                if p.is_file():
+                    paths.append(p)
+                    labels.append(item.name)
+                    keys.append(f"catalog:{item.id}:{p.name}")
+        with self.db.session() as s:
+            rows = s.execute(
+                select(LabelRow.id, LabelRow.value, LabelRow.image_path, LabelRow.frame_sha, LabelRow.ask_id)
+                .where(LabelRow.skill == "identify")
+                .order_by(LabelRow.created_at)
+            ).all()
+        no_training = self.consent.training_excluded_ask_ids()
+        latest: dict[str, tuple[Path, str]] = {}
+        for _id, value, image_path, frame_sha, ask_id in rows:
+            if ask_id in no_training:
+                continue
+            path: Path | None = None
+            if image_path:
+                path = Path(image_path)
+            elif frame_sha:
+                path = self.frames.redacted_file(frame_sha)  # learn from the redacted frame, never a sealed upload
+            if path is None or not path.is_file():
+                continue
+            key = f"ask:{ask_id}" if ask_id else f"label:{frame_sha or image_path}"
+            latest[key] = (path, self.catalogue.canonical_label(value))
+        for key, (path, value) in latest.items():
+            paths.append(path)
+            labels.append(value)
+            keys.append(key)
+        return LabelledSet(paths, labels, keys)
+
+    def build(self, progress: ProgressFn | None = None) -> IdentifyModel:
+        """The start-up model: every labelled image embedded (cached), the head trained (cached by label set)."""
+        emb = self.embedder
+        data = self.labelled_set()
+        cache = self.embedding_cache
+
+        def tick(done: int, total: int) -> None:
+            if progress:
+                progress("embedding labelled images", done, total)
+
+        x = embed_paths(cache, emb, data.paths, progress=tick)
+        model = IdentifyModel(emb.dim)
+        if data.paths:
+            model.learn(x, data.labels, data.keys)
+        if len(set(data.labels)) >= 2:
+            digest = hashlib.sha256(
+                (emb.version + "|" + "|".join(sorted(f"{k}={v}" for k, v in zip(data.keys, data.labels,
+                                                                                strict=True)))).encode()
+            ).hexdigest()[:12]
+            head_path = self.settings.model_cache_dir / f"head-{digest}.npz"
+            if head_path.exists():
+                model.head = LinearHead.load(head_path)
+            else:
+                if progress:
+                    progress("training the identify head", 0, 1)
+                model.head = train_identify_head(x, data.labels)
+                model.head.save(head_path)
+            model.head_version = f"head-{digest}"
+        with self._lock:
+            self._model = model
+            self.model_version = f"{emb.version}+{model.head_version}"
+            if self._serving_id is None:
+                # No held-out set here: audit labels of this very model may still replace the fixed threshold.
+                self._recalibrate(self.model_version, "margin", np.zeros(0), np.zeros(0, dtype=bool))
+        return model
+
+    # -- versions ---------------------------------------------------------------------------------------------
+
+    def _load_serving_version(self) -> bool:
+        """Loads the registry's promoted version when there is one (start-up and after a promotion)."""
+        try:
+            vid = self.registry.current_id()
+        except SQLAlchemyError:
+            return False
+        if vid is None:
+            return False
+        self.activate(vid)
+        return True
+
+    def sync(self, *, force: bool = False) -> None:
+        """Picks up a version promoted by another process (cheap: one indexed query every few seconds)."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.registry_poll_s:
+            return
+        self._checked = now
+        try:
+            vid = self.registry.current_id()
+        except SQLAlchemyError:
+            return
+        if vid is not None and vid != self._serving_id and vid != self._unservable:
+            try:
+                self.activate(vid)
+            except LookloopError as exc:
+                # Keep answering with what serves now rather than failing every ask.
+                self._unservable = vid
+                log.error("model version %s cannot serve (%s); keeping %s", vid, exc.message, self.model_version)
+
+    def activate(self, version_id: str) -> None:
+        """Serves a registry version: its backbone, head, example memory and calibrated policy.
+
+        The policy calibrates on the version's held-out set plus its audit labels stored so far.
+        """
+        loaded = self.registry.load(version_id)
+        emb = serving_embedder(loaded, self.settings.model_cache_dir, self.settings.embedder)
+        cache = EmbeddingCache(self.settings.model_cache_dir, emb.version, emb.dim)
+        model = loaded.model
+        # Labels confirmed after the version was trained must not be forgotten by the swap.
+        known = set(model.memory.keys)
+        data = self.labelled_set()
+        new = [i for i, k in enumerate(data.keys) if k not in known]
+        if new:
+            x = embed_paths(cache, emb, [data.paths[i] for i in new])
+            model.learn(x, [data.labels[i] for i in new], [data.keys[i] for i in new])
+        with self._lock:
+            self._embedder = emb
+            self._cache = cache
+            self._model = model
+            self.model_version = version_id
+            self._serving_id = version_id
+            self._recalibrate(version_id, loaded.calibration_score, loaded.calibration_scores,
+                              loaded.calibration_correct)
+
+    def promote(self, version_id: str, *, force: bool = False, reason: str = "") -> None:
+        """Promotes and serves at once; a version whose artifacts cannot serve is refused before the switch."""
+        self.registry.load(version_id)
+        self.registry.promote(version_id, force=force, reason=reason)
+        self.sync(force=True)
+
+    def rollback(self, reason: str = "") -> None:
+        self.registry.rollback(reason)
+        self.sync(force=True)
+
+    # -- calibration --------------------------------------------------------------------------------------
+
+    def _recalibrate(self, version: str, kind: str, heldout_scores: np.ndarray, heldout_correct: np.ndarray) -> None:
+        """Rebuilds the serving policy of ``version`` from its held-out set and stored audit labels.
+
+        Call holding ``_lock`` (with the model swap): a label stored meanwhile is either read here or, once this
+        state serves, applied on top of it, never lost or counted twice.
+        """
+        try:
+            found = audit_verdicts(self.db, version, kind)
+        except SQLAlchemyError as exc:  # a database not migrated yet: no audit labels to read
+            log.warning("audit labels unavailable (%s); calibrating on the held-out set only", exc)
+            found = []
+        state = Calibration(version, kind, np.asarray(heldout_scores, dtype=np.float64).ravel(),
+                            np.asarray(heldout_correct, dtype=bool).ravel(),
+                            {v.ask_id: (v.score, v.correct) for v in found})
+        policy = state.fit(self.settings.alpha, self.settings.calibration_min_labels)
+        previous = self._calibration
+        self._calibration = Calibration(state.version, state.kind, state.heldout_scores, state.heldout_correct,
+                                        state.verdicts, policy)
+        if policy is not None and (state.heldout_scores.size or replaceable(self.policy, previous)):
+            self.policy = policy
+        elif policy is None and previous.policy is not None and self.policy is previous.policy:
+            # Calibrated for another model version: its threshold says nothing about this one.
+            self.policy = FixedThreshold(self.settings.confidence_threshold)
+
+    def record_audit_verdict(self, ask_id: str, label: str | None) -> AuditVerdict | None:
+        """Stores whether an audit ask's predicted label was right and recalibrates the serving policy.
+
+        ``label`` None: a reviewer could not tell, counted as wrong (conservative: an answer nobody could
+        verify must not improve the certified bound). The latest label of an ask wins. Returns the verdict,
+        or None when the ask is not an audit ask. Never raises: calibration must not lose a label.
+        """
+        try:
+            with self.db.session() as s:
+                row = s.get(AskRow, ask_id)
+                if (row is None or not row.audit or row.policy_score is None or row.score_kind is None
+                        or row.predicted_label is None):
+                    return None
+                correct = label is not None and same_label(row.predicted_label, label)
+                row.audit_correct = correct
+                verdict = AuditVerdict(row.id, row.model_version, float(row.policy_score), row.score_kind, correct)
+            self._apply_verdict(verdict)
+            return verdict
+        except Exception:  # noqa: BLE001 - the label is stored already; the next rebuild reads the verdict
+            log.exception("live calibration failed for audit ask %s", ask_id)
+            return None
+
+    def _apply_verdict(self, verdict: AuditVerdict) -> None:
+        """Refits off the lock (asks keep being answered), then swaps in if nothing changed meanwhile."""
+        alpha, min_labels = self.settings.alpha, self.settings.calibration_min_labels
+        for _ in range(3):
+            with self._lock:
+                state, current = self._calibration, self.policy
+            new = state.with_verdict(verdict, alpha, min_labels)
+            if new is None:
+                return
+            with self._lock:
+                if self._calibration is state and self.policy is current:
+                    self._install(state, current, new)
+                    return
+        with self._lock:  # contended: refit under the lock so the verdict is never dropped
+            state, current = self._calibration, self.policy
+            new = state.with_verdict(verdict, alpha, min_labels)
+            if new is not None:
+                self._install(state, current, new)
+
+    def _install(self, state: Calibration, current: EscalationPolicy, new: Calibration) -> None:
+        """Call holding ``_lock``: the new state, and its policy where live calibration owns the serving one."""
+        self._calibration = new
+        if new.policy is not None and replaceable(current, state):
+            self.policy = new.policy
+
+    # -- learning and forgetting ------------------------------------------------------------------------------
+
+    def remember_query(self, frame_sha: str, embedding: np.ndarray) -> None:
+        """Keeps an ask's embedding: a human label for this frame then needs no second forward pass."""
+        self.embedding_cache.put(frame_sha, embedding)
+
+    def cached_embedding(self, frame_sha: str) -> np.ndarray | None:
+        """A frame's embedding if one is cached (never computed here)."""
+        return self._cache.get(frame_sha) if self._cache is not None else None
+
+    def learn_frame(self, frame_sha: str, label: str, *, key: str) -> None:
+        """Instant learning: the frame's embedding joins the example memory now."""
+        cache = self.embedding_cache
+        row = cache.get(frame_sha)
+        if row is None:
+            data = self.frames.redacted_bytes(frame_sha)
+            frame = decode_image(data, max_bytes=1 << 62, max_pixels=1 << 62)
+            row = self.embedder.embed([frame.rgb])[0]
+            cache.put(frame_sha, row)
+        self.model.learn(row[None, :], [label], [key])
+
+    def forget(self, keys: list[str], frame_shas: list[str]) -> int:
+        """Removes examples and cached embeddings (delete-my-data); returns how many went.
+
+        A model not loaded yet is not built just to delete from it: it will be built without them.
+        """
+        removed = self._model.forget(keys) if self._model is not None else 0
+        if self._cache is not None:
+            removed += sum(self._cache.discard(sha) for sha in frame_shas)
+        return removed

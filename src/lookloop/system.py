@@ -1,0 +1,328 @@
+"""The composition root: every service is built here, once, with its dependencies passed in.
+
+``build_system(settings)`` is the only place that knows how the parts fit together; ``Lookloop`` is the facade the
+HTTP API, the CLI, the benchmarks and library users hold. Nothing else constructs services or looks them up.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookloop.catalog import Catalogue, LabelledImage
+from lookloop.config import Settings
+from lookloop.domain import AskRecord, CatalogItem, PolicyDecision
+from lookloop.humans.accounts import Accounts
+from lookloop.humans.feedback import FeedbackService
+from lookloop.humans.live import LiveHub
+from lookloop.humans.queue import ReviewQueue
+from lookloop.humans.runtime import Humans
+from lookloop.loop.asking import AskService, Hooks
+from lookloop.loop.calibration import AuditVerdict
+from lookloop.loop.labels import LabelService
+from lookloop.loop.learner import IdentifyModel
+from lookloop.loop.policies import EscalationPolicy
+from lookloop.loop.registry import ModelRegistry
+from lookloop.loop.serving import ProgressFn, ServingModel
+from lookloop.memory.store import MemoryStore, NoteStore
+from lookloop.models.backends import ChatBackend, chat_backend, vision_backend
+from lookloop.models.embcache import EmbeddingCache
+from lookloop.models.embedder import ImageEmbedder, OnnxImageEmbedder
+from lookloop.models.ocr import TextReader, shared_reader
+from lookloop.models.text import TextEmbedder, default_text_embedder
+from lookloop.privacy.consent import ConsentService
+from lookloop.privacy.deletion import Deletion
+from lookloop.privacy.storage import FramePrivacy
+from lookloop.skills.base import Classifier, Skill
+from lookloop.skills.notes import ExtractiveSummariser, NoteService
+from lookloop.skills.registry import default_skills
+from lookloop.skills.routing import SkillRouting
+from lookloop.store.db import Database
+from lookloop.store.frames import FrameStore
+
+
+class _SkillDeps:
+    """``lookloop.skills.base.SkillDeps`` over the running system's services."""
+
+    def __init__(self, settings: Settings, serving: ServingModel, catalogue: Catalogue, consent: ConsentService,
+                 memory: MemoryStore) -> None:
+        self._settings = settings
+        self._serving = serving
+        self._catalogue = catalogue
+        self._consent = consent
+        self._memory = memory
+
+    def image_embedder(self) -> ImageEmbedder:
+        return self._serving.embedder
+
+    def classifier(self) -> Classifier:
+        return self._serving.model
+
+    def model_version(self) -> str:
+        return self._serving.model_version
+
+    def decide(self, probs: np.ndarray) -> PolicyDecision:
+        return self._serving.decide(probs)
+
+    def find_item(self, name: str) -> CatalogItem | None:
+        return self._catalogue.find(name)
+
+    def list_items(self) -> list[CatalogItem]:
+        return self._catalogue.items()
+
+    def reader(self) -> TextReader:
+        return shared_reader()
+
+    def text_embedder(self) -> TextEmbedder:
+        return default_text_embedder(self._settings.model_cache_dir)
+
+    def chat(self) -> ChatBackend:
+        return chat_backend(self._settings)
+
+    def vision(self) -> ChatBackend:
+        return vision_backend(self._settings)
+
+    def memory_allowed(self, device_id: str) -> bool:
+        return self._consent.memory_allowed(device_id)
+
+    @property
+    def memory(self) -> MemoryStore:
+        return self._memory
+
+
+@dataclass(frozen=True)
+class System:
+    """Every service of one running lookloop, wired."""
+
+    settings: Settings
+    db: Database
+    hooks: Hooks
+    frames: FrameStore
+    privacy: FramePrivacy
+    consent: ConsentService
+    catalogue: Catalogue
+    registry: ModelRegistry
+    serving: ServingModel
+    routing: SkillRouting
+    memory: MemoryStore
+    notes: NoteService
+    asks: AskService
+    labels: LabelService
+    humans: Humans
+    deletion: Deletion
+    skill_set: _SkillSet
+
+
+class _SkillSet:
+    """The skills, built on first use (the OCR and barcode readers take a moment to load)."""
+
+    def __init__(self, deps: _SkillDeps, notes: NoteService) -> None:
+        self._deps = deps
+        self._notes = notes
+        self._lock = threading.Lock()
+        self._skills: dict[str, Skill] = {}
+
+    def __call__(self) -> dict[str, Skill]:
+        with self._lock:
+            if not self._skills:
+                self._skills = {sk.name: sk for sk in default_skills(self._deps, self._notes)}
+            return self._skills
+
+    def names(self) -> list[str]:
+        return sorted(self())
+
+
+def build_system(settings: Settings, *, db: Database | None = None) -> System:
+    """Constructs every service of lookloop with its dependencies; nothing is loaded or migrated yet."""
+    settings.resolved_var_dir.mkdir(parents=True, exist_ok=True)
+    db = db or Database(settings.resolved_database_url)
+    hooks = Hooks()
+    frames = FrameStore(settings.frames_dir)
+    privacy = FramePrivacy(settings, db, frames)
+    consent = ConsentService(db)
+    catalogue = Catalogue(db)
+    registry = ModelRegistry(db, settings.model_cache_dir / "versions")
+    serving = ServingModel(settings, db, catalogue, privacy, consent, registry)
+    memory = MemoryStore(db)
+    notes = NoteService(
+        NoteStore(db),
+        ExtractiveSummariser(lambda: default_text_embedder(settings.model_cache_dir)),
+        chat=lambda: chat_backend(settings),
+    )
+    skill_set = _SkillSet(_SkillDeps(settings, serving, catalogue, consent, memory), notes)
+    routing = SkillRouting(settings, skill_set.names)
+    asks = AskService(settings, db, skills=skill_set, route=routing.route, serving=serving, consent=consent,
+                      frames=privacy, hooks=hooks)
+    labels = LabelService(db, asks=asks, catalogue=catalogue, serving=serving, consent=consent, hooks=hooks)
+    queue = ReviewQueue(settings, db, asks=asks, names=catalogue, frames=privacy)
+    feedback = FeedbackService(settings, db, asks=asks, labels=labels, embeddings=serving.cached_embedding)
+    humans = Humans(settings, asks=asks, labels=labels, accounts=Accounts(db, session_ttl_hours=settings.session_ttl_hours),
+                    queue=queue, hub=LiveHub(), feedback=feedback)
+    humans.subscribe(hooks)
+    # Once a human answered, a frame kept only for review may go (consent without frame storage).
+    def release_frame(ask_id: str, _value: str, _source: str) -> None:
+        privacy.release_for_ask(ask_id)
+
+    hooks.labelled.append(release_frame)
+    deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry)
+    return System(settings=settings, db=db, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
+                  catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
+                  notes=notes, asks=asks, labels=labels, humans=humans, deletion=deletion, skill_set=skill_set)
+
+
+class Lookloop:
+    """The assembled system as one object: the public API's entry point (``from lookloop import Lookloop``).
+
+    Each method is one line handing over to the service that owns the work; the services are attributes too.
+    """
+
+    def __init__(self, settings: Settings, *, db: Database | None = None) -> None:
+        parts = build_system(settings, db=db)
+        self.parts = parts
+        self.settings = settings
+        self.db = parts.db
+        self.hooks = parts.hooks
+        self.frames = parts.frames
+        self.privacy = parts.privacy
+        self.consent = parts.consent
+        self.catalogue = parts.catalogue
+        self.registry = parts.registry
+        self.serving = parts.serving
+        self.routing = parts.routing
+        self.memory = parts.memory
+        self.notes = parts.notes
+        self.asks = parts.asks
+        self.labels = parts.labels
+        self.humans = parts.humans
+        self.deletion = parts.deletion
+
+    # -- set-up -------------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        self.db.migrate()
+        self.catalogue.reload()
+
+    def warm(self) -> None:
+        """Loads what the first ask needs (models, examples, head, router), so it is as fast as the rest."""
+        self.serving.model  # noqa: B018 - loads embedder, examples and head
+        self.routing.route("what is this?", True)
+
+    def close(self) -> None:
+        self.serving.save_cache()
+
+    # -- models -------------------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> OnnxImageEmbedder:
+        return self.serving.embedder
+
+    @property
+    def embedding_cache(self) -> EmbeddingCache:
+        return self.serving.embedding_cache
+
+    @property
+    def identify_model(self) -> IdentifyModel:
+        return self.serving.model
+
+    @property
+    def model_version(self) -> str:
+        return self.serving.model_version
+
+    @property
+    def policy(self) -> EscalationPolicy:
+        return self.serving.policy
+
+    @policy.setter
+    def policy(self, policy: EscalationPolicy) -> None:
+        self.serving.policy = policy
+
+    @property
+    def reader(self) -> TextReader:
+        return shared_reader()
+
+    def build_identify(self, progress: ProgressFn | None = None) -> IdentifyModel:
+        return self.serving.build(progress)
+
+    def labelled_images(self) -> tuple[list[Path], list[str], list[str]]:
+        data = self.serving.labelled_set()
+        return data.paths, data.labels, data.keys
+
+    def activate_version(self, version_id: str) -> None:
+        self.serving.activate(version_id)
+
+    def sync_serving_version(self, *, force: bool = False) -> None:
+        self.serving.sync(force=force)
+
+    def record_audit_verdict(self, ask_id: str, label: str | None) -> AuditVerdict | None:
+        return self.serving.record_audit_verdict(ask_id, label)
+
+    # -- skills -------------------------------------------------------------------------------------------
+
+    def skills(self) -> dict[str, Skill]:
+        return self.parts.skill_set()
+
+    def register_skill(self, skill: Skill) -> None:
+        self.skills()[skill.name] = skill
+
+    def route(self, question: str, has_frame: bool) -> str | None:
+        return self.routing.route(question, has_frame)
+
+    def correct_route(self, question: str, skill: str | None) -> None:
+        self.routing.correct(question, skill)
+
+    # -- catalogue ----------------------------------------------------------------------------------------
+
+    def find_item(self, name: str) -> CatalogItem | None:
+        return self.catalogue.find(name)
+
+    def canonical_label(self, value: str) -> str:
+        return self.catalogue.canonical_label(value)
+
+    def list_items(self) -> list[CatalogItem]:
+        return self.catalogue.items()
+
+    def get_item(self, item_id: str) -> CatalogItem:
+        return self.catalogue.get(item_id)
+
+    def upsert_items(self, items: list[CatalogItem]) -> int:
+        return self.catalogue.upsert(items)
+
+    def delete_item(self, item_id: str) -> None:
+        self.catalogue.delete(item_id)
+
+    def import_grocery(self, root: Path, *, splits: tuple[str, ...] = ("train",)) -> tuple[int, int]:
+        return self.catalogue.import_grocery(root, splits=splits)
+
+    def import_labelled_images(self, images: list[LabelledImage], *, source: str) -> int:
+        return self.catalogue.import_labelled_images(images, source=source)
+
+    # -- asks and labels ----------------------------------------------------------------------------------
+
+    def ask(self, question: str, image: bytes | None, *, device_id: str = "anonymous",
+            idempotency_key: str | None = None, skill: str | None = None) -> AskRecord:
+        return self.asks.ask(question, image, device_id=device_id, idempotency_key=idempotency_key, skill=skill)
+
+    def get_ask(self, ask_id: str) -> AskRecord:
+        return self.asks.get(ask_id)
+
+    def list_asks(self, *, device_id: str | None = None, outcome: str | None = None,
+                  limit: int = 50) -> list[AskRecord]:
+        return self.asks.recent(device_id=device_id, outcome=outcome, limit=limit)
+
+    def find_by_idempotency_key(self, key: str) -> AskRecord | None:
+        return self.asks.find_by_idempotency_key(key)
+
+    def add_label(self, ask_id: str, value: str, *, source: str, author: str = "",
+                  idempotency_key: str | None = None) -> AskRecord:
+        return self.labels.add(ask_id, value, source=source, author=author, idempotency_key=idempotency_key)
+
+    def frame_bytes(self, sha: str) -> bytes:
+        """The stored (redacted) frame; the redaction passes run first if the worker has not got to them."""
+        return self.privacy.redacted_bytes(sha)
+
+    def stats(self) -> dict[str, Any]:
+        return self.asks.stats()
