@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_CLASSES
 from typer.testing import CliRunner
 
-from lookloop.cli import app
+from conftest import SMALL_CLASSES
+from lookloop.cli import app, open_system
 from lookloop.config import get_settings
+from lookloop.server.app import create_app
+from voice_util import LiveServer
 
 runner = CliRunner()
 
@@ -69,4 +71,37 @@ def test_clear_errors(env: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["catalog", "import", str(bad)])
     assert result.exit_code != 0 and "not a number" in result.output
     result = runner.invoke(app, ["ask", str(not_image), "hi", "--server", "http://127.0.0.1:9"])
-    assert result.exit_code != 0 and "could not reach" in result.output
+    assert result.exit_code == 2 and "could not reach http://127.0.0.1:9" in result.output
+
+
+def test_ask_through_a_server(env: Path, grocery) -> None:  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, ["catalog", "import", str(_small_catalogue(env, grocery))])
+    assert result.exit_code == 0, result.output
+    photo = next(i for i in grocery.split("val") if i.label == "Banana").path
+    not_image = env / "notes.txt"
+    not_image.write_text("hello")
+    system = open_system()
+    with LiveServer(create_app(system=system, warm=False)) as server:
+        result = runner.invoke(app, ["ask", str(photo), "what is this?", "--server", server.url, "--json"])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout[result.stdout.index("{"):])
+        assert payload["answer"]["skill"] == "identify" and payload["device_id"] == "anonymous"
+        assert payload["answer"]["candidates"][0]["label"] in SMALL_CLASSES
+        result = runner.invoke(app, ["ask", str(photo), "--server", server.url + "/"])
+        assert result.exit_code == 0, result.output
+        assert "identify · confidence" in result.output and "· ask " in result.output
+        result = runner.invoke(app, ["ask", str(not_image), "hi", "--server", server.url])
+        assert result.exit_code == 2 and "the server answered 4" in result.output and "not an image" in result.output
+        assert "Traceback" not in result.output
+    system.db.dispose()
+
+
+def test_ask_a_server_without_a_catalogue(env: Path, grocery) -> None:  # type: ignore[no-untyped-def]
+    photo = next(i for i in grocery.split("val") if i.label == "Banana").path
+    system = open_system(build=False)
+    with LiveServer(create_app(system=system, warm=False)) as server:
+        result = runner.invoke(app, ["ask", str(photo), "--server", server.url])
+    assert result.exit_code == 2, result.output
+    assert "the server answered 503" in result.output and "import a catalogue" in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    system.db.dispose()

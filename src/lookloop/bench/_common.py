@@ -1,4 +1,8 @@
-"""Helpers shared by the benchmark commands."""
+"""Helpers shared by the benchmark commands, and the terminal helpers the whole command line uses.
+
+``console``, ``fail`` and ``make_progress`` live here, not in ``lookloop.cli``, because the CLI registers
+the benchmarks: the benchmarks must not import it back.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # one-line errors stay on one line
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr; raise what it returns to end the command with ``code``."""
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def make_progress() -> Progress:
+    """A progress bar on stderr (stdout stays clean for figures and JSON)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=False,
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

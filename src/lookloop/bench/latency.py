@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lookloop.bench._common import console, demo_system, percentile, print_figures, write_json
+from lookloop.bench._common import console, demo_system, fail, make_progress, percentile, print_figures, write_json
 
 
 def _free_port() -> int:
@@ -139,7 +139,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """p50/p95 of identify and read, in process and through HTTP, and the bare model time."""
         from lookloop.catalog import GroceryDataset
-        from lookloop.cli import fail, make_progress
         from lookloop.config import get_settings
         from lookloop.errors import LookloopError
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lookloop.bench._common import console, demo_system, percentile, print_figures, write_json
+from lookloop.bench._common import console, demo_system, fail, make_progress, percentile, print_figures, write_json
 
 QUESTIONS = (
     "what is this", "how much does this cost", "what colour is this", "read this for me", "what am I looking at",
@@ -152,7 +152,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Voice ask latency: end of speech → first byte of the spoken answer (p50/p95), through HTTP."""
         from lookloop.catalog import GroceryDataset
-        from lookloop.cli import fail, make_progress
         from lookloop.config import get_settings
         from lookloop.errors import LookloopError
 

@@ -1,32 +1,23 @@
-"""CLI: ``lookloop users …``, ``lookloop devices …`` and ``lookloop review stats``."""
+"""``lookloop users …``, ``lookloop devices …`` and ``lookloop review …``: the people around the loop."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from lookloop.cli._shared import console, fail, open_system
 from lookloop.errors import LookloopError
-
-console = Console()
-err_console = Console(stderr=True)
+from lookloop.humans.runtime import Humans
 
 users_app = typer.Typer(help="Reviewer and operator accounts.", no_args_is_help=True)
 devices_app = typer.Typer(help="Wearers' devices and their tokens.", no_args_is_help=True)
 review_app = typer.Typer(help="The review queue.", no_args_is_help=True)
 
 
-def _humans() -> Any:
-    from lookloop.cli import open_system
-
+def _humans() -> Humans:
     return open_system(build=False).humans
-
-
-def _fail(exc: LookloopError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(2)
 
 
 @users_app.command("add")
@@ -39,7 +30,7 @@ def users_add(
     try:
         account, pw = _humans().accounts.add_account(name, role, password)
     except LookloopError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     console.print(f"created {account.role} [bold]{account.username}[/bold]")
     if password is None:
         console.print(f"password: [bold]{pw}[/bold]  (shown once)")
@@ -63,7 +54,7 @@ def users_passwd(
     try:
         _humans().accounts.set_password(name, password)
     except LookloopError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     console.print(f"password changed for {name}")
 
 
@@ -74,7 +65,7 @@ def users_disable(name: Annotated[str, typer.Argument(help="Username.")],
     try:
         _humans().accounts.set_disabled(name, not enable)
     except LookloopError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     console.print(f"{name} {'enabled' if enable else 'disabled'}")
 
 
@@ -87,7 +78,7 @@ def devices_add(
     try:
         device, token = _humans().accounts.add_device(wearer, name)
     except LookloopError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     console.print(f"device [bold]{device.id}[/bold] for wearer {device.wearer}")
     console.print(f"token: [bold]{token}[/bold]  (shown once)")
 
@@ -107,7 +98,7 @@ def devices_revoke(device_id: Annotated[str, typer.Argument(help="Device id.")])
     try:
         _humans().accounts.revoke_device(device_id)
     except LookloopError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     console.print(f"revoked {device_id}")
 
 
@@ -134,21 +125,8 @@ def review_gold(
     try:
         item = _humans().queue.gold_from_ask(ask_id, answer)
     except LookloopError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     console.print(f"gold item {item.id}")
-
-
-def print_demo_credentials(system: Any, console_: Console | None = None) -> dict[str, Any]:
-    """First start: demo device, reviewer and operator (var/demo-credentials.json, mode 0600), printed."""
-
-    out = console_ or console
-    path = system.settings.resolved_var_dir / "demo-credentials.json"
-    creds: dict[str, Any] = system.humans.accounts.ensure_demo(path)
-    out.print(f"[bold]demo credentials[/bold] ({path}):")
-    out.print(f"  wearer device    {creds['device']['id']}  token {creds['device']['token']}")
-    for role in ("reviewer", "operator"):
-        out.print(f"  {role:<16} {creds[role]['username']} / {creds[role]['password']}")
-    return creds
 
 
 def register(app: typer.Typer) -> None:

@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from sqlalchemy import inspect, or_, select
 
+from lookloop.cli._shared import Lookloop, console, fail, open_system
 from lookloop.errors import LookloopError
+from lookloop.humans.tables import AccountRow, WearerRow
+from lookloop.privacy import audit
+from lookloop.privacy.retention import purge
+from lookloop.privacy.tables import RevealGrantRow
 
-console = Console()
-err_console = Console(stderr=True)
 privacy_app = typer.Typer(help="Privacy: retention purge, delete-my-data, consent, reveal grants, audit log.",
                           no_args_is_help=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(2)
-
-
-def _system() -> Any:
-    from lookloop.config import get_settings
-    from lookloop.system import Lookloop
-
-    system = Lookloop(get_settings())
-    system.db.migrate()
-    return system
-
-
-def _wearer_id(system: Any, wearer: str) -> str:
+def _wearer_id(system: Lookloop, wearer: str) -> str:
     """A wearer's id from their name or id (a device id with no wearer stands for itself)."""
-    from sqlalchemy import inspect, or_, select
-
     with system.db.session() as s:
         if inspect(s.get_bind()).has_table("wearers"):
-            from lookloop.humans.tables import WearerRow
-
             found = s.scalar(select(WearerRow.id).where(or_(WearerRow.id == wearer, WearerRow.name == wearer)))
             if found:
                 return str(found)
@@ -48,12 +33,10 @@ def _wearer_id(system: Any, wearer: str) -> str:
 @privacy_app.command("purge")
 def purge_cmd() -> None:
     """Delete unredacted originals past their retention and frames kept only for a human answer."""
-    from lookloop.privacy.retention import purge
-
     try:
-        report = purge(_system(), actor="cli")
+        report = purge(open_system(build=False), actor="cli")
     except LookloopError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     console.print(f"purged {report.originals} original(s) and {report.transient_frames} transient frame(s)")
 
 
@@ -63,15 +46,14 @@ def delete_wearer_cmd(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete everything a wearer's devices left: episodes, frames, memory, labels, embeddings."""
-
-    system = _system()
+    system = open_system(build=False)
     wearer_id = _wearer_id(system, wearer)
     if not yes and not typer.confirm(f"Delete all data of wearer {wearer_id}?"):
         raise typer.Exit(1)
     try:
         report = system.deletion.delete_wearer_data(wearer_id, actor="cli", role="operator")
     except (LookloopError, ValueError) as exc:
-        raise _fail(getattr(exc, "message", str(exc))) from None
+        raise fail(getattr(exc, "message", str(exc))) from None
     console.print_json(json.dumps(report.as_dict()))
 
 
@@ -85,9 +67,7 @@ def consent_cmd(
     memory: Annotated[bool | None, typer.Option("--memory/--no-memory")] = None,
 ) -> None:
     """Show a wearer's consent, or change the fields given."""
-    from lookloop.privacy import audit
-
-    system = _system()
+    system = open_system(build=False)
     wearer_id = _wearer_id(system, wearer)
     changes = {"store_frames": store_frames, "keep_originals": keep_originals, "human_review": human_review,
                "training_use": training_use, "memory": memory}
@@ -99,7 +79,7 @@ def consent_cmd(
         else:
             consent = system.consent.for_wearer(wearer_id)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print_json(json.dumps({"wearer_id": wearer_id, **consent.as_dict()}))
 
 
@@ -109,17 +89,11 @@ def grant_cmd(
     revoke: Annotated[bool, typer.Option("--revoke", help="Take the permission away.")] = False,
 ) -> None:
     """Let a reviewer reveal unredacted originals (every reveal is audited)."""
-    from sqlalchemy import select
-
-    from lookloop.humans.tables import AccountRow
-    from lookloop.privacy import audit
-    from lookloop.privacy.tables import RevealGrantRow
-
-    system = _system()
+    system = open_system(build=False)
     with system.db.session() as s:
         account = s.scalar(select(AccountRow.id).where(AccountRow.username == username))
         if account is None:
-            raise _fail(f"no account {username!r}")
+            raise fail(f"no account {username!r}")
         row = s.get(RevealGrantRow, account)
         if revoke and row is not None:
             s.delete(row)
@@ -136,10 +110,8 @@ def audit_cmd(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """Show the newest audit-log entries."""
-    from lookloop.privacy import audit
-
     table = Table("at", "actor", "role", "action", "target")
-    for e in audit.entries(_system().db, action=action, limit=limit):
+    for e in audit.entries(open_system(build=False).db, action=action, limit=limit):
         table.add_row(e.at.isoformat(timespec="seconds"), e.actor, e.role, e.action, e.target)
     console.print(table)
 

@@ -1,0 +1,80 @@
+"""``lookloop serve``: the service (API, pages, sockets), with the demo catalogue on first start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from lookloop.cli._shared import Lookloop, console, err_console, fail, open_system, open_system_models
+from lookloop.config import get_settings
+from lookloop.errors import LookloopError
+from lookloop.server.app import create_app
+
+PAGES = Path(__file__).resolve().parent.parent / "server" / "pages"
+
+
+def ensure_demo(system: Lookloop) -> None:
+    """First start: the demo catalogue and the train labels from the Grocery Store data."""
+    if system.list_items():
+        return
+    root = system.settings.grocery_dir
+    if not (root / "classes.csv").is_file():
+        err_console.print(
+            f"[yellow]No demo data at {root}.[/yellow] Point LOOKLOOP_DATA at a folder holding grocery/ "
+            "(e.g. export LOOKLOOP_DATA=/path/to/shared/data) to load the demo catalogue."
+        )
+        return
+    items, labels = system.import_grocery(root)
+    err_console.print(f"imported the demo catalogue: {items} products, {labels} labelled photos")
+
+
+def print_demo_credentials(system: Lookloop, out: Console = console) -> dict[str, Any]:
+    """First start: demo device, reviewer and operator (var/demo-credentials.json, mode 0600), printed."""
+    path = system.settings.resolved_var_dir / "demo-credentials.json"
+    creds: dict[str, Any] = system.humans.accounts.ensure_demo(path)
+    out.print(f"[bold]demo credentials[/bold] ({path}):")
+    out.print(f"  wearer device    {creds['device']['id']}  token {creds['device']['token']}")
+    for role in ("reviewer", "operator"):
+        out.print(f"  {role:<16} {creds[role]['username']} / {creds[role]['password']}")
+    return creds
+
+
+def extra_pages() -> list[tuple[str, str]]:
+    """The pages the server serves (simulator, reviewer, dashboard), listed when they exist."""
+    known = (("simulator.html", "/simulator", "glasses simulator"), ("review.html", "/review", "reviewer page"),
+             ("dashboard.html", "/dashboard", "operator dashboard"))
+    return [(url, what) for file, url, what in known if (PAGES / file).exists()]
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default from LOOKLOOP_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from LOOKLOOP_PORT).")] = None,
+    demo: Annotated[bool, typer.Option(help="Load the demo catalogue on first start.")] = True,
+) -> None:
+    """Start the service (API, pages, sockets)."""
+    settings = get_settings()
+    try:
+        system = open_system(settings, build=False)
+        if demo:
+            ensure_demo(system)
+        open_system_models(system)
+    except LookloopError as exc:
+        raise fail(exc.message) from None
+    h, p = host or settings.host, port or settings.port
+    base = f"http://{h}:{p}"
+    console.print(f"[bold green]lookloop serving[/bold green] at {base}")
+    for path, what in (("/docs", "API (OpenAPI)"), ("/healthz", "health")):
+        console.print(f"  {what:<16} {base}{path}")
+    for path, what in extra_pages():
+        console.print(f"  {what:<16} {base}{path}")
+    if demo:
+        print_demo_credentials(system)
+    uvicorn.run(create_app(settings, system=system), host=h, port=p, log_level="warning")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
