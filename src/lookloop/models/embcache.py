@@ -7,8 +7,14 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lookloop.models.embedder import ImageEmbedder
+
+ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
 
 
 def content_key(data: bytes) -> str:
@@ -20,6 +26,7 @@ class EmbeddingCache:
 
     def __init__(self, directory: Path, version: str, dim: int) -> None:
         self.path = directory / f"embeddings-{version}.npz"
+        self.version = version
         self.dim = dim
         self._rows: dict[str, np.ndarray] = {}
         self._dirty = False
@@ -98,3 +105,31 @@ class EmbeddingCache:
                 np.savez(fh, keys=keys, x=x)
             os.replace(tmp, self.path)
             self._dirty = False
+
+
+def embed_paths(
+    cache: EmbeddingCache,
+    embedder: ImageEmbedder,
+    paths: Sequence[Path],
+    *,
+    progress: ProgressFn | None = None,
+    what: str = "embedding images",
+) -> np.ndarray:
+    """Embeddings (n, dim) of image files, computing only those ``cache`` lacks, then saving it.
+
+    ``progress`` is called as (what, done, total). The cache must be ``embedder``'s own: rows of another
+    embedder would come back as if they were this one's.
+    """
+    if cache.version != embedder.version:
+        raise ValueError(f"the embedding cache of {cache.version} cannot serve embedder {embedder.version}")
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(what, done, len(paths))
+
+    x = cache.embed_files(paths, embedder.embed, progress=tick)
+    cache.save()
+    return x
