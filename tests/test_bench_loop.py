@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def _folder_tree(grocery: GroceryDataset, root: Path) -> Path:
 
 
 @pytest.fixture
-def cli(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+def cli(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[typer.Typer]:
     from lookloop.config import get_settings
 
     monkeypatch.setenv("LOOKLOOP_MODEL_DIR", str(model_dir))

@@ -101,7 +101,7 @@ def _calibrated_policy(alpha: float, *, seed: int, n: int = 400) -> Any:
 def _register_good_and_swapped(system: Lookloop) -> tuple[ModelVersion, ModelVersion]:
     """Two versions through the registry, as training stores them: a good one, and a later one trained on more
     labels with bananas and Granny Smith apples swapped (worse on every metric). The good one is promoted."""
-    from lookloop.loop.learner import fit_softmax_head
+    from lookloop.loop.learner import train_identify_head
     from lookloop.loop.registry import ModelArtifacts
 
     rng = np.random.default_rng(11)
@@ -115,7 +115,7 @@ def _register_good_and_swapped(system: Lookloop) -> tuple[ModelVersion, ModelVer
         labels = [swap.get(t, t) for t in truth]
         keys = [f"label-{i:04d}" for i in range(n)]
         scores = rng.uniform(0, 1, 200)
-        art = ModelArtifacts(fit_softmax_head(x, labels), "test-embedder", x, labels, keys,
+        art = ModelArtifacts(train_identify_head(x, labels), "test-embedder", x, labels, keys,
                              calibration_scores=scores, calibration_correct=rng.uniform(0, 1, 200) < 0.4 + 0.6 * scores)
         return art, keys, labels
 

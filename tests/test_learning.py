@@ -1,4 +1,4 @@
-"""Instant learning through the service, the fast head solver, and the retraining job."""
+"""Instant learning through the service, the identify-head trainer, and the retraining job."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from lookloop.catalog import GroceryDataset
 from lookloop.domain import Decision
-from lookloop.loop.learner import fit_linear_head, fit_softmax_head
+from lookloop.loop.learner import HEAD_RECIPE, cached_identify_head, head_digest, train_identify_head
 from lookloop.system import Lookloop
 from tests.conftest import SMALL_CLASSES, small_val
 
@@ -43,21 +43,78 @@ def test_a_human_answer_lifts_an_unsure_ask(small_system: Lookloop, grocery: Gro
     assert second.answer.confidence >= first.answer.confidence
 
 
-def test_softmax_head_matches_scikit_learn() -> None:
-    rng = np.random.default_rng(0)
+def _blobs(seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
     centres = rng.normal(size=(4, 16))
     x = np.vstack([c + rng.normal(scale=0.8, size=(30, 16)) for c in centres]).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    y = [f"c{i}" for i in range(4) for _ in range(30)]
-    ours = fit_softmax_head(x, y, c=8.0)
-    ref = fit_linear_head(x, y, c=8.0)
-    assert ours.classes == ref.classes
-    agree = np.mean(np.argmax(ours.logits(x), 1) == np.argmax(ref.logits(x), 1))
+    return x, [f"c{i}" for i in range(4) for _ in range(30)]
+
+
+def test_the_identify_head_solves_the_logistic_regression_of_scikit_learn() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _blobs()
+    ours = train_identify_head(x, y)
+    ref = LogisticRegression(C=32.0, max_iter=2000, tol=1e-6).fit(x, y)
+    assert ours.classes == tuple(ref.classes_)
+    agree = np.mean(np.argmax(ours.logits(x), 1) == np.argmax(x @ ref.coef_.T + ref.intercept_, 1))
     assert agree > 0.97
-    warm = fit_softmax_head(x, y, c=8.0, warm=ours, max_iter=5)
-    assert np.mean(np.argmax(warm.logits(x), 1) == np.argmax(ours.logits(x), 1)) > 0.97
     with pytest.raises(ValueError):
-        fit_softmax_head(x, ["a"] * len(y))
+        train_identify_head(x, ["a"] * len(y))
+    with pytest.raises(ValueError):
+        train_identify_head(x[:-1], y)
+
+
+def test_the_identify_head_does_not_depend_on_the_order_of_labels() -> None:
+    x, y = _blobs()
+    order = np.random.default_rng(1).permutation(len(y))
+    a = train_identify_head(x, y)
+    b = train_identify_head(x[order], [y[i] for i in order])
+    assert a.classes == b.classes
+    assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+
+
+def test_the_head_cache_is_keyed_by_labels_embedder_and_recipe(tmp_path: Path) -> None:
+    x, y = _blobs()
+    keys = [f"k{i}" for i in range(len(y))]
+    head, version = cached_identify_head(x, y, keys, embedder_version="emb-a", cache_dir=tmp_path)
+    assert version == f"head-{head_digest('emb-a', keys, y)}"
+    assert (tmp_path / f"{version}.npz").is_file()
+    again, same = cached_identify_head(x, y, keys, embedder_version="emb-a", cache_dir=tmp_path)
+    assert same == version and np.array_equal(again.weight, head.weight)
+    # Same labels in another order: the same head; another embedder or label: another one.
+    assert head_digest("emb-a", keys[::-1], y[::-1]) == head_digest("emb-a", keys, y)
+    assert head_digest("emb-b", keys, y) != head_digest("emb-a", keys, y)
+    assert head_digest("emb-a", keys, ["c1", *y[1:]]) != head_digest("emb-a", keys, y)
+    assert HEAD_RECIPE.startswith("softmax-c32")
+
+
+def test_embed_paths_embeds_once_and_refuses_another_embedders_cache(tmp_path: Path,
+                                                                   grocery: GroceryDataset) -> None:
+    from lookloop.models.embcache import EmbeddingCache, embed_paths
+
+    class Counting:
+        version, dim, image_size = "counting-v1", 3, 8
+
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def embed(self, images: list[np.ndarray]) -> np.ndarray:
+            self.seen += len(images)
+            return np.tile(np.array([1.0, 0.0, 0.0], np.float32), (len(images), 1))
+
+    paths = [Path(v.path) for v in small_val(grocery, per_class=1)[:3]]
+    emb = Counting()
+    ticks: list[tuple[str, int, int]] = []
+    cache = EmbeddingCache(tmp_path, emb.version, emb.dim)
+    x = embed_paths(cache, emb, paths, progress=lambda *a: ticks.append(a), what="embedding")
+    assert x.shape == (3, 3) and emb.seen == 3 and ticks[-1] == ("embedding", 3, 3)
+    reopened = EmbeddingCache(tmp_path, emb.version, emb.dim)  # saved: a restart embeds nothing again
+    assert embed_paths(reopened, emb, paths).shape == (3, 3) and emb.seen == 3
+    assert embed_paths(reopened, emb, []).shape == (0, 3)
+    with pytest.raises(ValueError):
+        embed_paths(EmbeddingCache(tmp_path, "another-v1", 3), emb, paths)
 
 
 def test_training_job_registers_and_promotes_a_version(small_system: Lookloop) -> None:

@@ -16,7 +16,7 @@ from lookloop.domain import AskRecord, Decision, Outcome
 from lookloop.humans.accounts import Accounts, Principal
 from lookloop.loop.calibration import AUDIT_PRIORITY, draw_audit
 from lookloop.loop.figures import loop_figures
-from lookloop.loop.learner import fit_softmax_head
+from lookloop.loop.learner import train_identify_head
 from lookloop.loop.policies import ConformalPolicy, FixedThreshold, PolicyDecision
 from lookloop.loop.registry import ModelArtifacts, ModelVersion
 from lookloop.store.tables import AskRow
@@ -46,7 +46,7 @@ def _register(system: Lookloop, scores: np.ndarray, correct: np.ndarray, swap: d
     paths, labels, keys = system.labelled_images()
     labels = [(swap or {}).get(lab, lab) for lab in labels]
     x = system.embedding_cache.embed_files(paths, system.embedder.embed)
-    art = ModelArtifacts(fit_softmax_head(x, labels), system.embedder.version, x, labels, keys,
+    art = ModelArtifacts(train_identify_head(x, labels), system.embedder.version, x, labels, keys,
                          calibration_scores=scores, calibration_correct=correct, calibration_score="margin")
     return system.registry.register(art, metrics={"accuracy": 0.9}, label_keys=keys, label_values=labels,
                                     parent_id=None, kind="head")

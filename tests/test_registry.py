@@ -9,8 +9,9 @@ import pytest
 
 from lookloop.catalog import GroceryDataset
 from lookloop.errors import Conflict
-from lookloop.loop.learner import fit_softmax_head
+from lookloop.loop.learner import train_identify_head
 from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion
+from lookloop.models.embcache import embed_paths
 from lookloop.system import Lookloop
 from tests.conftest import small_val
 
@@ -18,8 +19,8 @@ from tests.conftest import small_val
 def _artifacts(system: Lookloop, swap: dict[str, str]) -> tuple[ModelArtifacts, list[str], list[str]]:
     paths, labels, keys = system.labelled_images()
     labels = [swap.get(lab, lab) for lab in labels]
-    x = system.embedding_cache.embed_files(paths, system.embedder.embed)
-    head = fit_softmax_head(x, labels)
+    x = embed_paths(system.embedding_cache, system.embedder, paths)
+    head = train_identify_head(x, labels)
     return ModelArtifacts(head, system.embedder.version, x, labels, keys), keys, labels
 
 
@@ -148,3 +149,22 @@ def test_operators_promote_and_roll_back_over_http(small_system: Lookloop, groce
         figures = c.get("/v1/operators/loop").json()
         assert figures["serving"] == v1.id and len(figures["versions"]) >= 2
         assert c.post("/v1/operators/models/rollback").status_code == 409  # only one version has served
+
+
+def test_a_version_records_its_backbone_variant(small_system: Lookloop) -> None:
+    """A tuned backbone serves at its variant's size and under its variant's name, whatever is configured now."""
+    import json
+
+    from lookloop.loop.registry import serving_embedder
+    from lookloop.models.embedder import finetuned_embedder, variant_image_size
+
+    art, keys, labels = _artifacts(small_system, {})
+    art.backbone_onnx = next(small_system.settings.model_cache_dir.glob("efficientnet-lite0-*.onnx"))
+    version = small_system.registry.register(art, metrics={"accuracy": 0.9}, label_keys=keys, label_values=labels,
+                                             parent_id=None, kind="finetune")
+    lineage = json.loads((version.artifact_dir / "lineage.json").read_text(encoding="utf-8"))
+    assert lineage["variant"] == "lite0" and lineage["image_size"] == variant_image_size("lite0")
+    loaded = small_system.registry.load(version.id)
+    emb = serving_embedder(loaded, small_system.settings.model_cache_dir, "lite2")
+    assert emb.version.startswith("lite0-ft-") and emb.image_size == variant_image_size("lite0")
+    assert emb.version == finetuned_embedder(version.artifact_dir / "backbone.onnx", "lite0").version

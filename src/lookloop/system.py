@@ -27,10 +27,10 @@ from lookloop.loop.labels import LabelService
 from lookloop.loop.learner import IdentifyModel
 from lookloop.loop.policies import EscalationPolicy
 from lookloop.loop.registry import ModelRegistry
-from lookloop.loop.serving import ProgressFn, ServingModel
+from lookloop.loop.serving import ServingModel
 from lookloop.memory.store import MemoryStore, NoteStore
 from lookloop.models.backends import ChatBackend, chat_backend, vision_backend
-from lookloop.models.embcache import EmbeddingCache
+from lookloop.models.embcache import EmbeddingCache, ProgressFn
 from lookloop.models.embedder import ImageEmbedder, OnnxImageEmbedder
 from lookloop.models.ocr import TextReader, shared_reader
 from lookloop.models.text import TextEmbedder, default_text_embedder
@@ -160,8 +160,9 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
     labels = LabelService(db, asks=asks, catalogue=catalogue, serving=serving, consent=consent, hooks=hooks)
     queue = ReviewQueue(settings, db, asks=asks, names=catalogue, frames=privacy)
     feedback = FeedbackService(settings, db, asks=asks, labels=labels, embeddings=serving.cached_embedding)
-    humans = Humans(settings, asks=asks, labels=labels, accounts=Accounts(db, session_ttl_hours=settings.session_ttl_hours),
-                    queue=queue, hub=LiveHub(), feedback=feedback)
+    accounts = Accounts(db, session_ttl_hours=settings.session_ttl_hours)
+    humans = Humans(settings, asks=asks, labels=labels, accounts=accounts, queue=queue, hub=LiveHub(),
+                    feedback=feedback)
     humans.subscribe(hooks)
     # Once a human answered, a frame kept only for review may go (consent without frame storage).
     def release_frame(ask_id: str, _value: str, _source: str) -> None:

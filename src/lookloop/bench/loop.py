@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lookloop.bench._common import console, print_figures, write_json
@@ -26,6 +25,8 @@ from lookloop.loop.simulation import (
     simulate,
 )
 from lookloop.loop.strategies import STRATEGIES, get_strategy
+from lookloop.models.embcache import EmbeddingCache, embed_paths
+from lookloop.models.embedder import ImageEmbedder
 
 
 def _progress() -> Progress:
@@ -33,15 +34,22 @@ def _progress() -> Progress:
                     console=console, transient=True)
 
 
-def embed_paths(paths: list[Path], embedder: Any, cache_dir: Path, what: str, progress: Progress) -> np.ndarray:
-    from lookloop.models.embcache import EmbeddingCache
-
+def _embed_all(
+    embedder: ImageEmbedder, cache_dir: Path, parts: list[tuple[list[Path], str]], progress: Progress
+) -> list[np.ndarray]:
+    """Embeddings of each list of paths, through the embedder's cache in ``cache_dir``, one progress bar each."""
     cache = EmbeddingCache(cache_dir, embedder.version, embedder.dim)
-    task = progress.add_task(what, total=len(paths))
-    x = cache.embed_files(paths, embedder.embed, progress=lambda k: progress.advance(task, k))
-    cache.save()
-    progress.remove_task(task)
-    return x
+    tasks: dict[str, TaskID] = {}
+
+    def tick(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            tasks[what] = progress.add_task(what, total=total)
+        progress.update(tasks[what], completed=done, total=total)
+
+    out = [embed_paths(cache, embedder, paths, progress=tick, what=what) for paths, what in parts]
+    for task in tasks.values():
+        progress.remove_task(task)
+    return out
 
 
 def _round_table(title: str, r: RoundResult) -> Table:
@@ -152,19 +160,21 @@ def run_loop_bench(
     if not 0.0 < alpha < 1.0:
         raise typer.BadParameter("--alpha must lie in (0, 1)")
     strat = get_strategy(strategy)
-    cache_dir = model_dir or get_settings().model_cache_dir
+    settings = get_settings()
+    cache_dir = model_dir or settings.model_cache_dir
     loop_data = data or load_loop_data(dataset, eval_split)
-    embedder = pretrained_embedder(cache_dir)
+    embedder = pretrained_embedder(cache_dir, settings.embedder)  # the backbone the server embeds with
     with _progress() as progress:
-        x_train = embed_paths(loop_data.train_paths, embedder, cache_dir, "embedding the backlog", progress)
-        x_eval = embed_paths(loop_data.eval_paths, embedder, cache_dir, "embedding the eval split", progress)
-        x_seed = embed_paths(loop_data.seed_paths, embedder, cache_dir, "embedding catalogue images", progress)
+        x_train, x_eval, x_seed = _embed_all(embedder, cache_dir, [
+            (loop_data.train_paths, "embedding the backlog"), (loop_data.eval_paths, "embedding the eval split"),
+            (loop_data.seed_paths, "embedding catalogue images")], progress)
     features: Features = (x_train, x_eval, x_seed)
 
     refit = None
     finetune_info: dict[str, Any] = {}
     if finetune:
-        refit = _make_refit(loop_data, out, cache_dir, finetune_minutes, seed, finetune_info, finetune_overrides)
+        refit = _make_refit(loop_data, out, cache_dir, finetune_minutes, seed, finetune_info,
+                            {"variant": settings.embedder, **(finetune_overrides or {})})
 
     def show(name: str) -> Any:
         return lambda r: console.print(_round_table(f"{name} — round {r.round}", r))
@@ -218,7 +228,7 @@ def _make_refit(
 ) -> Any:
     def refit(labelled_idx: list[int]) -> Features:
         from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
-        from lookloop.models.embedder import OnnxImageEmbedder
+        from lookloop.models.embedder import finetuned_embedder
 
         paths = list(data.seed_paths) + [data.train_paths[i] for i in labelled_idx]
         labels = list(data.seed_labels) + [data.train_labels[i] for i in labelled_idx]
@@ -234,11 +244,11 @@ def _make_refit(
             result = finetune_backbone(paths, labels, cfg, progress=tick)
             model_root = (out or cache_dir) / "finetuned"
             onnx = export_finetuned(result, model_root, variant=cfg.variant)
-            digest = hashlib.sha256(onnx.read_bytes()).hexdigest()[:12]
-            emb = OnnxImageEmbedder(onnx, version=f"{cfg.variant}-ft-{digest}", image_size=224)
-            x_train = embed_paths(data.train_paths, emb, model_root, "embedding with the tuned backbone", progress)
-            x_eval = embed_paths(data.eval_paths, emb, model_root, "embedding the eval split (tuned)", progress)
-            x_seed = embed_paths(data.seed_paths, emb, model_root, "embedding catalogue images (tuned)", progress)
+            emb = finetuned_embedder(onnx, cfg.variant)
+            x_train, x_eval, x_seed = _embed_all(emb, model_root, [
+                (data.train_paths, "embedding with the tuned backbone"),
+                (data.eval_paths, "embedding the eval split (tuned)"),
+                (data.seed_paths, "embedding catalogue images (tuned)")], progress)
         info.update({"finetune_seconds": round(result.train_seconds, 1), "finetune_epochs": result.epochs_run,
                      "finetune_onnx": str(onnx)})
         return x_train, x_eval, x_seed

@@ -35,8 +35,7 @@ class AlwaysEscalate:
     name = "bench-always-escalate"
 
     def decide(self, probs: np.ndarray) -> Any:
-        from lookloop.domain import Decision
-        from lookloop.domain import PolicyDecision
+        from lookloop.domain import Decision, PolicyDecision
 
         top = float(np.max(probs)) if probs.size else 0.0
         return PolicyDecision(Decision.ESCALATE, top, 1.01, self.name)

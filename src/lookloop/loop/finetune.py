@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lookloop.models.embcache import ProgressFn
 from lookloop.models.embedder import _MEAN, _STD, export_onnx, load_torch_backbone, variant_image_size
 
 if TYPE_CHECKING:
     import torch
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,31 +27,15 @@ class LinearHead:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as fh:
             np.savez(fh, classes=np.array(self.classes), weight=self.weight, bias=self.bias)
+        os.replace(tmp, path)  # another process reading the cache never sees half a head
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:
         with np.load(path, allow_pickle=False) as data:
             return cls(tuple(str(c) for c in data["classes"]), data["weight"], data["bias"])
-
-
-def fit_linear_head(x: np.ndarray, y: list[str], *, c: float = 8.0, max_iter: int = 300) -> LinearHead:
-    """Logistic regression on embeddings; C=8 was best on Grocery train→val (weaker regularisation)."""
-    from sklearn.linear_model import LogisticRegression
-
-    classes = sorted(set(y))
-    if len(classes) < 2:
-        raise ValueError("a head needs labels of at least two classes")
-    clf = LogisticRegression(C=c, max_iter=max_iter, tol=1e-3)
-    clf.fit(x, y)
-    classes_ = tuple(str(k) for k in clf.classes_)
-    return LinearHead(classes_, clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32))
-
-
-def train_identify_head(x: np.ndarray, labels: list[str]) -> LinearHead:
-    """The one identify-head recipe: start-up, ``lookloop train`` and ``bench loop`` all train with it."""
-    return fit_linear_head(x, labels)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -181,52 +168,39 @@ class IdentifyModel:
     def forget(self, keys: list[str]) -> int:
         return self.memory.remove(keys)
 
-    def retrain_head(self, *, c: float = 8.0) -> LinearHead:
-        head = fit_linear_head(self.memory.matrix, self.memory.labels, c=c)
-        self.head = head
-        return head
+
+HEAD_C = 32.0  # inverse L2 strength, as scikit-learn's C
+HEAD_MAX_ITER = 200
+# Named in the head cache key, so a changed recipe never serves a head cached by the old one.
+HEAD_RECIPE = f"softmax-c{HEAD_C:g}-lbfgs{HEAD_MAX_ITER}"
 
 
-def fit_softmax_head(
-    x: np.ndarray,
-    y: list[str],
-    *,
-    c: float = 32.0,
-    classes: tuple[str, ...] | None = None,
-    warm: LinearHead | None = None,
-    max_iter: int = 100,
-) -> LinearHead:
-    """The same L2-regularised multinomial logistic regression as ``fit_linear_head``, solved by torch L-BFGS.
+def train_identify_head(x: np.ndarray, labels: Sequence[str]) -> LinearHead:
+    """The identify head: L2-regularised multinomial logistic regression on L2-normalised embeddings.
 
-    About ten times faster than scikit-learn here, and it can start from the previous head, which is what
-    a loop that retrains after every round of labels needs.
+    The one recipe that start-up, ``lookloop train`` and ``bench loop`` all use. It is solved by torch
+    L-BFGS from zero on the rows in a canonical order, so a labelled set gives the same head whatever order
+    its labels came in.
     """
     import torch
 
-    if x.ndim != 2 or x.shape[0] != len(y):
+    if x.ndim != 2 or x.shape[0] != len(labels):
         raise ValueError("embeddings and labels must line up")
-    names = tuple(classes) if classes is not None else tuple(sorted(set(y)))
-    if len(set(y)) < 2:
+    names = tuple(sorted(set(labels)))
+    if len(names) < 2:
         raise ValueError("a head needs labels of at least two classes")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    order = sorted(range(len(labels)), key=lambda i: (labels[i], x[i].tobytes()))
     col = {k: i for i, k in enumerate(names)}
-    if any(lab not in col for lab in y):
-        raise ValueError("a label is missing from the class list")
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.tensor([col[lab] for lab in y], dtype=torch.long)
+    xt = torch.from_numpy(x[order])
+    yt = torch.tensor([col[labels[i]] for i in order], dtype=torch.long)
     n, d = xt.shape
-    w = torch.zeros(len(names), d, dtype=torch.float32)
-    b = torch.zeros(len(names), dtype=torch.float32)
-    if warm is not None and warm.weight.shape[1] == d:
-        for i, name in enumerate(warm.classes):
-            if name in col:
-                w[col[name]] = torch.from_numpy(np.asarray(warm.weight[i], dtype=np.float32))
-                b[col[name]] = float(warm.bias[i])
-    w.requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-5, tolerance_change=1e-7,
+    w = torch.zeros(len(names), d, dtype=torch.float32, requires_grad=True)
+    b = torch.zeros(len(names), dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=HEAD_MAX_ITER, tolerance_grad=1e-5, tolerance_change=1e-7,
                             history_size=20, line_search_fn="strong_wolfe")
     # scikit-learn's objective C * sum(loss) + ||w||^2 / 2, divided by C * n.
-    reg = 1.0 / (2.0 * c * n)
+    reg = 1.0 / (2.0 * HEAD_C * n)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -236,3 +210,25 @@ def fit_softmax_head(
 
     opt.step(closure)  # type: ignore[no-untyped-call]
     return LinearHead(names, w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32))
+
+
+def head_digest(embedder_version: str, keys: Sequence[str], labels: Sequence[str]) -> str:
+    """Names a head by what it was trained from: the embedder, the labelled set and the recipe."""
+    pairs = "|".join(sorted(f"{k}={v}" for k, v in zip(keys, labels, strict=True)))
+    return hashlib.sha256(f"{HEAD_RECIPE}|{embedder_version}|{pairs}".encode()).hexdigest()[:12]
+
+
+def cached_identify_head(
+    x: np.ndarray, labels: Sequence[str], keys: Sequence[str], *, embedder_version: str, cache_dir: Path
+) -> tuple[LinearHead, str]:
+    """``train_identify_head``, cached in ``cache_dir`` by ``head_digest``; returns the head and its version."""
+    digest = head_digest(embedder_version, keys, labels)
+    path = cache_dir / f"head-{digest}.npz"
+    if path.exists():
+        try:
+            return LinearHead.load(path), f"head-{digest}"
+        except (OSError, ValueError, KeyError):
+            pass  # a torn cache file is retrained, never trusted
+    head = train_identify_head(x, labels)
+    head.save(path)
+    return head, f"head-{digest}"

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from lookloop.errors import Conflict, NotFound
 from lookloop.loop.learner import IdentifyModel, LinearHead
 from lookloop.loop.tables import ModelEventRow, ModelVersionRow
+from lookloop.models.embedder import OnnxImageEmbedder, finetuned_embedder, pretrained_embedder, variant_image_size
 from lookloop.store.db import Database
 
 
@@ -37,7 +38,7 @@ class ModelArtifacts:
     calibration_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     calibration_score: str = "margin"  # what the scores are (lookloop.loop.policies.confidence_score)
     backbone_onnx: Path | None = None  # a fine-tuned backbone; None means the pretrained one
-    image_size: int = 224
+    variant: str = "lite0"  # the EfficientNet-Lite variant of the backbone, tuned or not
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class LoadedVersion:
     version: ModelVersion
     model: IdentifyModel
     backbone_onnx: Path | None
-    image_size: int
+    variant: str | None  # None: stored before versions recorded it
     calibration_scores: np.ndarray
     calibration_correct: np.ndarray
     calibration_score: str = "top"
@@ -205,7 +206,8 @@ class ModelRegistry:
                 shutil.copyfile(artifacts.backbone_onnx, target)
         (directory / "lineage.json").write_text(
             json.dumps({"labels": dict(zip(label_keys, label_values, strict=True)), "parent": parent_id,
-                        "embedder_version": artifacts.embedder_version, "image_size": artifacts.image_size},
+                        "embedder_version": artifacts.embedder_version, "variant": artifacts.variant,
+                        "image_size": variant_image_size(artifacts.variant)},
                        indent=1, sort_keys=True),
             encoding="utf-8",
         )
@@ -296,18 +298,19 @@ class ModelRegistry:
             version=version,
             model=model,
             backbone_onnx=onnx if onnx.is_file() else None,
-            image_size=int(lineage.get("image_size", 224)),
+            variant=str(lineage["variant"]) if "variant" in lineage else None,
             calibration_scores=scores,
             calibration_correct=correct,
             calibration_score=score_kind,
         )
 
 
-def serving_embedder(loaded: LoadedVersion, cache_dir: Path, variant: str = "lite0") -> Any:
-    """The embedder a version needs: its fine-tuned backbone, or the shared pretrained one."""
-    from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
+def serving_embedder(loaded: LoadedVersion, cache_dir: Path, variant: str = "lite0") -> OnnxImageEmbedder:
+    """The embedder a version needs: its fine-tuned backbone, or the shared pretrained one.
 
+    ``variant`` (the configured embedder) stands in for versions stored before they recorded theirs.
+    """
+    name = loaded.variant or variant
     if loaded.backbone_onnx is None:
-        return pretrained_embedder(cache_dir, variant)
-    digest = hashlib.sha256(loaded.backbone_onnx.read_bytes()).hexdigest()[:12]
-    return OnnxImageEmbedder(loaded.backbone_onnx, version=f"{variant}-ft-{digest}", image_size=loaded.image_size)
+        return pretrained_embedder(cache_dir, name)
+    return finetuned_embedder(loaded.backbone_onnx, name)

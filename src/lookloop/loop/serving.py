@@ -7,11 +7,9 @@ the training set's sources, frames, consent — is passed in.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,18 +24,15 @@ from lookloop.domain import PolicyDecision, same_label
 from lookloop.errors import LookloopError
 from lookloop.imaging import decode_image
 from lookloop.loop.calibration import AuditVerdict, Calibration, audit_verdicts, replaceable
-from lookloop.loop.learner import IdentifyModel, LinearHead, train_identify_head
+from lookloop.loop.learner import IdentifyModel, cached_identify_head
 from lookloop.loop.policies import EscalationPolicy, FixedThreshold
 from lookloop.loop.registry import ModelRegistry, serving_embedder
-from lookloop.models.embcache import EmbeddingCache, embed_paths
+from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
 from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow
 
 log = logging.getLogger("lookloop.serving")
-
-ProgressFn = Callable[[str, int, int], None]
-
 
 class FrameSource(Protocol):
     """Redacted frames by id (``lookloop.privacy.storage.FramePrivacy`` in the running system)."""
@@ -177,28 +172,16 @@ class ServingModel:
         data = self.labelled_set()
         cache = self.embedding_cache
 
-        def tick(done: int, total: int) -> None:
-            if progress:
-                progress("embedding labelled images", done, total)
-
-        x = embed_paths(cache, emb, data.paths, progress=tick)
+        x = embed_paths(cache, emb, data.paths, progress=progress, what="embedding labelled images")
         model = IdentifyModel(emb.dim)
         if data.paths:
             model.learn(x, data.labels, data.keys)
         if len(set(data.labels)) >= 2:
-            digest = hashlib.sha256(
-                (emb.version + "|" + "|".join(sorted(f"{k}={v}" for k, v in zip(data.keys, data.labels,
-                                                                                strict=True)))).encode()
-            ).hexdigest()[:12]
-            head_path = self.settings.model_cache_dir / f"head-{digest}.npz"
-            if head_path.exists():
-                model.head = LinearHead.load(head_path)
-            else:
-                if progress:
-                    progress("training the identify head", 0, 1)
-                model.head = train_identify_head(x, data.labels)
-                model.head.save(head_path)
-            model.head_version = f"head-{digest}"
+            if progress:
+                progress("training the identify head", 0, 1)
+            model.head, model.head_version = cached_identify_head(
+                x, data.labels, data.keys, embedder_version=emb.version, cache_dir=self.settings.model_cache_dir
+            )
         with self._lock:
             self._model = model
             self.model_version = f"{emb.version}+{model.head_version}"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lookloop.errors import BadInput
-from lookloop.loop.learner import IdentifyModel, LinearHead, fit_softmax_head
+from lookloop.loop.learner import IdentifyModel, train_identify_head
 from lookloop.loop.policies import ConformalPolicy, confidence_scores
 from lookloop.loop.strategies import QueryStrategy
 
@@ -201,12 +201,15 @@ def simulate(
     budget: int | None = None,
     alpha: float = 0.05,
     delta: float = 0.1,
-    c: float = 32.0,
     seed: int = 0,
     final_refit: Callable[[list[int]], Features] | None = None,
     on_round: Callable[[RoundResult], None] | None = None,
 ) -> LoopRun:
-    """Runs the rounds; ``final_refit(train_indices)`` may return new features (a fine-tuned backbone)."""
+    """Runs the rounds; ``final_refit(train_indices)`` may return new features (a fine-tuned backbone).
+
+    Every round trains the head the way the server does (``train_identify_head``), so a round with every
+    label spent measures the model that start-up serves on the same labels.
+    """
     if rounds < 1:
         raise BadInput("--rounds must be at least 1")
     x_train, x_eval, x_seed = features
@@ -217,17 +220,16 @@ def simulate(
     rng = np.random.default_rng(seed)
     labelled: list[int] = []
     unlabelled = np.ones(n, dtype=bool)
-    head: LinearHead | None = None
     results: list[RoundResult] = []
 
-    def build(xt: np.ndarray, xs: np.ndarray, warm: LinearHead | None) -> IdentifyModel:
+    def build(xt: np.ndarray, xs: np.ndarray) -> IdentifyModel:
         x = np.vstack([xs, xt[labelled]]) if labelled else xs
         y = list(data.seed_labels) + [data.train_labels[i] for i in labelled]
         model = IdentifyModel(xt.shape[1])
         if y:
             model.learn(x, y, [f"s{i}" for i in range(len(data.seed_labels))] + [f"t{i}" for i in labelled])
         if len(set(y)) >= 2:
-            model.head = fit_softmax_head(x, y, c=c, warm=warm, max_iter=60 if warm is not None else 150)
+            model.head = train_identify_head(x, y)
         return model
 
     def measure(r: int, model: IdentifyModel, xt: np.ndarray, xe: np.ndarray, t0: float, stage: str) -> RoundResult:
@@ -240,8 +242,7 @@ def simulate(
         return res
 
     t0 = time.perf_counter()
-    model = build(x_train, x_seed, None) if data.seed_labels else IdentifyModel(x_train.shape[1])
-    head = model.head
+    model = build(x_train, x_seed) if data.seed_labels else IdentifyModel(x_train.shape[1])
     if model.labels():
         results.append(measure(0, model, x_train, x_eval, t0, "seed"))
     for r in range(1, rounds + 1):
@@ -261,14 +262,13 @@ def simulate(
             new = [int(pool[j]) for j in chosen]
             labelled.extend(new)
             unlabelled[new] = False
-        model = build(x_train, x_seed, head)
-        head = model.head
+        model = build(x_train, x_seed)
         results.append(measure(r, model, x_train, x_eval, t0, "head"))
     final = results[-1]
     if final_refit is not None:
         t0 = time.perf_counter()
         xt, xe, xs = final_refit(list(labelled))
-        model = build(xt, xs, None)
+        model = build(xt, xs)
         final = measure(len(results), model, xt, xe, t0, "finetune")
     return LoopRun(strategy.name, results, final, n, labelled)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,16 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookloop.errors import BadInput
-from lookloop.loop.learner import IdentifyModel, fit_softmax_head
+from lookloop.loop.learner import IdentifyModel, train_identify_head
 from lookloop.loop.policies import ConformalPolicy, confidence_scores
 from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion, serving_embedder
-from lookloop.models.embcache import EmbeddingCache
+from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
 
 if TYPE_CHECKING:
     from lookloop.loop.finetune import FinetuneConfig
     from lookloop.system import Lookloop
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -99,22 +96,21 @@ def _serving_accuracy(system: Lookloop, ts: TrainingSet) -> float | None:
     loaded = system.registry.load(vid)
     emb = serving_embedder(loaded, system.settings.model_cache_dir, system.settings.embedder)
     cache = EmbeddingCache(system.settings.model_cache_dir, emb.version, emb.dim)
-    x = cache.embed_files([ts.paths[i] for i in held], emb.embed)
-    cache.save()
+    x = embed_paths(cache, emb, [ts.paths[i] for i in held])
     loaded.model.forget([ts.keys[i] for i in held])
     preds = loaded.model.predict(x)
     return float(np.mean([p.top[0] == ts.labels[i] for p, i in zip(preds, held, strict=True)]))
 
 
 def _fit_and_register(
-    system: Lookloop, ts: TrainingSet, x: np.ndarray, embedder_version: str, *, kind: str, parent: str | None,
-    backbone: Path | None, serving_acc: float | None, alpha: float, extra: dict[str, Any],
+    system: Lookloop, ts: TrainingSet, x: np.ndarray, embedder_version: str, *, variant: str, kind: str,
+    parent: str | None, backbone: Path | None, serving_acc: float | None, alpha: float, extra: dict[str, Any],
 ) -> ModelVersion:
     train, held = ts.rows(False), ts.rows(True)
     y = [ts.labels[i] for i in train]
     if len(set(y)) < 2:
         raise BadInput("training needs labels of at least two products outside the held-out slice")
-    head = fit_softmax_head(x[train], y)
+    head = train_identify_head(x[train], y)
     model = IdentifyModel(x.shape[1], head=head)
     model.learn(x[train], y, [ts.keys[i] for i in train])
     metrics, top, right = _metrics(model, x[held], [ts.labels[i] for i in held], alpha)
@@ -125,7 +121,7 @@ def _fit_and_register(
         head=head, embedder_version=embedder_version,
         # Serving recalls every label, held-out ones included (instant learning must not regress).
         memory_x=x, memory_labels=list(ts.labels), memory_keys=list(ts.keys),
-        calibration_scores=top, calibration_correct=right, backbone_onnx=backbone,
+        calibration_scores=top, calibration_correct=right, backbone_onnx=backbone, variant=variant,
     )
     return system.registry.register(
         artifacts, metrics=metrics, label_keys=[ts.keys[i] for i in train], label_values=y, parent_id=parent,
@@ -148,7 +144,7 @@ def train_versions(
     The better candidate is offered to the evaluation gate; a pass promotes it, and the in-process
     service switches to it at once (other processes pick it up on their next poll).
     """
-    from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
+    from lookloop.models.embedder import finetuned_embedder, pretrained_embedder
 
     start = time.perf_counter()
     ts, excluded = training_set(system, holdout=holdout, exclude_keys=exclude_keys)
@@ -158,42 +154,31 @@ def train_versions(
     alpha = system.settings.alpha
     parent = system.registry.current_id()
     serving_acc = _serving_accuracy(system, ts)
-    emb = pretrained_embedder(system.settings.model_cache_dir, system.settings.embedder)
+    variant = system.settings.embedder
+    emb = pretrained_embedder(system.settings.model_cache_dir, variant)
     cache = EmbeddingCache(system.settings.model_cache_dir, emb.version, emb.dim)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress("embedding labelled images", done, len(ts.paths))
-
-    x = cache.embed_files(ts.paths, emb.embed, progress=tick)
-    cache.save()
+    x = embed_paths(cache, emb, ts.paths, progress=progress, what="embedding labelled images")
     if progress:
         progress("training the head", 0, 1)
-    v1 = _fit_and_register(system, ts, x, emb.version, kind="head", parent=parent, backbone=None,
+    v1 = _fit_and_register(system, ts, x, emb.version, variant=variant, kind="head", parent=parent, backbone=None,
                            serving_acc=serving_acc, alpha=alpha, extra={})
     report.versions.append(v1)
     if finetune:
         from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
 
-        cfg = finetune_config or FinetuneConfig()
+        cfg = finetune_config or FinetuneConfig(variant=variant)
         train = ts.rows(False)
         result = finetune_backbone([ts.paths[i] for i in train], [ts.labels[i] for i in train], cfg,
                                    progress=progress)
         with tempfile.TemporaryDirectory() as tmp:
             onnx = export_finetuned(result, Path(tmp), variant=cfg.variant)
-            digest = hashlib.sha256(onnx.read_bytes()).hexdigest()[:12]
-            ft = OnnxImageEmbedder(onnx, version=f"{cfg.variant}-ft-{digest}", image_size=emb.image_size)
+            ft = finetuned_embedder(onnx, cfg.variant)
             ft_cache = EmbeddingCache(system.settings.model_cache_dir, ft.version, ft.dim)
-            done = 0
-            x2 = ft_cache.embed_files(ts.paths, ft.embed, progress=tick)
-            ft_cache.save()
+            x2 = embed_paths(ft_cache, ft, ts.paths, progress=progress, what="embedding with the tuned backbone")
             v2 = _fit_and_register(
-                system, ts, x2, ft.version, kind="finetune", parent=v1.id, backbone=onnx, serving_acc=serving_acc,
-                alpha=alpha, extra={"finetune_seconds": round(result.train_seconds, 1),
-                                    "finetune_epochs": result.epochs_run},
+                system, ts, x2, ft.version, variant=cfg.variant, kind="finetune", parent=v1.id, backbone=onnx,
+                serving_acc=serving_acc, alpha=alpha,
+                extra={"finetune_seconds": round(result.train_seconds, 1), "finetune_epochs": result.epochs_run},
             )
         report.versions.append(v2)
     if promote:

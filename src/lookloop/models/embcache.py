@@ -7,9 +7,14 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lookloop.models.embedder import ImageEmbedder
+
+ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
 
 
 def content_key(data: bytes) -> str:
@@ -21,6 +26,7 @@ class EmbeddingCache:
 
     def __init__(self, directory: Path, version: str, dim: int) -> None:
         self.path = directory / f"embeddings-{version}.npz"
+        self.version = version
         self.dim = dim
         self._rows: dict[str, np.ndarray] = {}
         self._dirty = False
@@ -108,30 +114,28 @@ class EmbeddingCache:
             self._dirty = False
 
 
-class _Embeds(Protocol):
-    def embed(self, images: list[np.ndarray]) -> np.ndarray: ...
-
-
 def embed_paths(
     cache: EmbeddingCache,
-    embedder: _Embeds,
+    embedder: ImageEmbedder,
     paths: Sequence[Path],
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
+    what: str = "embedding images",
 ) -> np.ndarray:
-    """Embeddings of image files through the cache (only new ones computed), the cache saved after.
+    """Embeddings (n, dim) of image files, computing only those ``cache`` lacks, then saving it.
 
-    ``progress(done, total)`` is called as images are done.
+    ``progress`` is called as (what, done, total). The cache must be ``embedder``'s own: rows of another
+    embedder would come back as if they were this one's.
     """
-    if not paths:
-        return np.zeros((0, cache.dim), np.float32)
+    if cache.version != embedder.version:
+        raise ValueError(f"the embedding cache of {cache.version} cannot serve embedder {embedder.version}")
     done = 0
 
     def tick(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            progress(done, len(paths))
+            progress(what, done, len(paths))
 
     x = cache.embed_files(paths, embedder.embed, progress=tick)
     cache.save()

@@ -208,4 +208,12 @@ def pretrained_embedder(cache_dir: Path, variant: str = "lite0") -> OnnxImageEmb
 
 
 def variant_image_size(variant: str) -> int:
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown embedder {variant!r}; choose one of {sorted(_VARIANTS)}")
     return _VARIANTS[variant][2]
+
+
+def finetuned_embedder(onnx_path: Path, variant: str, *, threads: int = 2) -> OnnxImageEmbedder:
+    """The embedder of a fine-tuned ``variant`` backbone; its version names the variant and the file's content."""
+    version = f"{variant}-ft-{_sha256(onnx_path)[:12]}"
+    return OnnxImageEmbedder(onnx_path, version=version, image_size=variant_image_size(variant), threads=threads)
