@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from conftest import SMALL_CLASSES
+from typer.testing import CliRunner
+from voice_util import LiveServer
+
 from lookloop.cli import app, open_system
 from lookloop.config import get_settings
 from lookloop.server.app import create_app
-from voice_util import LiveServer
 
 runner = CliRunner()
 

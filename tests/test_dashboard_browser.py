@@ -289,7 +289,7 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     assert "No model versions yet — run lookloop train" in empty.text_content()
     assert page.locator("#chart-loop svg").count() == 0
     assert page.get_attribute("#loop", "data-versions") == "0"
-    days = loop_figures(system)["by_day"]
+    days = loop_figures(system.serving)["by_day"]
     assert len(days) >= 5
     assert page.locator("#chart-loop-days circle.point").count() == len(days)
     assert "Live coverage by day" in page.get_attribute("#chart-loop-days svg", "aria-label")

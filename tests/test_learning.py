@@ -120,7 +120,7 @@ def test_embed_paths_embeds_once_and_refuses_another_embedders_cache(tmp_path: P
 def test_training_job_registers_and_promotes_a_version(small_system: Lookloop) -> None:
     from lookloop.loop.training import is_heldout, train_versions
 
-    report = train_versions(small_system, holdout=0.3)
+    report = train_versions(small_system.serving, holdout=0.3)
     assert len(report.versions) == 1
     version = report.versions[0]
     assert report.promoted == version.id
@@ -133,7 +133,7 @@ def test_training_job_registers_and_promotes_a_version(small_system: Lookloop) -
     # A second run with the consent hook excluding one label leaves it out of the lineage.
     dropped = keys[-1]
     small_system.hooks.training_exclude.append(lambda ks: {dropped})
-    again = train_versions(small_system, holdout=0.3, promote=False)
+    again = train_versions(small_system.serving, holdout=0.3, promote=False)
     assert again.excluded == 1
     assert dropped not in small_system.registry.label_keys(again.versions[0].id)
     assert again.versions[0].parent_id == version.id
@@ -161,7 +161,7 @@ def test_finetune_stage_registers_a_version_with_its_backbone(small_system: Look
     from lookloop.loop.training import train_versions
 
     cfg = FinetuneConfig(views=1, epochs=1, batch=16)
-    report = train_versions(small_system, finetune=True, finetune_config=cfg, holdout=0.3, promote=False)
+    report = train_versions(small_system.serving, finetune=True, finetune_config=cfg, holdout=0.3, promote=False)
     kinds = [v.kind for v in report.versions]
     assert kinds == ["head", "finetune"]
     tuned = report.versions[1]

@@ -169,7 +169,7 @@ def test_audit_labels_recalibrate_the_serving_policy(audited: Lookloop, photos: 
     # A second, agreeing label of the same ask is not a second calibration point.
     audited.add_label(records[2].id, str(records[2].answer.result["label"]), source="wearer")
     assert audited.policy is live
-    figures = loop_figures(audited)
+    figures = loop_figures(audited.serving)
     assert figures["audit"]["labels"] == 4 and figures["audit"]["labels_serving_version"] == 4
     assert figures["audit"]["rate"] == 1.0
     assert figures["policy"]["calibration_labels"] == 64
@@ -190,7 +190,7 @@ def test_labels_of_another_model_version_are_ignored_until_it_serves_again(
     for r in records:
         audited.add_label(r.id, _wrong(r), source="human")
     assert audited.policy is before and before.n_calibration == 50  # v1's scores say nothing about v2
-    assert loop_figures(audited)["audit"] == {"rate": 1.0, "asks": 2, "labels": 2, "labels_serving_version": 0,
+    assert loop_figures(audited.serving)["audit"] == {"rate": 1.0, "asks": 2, "labels": 2, "labels_serving_version": 0,
                                               "min_labels": 4}
     _serve(audited, v1)  # back to v1: its held-out set and its audit labels
     back = audited.policy
@@ -226,11 +226,11 @@ def test_the_fixed_threshold_gives_way_once_enough_audit_labels_exist(
     for r in records[:3]:
         audited.add_label(r.id, str(r.answer.result["label"]), source="human")
     assert audited.policy is fixed  # 3 < calibration_min_labels
-    assert loop_figures(audited)["policy"]["calibration_labels"] == 0
+    assert loop_figures(audited.serving)["policy"]["calibration_labels"] == 0
     audited.add_label(records[3].id, str(records[3].answer.result["label"]), source="human")
     live = audited.policy
     assert isinstance(live, ConformalPolicy) and live.n_calibration == 4 and live.score == "margin"
-    assert loop_figures(audited)["policy"]["calibration_labels"] == 4
+    assert loop_figures(audited.serving)["policy"]["calibration_labels"] == 4
 
 
 def test_the_migration_keeps_older_asks_valid(database_url: str) -> None:

@@ -99,7 +99,7 @@ def test_loop_figures_for_the_dashboard(small_system: Lookloop, grocery: Grocery
     small_system.registry.promote(v1.id)
     photo = small_val(grocery, per_class=1)[0]
     small_system.ask("what is this?", Path(photo.path).read_bytes())
-    figures = loop_figures(small_system)
+    figures = loop_figures(small_system.serving)
     assert figures["serving"] == v1.id
     assert figures["versions"][0]["accuracy"] == 0.9
     assert figures["live"]["asks"] == 1

@@ -50,7 +50,7 @@ def train(
     system = open_system(build=False)
     with make_progress() as progress:
         try:
-            result = train_versions(system, finetune=finetune, holdout=holdout, promote=promote,
+            result = train_versions(system.serving, finetune=finetune, holdout=holdout, promote=promote,
                                     finetune_config=FinetuneConfig(time_budget_s=finetune_minutes * 60),
                                     progress=reporter(progress))
         except LookloopError as exc:

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lookloop.domain import ai_label, as_utc, same_label
+from lookloop.domain import CatalogItem, ai_label, as_utc, same_label
 from lookloop.errors import NotFound
 from lookloop.exports.consent import exportable_ask_ids
+from lookloop.humans.tables import FeedbackRow
+from lookloop.loop.tables import ModelVersionRow
+from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow
-
-if TYPE_CHECKING:
-    from lookloop.system import Lookloop
 
 # Sources that are not an answer to the ask itself (imported data sets label files, not asks).
 _NOT_EPISODE_LABELS = frozenset({"import"})
+
+
+class ExportSource(Protocol):
+    """What the exports read from the running system (``lookloop.ExportSource`` provides it)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    def find_item(self, name: str) -> CatalogItem | None: ...
+
+    def frame_bytes(self, sha: str) -> bytes: ...
 _CHUNK = 500
 
 
@@ -131,10 +141,6 @@ def _chunks(ids: list[str]) -> Iterator[list[str]]:
 
 def _feedback(session: Session, ids: list[str]) -> dict[str, list[FeedbackInfo]]:
     out: dict[str, list[FeedbackInfo]] = defaultdict(list)
-    try:
-        from lookloop.humans.tables import FeedbackRow
-    except ModuleNotFoundError:
-        return out
     for chunk in _chunks(ids):
         rows = session.execute(
             select(FeedbackRow.ask_id, FeedbackRow.verdict, FeedbackRow.correction, FeedbackRow.implicit,
@@ -149,18 +155,6 @@ def _feedback(session: Session, ids: list[str]) -> dict[str, list[FeedbackInfo]]
 
 def trained_in(session: Session, ask_ids: list[str]) -> dict[str, list[str]]:
     """Model versions whose training data held each ask, from the registry's lineage (label keys ``ask:<id>``)."""
-    try:
-        registry: Any = importlib.import_module("lookloop.loop.registry")
-    except ModuleNotFoundError:
-        return {}
-    lookup = getattr(registry, "versions_trained_on", None)
-    if callable(lookup):
-        found = lookup(session, ask_ids)
-        return {str(k): [str(v) for v in vs] for k, vs in dict(found).items()}
-    try:
-        from lookloop.loop.tables import ModelVersionRow
-    except ModuleNotFoundError:
-        return {}
     wanted = set(ask_ids)
     out: dict[str, list[str]] = defaultdict(list)
     rows = session.execute(
@@ -175,7 +169,7 @@ def trained_in(session: Session, ask_ids: list[str]) -> dict[str, list[str]]:
 
 
 def load_episodes(
-    system: Lookloop,
+    system: ExportSource,
     *,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
@@ -236,7 +230,7 @@ def load_episodes(
     return episodes
 
 
-def frame_of(system: Lookloop, episode: Episode) -> bytes | None:
+def frame_of(system: ExportSource, episode: Episode) -> bytes | None:
     """The stored frame, or None when there is none any more (deleted, or never kept by consent)."""
     if not episode.frame_sha:
         return None

@@ -5,13 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lookloop.exports.episodes import Episode, frame_of, load_episodes
+from lookloop.exports.episodes import Episode, ExportSource, frame_of, load_episodes
 from lookloop.exports.output import ExportResult, prepare_dir
-
-if TYPE_CHECKING:
-    from lookloop.system import Lookloop
 
 
 def features() -> Any:
@@ -43,7 +40,7 @@ def features() -> Any:
     })
 
 
-def row(system: Lookloop, ep: Episode) -> dict[str, Any]:
+def row(system: ExportSource, ep: Episode) -> dict[str, Any]:
     lab = ep.label
     data = frame_of(system, ep)
     return {
@@ -74,7 +71,7 @@ def row(system: Lookloop, ep: Episode) -> dict[str, Any]:
 
 
 def export_hf(
-    system: Lookloop,
+    system: ExportSource,
     out: Path,
     *,
     since: dt.datetime | None = None,

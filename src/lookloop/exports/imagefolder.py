@@ -11,16 +11,12 @@ import hashlib
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from lookloop.exports.episodes import extension, frame_of, load_episodes
+from lookloop.exports.episodes import ExportSource, extension, frame_of, load_episodes
 from lookloop.exports.output import ExportResult, prepare_dir
 from lookloop.store.tables import LabelRow
-
-if TYPE_CHECKING:
-    from lookloop.system import Lookloop
 
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 
@@ -32,7 +28,7 @@ def class_dir(label: str) -> str:
 
 
 def export_imagefolder(
-    system: Lookloop,
+    system: ExportSource,
     out: Path,
     *,
     since: dt.datetime | None = None,

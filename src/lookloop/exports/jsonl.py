@@ -5,17 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from lookloop.exports.episodes import load_episodes
+from lookloop.exports.episodes import ExportSource, load_episodes
 from lookloop.exports.output import ExportResult, prepare_file, write_frames
-
-if TYPE_CHECKING:
-    from lookloop.system import Lookloop
 
 
 def export_jsonl(
-    system: Lookloop,
+    system: ExportSource,
     out: Path,
     *,
     since: dt.datetime | None = None,

@@ -18,14 +18,11 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lookloop.domain import same_label
-from lookloop.exports.episodes import Episode, load_episodes
+from lookloop.exports.episodes import Episode, ExportSource, load_episodes
 from lookloop.exports.output import ExportResult, prepare_file, write_frames
-
-if TYPE_CHECKING:
-    from lookloop.system import Lookloop
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class KtoRecord:
         }
 
 
-def _phrase(system: Lookloop, ep: Episode, label: str) -> str:
+def _phrase(system: ExportSource, ep: Episode, label: str) -> str:
     if ep.skill == "identify":
         from lookloop.skills.identify import product_line
 
@@ -55,14 +52,14 @@ def _phrase(system: Lookloop, ep: Episode, label: str) -> str:
     return label
 
 
-def _ai_completion(system: Lookloop, ep: Episode) -> str:
+def _ai_completion(system: ExportSource, ep: Episode) -> str:
     # An escalated answer's text is a hedge ("Not sure — maybe …"); judge the guess it put forward instead.
     if ep.skill == "identify" and ep.ai_label:
         return _phrase(system, ep, ep.ai_label)
     return ep.answer_text
 
 
-def records_for(system: Lookloop, ep: Episode) -> list[KtoRecord]:
+def records_for(system: ExportSource, ep: Episode) -> list[KtoRecord]:
     """The KTO records one episode gives (none when nobody judged it)."""
     truth: str | None = None
     signal = ""
@@ -94,7 +91,7 @@ def records_for(system: Lookloop, ep: Episode) -> list[KtoRecord]:
 
 
 def export_kto(
-    system: Lookloop,
+    system: ExportSource,
     out: Path,
     *,
     since: dt.datetime | None = None,

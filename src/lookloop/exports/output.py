@@ -5,13 +5,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lookloop.errors import BadInput
-from lookloop.exports.episodes import Episode, extension, frame_of
-
-if TYPE_CHECKING:
-    from lookloop.system import Lookloop
+from lookloop.exports.episodes import Episode, ExportSource, extension, frame_of
 
 
 @dataclass
@@ -43,7 +39,7 @@ def prepare_dir(out: Path, *, force: bool) -> Path:
     return out
 
 
-def write_frames(system: Lookloop, episodes: list[Episode], folder: Path, base: Path) -> dict[str, str]:
+def write_frames(system: ExportSource, episodes: list[Episode], folder: Path, base: Path) -> dict[str, str]:
     """Writes each episode's frame once (by content hash); returns ask id → path relative to ``base``."""
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}

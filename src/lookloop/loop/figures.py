@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 
-if TYPE_CHECKING:
-    from lookloop.system import Lookloop
+from lookloop.domain import Decision
+from lookloop.loop.calibration import audit_counts
+from lookloop.loop.policies import ConformalPolicy
+from lookloop.loop.serving import ServingModel
+from lookloop.store.tables import AskRow
 
 
-def loop_figures(system: Lookloop) -> dict[str, Any]:
+def loop_figures(serving: ServingModel) -> dict[str, Any]:
     """Curves per model version (labels seen → held-out accuracy, coverage, auto error) and live rates.
 
     Shape: ``{"serving": id|None, "policy": {...}, "versions": [{id, created_at, labels, accuracy, coverage,
@@ -18,21 +21,16 @@ def loop_figures(system: Lookloop) -> dict[str, Any]:
     answered, coverage}], "audit": {"rate", "asks", "labels", "labels_serving_version", "min_labels"}}``.
     ``policy`` is the live one: audit labels move its threshold, calibration_labels and error_upper_bound.
     """
-    from lookloop.domain import Decision
-    from lookloop.loop.calibration import audit_counts
-    from lookloop.loop.policies import ConformalPolicy
-    from lookloop.store.tables import AskRow
-
-    registry = system.registry
+    registry = serving.registry
     versions = sorted(registry.list(limit=500), key=lambda v: v.created_at)
-    policy = system.policy
+    policy = serving.policy
     described: dict[str, Any] = (
         dict(policy.describe()) if isinstance(policy, ConformalPolicy)
         else {"policy": policy.name, "threshold": getattr(policy, "threshold", None), "calibration_labels": 0,
               "error_upper_bound": None}
     )
-    audit_asks, audit_labels, audit_serving = audit_counts(system.db, system.model_version)
-    with system.db.session() as s:
+    audit_asks, audit_labels, audit_serving = audit_counts(serving.db, serving.model_version)
+    with serving.db.session() as s:
         rows = s.execute(
             select(func.date(AskRow.created_at), AskRow.decision, func.count())
             .where(AskRow.skill == "identify")
@@ -48,7 +46,7 @@ def loop_figures(system: Lookloop) -> dict[str, Any]:
     answered = sum(d["answered"] for d in days.values())
     return {
         "serving": registry.current_id(),
-        "model_version": system.model_version,
+        "model_version": serving.model_version,
         "policy": described,
         "versions": [
             {"id": v.id, "created_at": v.created_at.isoformat(), "kind": v.kind, "labels": v.label_count,
@@ -60,7 +58,7 @@ def loop_figures(system: Lookloop) -> dict[str, Any]:
                  "coverage": answered / asks if asks else None},
         "by_day": [{"day": k, **v, "coverage": v["answered"] / v["asks"] if v["asks"] else None}
                    for k, v in sorted(days.items())],
-        "audit": {"rate": system.settings.audit_rate, "asks": audit_asks, "labels": audit_labels,
+        "audit": {"rate": serving.settings.audit_rate, "asks": audit_asks, "labels": audit_labels,
                   "labels_serving_version": audit_serving,
-                  "min_labels": system.settings.calibration_min_labels},
+                  "min_labels": serving.settings.calibration_min_labels},
     }

@@ -15,11 +15,11 @@ from lookloop.errors import BadInput
 from lookloop.loop.learner import IdentifyModel, train_identify_head
 from lookloop.loop.policies import ConformalPolicy, confidence_scores
 from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion, serving_embedder
+from lookloop.loop.serving import ServingModel
 from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
 
 if TYPE_CHECKING:
     from lookloop.loop.finetune import FinetuneConfig
-    from lookloop.system import Lookloop
 
 
 @dataclass
@@ -50,10 +50,11 @@ def is_heldout(key: str, share: float) -> bool:
 
 
 def training_set(
-    system: Lookloop, *, holdout: float = 0.15, exclude_keys: set[str] | None = None
+    serving: ServingModel, *, holdout: float = 0.15, exclude_keys: set[str] | None = None
 ) -> tuple[TrainingSet, int]:
     """Every stored label the wearers allow for training, minus the keys ``exclude_keys`` names."""
-    paths, labels, keys = system.labelled_images()
+    data = serving.labelled_set()
+    paths, labels, keys = data.paths, data.labels, data.keys
     drop = set(exclude_keys or set())
     keep = [i for i, k in enumerate(keys) if k not in drop]
     ts = TrainingSet(
@@ -87,15 +88,15 @@ def _metrics(model: IdentifyModel, x: np.ndarray, labels: list[str], alpha: floa
     )
 
 
-def _serving_accuracy(system: Lookloop, ts: TrainingSet) -> float | None:
+def _serving_accuracy(serving: ServingModel, ts: TrainingSet) -> float | None:
     """The serving version on the candidate's held-out slice (its memory of those labels removed)."""
-    vid = system.registry.current_id()
+    vid = serving.registry.current_id()
     held = ts.rows(True)
     if vid is None or not held:
         return None
-    loaded = system.registry.load(vid)
-    emb = serving_embedder(loaded, system.settings.model_cache_dir, system.settings.embedder)
-    cache = EmbeddingCache(system.settings.model_cache_dir, emb.version, emb.dim)
+    loaded = serving.registry.load(vid)
+    emb = serving_embedder(loaded, serving.settings.model_cache_dir, serving.settings.embedder)
+    cache = EmbeddingCache(serving.settings.model_cache_dir, emb.version, emb.dim)
     x = embed_paths(cache, emb, [ts.paths[i] for i in held])
     loaded.model.forget([ts.keys[i] for i in held])
     preds = loaded.model.predict(x)
@@ -103,7 +104,7 @@ def _serving_accuracy(system: Lookloop, ts: TrainingSet) -> float | None:
 
 
 def _fit_and_register(
-    system: Lookloop, ts: TrainingSet, x: np.ndarray, embedder_version: str, *, variant: str, kind: str,
+    serving: ServingModel, ts: TrainingSet, x: np.ndarray, embedder_version: str, *, variant: str, kind: str,
     parent: str | None, backbone: Path | None, serving_acc: float | None, alpha: float, extra: dict[str, Any],
 ) -> ModelVersion:
     train, held = ts.rows(False), ts.rows(True)
@@ -123,14 +124,14 @@ def _fit_and_register(
         memory_x=x, memory_labels=list(ts.labels), memory_keys=list(ts.keys),
         calibration_scores=top, calibration_correct=right, backbone_onnx=backbone, variant=variant,
     )
-    return system.registry.register(
+    return serving.registry.register(
         artifacts, metrics=metrics, label_keys=[ts.keys[i] for i in train], label_values=y, parent_id=parent,
         kind=kind,
     )
 
 
 def train_versions(
-    system: Lookloop,
+    serving: ServingModel,
     *,
     finetune: bool = False,
     finetune_config: FinetuneConfig | None = None,
@@ -147,20 +148,20 @@ def train_versions(
     from lookloop.models.embedder import finetuned_embedder, pretrained_embedder
 
     start = time.perf_counter()
-    ts, excluded = training_set(system, holdout=holdout, exclude_keys=exclude_keys)
+    ts, excluded = training_set(serving, holdout=holdout, exclude_keys=exclude_keys)
     if len(set(ts.labels)) < 2:
         raise BadInput("nothing to train on: import a catalogue or label some asks first")
     report = TrainReport(excluded=excluded)
-    alpha = system.settings.alpha
-    parent = system.registry.current_id()
-    serving_acc = _serving_accuracy(system, ts)
-    variant = system.settings.embedder
-    emb = pretrained_embedder(system.settings.model_cache_dir, variant)
-    cache = EmbeddingCache(system.settings.model_cache_dir, emb.version, emb.dim)
+    alpha = serving.settings.alpha
+    parent = serving.registry.current_id()
+    serving_acc = _serving_accuracy(serving, ts)
+    variant = serving.settings.embedder
+    emb = pretrained_embedder(serving.settings.model_cache_dir, variant)
+    cache = EmbeddingCache(serving.settings.model_cache_dir, emb.version, emb.dim)
     x = embed_paths(cache, emb, ts.paths, progress=progress, what="embedding labelled images")
     if progress:
         progress("training the head", 0, 1)
-    v1 = _fit_and_register(system, ts, x, emb.version, variant=variant, kind="head", parent=parent, backbone=None,
+    v1 = _fit_and_register(serving, ts, x, emb.version, variant=variant, kind="head", parent=parent, backbone=None,
                            serving_acc=serving_acc, alpha=alpha, extra={})
     report.versions.append(v1)
     if finetune:
@@ -173,21 +174,21 @@ def train_versions(
         with tempfile.TemporaryDirectory() as tmp:
             onnx = export_finetuned(result, Path(tmp), variant=cfg.variant)
             ft = finetuned_embedder(onnx, cfg.variant)
-            ft_cache = EmbeddingCache(system.settings.model_cache_dir, ft.version, ft.dim)
+            ft_cache = EmbeddingCache(serving.settings.model_cache_dir, ft.version, ft.dim)
             x2 = embed_paths(ft_cache, ft, ts.paths, progress=progress, what="embedding with the tuned backbone")
             v2 = _fit_and_register(
-                system, ts, x2, ft.version, variant=cfg.variant, kind="finetune", parent=v1.id, backbone=onnx,
+                serving, ts, x2, ft.version, variant=cfg.variant, kind="finetune", parent=v1.id, backbone=onnx,
                 serving_acc=serving_acc, alpha=alpha,
                 extra={"finetune_seconds": round(result.train_seconds, 1), "finetune_epochs": result.epochs_run},
             )
         report.versions.append(v2)
     if promote:
         best = max(report.versions, key=lambda v: v.accuracy if v.accuracy is not None else -1.0)
-        report.gate_message = system.registry.gate(best)[1]
+        report.gate_message = serving.registry.gate(best)[1]
         try:
-            system.registry.promote(best.id, reason="lookloop train")
+            serving.registry.promote(best.id, reason="lookloop train")
             report.promoted = best.id
-            system.activate_version(best.id)
+            serving.activate(best.id)
         except GateRefused as exc:
             report.gate_message = exc.message
     report.seconds = time.perf_counter() - start

@@ -176,7 +176,7 @@ def rollback(system: System, _: Operator) -> ModelsOut:
 def loop(system: System, _: Operator) -> dict[str, Any]:
     from lookloop.loop.figures import loop_figures
 
-    return loop_figures(system)
+    return loop_figures(system.serving)
 
 
 @router.get("/summary", response_model=SummaryOut, responses=_ERRORS,
