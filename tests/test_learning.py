@@ -130,10 +130,9 @@ def test_training_job_registers_and_promotes_a_version(small_system: Lookloop) -
     keys = small_system.registry.label_keys(version.id)
     assert keys and not any(is_heldout(k, 0.3) for k in keys)  # lineage: held-out labels never trained on
     assert version.label_count == len(keys)
-    # A second run with the consent hook excluding one label leaves it out of the lineage.
+    # A second run excluding one label leaves it out of the lineage.
     dropped = keys[-1]
-    small_system.hooks.training_exclude.append(lambda ks: {dropped})
-    again = train_versions(small_system.serving, holdout=0.3, promote=False)
+    again = train_versions(small_system.serving, holdout=0.3, promote=False, exclude_keys={dropped})
     assert again.excluded == 1
     assert dropped not in small_system.registry.label_keys(again.versions[0].id)
     assert again.versions[0].parent_id == version.id

@@ -37,7 +37,7 @@ def system(tmp_path: Path, data_dir: Path, model_dir: Path, database_url: str) -
 
 @pytest.fixture
 def queue(system: Lookloop) -> ReviewQueue:
-    q = ReviewQueue(system)
+    q = system.humans.queue
     q.clock = Clock()
     return q
 

@@ -44,7 +44,7 @@ def test_promote_and_rollback_change_the_serving_answer(small_system: Lookloop, 
     assert v2.parent_id == v1.id and v2.label_hash != v1.label_hash
     assert v2.label_count == len(registry.label_keys(v2.id))
 
-    small_system.registry_poll_s = 0.0  # check the registry on every ask
+    small_system.serving.registry_poll_s = 0.0  # check the registry on every ask
     registry.promote(v1.id)
     assert small_system.ask("what is this?", data).answer.result["label"] == "Banana"
     assert small_system.model_version == v1.id

@@ -245,7 +245,7 @@ def test_delete_for_device_removes_memories_and_notes(system: Lookloop) -> None:
     store.add(device_id="dev-gone", note="x")
     store.add(device_id="dev-stays", note="y")
     notes.start("dev-gone")
-    assert delete_for_device(system, ["dev-gone"]) == 2
+    assert delete_for_device(system.db, ["dev-gone"]) == 2
     assert store.for_device("dev-gone") == [] and len(store.for_device("dev-stays")) == 1
     assert notes.latest("dev-gone") is None
 
