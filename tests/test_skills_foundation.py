@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_CLASSES, small_val
+
 from lookloop.models.ocr import TextLine, reading_order
-from lookloop.service import simple_route
 
 
 def test_identify_names_real_val_photos(small_system, grocery) -> None:  # type: ignore[no-untyped-def]
@@ -76,12 +75,3 @@ def test_reading_order_groups_rows_left_to_right() -> None:
 
     lines = [line("world", 100, 12), line("second", 0, 60), line("hello", 0, 10)]
     assert [ln.text for ln in reading_order(lines)] == ["hello", "world", "second"]
-
-
-@pytest.mark.parametrize(
-    ("question", "skill"),
-    [("what is this?", "identify"), ("read this", "read"), ("What does the sign say?", "read"),
-     ("how much is it?", "identify"), ("这是什么", "identify"), ("读一下", "read")],
-)
-def test_simple_route(question: str, skill: str) -> None:
-    assert simple_route(question) == skill

@@ -22,10 +22,6 @@ class Skill(Protocol):
     def run(self, ask: Ask) -> Answer: ...
 
 
-class NeedsFrame(Exception):
-    """Raised by a skill that was asked without a frame."""
-
-
 class HandToHuman:
     """Out-of-scope asks: no skill fits, so a person answers rather than a wrong skill guessing."""
 
