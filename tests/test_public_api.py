@@ -7,17 +7,44 @@ import sys
 
 import lookloop
 
-EXPECTED = {
-    "Answer", "Ask", "AskRecord", "BadInput", "Candidate", "CatalogItem", "Conflict", "Decision", "Forbidden",
-    "GlassesClient", "Label", "Lookloop", "LookloopError", "NotConfigured", "NotFound", "Outcome", "Settings", "TooLarge",
-    "Unauthorized", "UnsupportedMedia", "__version__", "get_settings",
-}
+# Adding, renaming or removing a public name means editing this list in the same change.
+PUBLIC = [
+    "Answer",
+    "Ask",
+    "AskRecord",
+    "BadInput",
+    "Candidate",
+    "CatalogItem",
+    "Conflict",
+    "Decision",
+    "Forbidden",
+    "GlassesClient",
+    "Label",
+    "Lookloop",
+    "LookloopError",
+    "NotConfigured",
+    "NotFound",
+    "Outcome",
+    "Settings",
+    "TooLarge",
+    "Unauthorized",
+    "UnsupportedMedia",
+    "__version__",
+    "get_settings",
+]
 
 
 def test_exported_names_are_pinned() -> None:
-    assert set(lookloop.__all__) >= EXPECTED
+    assert sorted(lookloop.__all__) == PUBLIC
+    assert len(set(lookloop.__all__)) == len(lookloop.__all__), "no name exported twice"
+
+
+def test_every_exported_name_resolves() -> None:
     for name in lookloop.__all__:
-        assert hasattr(lookloop, name), name
+        assert getattr(lookloop, name, None) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from lookloop import *", namespace)  # what a star import gives a user
+    assert {k for k in namespace if k != "__builtins__"} == set(PUBLIC)
 
 
 def test_import_is_light() -> None:

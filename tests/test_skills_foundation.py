@@ -75,4 +75,3 @@ def test_reading_order_groups_rows_left_to_right() -> None:
 
     lines = [line("world", 100, 12), line("second", 0, 60), line("hello", 0, 10)]
     assert [ln.text for ln in reading_order(lines)] == ["hello", "world", "second"]
-

@@ -41,7 +41,6 @@ class Settings(BaseSettings):
 
     # Perception
     embedder: str = Field(default="lite0", description="lite0 or lite2")
-    currency: str = "SEK"
 
     # Escalation
     alpha: float = Field(default=0.05, description="Promised error rate of auto-answers.")

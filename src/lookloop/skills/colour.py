@@ -95,8 +95,11 @@ def dominant_colours(rgb: np.ndarray, *, k: int = 5, samples: int = 4000, seed: 
 
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise BadInput("expected an RGB image")
-    scale = 128 / max(rgb.shape[:2])
-    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+    h, w = rgb.shape[:2]
+    scale = 128 / max(h, w)
+    # at least one pixel each way: a sliver of a frame (8 x 4000) must not shrink to nothing
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
     small = np.ascontiguousarray(small, dtype=np.uint8)
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3)
     weights = _centre_weights(*small.shape[:2]).ravel()
