@@ -15,6 +15,7 @@ from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
 from lookloop.humans.runtime import humans_of
 from lookloop.humans.runtime import install as install_humans
+from lookloop.server.routers.pages import mount_page_assets
 from lookloop.server.routers.review import mount_review_page
 from lookloop.service import Lookloop
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     app.include_router(auth_router.router)
     app.include_router(review.router)
     mount_review_page(app)
+    mount_page_assets(app)  # /pages/…: the pages' scripts and styles
     from lookloop.server.routers import operators
 
     app.include_router(operators.router)

@@ -1,29 +1,13 @@
 /* lookloop operator dashboard: plain JS + SVG, data from /v1/operators/summary and /v1/operators/loop. */
-"use strict";
+import { $, apiClient, signInForm, SignedOut } from "./api.js";
 
-const TOKEN_KEY = "lookloop.operator.token";
 const COLORS = { a: "#2f6fdf", b: "#1f9d6b", c: "#e08a1e", d: "#d4473d", e: "#7a5af8", f: "#0fa5b8" };
 const SOURCE_COLORS = ["#2f6fdf", "#7a5af8", "#e08a1e", "#0fa5b8", "#d4473d", "#1f9d6b"];
 const SVG_NS = "http://www.w3.org/2000/svg";
-const $ = (id) => document.getElementById(id);
 
-let state = { token: sessionStorage.getItem(TOKEN_KEY), data: null, loop: null };
-
-// -- api ------------------------------------------------------------------------------------------------------
-
-async function api(path, options = {}) {
-  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
-  if (state.token) headers.Authorization = "Bearer " + state.token;
-  const resp = await fetch(path, Object.assign({}, options, { headers }));
-  if (resp.status === 401) {
-    signOut("Your session ended: sign in again.");
-    throw new Error("signed out");
-  }
-  let body = null;
-  try { body = await resp.json(); } catch (_) { body = null; }
-  if (!resp.ok) throw new Error((body && body.detail) || resp.statusText);
-  return body;
-}
+const client = apiClient({ tokenKey: "lookloop.operator.token", onSignedOut: showLogin });
+const api = (path, options) => client.api(path, options);
+const state = { data: null, loop: null };
 
 // -- sign-in --------------------------------------------------------------------------------------------------
 
@@ -35,37 +19,17 @@ function showLogin(message) {
   $("username").focus();
 }
 
-function signOut(message) {
-  state.token = null;
-  sessionStorage.removeItem(TOKEN_KEY);
-  showLogin(message);
-}
-
-$("login-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  $("login-error").textContent = "";
-  try {
-    const resp = await fetch("/v1/auth/login", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("username").value.trim(), password: $("password").value }),
-    });
-    const body = await resp.json().catch(() => ({}));
-    if (!resp.ok) throw new Error(body.detail || "sign-in failed");
-    if (body.role !== "operator") throw new Error("this page is for operators; you are signed in as " + body.role);
-    state.token = body.token;
-    sessionStorage.setItem(TOKEN_KEY, body.token);
-    $("password").value = "";
-    $("who").textContent = body.username || $("username").value.trim();
+signInForm(client, {
+  roles: ["operator"],
+  onSignedIn: (account) => {
+    $("who").textContent = account.username || $("username").value.trim();
     start();
-  } catch (err) {
-    $("login-error").textContent = err.message;
-  }
+  },
 });
 
 $("logout").addEventListener("click", async () => {
-  try { await api("/v1/auth/logout", { method: "POST" }); } catch (_) { /* signing out anyway */ }
-  signOut("");
+  await client.signOut();
+  showLogin("");
 });
 
 // -- loading --------------------------------------------------------------------------------------------------
@@ -87,7 +51,7 @@ async function load() {
     await loop;
     document.body.dataset.loaded = "true";
   } catch (err) {
-    if (err.message !== "signed out") $("status").textContent = "Could not load the metrics: " + err.message;
+    if (!(err instanceof SignedOut)) $("status").textContent = "Could not load the metrics: " + err.message;
   }
 }
 
@@ -99,7 +63,7 @@ async function loadLoop() {
     state.loop = data;
     renderLoop(data);
   } catch (err) {
-    if (err.message !== "signed out") loopFailed("Could not load the learning loop: " + err.message);
+    if (!(err instanceof SignedOut)) loopFailed("Could not load the learning loop: " + err.message);
   } finally {
     box.removeAttribute("aria-busy");
   }
@@ -452,7 +416,7 @@ async function modelAction(path, question) {
     $("status").textContent = "Now serving " + out.serving;
     loadLoop(); // the serving mark and the policy follow the promotion
   } catch (err) {
-    if (err.message !== "signed out") $("status").textContent = "Model change failed: " + err.message;
+    if (!(err instanceof SignedOut)) $("status").textContent = "Model change failed: " + err.message;
   }
 }
 
@@ -717,4 +681,4 @@ function hover(el, text) {
 
 // -- start ----------------------------------------------------------------------------------------------------
 
-if (state.token) start(); else showLogin("");
+if (client.token) start(); else showLogin("");
