@@ -184,6 +184,33 @@ def _serving(system: Lookloop) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+# The series colours of dashboard/charts.js, to find their ink on the canvas.
+BLUE, GREEN, ORANGE, RED, VIOLET = (47, 111, 223), (31, 157, 107), (224, 138, 30), (212, 71, 61), (122, 90, 248)
+
+
+def _inked(page: Any, chart: str, rgb: tuple[int, int, int]) -> int:
+    """How many canvas pixels of the chart are drawn in (about) this colour: the chart library really drew it."""
+    return int(page.evaluate("""([chart, rgb]) => {
+        let n = 0;
+        for (const c of document.querySelectorAll(chart + " canvas")) {
+            const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+            for (let i = 0; i < px.length; i += 4) {
+                if (Math.abs(px[i] - rgb[0]) + Math.abs(px[i + 1] - rgb[1]) + Math.abs(px[i + 2] - rgb[2]) < 40) n++;
+            }
+        }
+        return n;
+    }""", [chart, list(rgb)]))
+
+
+def _hover_right_edge(page: Any, chart: str) -> None:
+    """Points the mouse at the chart's last point: the cursor takes the nearest one; the tooltip shows."""
+    over = page.locator(f"{chart} .u-over").first
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#tooltip:not([hidden])")
+
+
 def _sign_in(page: Any, base: str) -> None:
     page.goto(base + "/dashboard")
     page.fill("#username", "olga")
@@ -230,33 +257,41 @@ def test_dashboard_draws_every_chart(served: tuple[str, Lookloop], browser: Any,
         m = compute_metrics(s, since=parse_when("14d"))
     # KPI tiles show the API's totals.
     assert page.text_content("[data-kpi='Asks'] .value") == f"{m.totals.asks:,}"
-    # Line charts: two series each, one dot per bucket with data.
-    for chart, keys in (("accuracy", ("accuracy", "auto_accuracy")), ("coverage", ("coverage", "escalation_rate")),
-                        ("answer-time", ("human_answer_p50_s", "human_answer_p95_s"))):
-        assert page.locator(f"#chart-{chart} path.series").count() == 2, chart
+    # Line charts: two series each, drawn on the canvas in their colours; one value per bucket with data in the
+    # chart's table of numbers (its text alternative).
+    for chart, keys, colours in (("accuracy", ("accuracy", "auto_accuracy"), (BLUE, GREEN)),
+                                 ("coverage", ("coverage", "escalation_rate"), (GREEN, ORANGE)),
+                                 ("answer-time", ("human_answer_p50_s", "human_answer_p95_s"), (VIOLET, RED))):
+        assert page.get_attribute(f"#chart-{chart}", "data-series") == "2", chart
+        for colour in colours:
+            assert _inked(page, f"#chart-{chart}", colour) > 100, (chart, colour)
         dots = sum(1 for p in m.points for k in keys if getattr(p, k) is not None)
-        assert page.locator(f"#chart-{chart} circle.point").count() == dots, chart
+        assert page.locator(f"#chart-{chart} td[data-value]").count() == dots, chart
     # Labels spent: one bar segment per bucket and paid source.
     segments = sum(1 for p in m.points for s, n in p.labels_by_source.items() if n and s not in ("wearer", "import"))
-    assert segments > 0 and page.locator("#chart-labels rect.segment").count() == segments
+    assert segments > 0 and page.locator("#chart-labels td[data-value]").count() == segments
+    assert page.get_attribute("#chart-labels", "data-bars") == str(segments)
+    assert _inked(page, "#chart-labels", BLUE) > 500
     # Confusion: a k×k grid and its per-class table.
     k = len(m.confusion.classes)
-    assert k >= 2 and page.locator("#chart-confusion rect.cell").count() == k * k
+    assert k >= 2 and page.locator("#chart-confusion td.cell").count() == k * k
     assert page.locator("#per-class tbody tr").count() == len(m.confusion.per_class)
     # Reviewer stats from the review queue, and the model versions.
     assert page.locator("#reviewers tbody tr").count() == 3
     assert "ana" in page.text_content("#reviewers")
     assert system.model_version[:20] in page.text_content("#models")
-    # The learning loop: one point group per registered version, the serving one marked, the policy's alpha.
-    assert page.locator("#chart-loop g.version").count() == 3
-    assert page.get_attribute("#chart-loop g.version.serving", "data-version") == "lite0-head-0003"
-    assert page.locator("#chart-loop line.alpha-line").count() == 1
+    # The learning loop: one point per registered version, the serving one marked, the policy's alpha.
+    assert page.locator("#chart-loop tr[data-version]").count() == 3
+    assert page.get_attribute("#chart-loop tr[data-serving]", "data-version") == "lite0-head-0003"
+    assert page.get_attribute("#chart-loop", "data-alpha") is not None
+    assert _inked(page, "#chart-loop", BLUE) > 100 and _inked(page, "#chart-loop", RED) > 50
     assert "conformal" in page.text_content("#loop-policy [data-fact=policy]")
 
     # Hovering a point explains it.
-    page.locator("#chart-coverage circle.point").last.hover()
+    _hover_right_edge(page, "#chart-coverage")
     assert "coverage" in page.text_content("#tooltip") or "escalation" in page.text_content("#tooltip")
     page.mouse.move(0, 0)
+    page.wait_for_selector("#tooltip", state="hidden")
 
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -287,12 +322,14 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     empty = page.locator("#loop-empty")
     assert empty.is_visible()
     assert "No model versions yet — run lookloop train" in empty.text_content()
-    assert page.locator("#chart-loop svg").count() == 0
+    assert page.locator("#chart-loop canvas").count() == 0
     assert page.get_attribute("#loop", "data-versions") == "0"
     days = loop_figures(system.serving)["by_day"]
     assert len(days) >= 5
-    assert page.locator("#chart-loop-days circle.point").count() == len(days)
-    assert "Live coverage by day" in page.get_attribute("#chart-loop-days svg", "aria-label")
+    assert page.locator("#chart-loop-days td[data-value]").count() == len(days)
+    assert page.get_attribute("#chart-loop-days", "data-points") == str(len(days))
+    assert _inked(page, "#chart-loop-days", GREEN) > 100
+    assert "Live coverage by day" in page.text_content("#chart-loop-days caption")
     # The serving policy is a fixed threshold: no alpha, no error bound.
     assert "fixed" in page.text_content("#loop-policy [data-fact=policy]")
     assert "not calibrated" in page.text_content("#loop-policy [data-fact=bound]")
@@ -302,34 +339,33 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     page.click("#refresh")
     page.wait_for_selector("#loop[data-versions='2']", timeout=20000)
     assert page.locator("#loop-empty").count() == 0
-    groups = page.locator("#chart-loop g.version")
-    assert groups.count() == 2
-    assert {groups.nth(i).get_attribute("data-version") for i in range(2)} == {v1.id, v2.id}
-    assert [groups.nth(i).get_attribute("data-labels") for i in range(2)] == ["60", "96"]  # x: labels seen
-    assert page.get_attribute("#chart-loop g.version.serving", "data-version") == v1.id
+    rows = page.locator("#chart-loop tr[data-version]")
+    assert rows.count() == 2
+    assert {rows.nth(i).get_attribute("data-version") for i in range(2)} == {v1.id, v2.id}
+    assert [rows.nth(i).get_attribute("data-labels") for i in range(2)] == ["60", "96"]  # x: labels seen
+    assert page.get_attribute("#chart-loop tr[data-serving]", "data-version") == v1.id
     for series in ("accuracy", "coverage", "auto_error"):
-        assert page.locator(f"#chart-loop circle.point[data-series={series}]").count() == 2, series
-        assert page.locator(f"#chart-loop path.series[data-series={series}]").count() == 1, series
-    assert page.locator("#chart-loop line.alpha-line").count() == 0  # the fixed threshold has no alpha
-    assert "2 model versions" in page.get_attribute("#chart-loop svg", "aria-label")
-    assert "2 model versions" in page.text_content("#chart-loop svg > title")
+        assert page.locator(f"#chart-loop td[data-series={series}][data-value]").count() == 2, series
+    assert page.get_attribute("#chart-loop", "data-series") == "3"
+    assert page.get_attribute("#chart-loop", "data-alpha") is None  # the fixed threshold has no alpha
+    assert "2 model versions" in page.text_content("#chart-loop caption")
 
     # Serving a calibrated conformal policy adds its alpha line and the certified bound.
     policy = _calibrated_policy(system.settings.alpha, seed=2)
     system.policy = policy
     page.click("#refresh")
-    page.wait_for_selector("#chart-loop line.alpha-line", state="attached", timeout=20000)
-    assert page.locator("#chart-loop line.alpha-line").count() == 1
-    assert float(page.get_attribute("#chart-loop line.alpha-line", "data-alpha")) == system.settings.alpha
-    assert "α" in page.text_content("#chart-loop svg")
+    page.wait_for_selector("#chart-loop[data-alpha]", state="attached", timeout=20000)
+    assert float(page.get_attribute("#chart-loop", "data-alpha")) == system.settings.alpha
+    assert "α" in page.text_content("#chart-loop .legend")
+    assert "α" in page.text_content("#chart-loop caption")
     facts = page.text_content("#loop-policy")
     assert policy.name in facts and f"{policy.n_calibration:,}" in facts
     assert page.text_content("#loop-policy [data-fact=calibration]").endswith(f"{policy.n_calibration:,}")
     assert "≤" in page.text_content("#loop-policy [data-fact=bound]")
     assert v1.id in page.text_content("#loop-policy [data-fact=serving]")
 
-    # Hovering a version's point names it and its metrics.
-    page.locator(f"#chart-loop g.version[data-version='{v2.id}'] circle.point[data-series=accuracy]").hover()
+    # Hovering a version's point names it and its metrics (v2 has seen the most labels: the rightmost point).
+    _hover_right_edge(page, "#chart-loop")
     tip = page.text_content("#tooltip")
     assert v2.id in tip and "96 labels" in tip and "accuracy 40.0%" in tip
     page.mouse.move(0, 0)

@@ -196,10 +196,15 @@ def test_api_metrics_summary_and_plots(client: TestClient, system: Lookloop, two
 
 def test_dashboard_page_is_served(client: TestClient) -> None:
     r = client.get("/dashboard")
-    assert r.status_code == 200 and 'id="chart-confusion"' in r.text and "/dashboard/dashboard.js" in r.text
-    assert client.get("/dashboard/dashboard.js").status_code == 200
-    assert client.get("/dashboard/dashboard.css").status_code == 200
-    assert client.get("/dashboard/secrets.txt").status_code == 404
+    assert r.status_code == 200 and 'id="chart-confusion"' in r.text and "/pages/dashboard.js" in r.text
+    for asset in ("dashboard.js", "charts.js", "api.js", "dashboard.css", "vendor/uPlot.iife.min.js",
+                  "vendor/uPlot.min.css"):
+        assert client.get(f"/pages/{asset}").status_code == 200, asset
+    assert client.get("/pages/vendor/uPlot.iife.min.js").headers["content-type"].startswith("text/javascript")
+    # Scripts and styles only, and nothing outside the pages folder.
+    for path in ("/pages/secrets.txt", "/pages/dashboard.html", "/pages/vendor/uPlot.LICENSE", "/pages/..%2Froutes.py",
+                 "/pages/..%2F..%2Fserver%2Fapp.py", "/dashboard/dashboard.js"):
+        assert client.get(path).status_code == 404, path
 
 
 def test_api_model_versions_from_the_registry(client: TestClient, system: Lookloop, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
+from lookloop.server.routers.pages import mount_page_assets
 from lookloop.server.routers.review import mount_review_page
 from lookloop.system import Lookloop
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     app.include_router(auth_router.router)
     app.include_router(review.router)
     mount_review_page(app)
+    mount_page_assets(app)  # /pages/…: the pages' scripts and styles
     from lookloop.server.routers import operators
 
     app.include_router(operators.router)

@@ -1,29 +1,13 @@
-/* lookloop operator dashboard: plain JS + SVG, data from /v1/operators/summary and /v1/operators/loop. */
-"use strict";
+/* lookloop operator dashboard: data from /v1/operators/summary and /v1/operators/loop, charts in charts.js. */
+import { $, apiClient, signInForm, SignedOut } from "./api.js";
+import {
+  clear, COLORS, confusion, isNum, lineChart, loopChart, loopDays, num, pct, pctAxis, pctFine, plain, secAxis, secs, short,
+  stackedBars,
+} from "./charts.js";
 
-const TOKEN_KEY = "lookloop.operator.token";
-const COLORS = { a: "#2f6fdf", b: "#1f9d6b", c: "#e08a1e", d: "#d4473d", e: "#7a5af8", f: "#0fa5b8" };
-const SOURCE_COLORS = ["#2f6fdf", "#7a5af8", "#e08a1e", "#0fa5b8", "#d4473d", "#1f9d6b"];
-const SVG_NS = "http://www.w3.org/2000/svg";
-const $ = (id) => document.getElementById(id);
-
-let state = { token: sessionStorage.getItem(TOKEN_KEY), data: null, loop: null };
-
-// -- api ------------------------------------------------------------------------------------------------------
-
-async function api(path, options = {}) {
-  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
-  if (state.token) headers.Authorization = "Bearer " + state.token;
-  const resp = await fetch(path, Object.assign({}, options, { headers }));
-  if (resp.status === 401) {
-    signOut("Your session ended: sign in again.");
-    throw new Error("signed out");
-  }
-  let body = null;
-  try { body = await resp.json(); } catch (_) { body = null; }
-  if (!resp.ok) throw new Error((body && body.detail) || resp.statusText);
-  return body;
-}
+const client = apiClient({ tokenKey: "lookloop.operator.token", onSignedOut: showLogin });
+const api = (path, options) => client.api(path, options);
+const state = { data: null, loop: null };
 
 // -- sign-in --------------------------------------------------------------------------------------------------
 
@@ -35,37 +19,17 @@ function showLogin(message) {
   $("username").focus();
 }
 
-function signOut(message) {
-  state.token = null;
-  sessionStorage.removeItem(TOKEN_KEY);
-  showLogin(message);
-}
-
-$("login-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  $("login-error").textContent = "";
-  try {
-    const resp = await fetch("/v1/auth/login", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("username").value.trim(), password: $("password").value }),
-    });
-    const body = await resp.json().catch(() => ({}));
-    if (!resp.ok) throw new Error(body.detail || "sign-in failed");
-    if (body.role !== "operator") throw new Error("this page is for operators; you are signed in as " + body.role);
-    state.token = body.token;
-    sessionStorage.setItem(TOKEN_KEY, body.token);
-    $("password").value = "";
-    $("who").textContent = body.username || $("username").value.trim();
+signInForm(client, {
+  roles: ["operator"],
+  onSignedIn: (account) => {
+    $("who").textContent = account.username || $("username").value.trim();
     start();
-  } catch (err) {
-    $("login-error").textContent = err.message;
-  }
+  },
 });
 
 $("logout").addEventListener("click", async () => {
-  try { await api("/v1/auth/logout", { method: "POST" }); } catch (_) { /* signing out anyway */ }
-  signOut("");
+  await client.signOut();
+  showLogin("");
 });
 
 // -- loading --------------------------------------------------------------------------------------------------
@@ -87,7 +51,7 @@ async function load() {
     await loop;
     document.body.dataset.loaded = "true";
   } catch (err) {
-    if (err.message !== "signed out") $("status").textContent = "Could not load the metrics: " + err.message;
+    if (!(err instanceof SignedOut)) $("status").textContent = "Could not load the metrics: " + err.message;
   }
 }
 
@@ -99,7 +63,7 @@ async function loadLoop() {
     state.loop = data;
     renderLoop(data);
   } catch (err) {
-    if (err.message !== "signed out") loopFailed("Could not load the learning loop: " + err.message);
+    if (!(err instanceof SignedOut)) loopFailed("Could not load the learning loop: " + err.message);
   } finally {
     box.removeAttribute("aria-busy");
   }
@@ -120,20 +84,6 @@ $("window").addEventListener("change", load);
 document.addEventListener("keydown", (ev) => {
   if (ev.key === "r" && !$("board").hidden && !(ev.target instanceof HTMLInputElement)) load();
 });
-
-// -- formatting -----------------------------------------------------------------------------------------------
-
-const pct = (v) => (v === null || v === undefined ? "–" : (v * 100).toFixed(v >= 0.995 || v === 0 ? 0 : 1) + "%");
-const secs = (v) => (v === null || v === undefined ? "–" : v < 60 ? v.toFixed(1) + " s" : (v / 60).toFixed(1) + " min");
-const secAxis = (v) => (v < 60 ? (Number.isInteger(v) ? v : v.toFixed(1)) + " s" : +(v / 60).toFixed(1) + " min");
-const pctAxis = (v) => Math.round(v * 100) + "%";
-const pctFine = (v) => +(v * 100).toFixed(2) + "%"; // 5%, 2.5%, 0.75%: small rates without trailing zeros
-const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
-
-function tickLabel(date, bucket) {
-  if (bucket === "hour") return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  return date.toLocaleDateString([], { month: "short", day: "numeric" });
-}
 
 // -- rendering ------------------------------------------------------------------------------------------------
 
@@ -183,175 +133,6 @@ function renderKpis(t, queue) {
     el.querySelector(".sub").textContent = sub;
     box.appendChild(el);
   }
-}
-
-function svgEl(name, attrs, parent) {
-  const el = document.createElementNS(SVG_NS, name);
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
-  if (parent) parent.appendChild(el);
-  return el;
-}
-
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
-}
-
-function frame(container, width, height, pad) {
-  container.replaceChildren();
-  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" }, container);
-  return { svg, x0: pad.l, x1: width - pad.r, y0: height - pad.b, y1: pad.t };
-}
-
-function axes(f, pts, bucket, max, format) {
-  const { svg, x0, x1, y0, y1 } = f;
-  const g = svgEl("g", { class: "axis" }, svg);
-  for (let i = 0; i <= 4; i++) {
-    const y = y0 - ((y0 - y1) * i) / 4;
-    svgEl("line", { x1: x0, x2: x1, y1: y, y2: y, class: "grid-line" }, g);
-    const t = svgEl("text", { x: x0 - 6, y: y + 4, "text-anchor": "end" }, g);
-    t.textContent = format((max * i) / 4);
-  }
-  const n = pts.length;
-  const every = Math.max(1, Math.ceil(n / 7));
-  pts.forEach((p, i) => {
-    if (i % every !== 0) return;
-    const x = xAt(f, i, n);
-    const t = svgEl("text", { x, y: y0 + 16, "text-anchor": "middle" }, g);
-    t.textContent = tickLabel(p.date, bucket);
-  });
-}
-
-function xAt(f, i, n) {
-  return n <= 1 ? (f.x0 + f.x1) / 2 : f.x0 + ((f.x1 - f.x0) * i) / (n - 1);
-}
-
-function legend(container, series) {
-  const box = document.createElement("div");
-  box.className = "legend";
-  for (const s of series) {
-    const item = document.createElement("span");
-    item.innerHTML = s.dashed ? `<i class="dashed" style="border-color:${s.color}"></i>` : `<i style="background:${s.color}"></i>`;
-    item.appendChild(document.createTextNode(s.label));
-    box.appendChild(item);
-  }
-  container.appendChild(box);
-}
-
-function emptyNote(f, text) {
-  const t = svgEl("text", { x: (f.x0 + f.x1) / 2, y: (f.y0 + f.y1) / 2, "text-anchor": "middle", class: "empty" }, f.svg);
-  t.textContent = text;
-}
-
-function lineChart(container, pts, bucket, series, opts) {
-  const f = frame(container, 560, 230, { l: 52, r: 14, t: 12, b: 26 });
-  const values = pts.flatMap((p) => series.map((s) => p[s.key])).filter((v) => v !== null && v !== undefined);
-  const max = opts.max || niceMax(Math.max(0, ...values) * 1.1);
-  axes(f, pts, bucket, max, opts.axis || opts.format);
-  const n = pts.length;
-  const yAt = (v) => f.y0 - ((f.y0 - f.y1) * Math.min(v, max)) / max;
-  let drawn = 0;
-  for (const s of series) {
-    // Buckets without data leave gaps rather than a misleading straight line across them.
-    let d = "";
-    let pen = false;
-    pts.forEach((p, i) => {
-      const v = p[s.key];
-      if (v === null || v === undefined) { pen = false; return; }
-      d += `${pen ? "L" : "M"}${xAt(f, i, n).toFixed(1)},${yAt(v).toFixed(1)}`;
-      pen = true;
-    });
-    if (d) {
-      svgEl("path", { d, fill: "none", stroke: s.color, "stroke-width": 2.2, "stroke-linejoin": "round", class: "series", "data-series": s.key }, f.svg);
-      drawn++;
-    }
-    pts.forEach((p, i) => {
-      const v = p[s.key];
-      if (v === null || v === undefined) return;
-      const dot = svgEl("circle", { cx: xAt(f, i, n), cy: yAt(v), r: 3, fill: "#fff", stroke: s.color, "stroke-width": 1.8, class: "point" }, f.svg);
-      hover(dot, () => `${tickLabel(p.date, bucket)} · ${s.label}: ${opts.format(v)} (n=${p[s.n]})`);
-    });
-  }
-  if (!drawn) emptyNote(f, "no data in this window yet");
-  container.dataset.series = String(drawn);
-  legend(container, series);
-}
-
-function stackedBars(container, pts, bucket) {
-  const free = new Set(["import", "wearer"]);
-  const sources = [...new Set(pts.flatMap((p) => Object.keys(p.labels_by_source || {})))].filter((s) => !free.has(s)).sort();
-  const f = frame(container, 560, 230, { l: 52, r: 14, t: 12, b: 26 });
-  const totals = pts.map((p) => sources.reduce((a, s) => a + ((p.labels_by_source || {})[s] || 0), 0));
-  const max = niceMax(Math.max(1, ...totals));
-  axes(f, pts, bucket, max, (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)));
-  const n = pts.length;
-  const slot = (f.x1 - f.x0) / Math.max(1, n - 1 || 1);
-  const w = Math.max(3, Math.min(28, slot * 0.7));
-  let bars = 0;
-  pts.forEach((p, i) => {
-    let y = f.y0;
-    sources.forEach((s, k) => {
-      const v = (p.labels_by_source || {})[s] || 0;
-      if (!v) return;
-      const h = ((f.y0 - f.y1) * v) / max;
-      const rect = svgEl("rect", { x: xAt(f, i, n) - w / 2, y: y - h, width: w, height: h, rx: 2, fill: SOURCE_COLORS[k % SOURCE_COLORS.length], class: "segment" }, f.svg);
-      hover(rect, () => `${tickLabel(p.date, bucket)} · ${s}: ${v}`);
-      y -= h;
-      bars++;
-    });
-  });
-  if (!bars) emptyNote(f, "no labels spent in this window");
-  container.dataset.bars = String(bars);
-  legend(container, sources.map((s, k) => ({ label: s, color: SOURCE_COLORS[k % SOURCE_COLORS.length] })));
-}
-
-function short(label, n) {
-  return label.length <= n ? label : label.slice(0, n - 1) + "…";
-}
-
-function confusion(container, c) {
-  const k = c.classes.length;
-  if (!k) {
-    const f = frame(container, 560, 120, { l: 0, r: 0, t: 0, b: 0 });
-    emptyNote(f, "no labelled identify asks in this window");
-    container.dataset.cells = "0";
-    return;
-  }
-  const labelW = 130;
-  const cell = Math.max(18, Math.min(44, 520 / k));
-  const top = 112;
-  const width = labelW + cell * k + 10;
-  const height = top + cell * k + 10;
-  const f = frame(container, width, height, { l: 0, r: 0, t: 0, b: 0 });
-  // Drawn at its natural size (scaled up a little), never stretched across the card.
-  f.svg.style.width = Math.round(width * 1.2) + "px";
-  f.svg.style.maxWidth = "100%";
-  const peak = Math.max(1, ...c.matrix.flat());
-  let cells = 0;
-  c.classes.forEach((name, i) => {
-    const t = svgEl("text", { x: labelW - 6, y: top + cell * i + cell / 2 + 4, "text-anchor": "end", class: "tick" }, f.svg);
-    t.textContent = short(name, 18);
-    const cx = labelW + cell * i + cell / 2;
-    const ct = svgEl("text", { x: cx, y: top - 6, transform: `rotate(-55 ${cx} ${top - 6})`, class: "tick" }, f.svg);
-    ct.textContent = short(name, 18);
-  });
-  c.matrix.forEach((row, i) => {
-    row.forEach((v, j) => {
-      const share = v / peak;
-      const diag = i === j;
-      const fill = v === 0 ? "#f6f8fb" : diag ? `rgba(31,157,107,${0.18 + 0.82 * share})` : `rgba(212,71,61,${0.15 + 0.85 * share})`;
-      const rect = svgEl("rect", { x: labelW + cell * j + 1, y: top + cell * i + 1, width: cell - 2, height: cell - 2, rx: 3, fill, class: "cell" }, f.svg);
-      hover(rect, () => `label ${c.classes[i]} · guessed ${c.classes[j]}: ${v}`);
-      if (v) {
-        const t = svgEl("text", { x: labelW + cell * j + cell / 2, y: top + cell * i + cell / 2 + 4, "text-anchor": "middle", "font-size": Math.min(12, cell / 2.4), fill: share > 0.55 ? "#fff" : "#1d2433" }, f.svg);
-        t.textContent = String(v);
-      }
-      cells++;
-    });
-  });
-  container.dataset.cells = String(cells);
 }
 
 function table(el, head, rows) {
@@ -452,19 +233,11 @@ async function modelAction(path, question) {
     $("status").textContent = "Now serving " + out.serving;
     loadLoop(); // the serving mark and the policy follow the promotion
   } catch (err) {
-    if (err.message !== "signed out") $("status").textContent = "Model change failed: " + err.message;
+    if (!(err instanceof SignedOut)) $("status").textContent = "Model change failed: " + err.message;
   }
 }
 
 // -- learning loop --------------------------------------------------------------------------------------------
-
-const LOOP_SERIES = [
-  { key: "accuracy", label: "held-out accuracy", tip: "accuracy", color: COLORS.a },
-  { key: "coverage", label: "coverage (answered without a human)", tip: "coverage", color: COLORS.b },
-  { key: "auto_error", label: "auto-answer error", tip: "auto error", color: COLORS.d, lower: true },
-];
-const isNum = (v) => typeof v === "number" && Number.isFinite(v);
-const plain = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 3 : 2).replace(/0+$/, "").replace(/\.$/, ""));
 
 function renderLoop(data) {
   const versions = (data.versions || []).slice();
@@ -478,8 +251,8 @@ function renderLoop(data) {
 function loopFailed(message) {
   $("loop").dataset.versions = "";
   $("loop-policy").textContent = message;
-  $("chart-loop").replaceChildren();
-  $("chart-loop-days").replaceChildren();
+  clear($("chart-loop"));
+  clear($("chart-loop-days"));
 }
 
 function fact(box, name, label, value, title) {
@@ -531,7 +304,7 @@ function loopPolicy(box, data) {
 }
 
 function loopEmpty(container) {
-  container.replaceChildren();
+  clear(container);
   const box = document.createElement("div");
   box.className = "empty-state";
   box.setAttribute("role", "note");
@@ -549,172 +322,6 @@ function loopEmpty(container) {
   container.appendChild(box);
 }
 
-function niceTicks(lo, hi, count) {
-  const span = hi - lo;
-  if (!(span > 0)) return [lo];
-  const raw = span / Math.max(1, count);
-  const p = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((v) => v >= raw) || 10 * p;
-  const ticks = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) ticks.push(+v.toFixed(6));
-  return ticks;
-}
-
-function titled(svg, text) {
-  svg.setAttribute("aria-label", text);
-  const t = svgEl("title", {}, null);
-  t.textContent = text;
-  svg.insertBefore(t, svg.firstChild);
-}
-
-function loopChart(container, versions, policy) {
-  // One SVG, two panes sharing the x axis: rates near 100% above, the small auto-answer error (and alpha) below.
-  const width = 720;
-  const height = 350;
-  const f = frame(container, width, height, { l: 62, r: 64, t: 22, b: 44 });
-  const upper = { top: f.y1, bottom: 194 };
-  const lower = { top: 228, bottom: f.y0 };
-  const byX = versions
-    .map((v, i) => Object.assign({}, v, { order: i, x: isNum(v.labels) ? v.labels : 0 }))
-    .sort((a, b) => a.x - b.x || a.order - b.order);
-  const xs = byX.map((v) => v.x);
-  let lo = Math.min(...xs);
-  let hi = Math.max(...xs);
-  const padX = hi > lo ? (hi - lo) * 0.06 : Math.max(1, lo * 0.1);
-  lo = Math.max(0, lo - padX);
-  hi += padX;
-  const xAtL = (v) => f.x0 + ((f.x1 - f.x0) * (v - lo)) / (hi - lo);
-  const alpha = isNum(policy.alpha) ? policy.alpha : null;
-  const errors = byX.map((v) => v.auto_error).filter(isNum);
-  const emax = niceMax(Math.max(0.02, ...errors, alpha || 0) * 1.25);
-  const yUp = (v) => upper.bottom - ((upper.bottom - upper.top) * Math.max(0, Math.min(v, 1)));
-  const yLow = (v) => lower.bottom - ((lower.bottom - lower.top) * Math.max(0, Math.min(v, emax))) / emax;
-
-  const g = svgEl("g", { class: "axis" }, f.svg);
-  for (let i = 0; i <= 4; i++) {
-    const y = yUp(i / 4);
-    svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "grid-line" }, g);
-    svgEl("text", { x: f.x0 - 6, y: y + 4, "text-anchor": "end" }, g).textContent = pctAxis(i / 4);
-  }
-  for (let i = 0; i <= 2; i++) {
-    const v = (emax * i) / 2;
-    const y = yLow(v);
-    svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "grid-line" }, g);
-    svgEl("text", { x: f.x0 - 6, y: y + 4, "text-anchor": "end" }, g).textContent = pctFine(v);
-  }
-  for (const [pane, text] of [[upper, "accuracy · coverage"], [lower, "auto error"]]) {
-    const y = (pane.top + pane.bottom) / 2;
-    svgEl("text", { x: 12, y, "text-anchor": "middle", transform: `rotate(-90 12 ${y})`, class: "axis-title" }, g).textContent = text;
-  }
-  for (const t of niceTicks(lo, hi, 6)) {
-    const x = xAtL(t);
-    svgEl("line", { x1: x, x2: x, y1: f.y0, y2: f.y0 + 4, class: "grid-line" }, g);
-    svgEl("text", { x, y: f.y0 + 16, "text-anchor": "middle" }, g).textContent = num(t);
-  }
-  svgEl("text", { x: (f.x0 + f.x1) / 2, y: f.y0 + 36, "text-anchor": "middle", class: "axis-title" }, g)
-    .textContent = "labels seen";
-
-  const serving = byX.find((v) => v.serving);
-  if (serving) {
-    const x = xAtL(serving.x);
-    svgEl("line", { x1: x, x2: x, y1: upper.top - 4, y2: f.y0, class: "serving-mark" }, f.svg);
-    const label = svgEl("text", { x, y: upper.top - 8, "text-anchor": "middle", class: "serving-label" }, f.svg);
-    label.textContent = "serving";
-  }
-  if (alpha !== null) {
-    const y = yLow(alpha);
-    const line = svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "alpha-line", "data-alpha": alpha }, f.svg);
-    svgEl("title", {}, line).textContent = `policy target error α = ${pctFine(alpha)}`;
-    svgEl("text", { x: f.x1 + 6, y: y + 4, class: "alpha-label" }, f.svg).textContent = `α ${pctFine(alpha)}`;
-  }
-
-  for (const s of LOOP_SERIES) {
-    const yAt = s.lower ? yLow : yUp;
-    let d = "";
-    let pen = false;
-    for (const v of byX) {
-      if (!isNum(v[s.key])) { pen = false; continue; }
-      d += `${pen ? "L" : "M"}${xAtL(v.x).toFixed(1)},${yAt(v[s.key]).toFixed(1)}`;
-      pen = true;
-    }
-    if (d) svgEl("path", { d, fill: "none", stroke: s.color, "stroke-width": 2.2, "stroke-linejoin": "round", class: "series", "data-series": s.key }, f.svg);
-  }
-  for (const v of byX) {
-    const desc = [`${v.id}${v.kind ? " (" + v.kind + ")" : ""}`, `${num(v.labels)} labels`]
-      .concat(LOOP_SERIES.filter((s) => isNum(v[s.key])).map((s) => `${s.tip} ${pct(v[s.key])}`))
-      .concat(v.serving ? ["serving"] : []).join(" · ");
-    const grp = svgEl("g", { class: "version" + (v.serving ? " serving" : ""), "data-version": v.id, "data-labels": v.x, "aria-label": desc }, f.svg);
-    if (v.serving) grp.dataset.serving = "true";
-    const x = xAtL(v.x);
-    for (const s of LOOP_SERIES) {
-      if (!isNum(v[s.key])) continue;
-      const dot = svgEl("circle", {
-        cx: x, cy: (s.lower ? yLow : yUp)(v[s.key]), r: v.serving ? 5 : 3.5,
-        fill: v.serving ? s.color : "#fff", stroke: s.color, "stroke-width": 1.8, class: "point", "data-series": s.key,
-      }, grp);
-      hover(dot, () => desc);
-    }
-    // A version without metrics still shows where it sits on the labels axis.
-    if (!LOOP_SERIES.some((s) => isNum(v[s.key]))) {
-      const mark = svgEl("circle", { cx: x, cy: f.y0, r: 3.5, class: "point bare" }, grp);
-      hover(mark, () => desc + " · no held-out metrics");
-    }
-  }
-  const head = alpha !== null ? `, against the policy's α of ${pctFine(alpha)}` : "";
-  titled(f.svg, `Learning loop: accuracy, coverage and auto-answer error of ${versions.length} model version${versions.length === 1 ? "" : "s"} by labels seen${head}`);
-  container.dataset.points = String(byX.length);
-  const items = LOOP_SERIES.map((s) => ({ label: s.label, color: s.color }));
-  if (alpha !== null) items.push({ label: `policy α (${pctFine(alpha)})`, color: "#1d2433", dashed: true });
-  legend(container, items);
-}
-
-function loopDays(container, days) {
-  const f = frame(container, 380, 230, { l: 44, r: 22, t: 12, b: 26 });
-  const pts = days.filter((d) => isNum(d.coverage)).map((d) => Object.assign({}, d, { date: new Date(d.day + "T00:00:00") }));
-  titled(f.svg, `Live coverage by day over ${pts.length} day${pts.length === 1 ? "" : "s"}`);
-  container.dataset.points = String(pts.length);
-  const g = svgEl("g", { class: "axis" }, f.svg);
-  for (let i = 0; i <= 4; i++) {
-    const y = f.y0 - ((f.y0 - f.y1) * i) / 4;
-    svgEl("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "grid-line" }, g);
-    svgEl("text", { x: f.x0 - 6, y: y + 4, "text-anchor": "end" }, g).textContent = pctAxis(i / 4);
-  }
-  if (!pts.length) {
-    emptyNote(f, "no identify asks yet");
-    return;
-  }
-  const DAY = 86400000;
-  const t0 = pts[0].date.getTime();
-  const t1 = pts[pts.length - 1].date.getTime();
-  const xOf = (p) => (t1 > t0 ? f.x0 + ((f.x1 - f.x0) * (p.date.getTime() - t0)) / (t1 - t0) : (f.x0 + f.x1) / 2);
-  const yOf = (v) => f.y0 - (f.y0 - f.y1) * Math.max(0, Math.min(v, 1));
-  const every = Math.max(1, Math.ceil(pts.length / 5));
-  pts.forEach((p, i) => {
-    if (i % every !== 0) return;
-    svgEl("text", { x: xOf(p), y: f.y0 + 16, "text-anchor": "middle" }, g).textContent = tickLabel(p.date, "day");
-  });
-  // Days without asks break the line rather than bridging it.
-  let d = "";
-  pts.forEach((p, i) => {
-    const gap = i === 0 || p.date.getTime() - pts[i - 1].date.getTime() > 1.5 * DAY;
-    d += `${gap ? "M" : "L"}${xOf(p).toFixed(1)},${yOf(p.coverage).toFixed(1)}`;
-  });
-  svgEl("path", { d, fill: "none", stroke: COLORS.b, "stroke-width": 2, "stroke-linejoin": "round", class: "series", "data-series": "coverage" }, f.svg);
-  for (const p of pts) {
-    const dot = svgEl("circle", { cx: xOf(p), cy: yOf(p.coverage), r: pts.length > 40 ? 2 : 3, fill: "#fff", stroke: COLORS.b, "stroke-width": 1.6, class: "point", "data-day": p.day }, f.svg);
-    hover(dot, () => `${tickLabel(p.date, "day")} · coverage ${pct(p.coverage)} (${num(p.answered)} of ${num(p.asks)} asks answered without a human)`);
-  }
-}
-
-// -- tooltip --------------------------------------------------------------------------------------------------
-
-function hover(el, text) {
-  const tip = $("tooltip");
-  el.addEventListener("mouseenter", () => { tip.textContent = text(); tip.hidden = false; });
-  el.addEventListener("mousemove", (ev) => { tip.style.left = ev.clientX + 12 + "px"; tip.style.top = ev.clientY + 12 + "px"; });
-  el.addEventListener("mouseleave", () => { tip.hidden = true; });
-}
-
 // -- start ----------------------------------------------------------------------------------------------------
 
-if (state.token) start(); else showLogin("");
+if (client.token) start(); else showLogin("");

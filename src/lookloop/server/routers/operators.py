@@ -204,19 +204,11 @@ def plot(system: System, _: Operator, name: str, since: Since = None, until: Unt
 # -- the page ---------------------------------------------------------------------------------------------
 
 _PAGES = Path(__file__).resolve().parents[1] / "pages"
-_ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
 def mount_dashboard_page(app: FastAPI) -> None:
-    """The operator dashboard at /dashboard, its script and style beside it (no build step, no CDN)."""
+    """The operator dashboard at /dashboard (its scripts, style and chart library are served from /pages/)."""
 
     @app.get("/dashboard", include_in_schema=False)
     def dashboard_page() -> FileResponse:
         return FileResponse(_PAGES / "dashboard.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
-
-    @app.get("/dashboard/{asset}", include_in_schema=False)
-    def dashboard_asset(asset: str) -> FileResponse:
-        media = _ASSETS.get(asset)
-        if media is None:
-            raise NotFound("no such file")
-        return FileResponse(_PAGES / asset, media_type=media, headers={"Cache-Control": "no-cache"})

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
-from lookloop.errors import LookloopError, NotFound
+from lookloop.errors import LookloopError
 from lookloop.humans.live import relay
 from lookloop.humans.runtime import Humans, item_event
 from lookloop.humans.schemas import (
@@ -140,19 +140,11 @@ def _media_type(data: bytes) -> str:
 
 
 _PAGES = Path(__file__).resolve().parent.parent / "pages"
-_ASSETS = {"review.js": "text/javascript", "review.css": "text/css"}
 
 
 def mount_review_page(app: FastAPI) -> None:
-    """The reviewer page at /review, with its script and style beside it (no build step, no CDN)."""
+    """The reviewer page at /review (its script and style are served from /pages/)."""
 
     @app.get("/review", include_in_schema=False)
     def review_page() -> FileResponse:
         return FileResponse(_PAGES / "review.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
-
-    @app.get("/review/{asset}", include_in_schema=False)
-    def review_asset(asset: str) -> FileResponse:
-        media = _ASSETS.get(asset)
-        if media is None:
-            raise NotFound("no such file")
-        return FileResponse(_PAGES / asset, media_type=media, headers={"Cache-Control": "no-cache"})

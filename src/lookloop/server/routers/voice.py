@@ -40,7 +40,6 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut} for code in (401, 403, 404, 413, 415, 422, 503)
 }
 _PAGES = Path(__file__).resolve().parents[1] / "pages"
-_ASSETS = {"simulator.js": "text/javascript", "simulator.css": "text/css"}
 MAX_AUDIO_BYTES = 16 * 1024 * 1024
 SPEECH_TTL_S = 600.0
 SPEECH_MAX_JOBS = 256
@@ -451,15 +450,8 @@ async def tts_post(request: Request, system: System, caller: Caller, body: Speak
 
 
 def mount_simulator_page(app: FastAPI) -> None:
-    """The glasses simulator at /simulator, with its script and style beside it."""
+    """The glasses simulator at /simulator (its scripts and style are served from /pages/)."""
 
     @app.get("/simulator", include_in_schema=False)
     def simulator_page() -> FileResponse:
         return FileResponse(_PAGES / "simulator.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
-
-    @app.get("/simulator/{asset}", include_in_schema=False)
-    def simulator_asset(asset: str) -> FileResponse:
-        media = _ASSETS.get(asset)
-        if media is None:
-            raise NotFound("no such file")
-        return FileResponse(_PAGES / asset, media_type=media, headers={"Cache-Control": "no-cache"})
