@@ -6,6 +6,7 @@ import io
 import warnings
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from lookloop.domain import Frame
 from lookloop.errors import BadInput, TooLarge, UnsupportedMedia
@@ -31,7 +32,6 @@ def sniff_image_type(data: bytes) -> str | None:
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Frame:
     """Decodes bytes into an RGB frame or raises a ``BadInput`` with a message a person can act on."""
-    from PIL import Image, ImageOps
 
     if not data:
         raise BadInput("the image is empty")
@@ -62,7 +62,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Frame:
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

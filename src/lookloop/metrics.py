@@ -294,10 +294,10 @@ def plot_png(metrics: Metrics, name: str, *, dpi: int = 110) -> bytes:
     """One chart as PNG bytes (matplotlib, Agg backend: no display needed)."""
     if name not in PLOTS:
         raise BadInput(f"unknown plot {name!r}: choose one of {', '.join(PLOTS)}")
-    import matplotlib
+    import matplotlib  # slow to import: only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # slow to import: only plots need it
 
     if name == "overview":
         fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
@@ -376,7 +376,7 @@ def _draw(ax: Any, m: Metrics, name: str) -> None:
         ax.set_ylabel("label")
         ax.set_title(f"Confusion ({c.total} labelled asks)")
     if name != "confusion":
-        import matplotlib.dates as mdates
+        import matplotlib.dates as mdates  # slow to import: only plots need it
 
         fmt = mdates.DateFormatter("%H:%M" if m.bucket == "hour" else "%b %d")  # type: ignore[no-untyped-call]
         ax.xaxis.set_major_formatter(fmt)

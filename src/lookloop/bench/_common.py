@@ -17,6 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lookloop.config import Settings, get_settings
+from lookloop.system import Lookloop
+
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one-line errors stay on one line
 
@@ -70,8 +73,6 @@ def demo_system(var_dir: Path) -> Any:
     Rate limits are off: the benchmarks measure the service, not its abuse protection. Model and embedding
     caches are shared with the operator's settings, so nothing is embedded twice.
     """
-    from lookloop.config import Settings, get_settings
-    from lookloop.system import Lookloop
 
     base = get_settings()
     settings = Settings(

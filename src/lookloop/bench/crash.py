@@ -24,9 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
+from rich.progress import Progress
+from sqlalchemy import func, select
 
 from lookloop.bench._common import console, print_figures, write_json
+from lookloop.catalog import GroceryDataset, grocery_catalog
+from lookloop.config import Settings, get_settings
+from lookloop.humans.accounts import Accounts
+from lookloop.store.db import Database
+from lookloop.store.tables import AskRow, LabelRow
+from lookloop.system import Lookloop
 
 
 def _free_port() -> int:
@@ -73,7 +82,6 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{port}"
 
     def start(self, timeout: float = 120.0) -> float:
-        import httpx
 
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "lookloop.server.app:create_app",
@@ -109,10 +117,6 @@ def _prepare(
     var: Path, n_wearers: int, n_reviewers: int, n_classes: int
 ) -> tuple[list[Client], list[Client], list[bytes]]:
     """A small catalogue, device tokens and reviewer sessions, made in process before the server starts."""
-    from lookloop.catalog import GroceryDataset, grocery_catalog
-    from lookloop.config import Settings, get_settings
-    from lookloop.humans.accounts import Accounts
-    from lookloop.system import Lookloop
 
     base = get_settings()
     settings = Settings(var_dir=var, data_dir=base.data_dir, model_dir=base.model_cache_dir)
@@ -141,7 +145,6 @@ def _prepare(
 
 def _send(http: Any, base: str, client: Client, w: Write) -> str | None:
     """The ask id when the server acknowledged the write; None to keep it queued."""
-    import httpx
 
     headers = {"Authorization": f"Bearer {client.token}", "Idempotency-Key": w.key}
     try:
@@ -162,7 +165,6 @@ def _send(http: Any, base: str, client: Client, w: Write) -> str | None:
 
 def _run_client(client: Client, base: str, ledger: Ledger, images: list[bytes], stop_new: threading.Event,
                 done: threading.Event, is_reviewer: bool, seed: int) -> None:
-    import httpx
 
     rng = random.Random(seed)
     n = 0
@@ -210,10 +212,7 @@ def _run_client(client: Client, base: str, ledger: Ledger, images: list[bytes], 
 
 
 def _verify(db_url: str, ledger: Ledger) -> dict[str, int]:
-    from sqlalchemy import func, select
 
-    from lookloop.store.db import Database
-    from lookloop.store.tables import AskRow, LabelRow
 
     db = Database(db_url)
     try:
@@ -311,7 +310,6 @@ def run_crash(
 
 
 def _model_dir() -> Path:
-    from lookloop.config import get_settings
 
     return get_settings().model_cache_dir
 
@@ -328,7 +326,6 @@ def register(app: typer.Typer) -> None:
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
     ) -> None:
         """Kill the server mid-write, restart it, resend, and check every acknowledged write."""
-        from rich.progress import Progress
 
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("killing the server", total=kills)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from lookloop.config import get_settings
 from lookloop.models.text import HashingTextEmbedder, MiniLMEmbedder, TextEmbedder
 from lookloop.skills.router import OOS, IntentRouter
 
@@ -211,7 +212,6 @@ def register(app: typer.Typer) -> None:
         ] = 0.005,
     ) -> None:
         """In-scope accuracy and out-of-scope recall/precision of the intent router."""
-        from lookloop.config import get_settings
 
         console = Console()
         cache_dir = get_settings().model_cache_dir

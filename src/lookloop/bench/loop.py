@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from lookloop.bench._common import console, print_figures, write_json
+from lookloop.config import get_settings
 from lookloop.errors import LookloopError
+from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
 from lookloop.loop.simulation import (
     Features,
     LoopData,
@@ -26,7 +29,7 @@ from lookloop.loop.simulation import (
 )
 from lookloop.loop.strategies import STRATEGIES, get_strategy
 from lookloop.models.embcache import EmbeddingCache, embed_paths
-from lookloop.models.embedder import ImageEmbedder
+from lookloop.models.embedder import ImageEmbedder, finetuned_embedder, pretrained_embedder
 
 
 def _progress() -> Progress:
@@ -64,10 +67,10 @@ def _round_table(title: str, r: RoundResult) -> Table:
 
 
 def write_plot(path: Path, run: LoopRun, baseline: LoopRun | None, alpha: float) -> None:
-    import matplotlib
+    import matplotlib  # slow to import: only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # slow to import: only plots need it
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r, style, name, shade in ((run, "-", run.strategy, 1.0), (baseline, "--", "random", 0.45)):
@@ -153,8 +156,6 @@ def run_loop_bench(
     finetune_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole benchmark; returns the flat figures (and writes plot and report when ``out`` is given)."""
-    from lookloop.config import get_settings
-    from lookloop.models.embedder import pretrained_embedder
 
     started = time.perf_counter()
     if not 0.0 < alpha < 1.0:
@@ -216,7 +217,6 @@ def run_loop_bench(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_plot(out / "loop.png", run, baseline, alpha)
-        import sys
 
         write_report(out / "report.md", figures, run, baseline, " ".join(["lookloop", *sys.argv[1:]]))
     return figures
@@ -227,8 +227,6 @@ def _make_refit(
     overrides: dict[str, Any] | None,
 ) -> Any:
     def refit(labelled_idx: list[int]) -> Features:
-        from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
-        from lookloop.models.embedder import finetuned_embedder
 
         paths = list(data.seed_paths) + [data.train_paths[i] for i in labelled_idx]
         labels = list(data.seed_labels) + [data.train_labels[i] for i in labelled_idx]
@@ -277,7 +275,6 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="Folder for the plot and the markdown report.")] = None,
     ) -> None:
         """Simulated deployment: accuracy, coverage and auto-answer error as labels arrive."""
-        from lookloop.config import get_settings
 
         root = dataset or get_settings().grocery_dir
         if strategy not in STRATEGIES:

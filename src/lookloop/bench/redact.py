@@ -18,7 +18,11 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
+from lookloop.config import get_settings
 from lookloop.models.faces import MODES, Box, FaceDetector, available_detectors, iou, make_detector
 
 IOU_MATCH = 0.3
@@ -217,7 +221,7 @@ def run_bench(
     min_size: int = 24,
     progress: Any = None,
 ) -> BenchResult:
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     total = ImageScore()
     times: list[float] = []
@@ -292,8 +296,8 @@ _REAL: dict[str, list[GtBox]] = {
 
 
 def _real_images() -> dict[str, np.ndarray]:
-    import cv2
-    import skimage.data
+    import cv2  # OpenCV's native libraries load on first use
+    import skimage.data  # slow to import: loaded on first use
 
     out = {
         "astronaut.png": cv2.cvtColor(np.asarray(skimage.data.astronaut()), cv2.COLOR_RGB2BGR),  # type: ignore[no-untyped-call]
@@ -306,8 +310,8 @@ def _real_images() -> dict[str, np.ndarray]:
 
 
 def _lfw_faces(rng: np.random.Generator, n: int) -> list[np.ndarray]:
-    import cv2
-    import skimage.data
+    import cv2  # OpenCV's native libraries load on first use
+    import skimage.data  # slow to import: loaded on first use
 
     faces = np.asarray(skimage.data.lfw_subset())[:100]  # type: ignore[no-untyped-call]  # first 100: faces
     picks = rng.choice(len(faces), size=min(n, len(faces)), replace=False)
@@ -315,7 +319,7 @@ def _lfw_faces(rng: np.random.Generator, n: int) -> list[np.ndarray]:
 
 
 def _backgrounds(grocery_dir: Path | None, n: int, rng: np.random.Generator) -> list[np.ndarray]:
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     files: list[Path] = []
     if grocery_dir is not None and grocery_dir.is_dir():
@@ -340,7 +344,7 @@ def _paste(
 ) -> GtBox:
     """Pastes ``src``'s face with a margin of head/background around it, so the face is ``size`` px wide at
     (x, y); returns the face's box on the canvas."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     margin = 0.5
     mx, my = int(face.w * margin), int(face.h * margin)
@@ -385,7 +389,7 @@ def make_fixture(
     """Writes ``images/`` (real photos + 1280x720 composites), ``boxes.xml`` (imglab) and ``boxes.json``
     (COCO); returns (images_dir, xml, json). ``tight_share`` of the pasted faces are LFW's tight crops, the
     rest real faces with their hair and shoulders, flipped and turned up to 20 degrees."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     rng = np.random.default_rng(seed)
     images_dir = out_dir / "images"
@@ -472,14 +476,10 @@ def register(app: typer.Typer) -> None:
         ] = 0.3,
     ) -> None:
         """Face recall/precision (IoU >= 0.3) and time per frame of the redaction face detector."""
-        from rich.console import Console
-        from rich.progress import Progress
-        from rich.table import Table
 
         console = Console()
         try:
             if make_fixture_dir is not None:
-                from lookloop.config import get_settings
 
                 grocery = get_settings().grocery_dir
                 images, xml_path, _ = make_fixture(

@@ -21,10 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import numpy as np
 import typer
+import uvicorn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from websockets.asyncio.client import connect
 
 from lookloop.bench._common import console, percentile, print_figures, write_json
+from lookloop.catalog import grocery_catalog
+from lookloop.config import Settings, get_settings
+from lookloop.domain import Decision, PolicyDecision
+from lookloop.server.app import create_app
+from lookloop.system import Lookloop
 
 BENCH_CLASSES = ("Granny-Smith", "Banana", "Arla-Standard-Milk", "Red-Bell-Pepper", "Cucumber")
 
@@ -35,7 +44,6 @@ class AlwaysEscalate:
     name = "bench-always-escalate"
 
     def decide(self, probs: np.ndarray) -> Any:
-        from lookloop.domain import Decision, PolicyDecision
 
         top = float(np.max(probs)) if probs.size else 0.0
         return PolicyDecision(Decision.ESCALATE, top, 1.01, self.name)
@@ -51,7 +59,6 @@ def _free_port() -> int:
 
 
 def _settings(var_dir: Path) -> Any:
-    from lookloop.config import Settings, get_settings
 
     base = get_settings()
     return Settings(var_dir=var_dir, data_dir=base.data_dir, model_dir=base.model_cache_dir,
@@ -60,8 +67,6 @@ def _settings(var_dir: Path) -> Any:
 
 def prepare(var_dir: Path, wearers: int) -> dict[str, Any]:
     """A small catalogue, N devices and a reviewer in a fresh database; returns their credentials."""
-    from lookloop.catalog import grocery_catalog
-    from lookloop.system import Lookloop
 
     system = Lookloop(_settings(var_dir))
     system.migrate()
@@ -78,10 +83,7 @@ def prepare(var_dir: Path, wearers: int) -> dict[str, Any]:
 
 def serve(var_dir: Path, port: int) -> None:
     """The server process: the bench system behind uvicorn, every ask escalated."""
-    import uvicorn
 
-    from lookloop.server.app import create_app
-    from lookloop.system import Lookloop
 
     system = Lookloop(_settings(var_dir))
     system.policy = AlwaysEscalate()
@@ -107,8 +109,6 @@ class Run:
 
 async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_wearer: int, period_s: float,
                  deadline_s: float, progress: Any) -> Run:
-    import httpx
-    from websockets.asyncio.client import connect
 
     run = Run()
     ws_base = base.replace("http://", "ws://")
@@ -212,9 +212,7 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
 
 
 def roundtrip(wearers: int, asks_per_wearer: int, period_s: float, deadline_s: float) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from lookloop.config import get_settings
 
     root = get_settings().grocery_dir
     val = sorted((root / "val").rglob("*.jpg"))
@@ -261,7 +259,6 @@ def roundtrip(wearers: int, asks_per_wearer: int, period_s: float, deadline_s: f
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    import httpx
 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -28,6 +28,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import numpy as np
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
 from lookloop.device.frames import Frame, pick_sharpest
 from lookloop.device.offline_queue import OfflineQueue, QueuedItem, new_key
@@ -133,7 +135,7 @@ def _image_bytes(image: ImageInput) -> bytes | None:
 
 
 def _encode_jpeg(array: np.ndarray) -> bytes:
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     ok, buf = cv2.imencode(".jpg", array, [int(cv2.IMWRITE_JPEG_QUALITY), 90])
     if not ok:
@@ -384,8 +386,6 @@ class GlassesClient:
         Ends when ``close()`` is called (or, with ``reconnect=False``, when the connection drops).
         Raises ``ClientError`` when the server rejects the token.
         """
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
-        from websockets.sync.client import connect
 
         backoff = 0.5
         while not self._stop.is_set():

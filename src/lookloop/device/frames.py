@@ -43,7 +43,7 @@ def _gray(frame: Frame) -> np.ndarray:
 
 def sharpness(frame: Frame) -> float:
     """Variance of the Laplacian of the grey frame at 320 px wide: higher is sharper."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     return float(cv2.Laplacian(_gray(frame), cv2.CV_64F).var())
 

@@ -12,7 +12,7 @@ from lookloop.exports.output import ExportResult, prepare_dir
 
 
 def features() -> Any:
-    from datasets import Features, Image, Value
+    from datasets import Features, Image, Value  # slow to import: loaded on first use
 
     text = Value("string")
     return Features({
@@ -80,8 +80,8 @@ def export_hf(
     force: bool = False,
 ) -> ExportResult:
     """Writes rows to an Arrow file one at a time (frames are never all held in memory), then saves."""
-    from datasets import Dataset
-    from datasets.arrow_writer import ArrowWriter
+    from datasets import Dataset  # slow to import: loaded on first use
+    from datasets.arrow_writer import ArrowWriter  # slow to import: loaded on first use
 
     prepare_dir(out, force=force)
     episodes = load_episodes(system, since=since, until=until, labelled_only=labelled_only)

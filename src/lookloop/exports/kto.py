@@ -23,6 +23,7 @@ from typing import Any
 from lookloop.domain import same_label
 from lookloop.exports.episodes import Episode, ExportSource, load_episodes
 from lookloop.exports.output import ExportResult, prepare_file, write_frames
+from lookloop.skills.identify import product_line
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,6 @@ class KtoRecord:
 
 def _phrase(system: ExportSource, ep: Episode, label: str) -> str:
     if ep.skill == "identify":
-        from lookloop.skills.identify import product_line
 
         return product_line(system.find_item(label), label)
     return label

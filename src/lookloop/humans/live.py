@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from starlette.websockets import WebSocketDisconnect
+
 Event = dict[str, Any]
 QUEUE_SIZE = 256
 
@@ -151,7 +153,6 @@ class LiveHub:
 
 async def relay(websocket: Any, queue: asyncio.Queue[dict[str, Any]]) -> None:
     """Sends every event from ``queue`` down the socket and answers pings, until the client goes away."""
-    from starlette.websockets import WebSocketDisconnect
 
     async def pump() -> None:
         while True:

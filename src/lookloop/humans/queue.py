@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, as_utc, normalise_label, utcnow
@@ -482,6 +482,5 @@ class ReviewQueue:
 
 
 def _case(cond: Any) -> Any:
-    from sqlalchemy import case
 
     return case((cond, 1), else_=0)

@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from lookloop.loop.policies import SCORES, ConformalPolicy, EscalationPolicy, FixedThreshold
+from lookloop.store.tables import AskRow
 
 if TYPE_CHECKING:
     from lookloop.store.db import Database
@@ -55,7 +56,6 @@ class AuditVerdict:
 
 def audit_verdicts(db: Database, model_version: str, kind: str) -> list[AuditVerdict]:
     """Every labelled audit ask of ``model_version`` scored with ``kind``, oldest first."""
-    from lookloop.store.tables import AskRow
 
     with db.session() as s:
         rows = s.execute(
@@ -69,7 +69,6 @@ def audit_verdicts(db: Database, model_version: str, kind: str) -> list[AuditVer
 
 def audit_counts(db: Database, model_version: str) -> tuple[int, int, int]:
     """(audit asks, labelled audit asks, labelled audit asks of ``model_version``)."""
-    from lookloop.store.tables import AskRow
 
     labelled = AskRow.audit_correct.is_not(None)
     with db.session() as s:

@@ -56,7 +56,7 @@ class FinetuneResult:
 
 
 def _load_rgb(path: Path, size: int) -> np.ndarray:
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -67,7 +67,7 @@ def _load_rgb(path: Path, size: int) -> np.ndarray:
 
 def _view(img: np.ndarray, size: int, rng: np.random.Generator, k: int, min_crop: float) -> np.ndarray:
     """View 0 is the plain resize the server sees; the others are random resized crops, half flipped."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     if k == 0:
         out = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
@@ -98,8 +98,8 @@ def _prefix(backbone: torch.nn.Module, x: torch.Tensor, upto: int) -> torch.Tens
 def _onnx_prefix(
     backbone: torch.nn.Module, upto: int, size: int, directory: Path, threads: int
 ) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-    import torch
+    import onnxruntime as ort  # slow to import: loaded on first use
+    import torch  # PyTorch takes seconds to import: only training and model export need it
 
     class _Head(torch.nn.Module):
         def __init__(self) -> None:
@@ -131,7 +131,7 @@ class _Suffix:
     """The trainable tail of the backbone plus a classifier, as one torch module."""
 
     def __new__(cls, backbone: torch.nn.Module, start: int, n_classes: int) -> Any:
-        import torch
+        import torch  # PyTorch takes seconds to import: only training and model export need it
 
         class _Tail(torch.nn.Module):
             def __init__(self) -> None:
@@ -166,7 +166,7 @@ def finetune_backbone(
     progress: ProgressFn | None = None,
 ) -> FinetuneResult:
     """Tunes the late blocks of the pretrained backbone on labelled images (whatever the caller allows in)."""
-    import torch
+    import torch  # PyTorch takes seconds to import: only training and model export need it
 
     cfg = config or FinetuneConfig()
     if len(paths) != len(labels):

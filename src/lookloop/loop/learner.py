@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lookloop.domain import Prediction
+from lookloop.errors import NotConfigured
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,6 @@ class IdentifyModel:
         """Predictions for L2-normalised query embeddings (n, dim)."""
         labels = self.labels()
         if not labels:
-            from lookloop.errors import NotConfigured
 
             raise NotConfigured(
                 "the identify model knows no products yet: import a catalogue first (lookloop catalog import)"
@@ -182,7 +182,7 @@ def train_identify_head(x: np.ndarray, labels: Sequence[str]) -> LinearHead:
     L-BFGS from zero on the rows in a canonical order, so a labelled set gives the same head whatever order
     its labels came in.
     """
-    import torch
+    import torch  # PyTorch takes seconds to import: only training and model export need it
 
     if x.ndim != 2 or x.shape[0] != len(labels):
         raise ValueError("embeddings and labels must line up")

@@ -85,7 +85,7 @@ def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
         return 1.0
     if errors >= n:
         return 1.0
-    from scipy.stats import beta
+    from scipy.stats import beta  # slow to import: loaded on first use
 
     return float(beta.ppf(1.0 - delta, errors + 1, n - errors))
 
@@ -176,7 +176,7 @@ class ConformalPolicy:
                 if ub > self.alpha:
                     break
                 self.threshold, self.upper_bound = float(t), ub
-            from sklearn.isotonic import IsotonicRegression
+            from sklearn.isotonic import IsotonicRegression  # slow to import: loaded on first use
 
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
             iso.fit(s, c.astype(np.float64))

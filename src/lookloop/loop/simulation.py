@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookloop.catalog import GroceryDataset
 from lookloop.errors import BadInput
 from lookloop.loop.learner import IdentifyModel, train_identify_head
 from lookloop.loop.policies import ConformalPolicy, confidence_scores
@@ -84,7 +85,6 @@ def load_loop_data(dataset: Path, eval_split: str, *, exclude_keys: set[str] | N
         raise BadInput(f"dataset folder {root} not found")
     excluded = {str(Path(k).resolve()) for k in (exclude_keys or set())}
     if (root / "classes.csv").is_file():
-        from lookloop.catalog import GroceryDataset
 
         ds = GroceryDataset(root)
         train = ds.split("train")

@@ -104,7 +104,7 @@ class ClusterMarginStrategy:
         n_clusters = min(len(candidates), self.n_clusters or max(2, k // 2))
         if n_clusters < 2:
             return np.asarray(candidates[:k], dtype=np.int64)
-        from sklearn.cluster import KMeans
+        from sklearn.cluster import KMeans  # slow to import: loaded on first use
 
         km = KMeans(n_clusters=n_clusters, n_init=1, random_state=0, max_iter=50)
         assign = km.fit_predict(embeddings[candidates])

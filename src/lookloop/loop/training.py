@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookloop.errors import BadInput
+from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
 from lookloop.loop.learner import IdentifyModel, train_identify_head
 from lookloop.loop.policies import ConformalPolicy, confidence_scores
 from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion, serving_embedder
 from lookloop.loop.serving import ServingModel
 from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
+from lookloop.models.embedder import finetuned_embedder, pretrained_embedder
 
 if TYPE_CHECKING:
     from lookloop.loop.finetune import FinetuneConfig
@@ -145,7 +147,6 @@ def train_versions(
     The better candidate is offered to the evaluation gate; a pass promotes it, and the in-process
     service switches to it at once (other processes pick it up on their next poll).
     """
-    from lookloop.models.embedder import finetuned_embedder, pretrained_embedder
 
     start = time.perf_counter()
     ts, excluded = training_set(serving, holdout=holdout, exclude_keys=exclude_keys)
@@ -165,7 +166,6 @@ def train_versions(
                            serving_acc=serving_acc, alpha=alpha, extra={})
     report.versions.append(v1)
     if finetune:
-        from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
 
         cfg = finetune_config or FinetuneConfig(variant=variant)
         train = ts.rows(False)

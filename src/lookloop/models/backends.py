@@ -12,11 +12,13 @@ message that says what went wrong and where.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -227,7 +229,6 @@ class OpenAICompatibleBackend:
 
 
 def llama_cpp_available() -> bool:
-    import importlib.util
 
     return importlib.util.find_spec("llama_cpp") is not None
 
@@ -253,7 +254,6 @@ class LlamaCppBackend:
                 "LOOKLOOP_LLAMA_CPP_MODEL_PATH is set but llama-cpp-python is not installed: "
                 "`pip install llama-cpp-python`, or run llama.cpp's llama-server and set LOOKLOOP_CHAT_BASE_URL"
             ) from exc
-        from pathlib import Path
 
         if not Path(model_path).is_file():
             raise NotConfigured(f"no GGUF model file at {model_path} (LOOKLOOP_LLAMA_CPP_MODEL_PATH)")
@@ -268,7 +268,6 @@ class LlamaCppBackend:
 
     @property
     def model(self) -> str:
-        from pathlib import Path
 
         return Path(self.model_path).name
 

@@ -66,7 +66,7 @@ class EmbeddingCache:
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Embeddings for image files, computing only those not cached yet."""
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         out = np.zeros((len(paths), self.dim), dtype=np.float32)
         todo: list[tuple[int, str, np.ndarray]] = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
+import io
 import os
 import threading
 from pathlib import Path
@@ -37,7 +40,7 @@ class ImageEmbedder(Protocol):
 
 def preprocess(images: list[np.ndarray], size: int) -> np.ndarray:
     """RGB uint8 HxWx3 images → NCHW float32 batch at ``size`` px."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     batch = np.empty((len(images), 3, size, size), dtype=np.float32)
     for i, img in enumerate(images):
@@ -49,7 +52,6 @@ def preprocess(images: list[np.ndarray], size: int) -> np.ndarray:
 
 
 def _weights_path(variant: str) -> Path:
-    import importlib
 
     _, package, _ = _VARIANTS[variant]
     module = importlib.import_module(package)
@@ -62,11 +64,9 @@ def _weights_path(variant: str) -> Path:
 
 def load_torch_backbone(variant: str = "lite0") -> torch.nn.Module:
     """The pretrained EfficientNet-Lite network (ImageNet head included), in eval mode."""
-    import contextlib
-    import io
 
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
+    import torch  # PyTorch takes seconds to import: only training and model export need it
+    from efficientnet_lite_pytorch import EfficientNet  # slow to import: loaded on first use
 
     if variant not in _VARIANTS:
         raise ValueError(f"unknown embedder {variant!r}; choose one of {sorted(_VARIANTS)}")
@@ -84,7 +84,7 @@ class FeatureNet:
     """Wraps a backbone so that forward() returns pooled penultimate features."""
 
     def __new__(cls, backbone: torch.nn.Module) -> Any:
-        import torch
+        import torch  # PyTorch takes seconds to import: only training and model export need it
 
         class _Features(torch.nn.Module):
             def __init__(self, net: torch.nn.Module) -> None:
@@ -101,7 +101,7 @@ class FeatureNet:
 
 def export_onnx(backbone: torch.nn.Module, path: Path, image_size: int) -> None:
     """Exports the pooled-feature network to ONNX (dynamic batch)."""
-    import torch
+    import torch  # PyTorch takes seconds to import: only training and model export need it
 
     net = FeatureNet(backbone).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ class OnnxImageEmbedder:
     """ONNX Runtime embedder; ~5x faster than torch on 2 CPU cores for one image."""
 
     def __init__(self, onnx_path: Path, *, version: str, image_size: int, threads: int = 2) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # slow to import: loaded on first use
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -154,7 +154,7 @@ class TorchImageEmbedder:
     """Plain torch embedder: the reference ONNX is checked against, and the fine-tuning starting point."""
 
     def __init__(self, variant: str = "lite0", backbone: torch.nn.Module | None = None) -> None:
-        import torch
+        import torch  # PyTorch takes seconds to import: only training and model export need it
 
         torch.set_num_threads(2)
         self._net = FeatureNet(backbone if backbone is not None else load_torch_backbone(variant)).eval()
@@ -163,7 +163,7 @@ class TorchImageEmbedder:
         self.dim = 1280
 
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
-        import torch
+        import torch  # PyTorch takes seconds to import: only training and model export need it
 
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)

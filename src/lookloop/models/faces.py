@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,7 @@ def _run_tiled(
     overlap: float = 0.25,
 ) -> list[Box]:
     """Runs ``detect_once`` on the whole image and on upscaled overlapping tiles (image coordinates)."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     height, width = image.shape[:2]
     found = list(detect_once(image))
@@ -190,9 +191,8 @@ class CnnFaceDetector:
         )
 
     def _once(self, image: np.ndarray) -> list[Box]:
-        import warnings
 
-        import yuface
+        import yuface  # slow to import: loaded on first use
 
         with self._lock, warnings.catch_warnings():
             # yuface warns above 960 px; we choose the size ourselves.
@@ -204,7 +204,7 @@ class CnnFaceDetector:
         ]
 
     def detect(self, image: np.ndarray) -> list[Box]:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         image = _check_image(image)
         height, width = image.shape[:2]
@@ -235,7 +235,7 @@ def find_cascade(name: str) -> Path:
     except ImportError:  # pragma: no cover
         pass
     if name == "lbpcascade_frontalface_opencv.xml":
-        import skimage.data
+        import skimage.data  # slow to import: loaded on first use
 
         candidates.append(Path(skimage.data.__file__).parent / name)
     for path in candidates:
@@ -291,7 +291,7 @@ class LbpCascadeDetector:
         )
 
     def _once(self, image: np.ndarray) -> list[Box]:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
         width = gray.shape[1]
@@ -338,7 +338,7 @@ class HaarCascadeDetector:
         tile: int = 0,
         upscale: float = 1.0,
     ) -> None:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         factory = getattr(cv2, "CascadeClassifier", None)
         if factory is None:
@@ -361,7 +361,7 @@ class HaarCascadeDetector:
         )
 
     def _once(self, image: np.ndarray) -> list[Box]:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
         width = gray.shape[1]

@@ -72,7 +72,7 @@ class RapidOcrReader:
     def _get(self) -> Any:
         with self._lock:
             if self._engine is None:
-                from rapidocr_onnxruntime import RapidOCR
+                from rapidocr_onnxruntime import RapidOCR  # slow to import: loaded on first use
 
                 self._engine = RapidOCR()
             return self._engine

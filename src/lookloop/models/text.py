@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lookloop.config import get_settings
+
 log = logging.getLogger(__name__)
 
 _OFFLINE_ENV = {
@@ -118,7 +120,7 @@ class MiniLMEmbedder:
         self._threads = threads or min(4, os.cpu_count() or 1)
         self._batch = batch_size
         self._lock = threading.Lock()
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # slow to import: loaded on first use
 
         self._tok = Tokenizer.from_file(str(self._model_dir / "tokenizer.json"))
         self._tok.enable_truncation(max_length=self.MAX_TOKENS)
@@ -149,19 +151,18 @@ class MiniLMEmbedder:
         return hashlib.sha256(f"{st.st_size}-{int(st.st_mtime)}".encode()).hexdigest()[:12]
 
     def _load_torch(self) -> Any:
-        import torch
-        from transformers import AutoModel
+        import torch  # PyTorch takes seconds to import: only training and model export need it
+        from transformers import AutoModel  # slow to import: loaded on first use
 
         torch.set_num_threads(self._threads)
         model = AutoModel.from_pretrained(str(self._model_dir), local_files_only=True)
         return model.eval()
 
     def _load_onnx(self) -> Any:
-        import onnxruntime as ort
+        import onnxruntime as ort  # slow to import: loaded on first use
 
         cache = self._cache_dir
         if cache is None:
-            from lookloop.config import get_settings
 
             cache = get_settings().model_cache_dir
         path = cache / f"minilm-l6-v2-{self._weights_digest()}.onnx"
@@ -173,7 +174,7 @@ class MiniLMEmbedder:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def _export_onnx(self, path: Path) -> None:
-        import torch
+        import torch  # PyTorch takes seconds to import: only training and model export need it
 
         model = self._load_torch()
 
@@ -209,7 +210,7 @@ class MiniLMEmbedder:
         if self._session is not None:
             hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
         else:
-            import torch
+            import torch  # PyTorch takes seconds to import: only training and model export need it
 
             with torch.inference_mode():
                 hidden = self._torch_model(

@@ -23,8 +23,10 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from lookloop.domain import ANONYMOUS, Consent
+from lookloop.humans.tables import DeviceRow
 from lookloop.privacy.tables import ConsentRow
 from lookloop.store.db import Database
+from lookloop.store.tables import AskRow
 
 DEFAULT = Consent()
 
@@ -39,7 +41,6 @@ def _has_devices_table(session: Session) -> bool:
 def wearer_of(session: Session, device_id: str) -> str:
     """The wearer a device belongs to; a device unknown to the devices table stands for itself."""
     if device_id and device_id != ANONYMOUS and _has_devices_table(session):
-        from lookloop.humans.tables import DeviceRow
 
         wearer = session.scalar(select(DeviceRow.wearer_id).where(DeviceRow.id == device_id))
         if wearer:
@@ -51,7 +52,6 @@ def devices_of(session: Session, wearer_id: str) -> list[str]:
     """Every device id whose data belongs to the wearer (the wearer id itself too, for tokenless devices)."""
     ids = {wearer_id}
     if _has_devices_table(session):
-        from lookloop.humans.tables import DeviceRow
 
         ids.update(str(d) for d in session.scalars(select(DeviceRow.id).where(DeviceRow.wearer_id == wearer_id)))
     return sorted(ids)
@@ -131,7 +131,6 @@ def training_excluded_device_ids(session: Session) -> set[str]:
 
 def training_excluded_ask_ids(session: Session) -> set[str]:
     """Asks that must never enter a training set, an export or the learning memory."""
-    from lookloop.store.tables import AskRow
 
     devices = training_excluded_device_ids(session)
     if not devices:
@@ -150,7 +149,6 @@ def training_allowed(session: Session, device_column: Any) -> ColumnElement[bool
 
 def exportable_ask_ids(session: Session) -> set[str]:
     """Every ask whose wearer allows training use (the exports' gate, ``lookloop.exports.consent``)."""
-    from lookloop.store.tables import AskRow
 
     stmt = select(AskRow.id).where(training_allowed(session, AskRow.device_id))
     return {str(a) for a in session.scalars(stmt)}

@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lookloop.config import get_settings
 from lookloop.errors import LookloopError
 
 MAGIC = b"LLE1"  # format marker + version, so a later scheme can be told apart
@@ -70,7 +71,6 @@ _lock = threading.Lock()
 
 def default_key() -> bytes:
     """The key from ``Settings.frame_key``, else ``var/keys/frame.key`` (generated on first use)."""
-    from lookloop.config import get_settings
 
     settings = get_settings()
     configured = getattr(settings, "frame_key", "")

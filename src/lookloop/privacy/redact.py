@@ -10,6 +10,7 @@ import numpy as np
 
 from lookloop.errors import BadInput
 from lookloop.models.faces import Box, FaceDetector, make_detector
+from lookloop.models.ocr import RapidOcrReader
 from lookloop.privacy.pii import find_pii
 
 OCR_VERSION = "rapidocr-onnxruntime-ppocr"
@@ -36,7 +37,7 @@ class RedactionResult:
     model_version: str = ""
 
     def jpeg(self, quality: int = 90) -> bytes:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
@@ -49,7 +50,7 @@ class RedactionResult:
 
 
 def _to_bgr(image: bytes | np.ndarray) -> np.ndarray:
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     if isinstance(image, bytes | bytearray | memoryview):
         data = np.frombuffer(bytes(image), dtype=np.uint8)
@@ -70,7 +71,7 @@ def _to_bgr(image: bytes | np.ndarray) -> np.ndarray:
 
 def blur_box(image: np.ndarray, box: Box, *, pad: float = 0.15) -> tuple[int, int, int, int]:
     """Irreversibly obscures ``box`` (padded): pixelate to ~6 blocks across, then a strong Gaussian blur."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     height, width = image.shape[:2]
     px, py = int(box.w * pad), int(box.h * pad)
@@ -124,7 +125,6 @@ class Redactor:
 
     def text_regions(self, bgr: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(kind, polygon) for each personal-text span found by OCR."""
-        from lookloop.models.ocr import RapidOcrReader
 
         with self._lock:
             if self._reader is None:
@@ -146,7 +146,7 @@ class Redactor:
         return out
 
     def redact(self, image: bytes | np.ndarray, *, faces: bool = True, text: bool = True) -> RedactionResult:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         bgr = _to_bgr(image)
         regions: list[Region] = []

@@ -25,11 +25,14 @@ import numpy as np
 from sqlalchemy import select
 
 from lookloop.config import Settings
-from lookloop.domain import Consent, Frame, as_utc, utcnow
+from lookloop.domain import Consent, Frame, Outcome, as_utc, utcnow
 from lookloop.errors import NotFound
+from lookloop.privacy.crypto import decrypt_bytes, encrypt_bytes, load_or_create_key, parse_key
+from lookloop.privacy.redact import default_redactor
 from lookloop.privacy.tables import RedactionRow
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore, write_atomic
+from lookloop.store.tables import AskRow
 
 log = logging.getLogger("lookloop.privacy")
 
@@ -43,7 +46,6 @@ def _sealed_aad(sha: str) -> bytes:
 
 def frame_key(settings: Settings) -> bytes:
     """The AES key for sealed originals: the configured one, else ``var/keys/frame.key`` (made once)."""
-    from lookloop.privacy.crypto import load_or_create_key, parse_key
 
     if settings.frame_key:
         return parse_key(settings.frame_key)
@@ -98,7 +100,6 @@ class FramePrivacy:
     def redactor(self) -> Any:
         if self._redactor_factory is not None:
             return self._redactor_factory()
-        from lookloop.privacy.redact import default_redactor
 
         return default_redactor()
 
@@ -146,7 +147,6 @@ class FramePrivacy:
                 existing = s.get(RedactionRow, sha)
             if existing is not None and (self.path(sha).exists() or self.sealed_path(sha).exists()):
                 return sha  # the same upload again (a retry): already stored
-            from lookloop.privacy.crypto import encrypt_bytes
 
             sync_text = self.settings.redact_text == "sync"
             regions: list[dict[str, Any]] = []
@@ -218,8 +218,6 @@ class FramePrivacy:
 
     def resume(self) -> int:
         """Queues the redaction of frames people are waiting to see that a restart left unredacted."""
-        from lookloop.domain import Outcome
-        from lookloop.store.tables import AskRow
 
         with self.db.session() as s:
             waiting = select(AskRow.frame_sha).where(AskRow.outcome == Outcome.ESCALATED.value)
@@ -253,7 +251,6 @@ class FramePrivacy:
                     return
                 stage = row.stage
             if stage == "sealed":
-                from lookloop.privacy.crypto import decrypt_bytes
 
                 sealed = self.sealed_path(sha)
                 if not sealed.exists():
@@ -294,7 +291,6 @@ class FramePrivacy:
 
     def reveal(self, sha: str) -> bytes:
         """The unredacted original (decrypted). The caller checks the permission and writes the audit entry."""
-        from lookloop.privacy.crypto import decrypt_bytes
 
         path = self.original_path(sha)
         info = self.info(sha)
@@ -333,8 +329,6 @@ class FramePrivacy:
 
     def purge(self, now: dt.datetime | None = None) -> PurgeReport:
         """Deletes expired originals, and transient frames no human is waiting for any more."""
-        from lookloop.domain import Outcome
-        from lookloop.store.tables import AskRow
 
         now = now or utcnow()
         with self.db.session() as s:
@@ -372,7 +366,6 @@ class FramePrivacy:
 
     def release_for_ask(self, ask_id: str) -> bool:
         """The ``labelled`` hook: frees a transient frame once its ask has a human answer."""
-        from lookloop.store.tables import AskRow
 
         with self.db.session() as s:
             sha = s.scalar(select(AskRow.frame_sha).where(AskRow.id == ask_id))

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Request, WebSocket
+from sqlalchemy import select
 
-from lookloop.errors import Forbidden, Unauthorized
+from lookloop.errors import Forbidden, NotFound, Unauthorized
 from lookloop.humans.accounts import Principal
+from lookloop.humans.tables import ReviewItemRow
 from lookloop.system import Lookloop
 
 __all__ = ["Principal", "current_principal", "require", "bearer_token", "principal_for_token", "websocket_principal"]
@@ -89,9 +91,7 @@ def ask_device_id(system: Lookloop, principal: Principal | None, requested: str 
 
 
 def _in_review(system: Lookloop, ask_id: str | None) -> bool:
-    from sqlalchemy import select
 
-    from lookloop.humans.tables import ReviewItemRow
 
     if ask_id is None:
         return False
@@ -122,6 +122,5 @@ def check_ask_access(
     if principal.wearer_id and device_id in system.humans.accounts.devices_of_wearer(principal.wearer_id):
         return
     # Not 403: a stranger learns nothing about whether the id exists.
-    from lookloop.errors import NotFound
 
     raise NotFound("no such ask")

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse, Response
 
 from lookloop.config import Settings
 from lookloop.errors import LookloopError
+from lookloop.privacy.audit import WRITE_METHODS, audit_operator_write
+from lookloop.server.auth import current_principal
 
 
 class TokenBucket:
@@ -90,7 +92,6 @@ def _principal(request: Request) -> Any:
         return request.state.principal
     principal = None
     try:
-        from lookloop.server.auth import current_principal
 
         principal = current_principal(request)
     except (LookloopError, ImportError):
@@ -109,7 +110,6 @@ def _who(principal: Any, request: Request) -> tuple[str, str]:
 
 def install(app: FastAPI, settings: Settings) -> RateLimiter:
     """Adds the rate-limit + operator-audit middleware to ``app``; returns the limiter (tests inspect it)."""
-    from lookloop.privacy.audit import WRITE_METHODS, audit_operator_write
 
     limiter = RateLimiter.from_settings(settings)
     app.state.rate_limiter = limiter

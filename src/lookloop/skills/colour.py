@@ -91,7 +91,7 @@ def _centre_weights(h: int, w: int, sigma: float = 0.22) -> np.ndarray:
 
 def dominant_colours(rgb: np.ndarray, *, k: int = 5, samples: int = 4000, seed: int = 0) -> list[ColourShare]:
     """Colour clusters of the centre-weighted frame, heaviest first (deterministic for a given seed)."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise BadInput("expected an RGB image")

@@ -12,6 +12,7 @@ import numpy as np
 from lookloop.domain import Answer, Ask, Decision, PolicyDecision, Prediction
 from lookloop.errors import BadInput, LookloopError, NotConfigured
 from lookloop.models.backends import ChatBackend, system_message, user_message
+from lookloop.models.faces import make_detector
 from lookloop.models.ocr import TextReader
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ MAX_SIDE = 1024
 
 def jpeg_for_backend(rgb: np.ndarray, max_side: int = MAX_SIDE) -> bytes:
     """The frame re-encoded as a modest JPEG: VLM servers bill and time by pixels."""
-    import cv2
+    import cv2  # OpenCV's native libraries load on first use
 
     scale = min(1.0, max_side / max(rgb.shape[:2]))
     img = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -50,12 +51,11 @@ class FaceCounter:
         self._tried = False
 
     def count(self, rgb: np.ndarray) -> int | None:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         if not self._tried:
             self._tried = True
             try:
-                from lookloop.models.faces import make_detector
 
                 self._detector = make_detector("fast")
             except Exception as exc:  # noqa: BLE001 - no detector means "no face count", not a failed ask

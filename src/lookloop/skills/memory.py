@@ -7,6 +7,7 @@ the question, by visual similarity. Both need the wearer's memory consent and a 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,7 +92,6 @@ class RememberSkill:
         frame_sha: str | None = None
         description = ""
         if ask.frame is not None:
-            import hashlib
 
             # the service stores the frame under the same sha256 after the skill has run
             frame_sha = hashlib.sha256(ask.frame.data).hexdigest()

@@ -62,7 +62,7 @@ class Summariser(Protocol):
 
 
 def _tfidf(sentences: list[str]) -> np.ndarray:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # slow to import: loaded on first use
 
     # character n-grams cover Chinese (no spaces) and English alike
     vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)

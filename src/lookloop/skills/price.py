@@ -31,7 +31,7 @@ class BarcodeReader:
     version = "opencv-barcode"
 
     def __init__(self) -> None:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         if not hasattr(cv2, "barcode"):
             raise RuntimeError("this OpenCV build has no barcode module")
@@ -39,7 +39,7 @@ class BarcodeReader:
         self._lock = threading.Lock()  # the detector object is not documented as thread-safe
 
     def read(self, rgb: np.ndarray) -> list[Barcode]:
-        import cv2
+        import cv2  # OpenCV's native libraries load on first use
 
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         for scale in _SCALES:

@@ -22,8 +22,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lookloop.config import get_settings
 from lookloop.domain import normalise_text
-from lookloop.models.text import TextEmbedder
+from lookloop.models.text import TextEmbedder, default_text_embedder
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class _Tfidf:
     _vec: Any = None
 
     def _make(self, vocabulary: dict[str, int] | None = None, min_df: int = 1) -> Any:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.feature_extraction.text import TfidfVectorizer  # slow to import: loaded on first use
 
         return TfidfVectorizer(
             analyzer=self.analyzer,
@@ -170,12 +171,12 @@ class IntentRouter:
         return OOS if intent is None or intent == OOS else intent
 
     def _features(self, texts: Sequence[str], emb: np.ndarray, word: _Tfidf, char: _Tfidf) -> Any:
-        from scipy.sparse import csr_matrix, hstack
+        from scipy.sparse import csr_matrix, hstack  # slow to import: loaded on first use
 
         return hstack([word.transform(texts), char.transform(texts), csr_matrix(emb * self.embedding_weight)]).tocsr()
 
     def _train(self, texts: Sequence[str], labels: Sequence[str], emb: np.ndarray) -> tuple[Any, _Tfidf, _Tfidf]:
-        from sklearn.svm import LinearSVC
+        from sklearn.svm import LinearSVC  # slow to import: loaded on first use
 
         min_df = 2 if len(texts) >= 2000 else 1
         word = _Tfidf("word", (1, 2)).fit(texts, 1)
@@ -196,7 +197,7 @@ class IntentRouter:
 
     def _select_threshold(self, texts: list[str], labels: np.ndarray, emb: np.ndarray) -> None:
         """Out-of-fold scores on training data pick the OOS threshold and the softmax temperature."""
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedKFold  # slow to import: loaded on first use
 
         counts = {lab: int((labels == lab).sum()) for lab in set(labels.tolist())}
         n_splits = min(5, min(counts.values()))
@@ -641,8 +642,6 @@ def build_skill_router(embedder: TextEmbedder, data_dir: Path | None = None) -> 
 
 def default_skill_router(settings: Any = None, embedder: TextEmbedder | None = None) -> IntentRouter:
     """The product's skill router, built once and cached under ``settings.model_cache_dir``."""
-    from lookloop.config import get_settings
-    from lookloop.models.text import default_text_embedder
 
     settings = settings or get_settings()
     cache_dir = Path(settings.model_cache_dir)

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,7 +39,6 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config(url: str) -> Any:
-    from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
@@ -47,7 +48,6 @@ def alembic_config(url: str) -> Any:
 
 def migrate(engine: Engine) -> None:
     """Brings the schema to the newest revision of every migration branch."""
-    from alembic import command
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:

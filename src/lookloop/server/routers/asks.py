@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from lookloop.errors import Forbidden, TooLarge
+from lookloop.errors import Forbidden, NotFound, TooLarge
 from lookloop.server.auth import Principal, ask_device_id, check_ask_access, current_principal, require
 from lookloop.server.deps import get_system
 from lookloop.server.schemas import AskOut, ErrorOut, LabelIn, RouteIn, RouteOut
@@ -75,7 +75,6 @@ def get_frame(system: System, caller: Caller, ask_id: str) -> Response:
     record = system.get_ask(ask_id)
     check_ask_access(system, caller, record.device_id, record.id)
     if record.frame_sha is None:
-        from lookloop.errors import NotFound
 
         raise NotFound("this ask has no frame")
     return Response(system.frame_bytes(record.frame_sha), media_type="image/jpeg")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
@@ -46,7 +47,6 @@ def put_item(system: System, _: Operator, item_id: str, body: CatalogItemIn) -> 
     existing = next((i for i in system.list_items() if i.id == item_id), None)
     item = body.to_item(item_id)
     if existing is not None:
-        from dataclasses import replace
 
         item = replace(item, images=existing.images)
     system.upsert_items([item])

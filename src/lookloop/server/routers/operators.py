@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from lookloop.errors import NotFound
+from lookloop.loop.figures import loop_figures
 from lookloop.loop.registry import ModelVersion
 from lookloop.metrics import PLOTS, Metrics, compute_metrics, parse_when, plot_png
 from lookloop.server.auth import Principal, require
@@ -174,7 +175,6 @@ def rollback(system: System, _: Operator) -> ModelsOut:
 @router.get("/loop", responses=_ERRORS,
             summary="The learning loop's curves: per model version accuracy, coverage and auto-answer error")
 def loop(system: System, _: Operator) -> dict[str, Any]:
-    from lookloop.loop.figures import loop_figures
 
     return loop_figures(system.serving)
 
