@@ -17,6 +17,7 @@ from lookloop.humans.runtime import humans_of
 from lookloop.humans.runtime import install as install_humans
 from lookloop.server.routers.review import mount_review_page
 from lookloop.service import Lookloop
+from lookloop.speech import SpeechService
 
 log = logging.getLogger("lookloop.server")
 
@@ -32,7 +33,8 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         install_humans(app)  # accounts, review queue, live streams: binds the live hub to this loop
         if warm:
             the_system.identify_model  # noqa: B018 - loads embedder, examples and head
-            the_system.route("what is this?", True)  # loads the intent router
+            the_system.route("what is this?", True)  # loads the intent router (its ONNX export on first run)
+            app.state.speech.warm()  # Whisper, for the first voice ask
         yield
         the_system.embedding_cache.save() if the_system._emb_cache is not None else None
 
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         lifespan=lifespan,
     )
     app.state.system = the_system
+    app.state.speech = SpeechService(settings)  # voice asks; spoken answers live as long as the app
     humans_of(the_system)  # wires the escalation and feedback hooks before the first ask
 
     @app.exception_handler(LookloopError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from lookloop.models.speech import decode_audio
 from lookloop.models.vad import trim_to_speech
 
 LANGUAGES = ("en", "zh")
+log = logging.getLogger("lookloop.speech")
 
 
 @dataclass
@@ -68,8 +70,14 @@ class Hearing:
             return self._transcriber
 
     def warm(self) -> None:
-        """Load Whisper now (joining its model file on first use) rather than on the first question."""
-        self.transcriber.load()
+        """Load Whisper now (joining its model file on first use) rather than on the first question.
+
+        A Whisper that cannot load is no start-up error: questions then fall back as ``hear`` says.
+        """
+        try:
+            self.transcriber.load()
+        except (FileNotFoundError, RuntimeError) as exc:
+            log.warning("Whisper is unavailable (%s); English questions fall back to PocketSphinx", exc)
 
     def hear(self, audio_bytes: bytes, language: str | None) -> Heard:
         """Decode → trim to speech → transcribe; ``BadInput`` when no speech is heard."""

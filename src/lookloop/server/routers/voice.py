@@ -25,10 +25,8 @@ from lookloop.speech import SpeechService, parse_language
 
 
 async def speech_service(request: Request) -> SpeechService:
-    """The app's speech service (async, so it is made once on the event loop, not twice in threads)."""
-    speech: SpeechService | None = getattr(request.app.state, "speech", None)
-    if speech is None:
-        speech = request.app.state.speech = SpeechService(get_system(request).settings)
+    """The app's speech service, made with the app (see ``create_app``)."""
+    speech: SpeechService = request.app.state.speech
     return speech
 
 
