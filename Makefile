@@ -6,15 +6,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# Debian packages read at run time, by the tests and by the benchmarks (scripts/apt-ensure.sh installs the
+# missing ones): espeak-ng speaks answers; ffmpeg and chromium drive the media and browser tests; opencv-doc
+# ships the real photos of the face-redaction fixture (messi5.jpg), opencv-data the LBP face cascades the
+# detector tests and `bench redact` compare, fonts-wqy-zenhei the CJK font the Chinese reading test renders.
+APT_RUN := espeak-ng
+APT_BENCH := $(APT_RUN) opencv-doc opencv-data
+APT_TEST := $(APT_BENCH) ffmpeg chromium fonts-wqy-zenhei
 
 .PHONY: run test install install-dev lint typecheck bench clean
 
 run: install
-	@scripts/apt-ensure.sh espeak-ng
+	@scripts/apt-ensure.sh $(APT_RUN)
 	$(BIN)/lookloop serve
 
 test: install-dev
-	@scripts/apt-ensure.sh espeak-ng ffmpeg chromium
+	@scripts/apt-ensure.sh $(APT_TEST)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -38,6 +45,7 @@ lint: install-dev
 	$(BIN)/mypy --strict src/lookloop
 
 bench: install
+	@scripts/apt-ensure.sh $(APT_BENCH)
 	$(BIN)/lookloop bench latency --json var/bench/latency.json
 
 clean:

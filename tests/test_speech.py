@@ -359,3 +359,70 @@ def test_whisper_options_follow_the_bench_knobs() -> None:
         1, {}, (0.0,), "float32")
     served = make_transcriber("whisper")
     assert isinstance(served, WhisperTranscriber) and served.options.beam_size == 5 and served.options.prompts
+
+
+# --- the voice path (lookloop.speech): language, asks and speech jobs without the HTTP layer ---------------
+
+
+def test_voice_language_is_parsed_or_refused() -> None:
+    from lookloop.speech import parse_language
+
+    assert [parse_language(x) for x in (None, "", " auto ", " EN ", "zh")] == [None, None, None, "en", "zh"]
+    with pytest.raises(BadInput, match="language must be one of en, zh"):
+        parse_language("fr")
+
+
+def test_voice_ask_takes_typed_questions_and_answers_resent_asks_unheard(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    from lookloop.speech import SpeechService
+
+    @dataclass
+    class Record:
+        question: str
+
+    class Asks:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, str, str | None]] = []
+
+        def find_by_idempotency_key(self, key: str) -> Record | None:
+            return Record("earlier question") if key == "seen" else None
+
+        def ask(self, question: str, image: bytes | None, *, device_id: str = "anonymous",
+                idempotency_key: str | None = None, skill: str | None = None) -> Record:
+            self.asked.append((question, device_id, skill))
+            return Record(question)
+
+    service = SpeechService(get_settings().model_copy(update={"model_cache_dir": tmp_path}))
+    asks = Asks()
+    kw = {"language": None, "device_id": "dev-1", "skill": "identify"}
+    record, heard = service.voice_ask(asks, b"", None, question="  what is this ", idempotency_key=None, **kw)
+    assert record.question == heard.text == "what is this" and heard.language == "en"
+    assert set(heard.timings_ms) == {"answer", "total"} and asks.asked == [("what is this", "dev-1", "identify")]
+    record, heard = service.voice_ask(asks, b"", None, question=None, idempotency_key="seen", **kw)
+    assert record.question == "earlier question" and len(asks.asked) == 1  # not heard, not asked again
+
+
+def test_speech_jobs_stream_sentence_by_sentence_and_fail_clearly() -> None:
+    from lookloop.errors import NotConfigured, NotFound
+    from lookloop.speech import SpeechJobs
+
+    said: list[str] = []
+
+    def fake_tts(text: str, language: str) -> bytes:
+        said.append(text)
+        return speech.encode_wav(np.zeros(160, np.float32))
+
+    jobs = SpeechJobs(fake_tts)
+    chunks = list(jobs.get(jobs.start("Banana. 12.50 SEK!", "en")).audio())
+    assert said == ["Banana.", "12.50 SEK!"] and len(chunks) == 2
+    assert chunks[0][:4] == b"RIFF" and len(chunks[0]) == 44 + 320 and len(chunks[1]) == 320
+
+    def broken_tts(text: str, language: str) -> bytes:
+        raise speech.SpeechSynthesisError("espeak-ng is not installed")
+
+    failing = SpeechJobs(broken_tts)
+    with pytest.raises(NotConfigured, match="speech is unavailable: espeak-ng is not installed"):
+        failing.get(failing.start("Hello.", "en")).audio()
+    with pytest.raises(NotFound):
+        jobs.get("no-such-token")

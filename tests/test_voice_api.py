@@ -16,7 +16,7 @@ from voice_util import ffmpeg_convert, needs_espeak, needs_ffmpeg, small_app_sys
 
 from lookloop.models.speech import decode_audio, encode_wav
 from lookloop.server.app import create_app
-from lookloop.server.routers.voice import split_sentences, wav_header
+from lookloop.speech import split_sentences, wav_header
 from lookloop.store.tables import AskRow
 
 pytestmark = needs_espeak
@@ -175,11 +175,10 @@ def test_voice_asks_need_a_token_when_anonymous_is_off(
 
 
 def test_quick_whisper_falls_back_for_long_or_garbled_speech() -> None:
-    from lookloop.models.asr import Transcript
-    from lookloop.server.routers.voice import QuickWhisper, _looks_garbled
+    from lookloop.models.asr import QuickWhisper, Transcript, looks_garbled
 
-    assert _looks_garbled("I am a friend of mine, " * 8)
-    assert not _looks_garbled("How much does this cost?") and not _looks_garbled("")
+    assert looks_garbled("I am a friend of mine, " * 8)
+    assert not looks_garbled("How much does this cost?") and not looks_garbled("")
 
     class Full:
         calls: list[float] = []

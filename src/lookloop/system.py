@@ -41,6 +41,7 @@ from lookloop.skills.base import Classifier, Skill
 from lookloop.skills.notes import ExtractiveSummariser, NoteService
 from lookloop.skills.registry import default_skills
 from lookloop.skills.routing import SkillRouting
+from lookloop.speech import SpeechService
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore
 
@@ -114,6 +115,7 @@ class System:
     labels: LabelService
     humans: Humans
     deletion: Deletion
+    speech: SpeechService
     skill_set: _SkillSet
 
 
@@ -170,9 +172,11 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
 
     hooks.labelled.append(release_frame)
     deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry)
+    speech = SpeechService(settings)  # voice asks; spoken answers live as long as the system
     return System(settings=settings, db=db, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
-                  notes=notes, asks=asks, labels=labels, humans=humans, deletion=deletion, skill_set=skill_set)
+                  notes=notes, asks=asks, labels=labels, humans=humans, deletion=deletion, speech=speech,
+                  skill_set=skill_set)
 
 
 class Lookloop:
@@ -200,6 +204,7 @@ class Lookloop:
         self.labels = parts.labels
         self.humans = parts.humans
         self.deletion = parts.deletion
+        self.speech = parts.speech
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -210,7 +215,8 @@ class Lookloop:
     def warm(self) -> None:
         """Loads what the first ask needs (models, examples, head, router), so it is as fast as the rest."""
         self.serving.model  # noqa: B018 - loads embedder, examples and head
-        self.routing.route("what is this?", True)
+        self.routing.route("what is this?", True)  # the intent router (its ONNX export on a first run)
+        self.speech.warm()  # Whisper, for the first voice ask
 
     def close(self) -> None:
         self.serving.save_cache()
