@@ -14,7 +14,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookloop.models.asr import SAMPLE_RATE, Transcriber, edit_distance, normalize_text, word_error_rate
+from lookloop.models.asr import (
+    SAMPLE_RATE,
+    PocketsphinxTranscriber,
+    Transcriber,
+    WhisperOptions,
+    WhisperTranscriber,
+    edit_distance,
+    normalize_text,
+    word_error_rate,
+)
+from lookloop.models.speech import decode_audio
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,6 @@ def make_transcriber(
     compute_type: str | None = None,
 ) -> Transcriber:
     """The transcriber to measure; the Whisper knobs default to what the product serves."""
-    from lookloop.models.asr import PocketsphinxTranscriber, WhisperOptions, WhisperTranscriber
 
     if model == "whisper":
         options = WhisperOptions()
@@ -79,7 +88,6 @@ def run_bench(
     items: list[Item], transcriber: Transcriber, language: str | None = "en", console: Console | None = None
 ) -> tuple[dict[str, Any], list[tuple[int, str, str, str]]]:
     """Transcribe every item; returns flat figures (``wer``, ``rtf``, ``n`` …) and the clips, worst first."""
-    from lookloop.models.speech import decode_audio
 
     refs: list[str] = []
     hyps: list[str] = []

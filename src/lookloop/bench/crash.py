@@ -82,7 +82,6 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{port}"
 
     def start(self, timeout: float = 120.0) -> float:
-
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "lookloop.server.app:create_app",
                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
@@ -212,8 +211,6 @@ def _run_client(client: Client, base: str, ledger: Ledger, images: list[bytes], 
 
 
 def _verify(db_url: str, ledger: Ledger) -> dict[str, int]:
-
-
     db = Database(db_url)
     try:
         with db.session() as s:
@@ -310,7 +307,6 @@ def run_crash(
 
 
 def _model_dir() -> Path:
-
     return get_settings().model_cache_dir
 
 

@@ -9,9 +9,16 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
+import uvicorn
 
 from lookloop.bench._common import console, demo_system, fail, make_progress, percentile, print_figures, write_json
+from lookloop.catalog import GroceryDataset
+from lookloop.config import get_settings
+from lookloop.errors import LookloopError
+from lookloop.imaging import decode_image
+from lookloop.server.app import create_app
 
 
 def _free_port() -> int:
@@ -24,8 +31,6 @@ class _Server:
     """uvicorn in a background thread, on loopback, for the HTTP figures."""
 
     def __init__(self, app: Any) -> None:
-        import uvicorn
-
         self.port = _free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -46,11 +51,6 @@ class _Server:
 
 
 def run_latency(val: list[Path], read_images: list[Path], progress: Any) -> dict[str, float]:
-    import httpx
-
-    from lookloop.imaging import decode_image
-    from lookloop.server.app import create_app
-
     with tempfile.TemporaryDirectory(prefix="lookloop-bench-") as tmp:
         system = demo_system(Path(tmp))
         settings = system.settings
@@ -143,9 +143,6 @@ def register(app: typer.Typer) -> None:
         read_limit: Annotated[int, typer.Option(help="At most this many read images (OCR is slow).")] = 60,
     ) -> None:
         """p50/p95 of identify and read, in process and through HTTP, and the bare model time."""
-        from lookloop.catalog import GroceryDataset
-        from lookloop.config import get_settings
-        from lookloop.errors import LookloopError
 
         try:
             ds = GroceryDataset(get_settings().grocery_dir)

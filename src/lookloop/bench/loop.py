@@ -227,7 +227,6 @@ def _make_refit(
     overrides: dict[str, Any] | None,
 ) -> Any:
     def refit(labelled_idx: list[int]) -> Features:
-
         paths = list(data.seed_paths) + [data.train_paths[i] for i in labelled_idx]
         labels = list(data.seed_labels) + [data.train_labels[i] for i in labelled_idx]
         cfg = FinetuneConfig(time_budget_s=minutes * 60, seed=seed, **(overrides or {}))

@@ -44,7 +44,6 @@ class AlwaysEscalate:
     name = "bench-always-escalate"
 
     def decide(self, probs: np.ndarray) -> Any:
-
         top = float(np.max(probs)) if probs.size else 0.0
         return PolicyDecision(Decision.ESCALATE, top, 1.01, self.name)
 
@@ -59,7 +58,6 @@ def _free_port() -> int:
 
 
 def _settings(var_dir: Path) -> Any:
-
     base = get_settings()
     return Settings(var_dir=var_dir, data_dir=base.data_dir, model_dir=base.model_cache_dir,
                     live_answer_timeout_s=600, review_gold_every=0)
@@ -212,8 +210,6 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
 
 
 def roundtrip(wearers: int, asks_per_wearer: int, period_s: float, deadline_s: float) -> dict[str, Any]:
-
-
     root = get_settings().grocery_dir
     val = sorted((root / "val").rglob("*.jpg"))
     if not val:
@@ -259,7 +255,6 @@ def roundtrip(wearers: int, asks_per_wearer: int, period_s: float, deadline_s: f
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -16,9 +16,18 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
+import numpy as np
 import typer
 
 from lookloop.bench._common import console, demo_system, fail, make_progress, percentile, print_figures, write_json
+from lookloop.bench.asr import load_manifest
+from lookloop.bench.latency import _Server
+from lookloop.catalog import GroceryDataset
+from lookloop.config import get_settings
+from lookloop.errors import LookloopError
+from lookloop.models.speech import decode_audio, encode_wav
+from lookloop.server.app import create_app
 
 QUESTIONS = (
     "what is this", "how much does this cost", "what colour is this", "read this for me", "what am I looking at",
@@ -30,9 +39,7 @@ VOICES = (("en-us", 150), ("en-gb", 175))
 
 def espeak_clip(text: str, voice: str, rate: int) -> bytes:
     """``text`` spoken by espeak-ng as 16 kHz WAV with 0.3 s of silence either side."""
-    import numpy as np
 
-    from lookloop.models.speech import decode_audio, encode_wav
 
     raw = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "--stdout", text],
                          capture_output=True, check=True, timeout=30).stdout
@@ -45,7 +52,6 @@ def load_clips(speech_dir: Path | None, speech_limit: int, spoken: bool) -> list
     if spoken:
         clips += [(f"espeak:{v}:{q}", espeak_clip(q, v, r)) for v, r in VOICES for q in QUESTIONS]
     if speech_dir is not None and speech_limit > 0:
-        from lookloop.bench.asr import load_manifest
 
         items = load_manifest(speech_dir)
         step = max(1, len(items) // speech_limit)  # spread over speakers rather than the first few
@@ -54,11 +60,6 @@ def load_clips(speech_dir: Path | None, speech_limit: int, spoken: bool) -> list
 
 
 def run_voice(clips: list[tuple[str, bytes]], images: list[Path], language: str, progress: Any) -> dict[str, Any]:
-    import httpx
-
-    from lookloop.bench.latency import _Server
-    from lookloop.server.app import create_app
-
     totals: list[float] = []
     asr: list[float] = []
     answer: list[float] = []
@@ -151,9 +152,6 @@ def register(app: typer.Typer) -> None:
         language: Annotated[str, typer.Option(help="Language the glasses send: en, zh or auto (detect).")] = "en",
     ) -> None:
         """Voice ask latency: end of speech → first byte of the spoken answer (p50/p95), through HTTP."""
-        from lookloop.catalog import GroceryDataset
-        from lookloop.config import get_settings
-        from lookloop.errors import LookloopError
 
         if language not in ("en", "zh", "auto"):
             raise fail("--language must be en, zh or auto")

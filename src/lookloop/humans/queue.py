@@ -482,5 +482,4 @@ class ReviewQueue:
 
 
 def _case(cond: Any) -> Any:
-
     return case((cond, 1), else_=0)

@@ -158,7 +158,7 @@ class WhisperTranscriber:
                 key = (str(self._cache_dir), self.cpu_threads, self.options.compute_type)
                 model = _WHISPER_MODELS.get(key)
                 if model is None:
-                    from faster_whisper import WhisperModel
+                    from faster_whisper import WhisperModel  # slow to import: loaded on first use
 
                     path = ensure_whisper_base(self._cache_dir)
                     model = WhisperModel(
@@ -231,8 +231,8 @@ class QuickWhisper:
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
         # Optional heavy dependencies of the Whisper path: imported only when speech is transcribed.
-        import ctranslate2
-        from faster_whisper.tokenizer import Tokenizer
+        import ctranslate2  # slow to import: loaded on first use
+        from faster_whisper.tokenizer import Tokenizer  # slow to import: loaded on first use
 
         duration = len(audio) / SAMPLE_RATE
         if duration + 1.0 > 30.0:
@@ -308,7 +308,7 @@ class PocketsphinxTranscriber:
         pcm = (np.clip(arr, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         with self._lock:  # a Decoder is stateful: one utterance at a time
             if self._decoder is None:
-                from pocketsphinx import Decoder
+                from pocketsphinx import Decoder  # slow to import: loaded on first use
 
                 self._decoder = Decoder(loglevel="FATAL")
             dec = self._decoder

@@ -229,7 +229,6 @@ class OpenAICompatibleBackend:
 
 
 def llama_cpp_available() -> bool:
-
     return importlib.util.find_spec("llama_cpp") is not None
 
 
@@ -248,7 +247,7 @@ class LlamaCppBackend:
             self._llama = llama
             return
         try:
-            import llama_cpp
+            import llama_cpp  # optional extra: llama.cpp in process
         except ImportError as exc:
             raise NotConfigured(
                 "LOOKLOOP_LLAMA_CPP_MODEL_PATH is set but llama-cpp-python is not installed: "
@@ -268,7 +267,6 @@ class LlamaCppBackend:
 
     @property
     def model(self) -> str:
-
         return Path(self.model_path).name
 
     def _where(self) -> str:

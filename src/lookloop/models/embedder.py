@@ -52,7 +52,6 @@ def preprocess(images: list[np.ndarray], size: int) -> np.ndarray:
 
 
 def _weights_path(variant: str) -> Path:
-
     _, package, _ = _VARIANTS[variant]
     module = importlib.import_module(package)
     directory = Path(module.__file__ or "").parent / "models"

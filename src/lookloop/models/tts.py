@@ -43,7 +43,7 @@ def _has_cjk(text: str) -> bool:
 
 def chinese_to_pinyin(text: str, tones: bool = True) -> str:
     """Pinyin of Chinese text (tone numbers like ``ni3 hao3`` when ``tones``); other text passes through."""
-    from pypinyin import Style, lazy_pinyin
+    from pypinyin import Style, lazy_pinyin  # slow to import: loaded on first use
 
     style = Style.TONE3 if tones else Style.NORMAL
     return " ".join(lazy_pinyin(text, style=style, neutral_tone_with_five=tones, errors="default"))

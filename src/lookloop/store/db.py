@@ -39,7 +39,6 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config(url: str) -> Any:
-
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

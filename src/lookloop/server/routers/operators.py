@@ -175,7 +175,6 @@ def rollback(system: System, _: Operator) -> ModelsOut:
 @router.get("/loop", responses=_ERRORS,
             summary="The learning loop's curves: per model version accuracy, coverage and auto-answer error")
 def loop(system: System, _: Operator) -> dict[str, Any]:
-
     return loop_figures(system.serving)
 
 
