@@ -34,7 +34,8 @@ def test_healthz_and_openapi(client: TestClient) -> None:
 
 def test_ask_names_the_product_and_reads_back(client: TestClient, grocery) -> None:  # type: ignore[no-untyped-def]
     sample = next(i for i in small_val(grocery) if i.label == "Banana")
-    r = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("b.jpg", sample.path.read_bytes())})
+    r = client.post("/v1/asks", data={"question": "what is this?"},
+                    files={"image": ("b.jpg", sample.path.read_bytes())})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["answer"]["skill"] == "identify"
@@ -94,7 +95,8 @@ def test_pixel_limit_and_decompression_bomb(tmp_path: Path, small_system) -> Non
 def test_byte_limit(small_system) -> None:  # type: ignore[no-untyped-def]
     small_system.settings.max_image_bytes = 1000
     with TestClient(create_app(system=small_system, warm=False)) as c:
-        r = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.png", _png(300, 300) + b"0" * 2000)})
+        r = c.post("/v1/asks", data={"question": "what is this?"},
+                   files={"image": ("x.png", _png(300, 300) + b"0" * 2000)})
     assert r.status_code == 413 and "limit" in r.json()["detail"]
 
 

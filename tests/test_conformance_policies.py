@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from conformance_util import cases
 
-from lookloop.domain import Decision
-from lookloop.domain import PolicyDecision
+from lookloop.domain import Decision, PolicyDecision
 from lookloop.loop.policies import ConformalPolicy, EscalationPolicy, FixedThreshold, all_policies
 
 

@@ -38,8 +38,9 @@ def test_episode_label_and_catalogue_round_trip(
             CatalogItem(id="lime", name="Lime", price=4.9, barcode="7310865004703", images=(str(lime.iconic_image),)),
         ]
     )
-    assert system.import_labelled_images([LabelledImage(grocery.split("train")[0].path, "Banana")], source="import") == 1
-    assert system.import_labelled_images([LabelledImage(grocery.split("train")[0].path, "Banana")], source="import") == 0
+    banana = [LabelledImage(grocery.split("train")[0].path, "Banana")]
+    assert system.import_labelled_images(banana, source="import") == 1
+    assert system.import_labelled_images(banana, source="import") == 0
     system.build_identify()
     photo = next(i for i in grocery.split("val") if i.label == "Lime").path.read_bytes()
     record = system.ask("what is this?", photo, device_id="glasses-1")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lookloop import domain
 from lookloop.config import Settings, get_settings
 from lookloop.system import Lookloop
 
@@ -39,13 +40,9 @@ def make_progress() -> Progress:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0–100) by linear interpolation; NaN for no values."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return float(xs[lo] + (xs[hi] - xs[lo]) * (k - lo))
+    """A benchmark figure: ``lookloop.domain.percentile``, NaN when nothing was measured (JSON null)."""
+    found = domain.percentile(values, q)
+    return math.nan if found is None else found
 
 
 def write_json(path: Path | None, figures: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, case, func, or_, select, update
 
 from lookloop.config import Settings
-from lookloop.domain import AskRecord, as_utc, normalise_label, utcnow
+from lookloop.domain import AskRecord, ai_label, as_utc, normalise_label, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden, NotFound
 from lookloop.humans.accounts import Principal
 from lookloop.humans.tables import AccountRow, ReviewAnswerRow, ReviewItemRow
@@ -142,7 +142,7 @@ class ReviewQueue:
                 a = record.answer
                 row = ReviewItemRow(
                     ask_id=record.id, kind="ask", question=record.question, frame_sha=record.frame_sha,
-                    skill=a.skill, ai_answer=a.text, ai_label=str(a.result.get("label", a.text)),
+                    skill=a.skill, ai_answer=a.text, ai_label=ai_label(a.result, a.text),
                     confidence=a.confidence, candidates=[[c.label, c.score] for c in a.candidates][:10],
                     live=live, priority=float(self.priority_fn(record) if priority is None else priority),
                     status="open", needed=self.settings.review_consensus, created_at=self.clock(), reason=reason,
@@ -176,7 +176,7 @@ class ReviewQueue:
         a = record.answer
         return self.add_gold(
             question=record.question, frame_sha=record.frame_sha, answer=value, ai_answer=a.text,
-            ai_label=str(a.result.get("label", a.text)), confidence=a.confidence,
+            ai_label=ai_label(a.result, a.text), confidence=a.confidence,
             candidates=[(c.label, c.score) for c in a.candidates], skill=a.skill,
         )
 

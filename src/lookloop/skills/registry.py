@@ -15,9 +15,10 @@ from lookloop.skills.memory import RecallSkill, RememberSkill
 from lookloop.skills.notes import NoteService, NotesSkill
 from lookloop.skills.price import BarcodeReader, PriceSkill
 from lookloop.skills.read import ReadSkill
+from lookloop.skills.router import SKILL_INTENTS
 from lookloop.skills.translate import TranslateSkill
 
-SKILL_NAMES = ("identify", "price", "read", "translate", "remember", "recall", "notes", "colour", "describe")
+SKILL_NAMES = SKILL_INTENTS  # one list: a skill is named after the intent the router sends to it
 
 
 def default_skills(deps: SkillDeps, notes: NoteService) -> list[Skill]:
