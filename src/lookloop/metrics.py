@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from lookloop.domain import ai_label, as_utc, normalise_label, percentile, utcnow
 from lookloop.errors import BadInput
+from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow
 
 BucketName = Literal["hour", "day", "week"]
@@ -283,6 +284,15 @@ def compute_metrics(
     _fill(totals, facts, labels)
     return Metrics(since=since, until=until, bucket=bucket, points=points, totals=totals,
                    confusion=confusion(facts, top=top_classes))
+
+
+def metrics_between(
+    db: Database, since: str | None = None, until: str | None = None, *, bucket: str = "auto", top_classes: int = 12
+) -> Metrics:
+    """``compute_metrics`` over a window written as ``parse_when`` reads it (a date, an ISO time, or ``7d``)."""
+    with db.session() as s:
+        return compute_metrics(s, since=parse_when(since), until=parse_when(until), bucket=bucket,
+                               top_classes=top_classes)
 
 
 # -- plots (PNG, for reports) ------------------------------------------------------------------------------

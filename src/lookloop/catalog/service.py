@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select
 
 from lookloop.catalog.dataset import GroceryDataset, LabelledImage, grocery_catalog
 from lookloop.domain import CatalogItem, normalise_label
-from lookloop.errors import NotFound
+from lookloop.errors import Conflict, NotFound
 from lookloop.store.db import Database
 from lookloop.store.tables import CatalogItemRow, LabelRow
 
@@ -54,6 +55,29 @@ class Catalogue:
 
     def items(self) -> list[CatalogItem]:
         return sorted(self._items.values(), key=lambda i: i.name)
+
+    def search(self, text: str | None = None) -> list[CatalogItem]:
+        """The items whose name or coarse class holds ``text`` (any case); every item when it is empty."""
+        items = self.items()
+        if not text:
+            return items
+        needle = text.lower()
+        return [i for i in items if needle in i.name.lower() or needle in i.coarse_class.lower()]
+
+    def create(self, item: CatalogItem) -> CatalogItem:
+        """Adds a new item; Conflict when one with its id exists."""
+        if any(i.id == item.id for i in self.items()):
+            raise Conflict(f"catalogue item {item.id!r} exists; use PUT to change it")
+        self.upsert([item])
+        return self.get(item.id)
+
+    def put(self, item: CatalogItem) -> CatalogItem:
+        """Adds an item or replaces its details; a replaced item keeps its images."""
+        existing = next((i for i in self.items() if i.id == item.id), None)
+        if existing is not None:
+            item = replace(item, images=existing.images)
+        self.upsert([item])
+        return self.get(item.id)
 
     def get(self, item_id: str) -> CatalogItem:
         with self.db.session() as s:

@@ -13,7 +13,7 @@ import typer
 from lookloop.cli._shared import console, fail, open_system
 from lookloop.device.client import ClientError, GlassesClient, Pending
 from lookloop.errors import LookloopError
-from lookloop.server.schemas import AskOut
+from lookloop.server.schemas.asks import AskOut
 
 # How the SDK records a send that reached the server but got a status worth retrying (503 while it warms up …).
 _ANSWERED = re.compile(r"status (\d{3}): (.*)", re.DOTALL)

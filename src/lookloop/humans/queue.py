@@ -199,6 +199,13 @@ class ReviewQueue:
             row = s.scalars(select(ReviewItemRow).where(ReviewItemRow.ask_id == ask_id)).first()
             return _item(row) if row else None
 
+    def is_open_for_ask(self, ask_id: str) -> bool:
+        """Whether ``ask_id`` waits in the queue (open, or with an operator to decide)."""
+        with self.db.session() as s:
+            row = s.scalars(select(ReviewItemRow.id).where(
+                ReviewItemRow.ask_id == ask_id, ReviewItemRow.status.in_(("open", "operator")))).first()
+        return row is not None
+
     def counts(self) -> dict[str, int]:
         now = self.clock()
         with self.db.session() as s:

@@ -29,7 +29,7 @@ from lookloop.domain import Consent, Frame, Outcome, as_utc, utcnow
 from lookloop.errors import NotFound
 from lookloop.privacy.crypto import decrypt_bytes, encrypt_bytes, load_or_create_key, parse_key
 from lookloop.privacy.redact import default_redactor
-from lookloop.privacy.tables import RedactionRow
+from lookloop.privacy.tables import RedactionRow, RevealGrantRow
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore, write_atomic
 from lookloop.store.tables import AskRow
@@ -288,6 +288,11 @@ class FramePrivacy:
                 row.frame_sha, row.stage, list(row.regions or []), row.model_version, row.original_kept,
                 as_utc(row.original_expires_at) if row.original_expires_at else None,
             )
+
+    def reveal_granted(self, account_id: str) -> bool:
+        """Whether an operator gave ``account_id`` the reveal permission (``lookloop privacy grant-reveal``)."""
+        with self.db.session() as s:
+            return s.get(RevealGrantRow, account_id) is not None
 
     def reveal(self, sha: str) -> bytes:
         """The unredacted original (decrypted). The caller checks the permission and writes the audit entry."""

@@ -16,12 +16,19 @@ from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
 from lookloop.privacy.retention import install_purge
 from lookloop.server import ratelimit
-from lookloop.server.routers import asks, catalog, devices, operators, review, voice
+from lookloop.server.policies import Access
+from lookloop.server.routers import (
+    asks,
+    capabilities,
+    catalog,
+    devices,
+    operators,
+    pages,
+    privacy,
+    review,
+    voice,
+)
 from lookloop.server.routers import auth as auth_router
-from lookloop.server.routers import capabilities as capabilities_router
-from lookloop.server.routers import privacy as privacy_router
-from lookloop.server.routers.pages import mount_page_assets
-from lookloop.server.routers.review import mount_review_page
 from lookloop.system import Lookloop
 
 log = logging.getLogger("lookloop.server")
@@ -48,6 +55,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         lifespan=lifespan,
     )
     app.state.system = the_system
+    app.state.access = Access.of(the_system)  # who may do what: every router asks it
 
     @app.exception_handler(LookloopError)
     async def domain_error(_: Request, exc: LookloopError) -> JSONResponse:
@@ -70,24 +78,19 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model_version": the_system.model_version}
 
-
     app.include_router(devices.router)  # before asks: /v1/asks/{id}/feedback lives there
-
     app.include_router(voice.router)  # before asks: POST /v1/asks/voice, /v1/speech, /v1/tts
     voice.mount_simulator_page(app)  # /simulator
     app.include_router(asks.router)
     app.include_router(catalog.router)
-
-    app.include_router(capabilities_router.router)  # /v1/capabilities, /v1/notes, /v1/memory
+    app.include_router(capabilities.router)  # /v1/capabilities, /v1/notes, /v1/memory
     app.include_router(auth_router.router)
     app.include_router(review.router)
-    mount_review_page(app)
-    mount_page_assets(app)  # /pages/…: the pages' scripts and styles
-
+    review.mount_review_page(app)  # /review
+    pages.mount_page_assets(app)  # /pages/…: the pages' scripts and styles
     app.include_router(operators.router)
     operators.mount_dashboard_page(app)  # /dashboard
-
-    app.include_router(privacy_router.router)
+    app.include_router(privacy.router)
     ratelimit.install(app, settings)  # rate limits + audit of operators' writes
     install_purge(app)  # periodic purge of expired frames
     return app

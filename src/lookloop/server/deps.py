@@ -1,12 +1,26 @@
-"""Request dependencies shared by the routers."""
+"""Request dependencies shared by the routers: the running system, its access policy and its speech service."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi.requests import HTTPConnection
 
+from lookloop.server.policies import Access
+from lookloop.speech import SpeechService
 from lookloop.system import Lookloop
 
 
-def get_system(request: Request) -> Lookloop:
-    system: Lookloop = request.app.state.system
+def get_system(connection: HTTPConnection) -> Lookloop:
+    system: Lookloop = connection.app.state.system
     return system
+
+
+def get_access(connection: HTTPConnection) -> Access:
+    access: Access = connection.app.state.access
+    return access
+
+
+
+async def speech_service(connection: HTTPConnection) -> SpeechService:
+    """The running system's speech service (no thread needed to look it up)."""
+    system: Lookloop = connection.app.state.system
+    return system.speech

@@ -189,6 +189,9 @@ class NoteService:
     def get(self, note_id: str) -> NoteSession:
         return self.store.get(note_id)
 
+    def delete(self, note_id: str) -> None:
+        self.store.delete(note_id)
+
     def summarise(self, note_id: str, *, close: bool = False, max_sentences: int = 5) -> tuple[NoteSession, Summary]:
         note = self.store.get(note_id)
         if note.summary is not None and not close:

@@ -8,18 +8,19 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from lookloop.errors import Forbidden, NotFound, TooLarge
-from lookloop.server.auth import Principal, ask_device_id, check_ask_access, current_principal, require
-from lookloop.server.deps import get_system
-from lookloop.server.schemas import AskOut, ErrorOut, LabelIn, RouteIn, RouteOut
+from lookloop.errors import NotFound, TooLarge
+from lookloop.server.auth import Principal, current_principal
+from lookloop.server.deps import get_access, get_system
+from lookloop.server.policies import Access, require
+from lookloop.server.schemas.asks import AskOut, LabelIn, RouteIn, RouteOut
+from lookloop.server.schemas.errors import error_responses
 from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1/asks", tags=["asks"])
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422)
-}
+_ERRORS = error_responses(400, 404, 413, 415, 422)
 
 System = Annotated[Lookloop, Depends(get_system)]
+Policy = Annotated[Access, Depends(get_access)]
 Caller = Annotated[Principal | None, Depends(current_principal)]
 
 
@@ -33,6 +34,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 @router.post("", response_model=AskOut, responses=_ERRORS, summary="Ask about what the wearer sees")
 async def create_ask(
     system: System,
+    access: Policy,
     caller: Caller,
     question: Annotated[str, Form(description="What the wearer asked, e.g. 'what is this?'")],
     image: Annotated[UploadFile | None, File(description="The camera frame (JPEG, PNG, WebP)")] = None,
@@ -40,7 +42,7 @@ async def create_ask(
     skill: Annotated[str | None, Form(max_length=32)] = None,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> AskOut:
-    device_id = ask_device_id(system, caller, device_id)
+    device_id = access.ask_device(caller, device_id)
     data = await _read_limited(image, system.settings.max_image_bytes) if image is not None else None
     record = await run_in_threadpool(
         system.ask, question, data, device_id=device_id, idempotency_key=idempotency_key, skill=skill
@@ -51,47 +53,35 @@ async def create_ask(
 @router.get("", response_model=list[AskOut])
 def list_asks(
     system: System,
+    access: Policy,
     caller: Annotated[Principal, Depends(require("wearer", "operator"))],
     device_id: str | None = None,
     outcome: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[AskOut]:
-    if caller.kind == "device":
-        if device_id not in (None, caller.device_id):
-            raise Forbidden("a device lists only its own asks")
-        device_id = caller.device_id
+    device_id = access.listed_device(caller, device_id)
     return [AskOut.of(r) for r in system.list_asks(device_id=device_id, outcome=outcome, limit=limit)]
 
 
 @router.get("/{ask_id}", response_model=AskOut, responses=_ERRORS)
-def get_ask(system: System, caller: Caller, ask_id: str) -> AskOut:
-    record = system.get_ask(ask_id)
-    check_ask_access(system, caller, record.device_id, record.id)
-    return AskOut.of(record)
+def get_ask(system: System, access: Policy, caller: Caller, ask_id: str) -> AskOut:
+    return AskOut.of(access.read_ask(caller, system.get_ask(ask_id)))
 
 
 @router.get("/{ask_id}/frame", responses=_ERRORS, response_class=Response)
-def get_frame(system: System, caller: Caller, ask_id: str) -> Response:
-    record = system.get_ask(ask_id)
-    check_ask_access(system, caller, record.device_id, record.id)
+def get_frame(system: System, access: Policy, caller: Caller, ask_id: str) -> Response:
+    record = access.read_ask(caller, system.get_ask(ask_id))
     if record.frame_sha is None:
-
         raise NotFound("this ask has no frame")
     return Response(system.frame_bytes(record.frame_sha), media_type="image/jpeg")
 
 
 @router.post("/{ask_id}/labels", response_model=AskOut, responses=_ERRORS, summary="Give the right answer")
 def label_ask(
-    system: System, caller: Caller, ask_id: str, body: LabelIn,
+    system: System, access: Policy, caller: Caller, ask_id: str, body: LabelIn,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> AskOut:
-    record = system.get_ask(ask_id)
-    check_ask_access(system, caller, record.device_id, record.id)
-    if body.source == "wearer":
-        if caller is not None and caller.kind == "account" and not caller.allows("operator"):
-            raise Forbidden("the wearer's own labels come from the wearer's device")
-    elif caller is None or not caller.allows("reviewer"):
-        raise Forbidden(f"labels with source {body.source!r} need a reviewer or operator")
+    access.label_ask(caller, system.get_ask(ask_id), body.source)
     return AskOut.of(system.add_label(
         ask_id, body.value, source=body.source, author=caller.author if caller else "",
         idempotency_key=idempotency_key,

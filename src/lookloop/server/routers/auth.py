@@ -7,15 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from lookloop.humans.schemas import LoginIn, LoginOut, MeOut
-from lookloop.server.auth import Principal, bearer_token, require
+from lookloop.server.auth import Principal, bearer_token
 from lookloop.server.deps import get_system
-from lookloop.server.schemas import ErrorOut
+from lookloop.server.policies import require
+from lookloop.server.schemas.errors import error_responses
+from lookloop.server.schemas.humans import LoginIn, LoginOut, MeOut
 from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 System = Annotated[Lookloop, Depends(get_system)]
-_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 422)}
+_ERRORS = error_responses(401, 403, 422)
 
 
 @router.post("/login", response_model=LoginOut, responses=_ERRORS, summary="Reviewer/operator sign-in")

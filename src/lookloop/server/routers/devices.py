@@ -11,53 +11,50 @@ from fastapi import APIRouter, Depends, Header, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from lookloop.errors import Forbidden, LookloopError
+from lookloop.errors import LookloopError
 from lookloop.humans.live import relay
-from lookloop.humans.schemas import FeedbackIn, FeedbackOut
-from lookloop.server.auth import Principal, current_principal, require, websocket_principal
-from lookloop.server.deps import get_system
-from lookloop.server.schemas import ErrorOut
+from lookloop.server.auth import Principal, current_principal, websocket_principal
+from lookloop.server.deps import get_access, get_system
+from lookloop.server.policies import Access, require
+from lookloop.server.schemas.errors import error_responses
+from lookloop.server.schemas.humans import FeedbackIn, FeedbackOut
 from lookloop.system import Lookloop
 
 router = APIRouter(tags=["devices"])
 System = Annotated[Lookloop, Depends(get_system)]
-_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+Policy = Annotated[Access, Depends(get_access)]
+_ERRORS = error_responses(401, 403, 404, 422)
 KEEPALIVE_S = 15.0
 
 
 @router.websocket("/v1/devices/stream")
-async def device_stream(websocket: WebSocket) -> None:
+async def device_stream(websocket: WebSocket, system: System, access: Policy) -> None:
     """The wearer's stream: {"type": "answer", …} when a human answers, {"type": "status", …} meanwhile."""
-    system: Lookloop = websocket.app.state.system
     try:
-        principal = await run_in_threadpool(websocket_principal, websocket, "wearer")
+        principal = Access.stream_role(await run_in_threadpool(websocket_principal, websocket), "wearer")
+        device_id = access.stream_device(principal)
     except LookloopError as exc:
         await websocket.close(code=4401 if exc.status_code == 401 else 4403, reason=exc.message)
-        return
-    if principal.device_id is None:
-        await websocket.close(code=4403, reason="the stream belongs to a device token")
         return
     hub = system.humans.hub
     hub.bind(asyncio.get_running_loop())
     await websocket.accept()
-    queue = hub.subscribe_wearer(principal.device_id)
-    await websocket.send_json({"type": "hello", "device_id": principal.device_id})
+    queue = hub.subscribe_wearer(device_id)
+    await websocket.send_json({"type": "hello", "device_id": device_id})
 
     try:
         await relay(websocket, queue)
     finally:
-        hub.unsubscribe_wearer(principal.device_id, queue)
+        hub.unsubscribe_wearer(device_id, queue)
 
 
 @router.get("/v1/devices/stream/sse", responses=_ERRORS, response_class=StreamingResponse,
             summary="The wearer's stream as server-sent events (Authorization: Bearer dev_…)")
-async def device_stream_sse(request: Request,
+async def device_stream_sse(request: Request, system: System, access: Policy,
                             principal: Annotated[Principal, Depends(require("wearer"))]) -> StreamingResponse:
-    if principal.kind != "device" or principal.device_id is None:
-        raise Forbidden("the stream belongs to a device token")
-    hub = request.app.state.system.humans.hub
+    device_id = access.stream_device(principal)
+    hub = system.humans.hub
     hub.bind(asyncio.get_running_loop())
-    device_id = principal.device_id
     queue = hub.subscribe_wearer(device_id)
 
     async def events() -> AsyncIterator[str]:
@@ -78,19 +75,10 @@ async def device_stream_sse(request: Request,
 
 @router.post("/v1/asks/{ask_id}/feedback", response_model=FeedbackOut, status_code=201, responses=_ERRORS,
              tags=["asks"], summary="The wearer says whether an answer was right (with an optional correction)")
-def give_feedback(system: System, ask_id: str, body: FeedbackIn,
+def give_feedback(system: System, access: Policy, ask_id: str, body: FeedbackIn,
                   principal: Annotated[Principal | None, Depends(current_principal)],
                   idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> FeedbackOut:
-    record = system.get_ask(ask_id)
-    if principal is None or principal.kind != "device":
-        # An anonymous ask's id is its capability; everyone else speaks for their own device only.
-        if record.device_id != "anonymous" or (principal is not None and not principal.allows("operator")):
-            raise Forbidden("only the device that asked may give feedback on this answer")
-        device_id = "anonymous" if principal is None else principal.author
-    else:
-        if principal.device_id != record.device_id:
-            raise Forbidden("only the device that asked may give feedback on this answer")
-        device_id = principal.device_id
+    device_id = access.feedback_device(principal, system.get_ask(ask_id))
     info = system.humans.feedback.give(
         ask_id, body.verdict, device_id=device_id, correction=body.correction, idempotency_key=idempotency_key
     )

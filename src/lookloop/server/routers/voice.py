@@ -11,59 +11,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
 
-from lookloop.errors import TooLarge, Unauthorized
-from lookloop.server.auth import Principal, ask_device_id, current_principal
-from lookloop.server.deps import get_system
-from lookloop.server.schemas import AskOut, ErrorOut
+from lookloop.errors import TooLarge
+from lookloop.server.auth import Principal, current_principal
+from lookloop.server.deps import get_access, get_system, speech_service
+from lookloop.server.policies import Access
+from lookloop.server.schemas.errors import error_responses
+from lookloop.server.schemas.voice import SpeakIn, VoiceAskOut
 from lookloop.speech import SpeechService, parse_language
 from lookloop.system import Lookloop
 
-
-async def speech_service(request: Request) -> SpeechService:
-    """The running system's speech service."""
-    system: Lookloop = request.app.state.system
-    return system.speech
-
-
 router = APIRouter(tags=["voice"])
 System = Annotated[Lookloop, Depends(get_system)]
+Policy = Annotated[Access, Depends(get_access)]
 Caller = Annotated[Principal | None, Depends(current_principal)]
 Speech = Annotated[SpeechService, Depends(speech_service)]
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (401, 403, 404, 413, 415, 422, 503)
-}
+_ERRORS = error_responses(401, 403, 404, 413, 415, 422, 503)
 _PAGES = Path(__file__).resolve().parents[1] / "pages"
 MAX_AUDIO_BYTES = 16 * 1024 * 1024
-
-
-# -- schemas ------------------------------------------------------------------------------------------
-
-
-class TranscriptOut(BaseModel):
-    text: str
-    language: str
-    duration_s: float = Field(description="Length of the uploaded clip.")
-    speech_s: float = Field(description="Length of the speech in it (VAD).")
-
-
-class VoiceAskOut(BaseModel):
-    ask: AskOut
-    transcript: TranscriptOut
-    audio_url: str | None = Field(description="The spoken answer (WAV, streamed); expires after 10 minutes.")
-    timings_ms: dict[str, float]
-
-
-class SpeakIn(BaseModel):
-    text: str = Field(min_length=1, max_length=2000)
-    language: str = Field(default="en", pattern="^(en|zh)$")
-
-
-# -- handlers -----------------------------------------------------------------------------------------
 
 
 async def _read(upload: UploadFile, limit: int, what: str) -> bytes:
@@ -81,6 +49,7 @@ def _streamed(audio: Iterator[bytes]) -> StreamingResponse:
              summary="Ask by voice: an audio clip (WAV, WebM, Ogg) and the camera frame; the answer is spoken")
 async def voice_ask(
     system: System,
+    access: Policy,
     speech: Speech,
     caller: Caller,
     audio: Annotated[UploadFile, File(description="The spoken question: WAV, WebM/Opus, Ogg, MP3")],
@@ -93,7 +62,7 @@ async def voice_ask(
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> VoiceAskOut:
     lang = parse_language(language)
-    who = ask_device_id(system, caller, device_id)
+    who = access.ask_device(caller, device_id)
     clip = await _read(audio, MAX_AUDIO_BYTES, "audio clip")
     frame = await _read(image, system.settings.max_image_bytes, "image") if image is not None else None
     record, heard = await run_in_threadpool(
@@ -101,13 +70,7 @@ async def voice_ask(
         idempotency_key=idempotency_key, skill=skill,
     )
     audio_url = f"/v1/speech/{speech.speak_answer(record.final_answer or record.answer.text)}" if speak else None
-    return VoiceAskOut(
-        ask=AskOut.of(record),
-        transcript=TranscriptOut(text=heard.text, language=heard.language, duration_s=heard.duration_s,
-                                 speech_s=heard.speech_s),
-        audio_url=audio_url,
-        timings_ms={k: round(v, 1) for k, v in heard.timings_ms.items()},
-    )
+    return VoiceAskOut.of(record, heard, audio_url)
 
 
 @router.get("/v1/speech/{token}", responses=_ERRORS, response_class=StreamingResponse,
@@ -116,26 +79,21 @@ async def get_speech(speech: Speech, token: str) -> StreamingResponse:
     return _streamed(await run_in_threadpool(speech.audio, token))
 
 
-def _check_speaker(system: Lookloop, caller: Principal | None) -> None:
-    if caller is None and not system.settings.allow_anonymous_asks:
-        raise Unauthorized("speech needs a token: send 'Authorization: Bearer <token>'")
-
-
 @router.get("/v1/tts", responses=_ERRORS, response_class=StreamingResponse,
             summary="Speak a text (WAV, streamed): e.g. a late human answer")
 async def tts_get(
-    system: System, speech: Speech, caller: Caller,
+    access: Policy, speech: Speech, caller: Caller,
     text: Annotated[str, Query(min_length=1, max_length=2000)],
     language: Annotated[str, Query(pattern="^(en|zh)$")] = "en",
 ) -> StreamingResponse:
-    _check_speaker(system, caller)
+    access.speak(caller)
     return _streamed(await run_in_threadpool(speech.say, text, language))
 
 
 @router.post("/v1/tts", responses=_ERRORS, response_class=StreamingResponse,
              summary="Speak a text (WAV, streamed)")
-async def tts_post(system: System, speech: Speech, caller: Caller, body: SpeakIn) -> StreamingResponse:
-    _check_speaker(system, caller)
+async def tts_post(access: Policy, speech: Speech, caller: Caller, body: SpeakIn) -> StreamingResponse:
+    access.speak(caller)
     return _streamed(await run_in_threadpool(speech.say, body.text, body.language))
 
 

@@ -1,4 +1,4 @@
-"""API schemas of the human loop (kept apart from the tables)."""
+"""The human loop over HTTP: sign-in and who am I, the review queue, and the wearer's feedback on answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 from lookloop.humans.accounts import Principal
 from lookloop.humans.feedback import FeedbackInfo
-from lookloop.humans.queue import ReviewerStats
+from lookloop.humans.queue import QueueItem, ReviewerStats
+from lookloop.humans.runtime import item_event
 
 
 class LoginIn(BaseModel):
@@ -57,6 +58,11 @@ class ReviewItemOut(BaseModel):
     status: str
     lock_expires_at: str | None = None
     created_at: str
+
+    @classmethod
+    def of(cls, item: QueueItem) -> ReviewItemOut:
+        """The item as reviewers see it: the same shape the live hub pushes over the socket."""
+        return cls.model_validate(item_event(item))
 
 
 class ReviewAnswerIn(BaseModel):

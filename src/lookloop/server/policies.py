@@ -1,0 +1,243 @@
+"""Who may do what over HTTP: every authorisation rule of the API, in one place.
+
+``server/auth.py`` says who is calling (a token → a ``Principal``); this module says what that caller may
+do. Routers load what a request is about, hand it to ``Access`` and call a service with what comes back:
+they never compare roles or device ids themselves.
+
+Each rule raises the error the API has always answered with:
+
+* ``Unauthorized`` (401): no token where one is needed;
+* ``Forbidden`` (403): a known caller who may not do this;
+* ``NotFound`` (404): a stranger reading someone's data learns nothing about whether it exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from fastapi import Request
+
+from lookloop.config import Settings
+from lookloop.domain import AskRecord
+from lookloop.errors import BadInput, Forbidden, NotFound, Unauthorized
+from lookloop.humans.accounts import ROLES, Principal
+from lookloop.memory.store import NoteSession
+from lookloop.privacy import audit
+from lookloop.server.auth import current_principal
+from lookloop.store.db import Database
+from lookloop.system import Lookloop
+
+__all__ = ["Access", "require"]
+
+ANONYMOUS = "anonymous"  # the device id of asks and notes sent without a token
+
+
+class WearerDevices(Protocol):
+    def devices_of_wearer(self, wearer_id: str) -> list[str]: ...
+
+
+class OpenReviews(Protocol):
+    def is_open_for_ask(self, ask_id: str) -> bool: ...
+
+
+class RevealGrants(Protocol):
+    def reveal_granted(self, account_id: str) -> bool: ...
+
+
+class Access:
+    """The access policy. Role gates are static (they need only the caller); the rest need a little state:
+    which devices a wearer owns, what waits in the review queue, who was granted the reveal permission."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        wearers: WearerDevices,
+        reviews: OpenReviews,
+        grants: RevealGrants,
+        audit_db: Database,
+    ) -> None:
+        self.settings = settings
+        self.wearers = wearers
+        self.reviews = reviews
+        self.grants = grants
+        self.audit_db = audit_db  # refused reveals are audited too
+
+    @classmethod
+    def of(cls, system: Lookloop) -> Access:
+        return cls(system.settings, wearers=system.humans.accounts, reviews=system.humans.queue,
+                   grants=system.privacy, audit_db=system.db)
+
+    # -- roles --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def role(principal: Principal | None, roles: tuple[str, ...]) -> Principal:
+        """The caller when signed in with one of ``roles``; an operator passes every reviewer check."""
+        if principal is None:
+            raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
+        if not principal.allows(*roles):
+            raise Forbidden(f"this needs the role {' or '.join(roles)}; you are {principal.role}")
+        return principal
+
+    @staticmethod
+    def stream_role(principal: Principal, *roles: str) -> Principal:
+        """The role gate of a WebSocket stream (its caller is already known: sockets carry ``?token=``)."""
+        if roles and not principal.allows(*roles):
+            raise Forbidden(f"this stream needs the role {' or '.join(roles)}")
+        return principal
+
+    # -- asks ---------------------------------------------------------------------------------------------
+
+    def ask_device(self, principal: Principal | None, requested: str | None) -> str:
+        """The device an ask (or a note) is recorded under: the token's device, an operator's choice, or
+        'anonymous'."""
+        if principal is None:
+            if not self.settings.allow_anonymous_asks:
+                raise Unauthorized("asks need a device token: send 'Authorization: Bearer dev_…'")
+            return ANONYMOUS
+        if principal.kind == "device":
+            assert principal.device_id is not None
+            if requested not in (None, "", ANONYMOUS, principal.device_id):
+                raise Forbidden("a device asks only as itself")
+            return principal.device_id
+        if principal.allows("operator"):
+            return requested or ANONYMOUS
+        raise Forbidden("reviewers do not ask; use a device token")
+
+    def listed_device(self, principal: Principal, requested: str | None) -> str | None:
+        """Whose asks a listing shows: a device only its own; an operator whichever it asks for (None: all)."""
+        if principal.kind == "device":
+            if requested not in (None, principal.device_id):
+                raise Forbidden("a device lists only its own asks")
+            return principal.device_id
+        return requested
+
+    def read_ask(self, principal: Principal | None, record: AskRecord) -> AskRecord:
+        """Who may read an ask: anyone holding an anonymous ask's id, its wearer's devices, operators, and
+        reviewers while the ask waits in the review queue."""
+        if record.device_id == ANONYMOUS:
+            return record
+        if principal is None:
+            raise Unauthorized("sign in to read this ask")
+        if principal.kind == "account" and principal.allows("operator"):
+            return record
+        if principal.kind == "account" and principal.allows("reviewer") and self.reviews.is_open_for_ask(record.id):
+            return record  # reviewers see only what the queue gives them (and frames only redacted)
+        if principal.device_id == record.device_id:
+            return record
+        if self._wearer_owns(principal, record.device_id):
+            return record
+        # Not 403: a stranger learns nothing about whether the id exists.
+        raise NotFound("no such ask")
+
+    def label_ask(self, principal: Principal | None, record: AskRecord, source: str) -> AskRecord:
+        """Who may label a readable ask: the wearer's labels come from the wearer's devices (or an operator);
+        every other source needs a reviewer or an operator."""
+        self.read_ask(principal, record)
+        if source == "wearer":
+            if principal is not None and principal.kind == "account" and not principal.allows("operator"):
+                raise Forbidden("the wearer's own labels come from the wearer's device")
+        elif principal is None or not principal.allows("reviewer"):
+            raise Forbidden(f"labels with source {source!r} need a reviewer or operator")
+        return record
+
+    def feedback_device(self, principal: Principal | None, record: AskRecord) -> str:
+        """Who the feedback on an answer is from; only the device that asked may give it. An anonymous ask's
+        id is its capability (anyone holding it, or an operator); everyone else speaks for their own device."""
+        if principal is None or principal.kind != "device":
+            if record.device_id != ANONYMOUS or (principal is not None and not principal.allows("operator")):
+                raise Forbidden("only the device that asked may give feedback on this answer")
+            return ANONYMOUS if principal is None else principal.author
+        if principal.device_id is None or principal.device_id != record.device_id:
+            raise Forbidden("only the device that asked may give feedback on this answer")
+        return principal.device_id
+
+    # -- the wearer's devices -----------------------------------------------------------------------------
+
+    def stream_device(self, principal: Principal) -> str:
+        """The device whose answer stream a wearer's caller opens: the stream belongs to a device token."""
+        if principal.kind != "device" or principal.device_id is None:
+            raise Forbidden("the stream belongs to a device token")
+        return principal.device_id
+
+    def memory_device(self, principal: Principal | None) -> str:
+        """Memories belong to a device: only its own token lists or forgets them."""
+        if principal is None or principal.kind != "device" or not principal.device_id:
+            raise Unauthorized("memories belong to a device: send 'Authorization: Bearer dev_…'")
+        return principal.device_id
+
+    def read_note(self, principal: Principal | None, note: NoteSession) -> NoteSession:
+        """Anonymous notes: whoever holds the 128-bit id. A wearer's notes: their devices and operators only."""
+        if note.device_id == ANONYMOUS:
+            return note
+        if principal is not None:
+            if principal.allows("operator") or principal.device_id == note.device_id:
+                return note
+            if self._wearer_owns(principal, note.device_id):
+                return note
+        raise NotFound(f"no note session {note.id!r}")
+
+    def speak(self, principal: Principal | None) -> None:
+        """Speech out takes a token unless anonymous asks are allowed."""
+        if principal is None and not self.settings.allow_anonymous_asks:
+            raise Unauthorized("speech needs a token: send 'Authorization: Bearer <token>'")
+
+    # -- privacy ------------------------------------------------------------------------------------------
+
+    def wearer(self, principal: Principal) -> str:
+        """The wearer whose consent and data a device's caller manages."""
+        if not principal.wearer_id:
+            raise Forbidden("this device belongs to no wearer")
+        return principal.wearer_id
+
+    def deletable_wearer(self, wearer_id: str) -> str:
+        """A wearer an operator may delete the data of: anonymous asks belong to nobody."""
+        if wearer_id == ANONYMOUS:
+            raise BadInput("anonymous asks belong to nobody")
+        return wearer_id
+
+    def queued_ask(self, principal: Principal, record: AskRecord) -> AskRecord:
+        """Frames' redactions and originals: reviewers see only asks waiting in the queue; operators any."""
+        if principal.role != "operator" and record.outcome != "escalated":
+            raise NotFound("no such ask in the review queue")
+        return record
+
+    def may_reveal(self, principal: Principal) -> bool:
+        """Operators, and accounts an operator granted the reveal permission (``lookloop privacy grant-reveal``)."""
+        if principal.role == "operator":
+            return True
+        if principal.kind != "account" or not principal.account_id:
+            return False
+        return self.grants.reveal_granted(principal.account_id)
+
+    def reveal(self, principal: Principal, ask_id: str) -> None:
+        """Revealing an unredacted frame needs the reveal permission; a refusal is audited too."""
+        if not self.may_reveal(principal):
+            actor, role = audit.actor_of(principal)
+            audit.record(self.audit_db, actor=actor, role=role, action="privacy.reveal_denied", target=f"ask:{ask_id}")
+            raise Forbidden("revealing an unredacted frame needs the reveal permission")
+
+    # -- the review queue ---------------------------------------------------------------------------------
+
+    def stats_scope(self, principal: Principal) -> str | None:
+        """Whose reviewer stats a caller sees: operators everyone's (None), reviewers their own."""
+        return None if principal.allows("operator") else principal.account_id
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    def _wearer_owns(self, principal: Principal, device_id: str) -> bool:
+        if not principal.wearer_id:
+            return False
+        return device_id in self.wearers.devices_of_wearer(principal.wearer_id)
+
+
+def require(*roles: str) -> Callable[[Request], Principal]:
+    """A dependency that admits only callers holding one of ``roles`` (any signed-in caller without roles)."""
+    allowed = roles or ROLES
+
+    def dependency(request: Request) -> Principal:
+        return Access.role(current_principal(request), allowed)
+
+    dependency.__name__ = f"require_{'_'.join(allowed)}"
+    return dependency

@@ -1,0 +1,96 @@
+"""The operator API behind the dashboard: metrics over time, confusion, model versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from lookloop.loop.registry import ModelVersion
+
+
+class PointOut(BaseModel):
+    start: dt.datetime
+    asks: int
+    ai_answered: int
+    escalated: int
+    coverage: float | None = Field(description="Share of asks the AI answered on its own.")
+    escalation_rate: float | None
+    labelled: int
+    correct: int
+    accuracy: float | None = Field(description="Share of labelled asks whose AI guess equals the label.")
+    auto_labelled: int
+    auto_correct: int
+    auto_accuracy: float | None = Field(description="Accuracy over the asks answered without a human.")
+    human_answered: int
+    human_answer_p50_s: float | None
+    human_answer_p95_s: float | None
+    labels_spent: int = Field(description="Labels people produced (not imports, not wearer feedback).")
+    labels_by_source: dict[str, int]
+
+
+class ClassStatsOut(BaseModel):
+    label: str
+    support: int
+    recall: float | None
+    precision: float | None
+
+
+class ConfusionOut(BaseModel):
+    classes: list[str] = Field(description="Row and column order; rare classes fold into '(other)'.")
+    matrix: list[list[int]] = Field(description="matrix[label][ai_guess] counts.")
+    per_class: list[ClassStatsOut]
+    total: int
+
+
+class MetricsOut(BaseModel):
+    since: dt.datetime
+    until: dt.datetime
+    bucket: str
+    points: list[PointOut]
+    totals: PointOut
+    confusion: ConfusionOut
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    serving: bool = False
+    created_at: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, version: ModelVersion, serving: str) -> ModelVersionOut:
+        raw = version.as_dict()
+        info = {k: v for k, v in raw.items() if k not in ("id", "created_at", "metrics", "serving")
+                and isinstance(v, str | int | float | bool | None)}
+        return cls(
+            version=version.id,
+            serving=version.serving or version.id == serving,
+            created_at=version.created_at.isoformat(),
+            metrics=dict(version.metrics or {}),
+            info=info,
+        )
+
+
+class ModelsOut(BaseModel):
+    serving: str
+    registry: bool = Field(description="Whether a model registry is installed (versions are listed from it).")
+    actions: bool = Field(description="Whether promote and rollback are available here.")
+    versions: list[ModelVersionOut]
+
+    @classmethod
+    def of(cls, serving: str, versions: list[ModelVersion]) -> ModelsOut:
+        """The registered versions; the serving one first as 'not registered' when the registry lacks it."""
+        entries = [ModelVersionOut.of(v, serving) for v in versions]
+        if not any(v.serving for v in entries):
+            entries.insert(0, ModelVersionOut(version=serving, serving=True, info={"note": "serving (not registered)"}))
+        return cls(serving=serving, registry=True, actions=True, versions=entries)
+
+
+class OperatorSummaryOut(BaseModel):
+    metrics: MetricsOut
+    reviewers: list[dict[str, Any]]
+    queue: dict[str, int]
+    models: ModelsOut
