@@ -22,6 +22,7 @@ from lookloop.domain import (
     Decision,
     Frame,
     Outcome,
+    clean_text,
     display,
     utcnow,
     without_human_review,
@@ -124,9 +125,9 @@ class AskService:
         self._audit_rng = audit_rng or random.Random()
 
     def validate_question(self, question: str) -> str:
-        q = (question or "").strip()
+        q = clean_text(question)  # NUL, escape codes and zero-width characters are never stored
         if not q:
-            raise BadInput("the question is empty")
+            raise BadInput("the question is empty (after removing control and invisible characters)")
         if len(q) > self.settings.max_question_chars:
             raise BadInput(f"the question is longer than {self.settings.max_question_chars} characters")
         return q
