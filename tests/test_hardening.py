@@ -74,3 +74,21 @@ def test_decoding_a_6000px_png_stays_within_its_memory_budget(tmp_path: Path) ->
     grown_mb, width, height = (int(v) for v in out.stdout.split())
     assert (width, height) == (MAX_FRAME_SIDE, MAX_FRAME_SIDE)
     assert grown_mb < 200, f"decoding grew the process by {grown_mb} MB"
+
+
+def test_dictated_notes_stay_with_the_wearer(small_system: Lookloop) -> None:
+    device, _ = small_system.humans.accounts.add_device("nora", "glasses")
+    started = small_system.ask("take notes", None, device_id=device.id)
+    assert started.answer.skill == "notes" and started.answer.result.get("started")
+    said = ["The budget for the garden is twelve thousand crowns.", "Anna orders the seeds on Monday."]
+    for sentence in said:
+        record = small_system.ask(sentence, None, device_id=device.id)
+        assert record.answer.skill == "notes" and record.answer.decision.value == "answer", record.answer
+        assert small_system.humans.queue.for_ask(record.id) is None  # no stranger reads it
+    summary = small_system.ask("summarise my notes", None, device_id=device.id)
+    assert "Nothing was noted" not in summary.answer.text
+    assert "budget" in summary.answer.text.lower() or "seeds" in summary.answer.text.lower()
+    # Once the session is closed, an out-of-scope question goes to a helper again, and says so.
+    small_system.ask("stop taking notes and summarise", None, device_id=device.id)
+    later = small_system.ask("tell me a joke about gardens", None, device_id=device.id)
+    assert later.answer.decision.value == "escalate" and "helper" in later.answer.text

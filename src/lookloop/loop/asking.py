@@ -112,6 +112,7 @@ class AskService:
         consent: ConsentLookup,
         frames: FrameKeeper,
         hooks: Hooks,
+        dictating: Callable[[str], bool] = lambda device_id: False,
         audit_rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -122,6 +123,7 @@ class AskService:
         self.consent = consent
         self.frames = frames
         self.hooks = hooks
+        self._dictating = dictating
         self._audit_rng = audit_rng or random.Random()
 
     def validate_question(self, question: str) -> str:
@@ -155,6 +157,8 @@ class AskService:
         )
         skills = self._skills()
         name = skill or self._route(q, frame is not None)
+        if name is None and self._dictating(device_id):
+            name = "notes"  # a sentence said while taking notes is dictation: it stays with the wearer
         if name is None:
             name = HandToHuman.name  # out of scope: a person answers rather than a wrong skill
         if name not in skills:
