@@ -171,7 +171,7 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
         privacy.release_for_ask(ask_id)
 
     hooks.labelled.append(release_frame)
-    deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry)
+    deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry, routing=routing)
     speech = SpeechService(settings)  # voice asks; spoken answers live as long as the system
     return System(settings=settings, db=db, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
