@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from privacy_util import add_device, face_photo, product_photo, system_for
@@ -121,3 +122,48 @@ def test_delete_my_data_over_http(system: Any, grocery: GroceryDataset) -> None:
                           headers={"Authorization": f"Bearer {b_token}"}).status_code == 422
         assert system.consent.for_device(b_dev).training_use is False
         assert system.consent.for_device(a_dev).training_use is True
+
+
+def test_deletion_reaches_every_derived_store(system: Any, grocery: GroceryDataset) -> None:
+    """Router corrections, idempotency receipts, audit references and marked versions (each missed before)."""
+    from lookloop.loop.registry import GateRefused
+    from lookloop.loop.training import train_versions
+    from lookloop.privacy import audit
+    from lookloop.privacy.deletion import pseudonym
+    from lookloop.store.tables import IdempotencyRow
+
+    a_dev, a_wearer, _ = add_device(system, "ann")
+    b_dev, _, _ = add_device(system, "bob")
+    secret = "my locker code is 4242, what is this"
+    said = system.ask(secret, product_photo(grocery, "Banana", 0), device_id=a_dev, skill="identify")
+    system.correct_route(secret, "identify")  # the router now remembers her words
+    system.add_label(said.id, "Banana", source="human", idempotency_key="ann-label-1")
+    for label, i in (("Banana", 1), ("Banana", 2), ("Granny-Smith", 0)):
+        r = system.ask("what is this?", product_photo(grocery, label, i), device_id=a_dev)
+        system.add_label(r.id, label, source="human")
+    theirs = system.ask("what is this?", product_photo(grocery, "Cucumber", 0), device_id=b_dev)
+    system.add_label(theirs.id, "Cucumber", source="human")
+    audit.record(system.db, actor="op", role="operator", action="privacy.reveal", target=f"ask:{said.id}",
+                 path=f"/v1/asks/{said.id}/frame/original")
+    trained = train_versions(system.serving, holdout=0.3, promote=False).versions[0]
+    assert f"ask:{said.id}" in system.registry.label_keys(trained.id)
+    corrections = system.routing.corrections_path
+
+    def remembered() -> str:
+        with np.load(corrections, allow_pickle=False) as saved:
+            return bytes(saved["meta"]).decode()
+
+    assert secret in remembered()
+
+    report = system.deletion.delete_wearer_data(a_wearer, actor="test")
+
+    assert report.router_corrections == 1 and secret not in remembered()
+    with system.db.session() as s:
+        assert s.get(IdempotencyRow, "label:ann-label-1") is None
+        rows = s.scalars(select(AuditRow).where(AuditRow.action == "privacy.reveal")).all()
+    assert rows and all(said.id not in r.target and said.id not in str(r.detail) for r in rows)
+    assert rows[0].target == f"ask:{pseudonym(said.id)}"  # what happened stays on record, pointing nowhere
+    assert trained.id in report.models_marked and trained.id in system.deletion.marked_model_versions()
+    with pytest.raises(GateRefused, match="deleted"):
+        system.registry.promote(trained.id, force=True)  # not even force serves a version trained on it
+    assert system.get_ask(theirs.id).outcome == "human_answered"  # other wearers keep theirs

@@ -62,6 +62,21 @@ def normalise_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
+def clean_text(text: str) -> str:
+    """Text as people typed it: control characters (but newlines and tabs) and invisible format characters
+    (zero-width spaces, joiners, bidi overrides, BOM) removed, the ends trimmed."""
+    kept = []
+    for ch in text or "":
+        cat = unicodedata.category(ch)
+        if ch in "\n\t":
+            kept.append(ch)
+        elif cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            continue
+        else:
+            kept.append(ch)
+    return "".join(kept).strip()
+
+
 def same_label(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and normalise_label(a) == normalise_label(b)
 

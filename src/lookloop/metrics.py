@@ -51,9 +51,12 @@ def parse_when(text: str | None, *, now: dt.datetime | None = None) -> dt.dateti
     m = re.fullmatch(r"(\d+)\s*([mhdw])", text.lower())
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        delta = {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n), "d": dt.timedelta(days=n),
-                 "w": dt.timedelta(weeks=n)}[unit]
-        return (now or utcnow()) - delta
+        try:
+            delta = {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n), "d": dt.timedelta(days=n),
+                     "w": dt.timedelta(weeks=n)}[unit]
+            return (now or utcnow()) - delta
+        except OverflowError:
+            raise BadInput(f"the span {text!r} reaches back before the year 1; use a shorter one") from None
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

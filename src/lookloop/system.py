@@ -158,7 +158,7 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
     skill_set = _SkillSet(_SkillDeps(settings, serving, catalogue, consent, memory), notes)
     routing = SkillRouting(settings, skill_set.names)
     asks = AskService(settings, db, skills=skill_set, route=routing.route, serving=serving, consent=consent,
-                      frames=privacy, hooks=hooks)
+                      frames=privacy, hooks=hooks, dictating=notes.is_dictating)
     labels = LabelService(db, asks=asks, catalogue=catalogue, serving=serving, consent=consent, hooks=hooks)
     queue = ReviewQueue(settings, db, asks=asks, names=catalogue, frames=privacy)
     feedback = FeedbackService(settings, db, asks=asks, labels=labels, embeddings=serving.cached_embedding)
@@ -171,7 +171,7 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
         privacy.release_for_ask(ask_id)
 
     hooks.labelled.append(release_frame)
-    deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry)
+    deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry, routing=routing)
     speech = SpeechService(settings)  # voice asks; spoken answers live as long as the system
     return System(settings=settings, db=db, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,

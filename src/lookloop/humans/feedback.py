@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from lookloop.config import Settings
-from lookloop.domain import AskRecord, Outcome, as_utc, utcnow
+from lookloop.domain import AskRecord, Outcome, as_utc, clean_text, utcnow
 from lookloop.errors import BadInput, NotFound
 from lookloop.humans.tables import FeedbackRow
 from lookloop.loop.asking import AskService
@@ -88,7 +88,7 @@ class FeedbackService:
               implicit: bool, idempotency_key: str | None) -> FeedbackInfo:
         if verdict not in VERDICTS:
             raise BadInput("verdict must be 'right' or 'wrong'")
-        correction = (correction or "").strip() or None
+        correction = clean_text(correction or "") or None
         if correction is not None and len(correction) > 500:
             raise BadInput("the correction is longer than 500 characters")
         if correction is not None and verdict == "right":

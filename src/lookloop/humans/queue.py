@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, case, func, or_, select, update
 
 from lookloop.config import Settings
-from lookloop.domain import AskRecord, ai_label, as_utc, normalise_label, utcnow
+from lookloop.domain import AskRecord, ai_label, as_utc, clean_text, normalise_label, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden, NotFound
 from lookloop.humans.accounts import Principal
 from lookloop.humans.tables import AccountRow, ReviewAnswerRow, ReviewItemRow
@@ -343,7 +343,7 @@ class ReviewQueue:
         if action not in ("answer", "reject"):
             raise BadInput("action must be 'answer' or 'reject' (skip has its own call)")
         if action == "answer":
-            value = (value or "").strip()
+            value = clean_text(value or "")
             if not value:
                 raise BadInput("the answer is empty")
             if len(value) > 500:

@@ -22,6 +22,7 @@ from lookloop.domain import (
     Decision,
     Frame,
     Outcome,
+    clean_text,
     display,
     utcnow,
     without_human_review,
@@ -111,6 +112,7 @@ class AskService:
         consent: ConsentLookup,
         frames: FrameKeeper,
         hooks: Hooks,
+        dictating: Callable[[str], bool] = lambda device_id: False,
         audit_rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -121,12 +123,13 @@ class AskService:
         self.consent = consent
         self.frames = frames
         self.hooks = hooks
+        self._dictating = dictating
         self._audit_rng = audit_rng or random.Random()
 
     def validate_question(self, question: str) -> str:
-        q = (question or "").strip()
+        q = clean_text(question)  # NUL, escape codes and zero-width characters are never stored
         if not q:
-            raise BadInput("the question is empty")
+            raise BadInput("the question is empty (after removing control and invisible characters)")
         if len(q) > self.settings.max_question_chars:
             raise BadInput(f"the question is longer than {self.settings.max_question_chars} characters")
         return q
@@ -154,6 +157,8 @@ class AskService:
         )
         skills = self._skills()
         name = skill or self._route(q, frame is not None)
+        if name is None and self._dictating(device_id):
+            name = "notes"  # a sentence said while taking notes is dictation: it stays with the wearer
         if name is None:
             name = HandToHuman.name  # out of scope: a person answers rather than a wrong skill
         if name not in skills:

@@ -7,7 +7,7 @@ from typing import Protocol
 from sqlalchemy.exc import IntegrityError
 
 from lookloop.catalog import Catalogue
-from lookloop.domain import AskRecord, Decision, Outcome, ai_label, same_label, utcnow
+from lookloop.domain import AskRecord, Decision, Outcome, ai_label, clean_text, same_label, utcnow
 from lookloop.errors import BadInput
 from lookloop.loop.asking import AskService, Hooks
 from lookloop.loop.serving import ServingModel
@@ -58,7 +58,7 @@ class LabelService:
 
         With ``idempotency_key`` a retried call (e.g. a client resending after a crash) is applied once.
         """
-        value = (value or "").strip()
+        value = clean_text(value or "")
         if not value:
             raise BadInput("the label is empty")
         record = self.asks.get(ask_id)

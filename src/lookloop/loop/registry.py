@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from lookloop.errors import Conflict, NotFound
 from lookloop.loop.learner import IdentifyModel, LinearHead
-from lookloop.loop.tables import ModelEventRow, ModelVersionRow
+from lookloop.loop.tables import ModelEventRow, ModelMarkRow, ModelVersionRow
 from lookloop.models.embedder import OnnxImageEmbedder, finetuned_embedder, pretrained_embedder, variant_image_size
 from lookloop.store.db import Database
 
@@ -250,11 +250,26 @@ class ModelRegistry:
             return True, f"accuracy {cand:.4f} ≥ serving {base:.4f}"
         return False, f"accuracy {cand:.4f} < serving {base:.4f}"
 
+    def mark(self, version_ids: builtins.list[str], *, reason: str, wearer_ref: str = "", n_items: int = 0) -> None:
+        """Marks versions trained on data that has since been deleted: none of them may serve again."""
+        with self.db.session() as s:
+            for vid in sorted(set(version_ids)):
+                s.add(ModelMarkRow(model_version=vid, reason=reason, wearer_id=wearer_ref, n_items=n_items))
+
+    def marked(self) -> set[str]:
+        with self.db.session() as s:
+            return {str(v) for v in s.scalars(select(ModelMarkRow.model_version))}
+
+    def _refuse_marked(self, version_id: str) -> None:
+        if version_id in self.marked():
+            raise GateRefused(f"{version_id} was trained on data its wearer deleted: train a new version instead")
+
     def promote(self, version_id: str, *, force: bool = False, reason: str = "") -> ModelVersion:
         version = self.get(version_id)
         current = self.current_id()
         if current == version_id:
             return version
+        self._refuse_marked(version_id)  # no force overrides a deletion
         ok, why = self.gate(version)
         if not ok and not force:
             with self.db.session() as s:
@@ -270,6 +285,7 @@ class ModelRegistry:
         stack = self._history()
         if len(stack) < 2:
             raise Conflict("nothing to roll back to: fewer than two versions have served")
+        self._refuse_marked(stack[-2])
         self._event(stack[-2], "rollback", stack[-1], reason or "rollback")
         return self.get(stack[-2])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lookloop.domain import utcnow
@@ -44,3 +44,16 @@ class ModelEventRow(Base):
     action: Mapped[str] = mapped_column(String(16))  # promote | rollback
     previous_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ModelMarkRow(Base):
+    """A model version trained on data that has since been deleted: do not promote it again."""
+
+    __tablename__ = "model_marks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_version: Mapped[str] = mapped_column(String(256), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    wearer_id: Mapped[str] = mapped_column(String(64), default="")
+    n_items: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

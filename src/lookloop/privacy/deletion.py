@@ -1,15 +1,17 @@
 """Delete my data: one call removes everything a wearer's devices left behind.
 
 Removed: episodes (asks), their labels, review items, answers and feedback (any table with an ``ask_id`` or
-``device_id`` column, so tables added later are covered too), memory entries, frames (redacted and sealed
-originals), the examples in the identify model's memory (keys ``ask:<id>``) and the embedding cache.
-Kept: the wearer, their devices and consent (so the glasses keep working), and the audit log.
-Model versions that were trained while the data existed are marked (``model_marks`` and, when present, the
-model registry); labels are gone, so the next retrain cannot use them.
+``device_id`` column, so tables added later are covered too), memory entries and notes, frames (redacted and
+sealed originals) and their redaction records, the examples in the identify model's memory (keys
+``ask:<id>``), the embedding cache, the router's corrections of their questions and the idempotency receipts
+of their writes. Pseudonymised, not dropped: audit-log entries that named their asks, and the redaction record
+of a frame someone else also sent. Kept: the wearer, their devices and consent (so the glasses keep working).
+Model versions trained while the data existed are marked in the registry, which then never serves them again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,24 +19,44 @@ from typing import Any
 from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.orm import Session
 
-import lookloop.humans.tables  # noqa: F401 - its tables must be in Base.metadata before that is walked
 from lookloop.domain import ANONYMOUS
+from lookloop.humans.tables import FeedbackRow  # also puts the human-loop tables in Base.metadata
 from lookloop.loop.registry import ModelRegistry
 from lookloop.loop.serving import ServingModel
 from lookloop.memory.store import delete_for_device
 from lookloop.privacy import audit
 from lookloop.privacy.consent import devices_of
 from lookloop.privacy.storage import FramePrivacy
-from lookloop.privacy.tables import ModelMarkRow, RedactionRow
+from lookloop.privacy.tables import AuditRow, RedactionRow
+from lookloop.skills.routing import SkillRouting
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore
-from lookloop.store.tables import AskRow, Base, LabelRow
+from lookloop.store.tables import AskRow, Base, IdempotencyRow, LabelRow
 
-# Who a wearer is (and the record of what happened) survives the deletion of what they did.
+# Who a wearer is (and the record of what happened) survives the deletion of what they did; the stores here
+# with wearer data in them are handled one by one below.
 _KEEP_TABLES = frozenset(
     {"asks", "wearers", "devices", "accounts", "sessions", "consents", "audit_log", "model_marks",
      "reveal_grants", "idempotency_keys", "redactions", "alembic_version"}
 )
+
+
+def pseudonym(value: str) -> str:
+    """A stable stand-in for an id that must no longer point at anyone: the same id, the same stand-in."""
+    return "deleted-" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def _replace_ids(value: Any, ids: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for old, new in ids.items():
+            if old in value:
+                value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {k: _replace_ids(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_ids(v, ids) for v in value]
+    return value
 
 
 @dataclass
@@ -48,12 +70,13 @@ class DeletionReport:
     memory_entries: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     models_marked: list[str] = field(default_factory=list)
+    router_corrections: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "wearer_id": self.wearer_id, "devices": self.devices, "asks": self.asks, "labels": self.labels,
             "frames": self.frames, "embeddings": self.embeddings, "memory_entries": self.memory_entries,
-            "rows": self.rows, "models_marked": self.models_marked,
+            "rows": self.rows, "models_marked": self.models_marked, "router_corrections": self.router_corrections,
         }
 
 
@@ -101,12 +124,14 @@ class Deletion:
         frames: FrameStore,
         serving: ServingModel,
         registry: ModelRegistry,
+        routing: SkillRouting,
     ) -> None:
         self.db = db
         self.privacy = privacy
         self.frames = frames
         self.serving = serving
         self.registry = registry
+        self.routing = routing
 
     def delete_wearer_data(self, wearer_id: str, *, actor: str = "system", role: str = "") -> DeletionReport:
         """Removes a wearer's data everywhere (see the module docstring); audited."""
@@ -115,9 +140,12 @@ class Deletion:
         db = self.db
         with db.session() as s:
             devices = devices_of(s, wearer_id)
-            asks = s.execute(select(AskRow.id, AskRow.frame_sha).where(AskRow.device_id.in_(devices))).all()
-            ask_ids = [str(a) for a, _ in asks]
-            shas = sorted({str(f) for _, f in asks if f})
+            asks = s.execute(
+                select(AskRow.id, AskRow.frame_sha, AskRow.question).where(AskRow.device_id.in_(devices))
+            ).all()
+            ask_ids = [str(a) for a, _, _ in asks]
+            questions = sorted({str(q) for _, _, q in asks})
+            shas = sorted({str(f) for _, f, _ in asks if f})
             shas += [
                 str(x) for x in s.scalars(select(RedactionRow.frame_sha).where(RedactionRow.wearer_id == wearer_id))
                 if str(x) not in shas
@@ -127,6 +155,7 @@ class Deletion:
             for chunk in _chunks(ask_ids):
                 label_filter.append(LabelRow.ask_id.in_(chunk))
             n_labels = len(s.scalars(select(LabelRow.id).where(or_(*label_filter))).all())
+            receipts = set(ask_ids) | _feedback_ids(s, ask_ids)
         versions = set(self.registry.versions_trained_on({f"ask:{a}" for a in ask_ids}))
         serving = self.serving.model_version
         if n_labels and serving:
@@ -143,9 +172,9 @@ class Deletion:
             for chunk in _chunks(ask_ids):
                 s.execute(delete(AskRow).where(AskRow.id.in_(chunk)))
             report.rows["asks"] = len(ask_ids)
-            for version in sorted(versions):
-                s.add(ModelMarkRow(model_version=version, reason="trained on data its wearer deleted",
-                                   wearer_id=wearer_id, n_items=n_labels))
+            for chunk in _chunks(sorted(receipts)):
+                s.execute(delete(IdempotencyRow).where(IdempotencyRow.result_id.in_(chunk)))
+            _pseudonymise_audit(s, ask_ids)
         with db.session() as s:
             # A frame shared with someone else's episode (the same bytes) stays for them.
             still_used = {str(x) for x in s.scalars(select(AskRow.frame_sha).where(AskRow.frame_sha.in_(shas)))}
@@ -153,14 +182,38 @@ class Deletion:
         for sha in gone:
             report.frames += 1 if self.privacy.delete(sha) else 0
             self.frames.delete(sha)
+        with db.session() as s:
+            # A frame another wearer also sent stays for them, but no longer says who else sent it.
+            for row in s.scalars(select(RedactionRow).where(RedactionRow.wearer_id == wearer_id)):
+                row.wearer_id = pseudonym(wearer_id)
+        report.router_corrections = self.routing.forget(questions)
         report.embeddings = self.serving.forget([f"ask:{a}" for a in ask_ids], gone)
         self.serving.save_cache()
         report.models_marked = sorted(versions)
+        self.registry.mark(report.models_marked, reason="trained on data its wearer deleted",
+                           wearer_ref=pseudonym(wearer_id), n_items=n_labels)
         audit.record(db, actor=actor, role=role, action="privacy.delete_wearer_data", target=f"wearer:{wearer_id}",
                      asks=report.asks, labels=report.labels, frames=report.frames, models=report.models_marked)
         return report
 
     def marked_model_versions(self) -> set[str]:
         """Model versions that must not be promoted again (trained on deleted data)."""
-        with self.db.session() as s:
-            return {str(v) for v in s.scalars(select(ModelMarkRow.model_version))}
+        return self.registry.marked()
+
+
+def _feedback_ids(s: Session, ask_ids: list[str]) -> set[str]:
+    out: set[str] = set()
+    for chunk in _chunks(ask_ids):
+        out.update(str(x) for x in s.scalars(select(FeedbackRow.id).where(FeedbackRow.ask_id.in_(chunk))))
+    return out
+
+
+def _pseudonymise_audit(s: Session, ask_ids: list[str]) -> None:
+    """Audit entries stay (what happened, and who did it), but the asks they name no longer point anywhere."""
+    if not ask_ids:
+        return
+    ids = {a: pseudonym(a) for a in ask_ids}
+    for row in s.scalars(select(AuditRow)):
+        target, detail = _replace_ids(row.target, ids), _replace_ids(row.detail, ids)
+        if target != row.target or detail != row.detail:
+            row.target, row.detail = target, detail

@@ -1,11 +1,11 @@
-"""Privacy tables: consent, redaction records, the audit log, reveal grants, marks."""
+"""Privacy tables: consent, redaction records, the audit log, reveal grants."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lookloop.domain import utcnow
@@ -66,19 +66,6 @@ class RevealGrantRow(Base):
 
     account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     granted_by: Mapped[str] = mapped_column(String(128), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class ModelMarkRow(Base):
-    """A model version trained on data that has since been deleted: do not promote it again."""
-
-    __tablename__ = "model_marks"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    model_version: Mapped[str] = mapped_column(String(256), index=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    wearer_id: Mapped[str] = mapped_column(String(64), default="")
-    n_items: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

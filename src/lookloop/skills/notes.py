@@ -29,6 +29,12 @@ _SUMMARY_WORDS = re.compile(
     re.I,
 )
 _STOP_WORDS = re.compile(r"\b(stop|end|finish|wrap)\b|结束|停止", re.I)
+# A new session starts only when asked for; anything else said while one is open is dictation.
+_START_WORDS = re.compile(
+    r"\b(take|taking|start|begin|keep|make)\b.{0,20}\bnotes?\b|\bnote (this )?down\b|\bjot\b|\bwrite down\b"
+    r"|\btranscribe\b|\brecord the\b|记笔记|开始记录",
+    re.I,
+)
 
 
 def split_sentences(text: str, max_words: int = 40) -> list[str]:
@@ -186,6 +192,10 @@ class NoteService:
     def append(self, note_id: str, text: str) -> NoteSession:
         return self.store.append(note_id, text)
 
+    def is_dictating(self, device_id: str) -> bool:
+        """Whether the device has a note session open: what it says then is dictation, for no one else."""
+        return device_id != "anonymous" and self.store.latest_open(device_id) is not None
+
     def get(self, note_id: str) -> NoteSession:
         return self.store.get(note_id)
 
@@ -240,7 +250,13 @@ class NotesSkill:
                 model_version=summary.method,
                 result={"note_id": note.id, "summary": summary.text, "method": summary.method, "closed": close},
             )
-        for open_note in filter(None, [store.latest_open(ask.device_id)]):
+        open_note = store.latest_open(ask.device_id)
+        if open_note is not None and not _START_WORDS.search(ask.question):
+            # Dictation stays with the wearer: transcribed into the note, never sent to a person.
+            self.service.append(open_note.id, ask.question)
+            return Answer(text="Noted.", skill=self.name, confidence=1.0,
+                          result={"note_id": open_note.id, "appended": True})
+        if open_note is not None:
             self.service.summarise(open_note.id, close=True)
         note = self.service.start(ask.device_id, title=ask.question[:200])
         return Answer(

@@ -360,6 +360,18 @@ class IntentRouter:
             self._mem_labels.append(label)
             self._mem_emb = np.vstack([self._mem_emb, emb])
 
+    def forget(self, texts: Sequence[str]) -> int:
+        """Removes corrections of these texts from the memory (delete-my-data); returns how many went."""
+        keys = {normalise_text(t) for t in texts}
+        with self._lock:
+            keep = [i for i, t in enumerate(self._mem_texts) if normalise_text(t) not in keys]
+            removed = len(self._mem_texts) - len(keep)
+            if removed:
+                self._mem_texts = [self._mem_texts[i] for i in keep]
+                self._mem_labels = [self._mem_labels[i] for i in keep]
+                self._mem_emb = self._mem_emb[keep]
+        return removed
+
     def _memory_lookup(self, texts: Sequence[str], emb: np.ndarray) -> list[RouteDecision | None]:
         out: list[RouteDecision | None] = [None] * len(texts)
         if not self._mem_texts:

@@ -72,3 +72,17 @@ class SkillRouting:
             except OSError as exc:
                 log.warning("could not save the corrected router: %s", exc)
         self._routes.pop(normalise_text(question), None)
+
+    def forget(self, questions: list[str]) -> int:
+        """Removes people's corrections of these questions, in memory and on disk (delete-my-data)."""
+        if not questions or not self.corrections_path.exists():
+            return 0
+        router = self.router
+        if not isinstance(router, IntentRouter):
+            return 0
+        removed = router.forget(questions)
+        if removed:
+            router.save(self.corrections_path)
+        for question in questions:
+            self._routes.pop(normalise_text(question), None)
+        return removed
