@@ -187,3 +187,32 @@ def test_uploads_stay_sealed_until_redacted(sure: Any, grocery: GroceryDataset) 
     assert not sealed.exists()
     info = sure.privacy.info(record.frame_sha)
     assert info is not None and info.stage == "full" and info.model_version
+
+
+def test_consent_and_originals_are_per_upload_not_per_content(
+    tmp_path: Path, data_dir: Path, model_dir: Path, grocery: GroceryDataset
+) -> None:
+    """The same photo from a wearer who keeps originals and one who does not: only the first's is kept."""
+    from privacy_util import add_device, product_photo, system_for
+
+    from lookloop.errors import NotFound
+
+    system = system_for(tmp_path, data_dir, model_dir, grocery)
+    keeper_dev, keeper, _ = add_device(system, "kim")
+    private_dev, _, _ = add_device(system, "pat")
+    system.consent.set(keeper, keep_originals=True)
+    photo = product_photo(grocery, "Banana", 0)
+    mine = system.ask("what is this?", photo, device_id=keeper_dev)
+    theirs = system.ask("what is this?", photo, device_id=private_dev)
+    system.privacy.flush()
+    assert mine.frame_sha and theirs.frame_sha and mine.frame_sha != theirs.frame_sha
+    assert system.privacy.reveal(mine.frame_sha)  # kept: that wearer said yes
+    with pytest.raises(NotFound):
+        system.privacy.reveal(theirs.frame_sha)  # never the other wearer's upload under someone else's yes
+    again = system.ask("what is this?", photo, device_id=private_dev)
+    assert again.frame_sha == theirs.frame_sha  # one device sending the same photo again is one frame
+    system.deletion.delete_wearer_data(keeper, actor="test")
+    assert not system.privacy.original_path(mine.frame_sha).exists()
+    assert system.frame_bytes(theirs.frame_sha)  # deleting one wearer leaves the other's frame
+    system.privacy.flush()
+    system.db.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from lookloop.loop.serving import ServingModel
 from lookloop.skills.base import HandToHuman, Skill
 from lookloop.skills.identify import IdentifySkill
 from lookloop.store.db import Database
+from lookloop.store.frames import frame_id
 from lookloop.store.tables import AskRow, LabelRow
 
 # Sealing the upload is disk-bound (fsync): a small pool lets it overlap the model's forward pass.
@@ -59,7 +59,9 @@ class ConsentLookup(Protocol):
 class FrameKeeper(Protocol):
     """Frame storage under the wearer's consent (``lookloop.privacy.storage.FramePrivacy``)."""
 
-    def store(self, frame: Frame, *, wearer_id: str, consent: Consent, needs_human: bool) -> str | None: ...
+    def store(
+        self, frame: Frame, *, frame_id: str, wearer_id: str, consent: Consent, needs_human: bool
+    ) -> str | None: ...
 
     def redact_soon(self, sha: str) -> None: ...
 
@@ -170,10 +172,11 @@ class AskService:
             raise BadInput(f"the {name} skill needs an image: send one with the question")
         ask = Ask(question=q, frame=frame, device_id=device_id)
         wearer_id, consent = self.consent.lookup(device_id)
+        fid = frame_id(device_id, frame.data) if frame is not None else None
         stored: Future[str | None] | None = None
-        if frame is not None and consent.store_frames and self.settings.redact_text != "sync":
+        if frame is not None and fid is not None and consent.store_frames and self.settings.redact_text != "sync":
             stored = _STORE_POOL.submit(
-                self.frames.store, frame, wearer_id=wearer_id, consent=consent, needs_human=False
+                self.frames.store, frame, frame_id=fid, wearer_id=wearer_id, consent=consent, needs_human=False
             )
         answer, scored = self._answer(chosen, ask)
         if not consent.human_review:
@@ -189,8 +192,8 @@ class AskService:
             frame_sha = stored.result()
             if frame_sha is not None and (escalated or audit):
                 self.frames.redact_soon(frame_sha)  # a person will look at it
-        elif frame is not None:
-            frame_sha = self.frames.store(frame, wearer_id=wearer_id, consent=consent,
+        elif frame is not None and fid is not None:
+            frame_sha = self.frames.store(frame, frame_id=fid, wearer_id=wearer_id, consent=consent,
                                           needs_human=escalated or audit)
         else:
             frame_sha = None
@@ -241,7 +244,7 @@ class AskService:
         kind = score_kind(policy)
         scored = _Scored(confidence_score(pred.probs, kind), kind, str(base.result.get("label", "")))
         if ask.frame is not None:
-            self.serving.remember_query(hashlib.sha256(ask.frame.data).hexdigest(), q[0])
+            self.serving.remember_query(frame_id(ask.device_id, ask.frame.data), q[0])
         if decision.decision == Decision.ESCALATE:
             guess = display(str(base.result.get("label", "")))
             text = f"Not sure — maybe {guess}; asking a helper."

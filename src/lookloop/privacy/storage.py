@@ -11,7 +11,6 @@ runs the passes inline if the worker has not got to them yet. ``redact_text="syn
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import queue
@@ -137,11 +136,14 @@ class FramePrivacy:
 
     # -- the ask path -------------------------------------------------------------------------------------
 
-    def store(self, frame: Frame, *, wearer_id: str, consent: Consent, needs_human: bool) -> str | None:
-        """Stores the redacted frame and returns its id; None when consent keeps no frame at all."""
+    def store(
+        self, frame: Frame, *, frame_id: str, wearer_id: str, consent: Consent, needs_human: bool
+    ) -> str | None:
+        """Stores the redacted frame under ``frame_id`` (``lookloop.store.frames.frame_id``) and returns it; None
+        when consent keeps no frame at all."""
         if not consent.store_frames and not needs_human:
             return None
-        sha = hashlib.sha256(frame.data).hexdigest()
+        sha = frame_id
         with self._lock_for(sha):
             with self.db.session() as s:
                 existing = s.get(RedactionRow, sha)

@@ -7,7 +7,6 @@ the question, by visual similarity. Both need the wearer's memory consent and a 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 from lookloop.domain import ANONYMOUS, Answer, Ask
 from lookloop.memory.store import Memory, MemoryStore, ago
 from lookloop.models.text import TextEmbedder
+from lookloop.store.frames import frame_id
 
 NO_DEVICE = "Memories need your own glasses: connect with your device token first."
 NO_CONSENT = "Memory is off for you. Turn on 'memory' in your privacy settings and ask again."
@@ -92,9 +92,8 @@ class RememberSkill:
         frame_sha: str | None = None
         description = ""
         if ask.frame is not None:
-
-            # the service stores the frame under the same sha256 after the skill has run
-            frame_sha = hashlib.sha256(ask.frame.data).hexdigest()
+            # the service stores the frame under this id after the skill has run
+            frame_sha = frame_id(ask.device_id, ask.frame.data)
             embedding, version = self._embed(ask.frame.rgb)
             description = self._describe(ask)
         memory = self.store.add(

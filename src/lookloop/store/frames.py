@@ -23,6 +23,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def frame_id(owner: str, data: bytes) -> str:
+    """The id of an upload: its bytes *and* the device that sent it. The same bytes from two wearers are two
+    frames, so consent, kept originals and deletion stay per upload; a retry from one device is one frame."""
+    return hashlib.sha256(b"lookloop-frame\0" + owner.encode() + b"\0" + data).hexdigest()
+
+
 class FrameStore:
     """The one frame layout on disk: ``root/ab/abcdef…[suffix]``, ids checked before any path is built."""
 
