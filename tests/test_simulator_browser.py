@@ -312,6 +312,7 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         page.wait_for_function(
             "window.__sim.spoken.some(s => s.text.startsWith('No helper has answered yet'))", timeout=10_000)
         screenshot(page, "simulator-waiting", tmp_path)
+        assert_accessible(page, "simulator waiting for a helper")
         page.click("#wait-keep")
         assert wait.inner_text().startswith("Still waiting · 0:")
         assert page.locator("#wait-keep").is_hidden()
@@ -376,7 +377,7 @@ def test_simulator_on_a_phone_keeps_the_hud_in_view(browser: Any, server: LiveSe
     scrolled down to the question box the HUD comes back into view."""
     page = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
     _ready(page, server.url)
-    assert "space" not in page.inner_text("#hint").lower()
+    assert "space" not in page.inner_text(".hint").lower()
     assert horizontal_overflow(page) <= 0
     assert box_in_viewport(page, "#hud")
     screenshot(page, "simulator-390", tmp_path)
