@@ -19,6 +19,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from browser_util import (
+    DESKTOP,
+    LAUNCH_ARGS,
+    PHONE,
+    assert_accessible,
+    horizontal_overflow,
+    screenshot,
+    tab_through,
+    unringed,
+)
 from conftest import REPO, SMALL_CLASSES, make_settings, small_val
 from episode_fixtures import seed_history
 
@@ -82,7 +92,7 @@ def _model_history(system: Lookloop, tmp_path: Path) -> None:
         for seq, i in enumerate((0, 2)):
             s.add(ModelEventRow(seq=seq + 1, version_id=f"lite0-head-{i + 1:04d}", action="promote",
                                 created_at=now - dt.timedelta(days=8 - 7 * seq)))
-    system.model_version = "lite0-head-0003"
+    system.serving.model_version = "lite0-head-0003"
     system.policy = _calibrated_policy(system.settings.alpha, seed=1)
 
 
@@ -226,8 +236,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         yield b
         b.close()
 
@@ -370,4 +379,52 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     assert v2.id in tip and "96 labels" in tip and "accuracy 40.0%" in tip
     page.mouse.move(0, 0)
     assert not errors, errors
+    page.close()
+
+
+# -- issue 14: the PNG report signed in, accessibility, a phone ---------------------------------------------------
+
+
+def test_png_report_downloads_signed_in(fresh: tuple[str, Lookloop], browser: Any) -> None:
+    """The report is fetched with the operator's token and saved as a PNG (a plain link opened a 401)."""
+    base, _ = fresh
+    page = browser.new_page(viewport=DESKTOP)
+    _sign_in(page, base)
+    page.select_option("#window", "7d")
+    page.wait_for_selector("body[data-loaded=true]")
+    with page.expect_download(timeout=20_000) as download:
+        page.click("#report")
+    saved = download.value
+    assert saved.suggested_filename == "lookloop-report-7d.png"
+    data = Path(saved.path()).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert "report" in page.text_content("#status")
+    page.close()
+
+
+def test_dashboard_is_accessible_and_fits_a_phone(served: tuple[str, Lookloop], browser: Any,
+                                                  tmp_path: Path) -> None:
+    """axe-core: no serious or critical violation, signed out or in; every control shows its focus; at 390×844
+    nothing scrolls sideways. Screenshots at 1280×800 and 390×844."""
+    base, _ = served
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(base + "/dashboard")
+    page.wait_for_selector("#login:not([hidden])")
+    assert_accessible(page, "dashboard sign-in")
+    _sign_in(page, base)
+    assert_accessible(page, "dashboard")
+    stops = tab_through(page)
+    assert len(stops) >= 6 and not unringed(stops), unringed(stops)
+    page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    page.mouse.move(0, 0)
+    page.wait_for_selector("#tooltip", state="hidden")
+    screenshot(page, "dashboard-1280", tmp_path)
+    screenshot(page, "dashboard-1280-full", tmp_path, full_page=True)
+
+    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    _sign_in(phone, base)
+    assert horizontal_overflow(phone) <= 0
+    assert_accessible(phone, "dashboard on a phone")
+    screenshot(phone, "dashboard-390", tmp_path)
+    phone.close()
     page.close()

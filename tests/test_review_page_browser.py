@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -15,6 +16,18 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_util import (
+    DESKTOP,
+    LAUNCH_ARGS,
+    PHONE,
+    assert_accessible,
+    box_in_viewport,
+    horizontal_overflow,
+    screenshot,
+    tab_through,
+    tab_to,
+    unringed,
+)
 from humans_util import unknown_photo
 
 from lookloop.server.app import create_app
@@ -131,7 +144,7 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
         page.keyboard.press("Enter")
         expect(page.locator("#flash")).to_contain_text(photo.label, timeout=10_000)
         expect(page.locator("#empty")).to_be_visible(timeout=10_000)
-        expect(page.locator("#st-done")).to_have_text("1")
+        expect(page.locator("#st-done")).to_have_text("1", timeout=10_000)  # sent once the undo time is up
 
         answer = stream.wait_for("answer")
         assert answer["ask_id"] == first["id"] and answer["source"] == "human" and answer["final"] is True
@@ -177,3 +190,245 @@ def test_review_page_screenshot(server: str, small_system: Lookloop, grocery) ->
         page.screenshot(path=str(out))
         assert out.stat().st_size > 10_000
         browser.close()
+
+
+# -- issue 14: keys that act only where the reviewer is, undo, the item's age, a page for every screen ---------------
+
+
+class AlwaysAsk:
+    """A policy that escalates every ask: each photo becomes a review item."""
+
+    name = "always-ask"
+
+    def decide(self, probs: Any) -> Any:
+        from lookloop.domain import Decision
+        from lookloop.loop.policies import PolicyDecision
+
+        return PolicyDecision(Decision.ESCALATE, float(max(probs)), 1.0, self.name)
+
+
+def _escalate(server: str, device: str, photo: Any, n: int) -> list[str]:
+    """``n`` asks about the photo from the wearer's device, every one escalated; their ids, in order."""
+    ids = []
+    for _ in range(n):
+        r = httpx.post(server + "/v1/asks", data={"question": "what is this?"}, timeout=60,
+                       headers={"Authorization": f"Bearer {device}"},
+                       files={"image": ("photo.jpg", photo.path.read_bytes())})
+        assert r.status_code == 200, r.text
+        assert r.json()["answer"]["decision"] == "escalate"
+        ids.append(r.json()["id"])
+    return ids
+
+
+@pytest.fixture
+def desk(server: str, small_system: Lookloop, grocery) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """A reviewer signed in on the page at 1280×800, a wearer's device and stream, every ask escalated."""
+    from playwright.sync_api import expect, sync_playwright
+
+
+    accounts = small_system.humans.accounts
+    _, device = accounts.add_device("wendy", "browser-test glasses")
+    accounts.add_account("rita", "reviewer", "reviewer-pass")
+    small_system.policy = AlwaysAsk()  # type: ignore[assignment]
+    stream = WearerStream(server.replace("http://", "ws://") + f"/v1/devices/stream?token={device}")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        page = browser.new_page(viewport=DESKTOP)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server + "/review")
+        page.fill("#username", "rita")
+        page.fill("#password", "reviewer-pass")
+        page.press("#password", "Enter")
+        expect(page.locator("#empty")).to_be_visible(timeout=15_000)
+        expect(page.locator("#conn")).to_have_class("conn on", timeout=10_000)
+        yield {"page": page, "device": device, "stream": stream, "photo": unknown_photo(small_system, grocery),
+               "errors": errors, "browser": browser}
+        browser.close()
+    stream.stop.set()
+    stream.thread.join(5)
+
+
+def _on_screen(page: Any) -> str:
+    """The ask id of the item on the page now."""
+    return str(page.get_attribute("#panel", "data-ask"))
+
+
+def _answers(stream: WearerStream, ask_id: str) -> list[dict[str, Any]]:
+    return [e for e in stream.events if e.get("type") == "answer" and e.get("ask_id") == ask_id]
+
+
+def _wait_answer(stream: WearerStream, ask_id: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := _answers(stream, ask_id):
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no answer for {ask_id} on the wearer's stream: {stream.events}")
+
+
+def test_enter_on_a_focused_button_acts_on_that_button(desk: dict[str, Any], server: str,
+                                                       small_system: Lookloop) -> None:
+    """Tab to "can't tell" + Enter marks it can't tell; Tab to "skip" + Enter skips; Tab to the third candidate +
+    Enter accepts the third candidate. None of them accepts candidate 1 (as the page did before)."""
+    from playwright.sync_api import expect
+
+
+    page, stream = desk["page"], desk["stream"]
+    asks = _escalate(server, desk["device"], desk["photo"], 3)
+    expect(page.locator("#candidates li").first).to_be_visible(timeout=15_000)
+    first = _on_screen(page)
+    candidate_1 = page.locator("#candidates li .name").first.inner_text()
+
+    assert tab_to(page, "#btn-reject"), "the can't-tell button cannot be reached with Tab"
+    page.keyboard.press("Enter")
+    expect(page.locator("#flash")).to_contain_text("can't tell")
+    assert candidate_1 not in page.locator("#flash").inner_text().replace("-", " ")
+    page.wait_for_function(f"document.getElementById('panel').dataset.ask !== '{first}'", timeout=10_000)
+
+    second = _on_screen(page)
+    assert tab_to(page, "#btn-skip"), "the skip button cannot be reached with Tab"
+    page.keyboard.press("Enter")
+    expect(page.locator("#flash")).to_contain_text("skipped")
+    page.wait_for_function(f"document.getElementById('panel').dataset.ask !== '{second}'", timeout=10_000)
+
+    third = _on_screen(page)
+    assert {first, second, third} == set(asks)
+    cands = page.evaluate("window.__review.current.candidates.map(c => c.label)")
+    assert len(cands) >= 3
+    assert tab_to(page, "#candidates button.cand[data-index='2']"), "candidates cannot be focused"
+    page.keyboard.press("Enter")
+    expect(page.locator("#flash")).to_contain_text(cands[2])
+
+    rejected = _wait_answer(stream, first)
+    assert rejected["text"] == "A helper could not tell what this is."
+    chosen = _wait_answer(stream, third)
+    assert cands[2].split("-")[0] in chosen["text"] and candidate_1.split(" ")[0] not in chosen["text"]
+    item = small_system.humans.queue.for_ask(second)
+    assert item is not None and item.status != "resolved" and not _answers(stream, second)
+    assert desk["errors"] == []
+
+
+def test_keys_are_scoped_to_the_page_and_the_highlighted_candidate(desk: dict[str, Any], server: str,
+                                                                   small_system: Lookloop) -> None:
+    """Letters typed in the text box or pressed on another focused control do nothing; on the page itself a
+    number highlights (and focuses) its candidate and Enter accepts it."""
+    from playwright.sync_api import expect
+
+
+    page, stream = desk["page"], desk["stream"]
+    asks = _escalate(server, desk["device"], desk["photo"], 2)
+    expect(page.locator("#candidates li").first).to_be_visible(timeout=15_000)
+    first = _on_screen(page)
+
+    page.keyboard.press("/")
+    page.keyboard.type("rs2u")
+    assert page.input_value("#typed") == "rs2u"
+    page.keyboard.press("Escape")
+    page.fill("#typed", "")
+    for control in ("#logout", "#btn-accept", "#btn-skip"):
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        assert tab_to(page, control), control
+        for key in ("s", "r", "2", "u", "?"):
+            page.keyboard.press(key)
+        assert page.locator("#help").is_hidden(), control
+    page.wait_for_timeout(300)
+    assert _on_screen(page) == first, "a shortcut acted while another control had the focus"
+    assert page.locator("#flash").inner_text() == ""
+    assert all(small_system.humans.queue.for_ask(a).status == "open" for a in asks)  # type: ignore[union-attr]
+
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("2")
+    assert page.evaluate("document.activeElement.dataset.index") == "1"
+    label = page.evaluate("window.__review.current.candidates[1].label")
+    page.keyboard.press("Enter")
+    expect(page.locator("#flash")).to_contain_text(label)
+    assert label.split("-")[0] in _wait_answer(stream, first)["text"]
+
+
+def test_an_answer_can_be_undone_before_it_is_sent(desk: dict[str, Any], server: str,
+                                                   small_system: Lookloop) -> None:
+    """u, Ctrl+Z or the Undo button within the hold bring the item back and nothing reaches the wearer; left
+    alone, the answer is sent after about four seconds."""
+    from playwright.sync_api import expect
+
+    page, stream = desk["page"], desk["stream"]
+    asks = _escalate(server, desk["device"], desk["photo"], 2)
+    expect(page.locator("#candidates button.cand").first).to_be_visible(timeout=15_000)
+    first = _on_screen(page)
+
+    for how in ("u", "Control+z", "button"):
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.keyboard.press("Enter")
+        expect(page.locator("#undo-bar")).to_be_visible()
+        page.wait_for_function(f"document.getElementById('panel').dataset.ask !== '{first}'", timeout=5_000)
+        if how == "button":
+            page.click("#btn-undo")
+        else:
+            page.keyboard.press(how)
+        expect(page.locator("#flash")).to_contain_text("undone")
+        assert _on_screen(page) == first, how
+        expect(page.locator("#undo-bar")).to_be_hidden()
+    page.wait_for_timeout(4_500)  # longer than the hold: an undone answer is never sent
+    assert not _answers(stream, first)
+    assert small_system.humans.queue.for_ask(first).status == "open"  # type: ignore[union-attr]
+
+    label = page.evaluate("window.__review.current.candidates[0].label")
+    page.keyboard.press("Enter")
+    pressed = time.monotonic()
+    expect(page.locator("#undo-text")).to_contain_text("sending in")
+    answer = _wait_answer(stream, first)
+    assert time.monotonic() - pressed >= 3.0, "the answer went out before the undo time was up"
+    assert label.split("-")[0] in answer["text"]
+    expect(page.locator("#st-done")).to_have_text("1")
+    assert _on_screen(page) == asks[1]
+
+
+def test_the_item_shows_how_long_the_wearer_has_waited(desk: dict[str, Any], server: str) -> None:
+    from playwright.sync_api import expect
+
+    page = desk["page"]
+    _escalate(server, desk["device"], desk["photo"], 1)
+    expect(page.locator("#age")).to_have_text(re.compile(r"asked \d+ s ago"), timeout=15_000)
+    page.wait_for_function("/asked [2-9] s ago/.test(document.getElementById('age').textContent)", timeout=10_000)
+
+
+def test_review_page_is_accessible_and_fits_a_phone(desk: dict[str, Any], server: str, small_system: Lookloop,
+                                                    tmp_path: Path) -> None:
+    """axe-core finds no serious or critical violation (contrast included); every control shows its focus; at
+    390×844 nothing scrolls sideways and the photo, the candidates and the buttons fit. Screenshots at both sizes."""
+    from playwright.sync_api import expect
+
+
+    page = desk["page"]
+    _escalate(server, desk["device"], desk["photo"], 2)
+    expect(page.locator("#candidates button.cand").first).to_be_visible(timeout=15_000)
+    page.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+    assert_accessible(page, "review page with an item")
+    stops = tab_through(page)
+    assert len(stops) >= 8 and not unringed(stops), unringed(stops)
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("2")
+    screenshot(page, "review-1280", tmp_path)
+
+    page.close()  # rita leaves; rex reviews on a phone
+    small_system.humans.accounts.add_account("rex", "reviewer", "reviewer-pass")
+    phone = desk["browser"].new_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    phone.goto(server + "/review")
+    assert_accessible(phone, "review sign-in on a phone")
+    phone.fill("#username", "rex")
+    phone.fill("#password", "reviewer-pass")
+    phone.press("#password", "Enter")
+    expect(phone.locator("#conn")).to_have_class("conn on", timeout=10_000)
+    _escalate(server, desk["device"], desk["photo"], 1)
+    expect(phone.locator("#candidates button.cand").first).to_be_visible(timeout=15_000)
+    phone.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+    assert horizontal_overflow(phone) <= 0
+    assert box_in_viewport(phone, "#frame")
+    for sel in ("#question", "#candidates", "#btn-accept", "#btn-reject", "#btn-skip"):
+        box = phone.locator(sel).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], sel
+    assert_accessible(phone, "review page on a phone")
+    screenshot(phone, "review-390", tmp_path)
+    phone.locator("#btn-accept").scroll_into_view_if_needed()
+    screenshot(phone, "review-390-answers", tmp_path)

@@ -3,7 +3,9 @@ microphone (espeak-ng saying "what is this"): it must show and speak the product
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_util import (
+    DESKTOP,
+    LAUNCH_ARGS,
+    PHONE,
+    assert_accessible,
+    box_in_viewport,
+    horizontal_overflow,
+    screenshot,
+    tab_through,
+    tab_to,
+    unringed,
+)
 from conftest import REPO, small_val
 from voice_util import LiveServer, needs_espeak, needs_ffmpeg, small_app_system, spoken_wav
 
@@ -52,7 +66,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, model_dir: 
 
 
 @pytest.fixture
-def page(media: tuple[Path, Path]) -> Iterator[Any]:
+def browser(media: tuple[Path, Path]) -> Iterator[Any]:
+    """Chromium with the fake camera and microphone."""
     from playwright.sync_api import sync_playwright
 
     video, mic = media
@@ -60,17 +75,21 @@ def page(media: tuple[Path, Path]) -> Iterator[Any]:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             args=[
-                "--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                *LAUNCH_ARGS,
                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-video-capture={video}", f"--use-file-for-fake-audio-capture={mic}",
                 "--autoplay-policy=no-user-gesture-required",
             ],
         )
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 860})
-            yield context.new_page()
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Any:
+    return browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
 
 
 def test_simulator_shows_and_speaks_the_product(page: Any, server: LiveServer, tmp_path: Path) -> None:
@@ -178,3 +197,199 @@ def test_late_human_answer_reaches_the_page_by_its_device_stream(page: Any, serv
     late = page.evaluate("window.__sim.spoken[1]")
     assert late["via"] == "server" and PRODUCT in late["text"]
     page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=10_000)
+
+
+# -- issue 14: the newest answer in view, a refused token named, waiting for a helper, keyboard and layout ----------
+
+
+class AlwaysAsk:
+    name = "always-ask"
+
+    def decide(self, probs: Any) -> Any:
+        from lookloop.domain import Decision
+        from lookloop.loop.policies import PolicyDecision
+
+        return PolicyDecision(Decision.ESCALATE, float(max(probs)), 1.0, self.name)
+
+
+def _ready(page: Any, url: str) -> None:
+    page.goto(f"{url}/simulator")
+    page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
+    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
+
+
+def _ask(page: Any, question: str, count: int) -> None:
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+    page.wait_for_function(f"window.__sim.asks.length >= {count}", timeout=30_000)
+
+
+def _canned_answers(page: Any) -> None:
+    """Every typed ask answered at once by the page's network layer: the n-th says "answer n"."""
+    n = {"asks": 0}
+
+    def fulfil(route: Any) -> None:
+        n["asks"] += 1
+        i = n["asks"]
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({
+            "id": f"ask{i:04d}", "device_id": "anonymous", "question": f"question {i}",
+            "created_at": "2026-01-01T00:00:00+00:00", "outcome": "answered", "latency_ms": 3.0,
+            "answer": {"text": f"answer {i}", "hud": [f"answer {i}"], "decision": "answer", "skill": "identify",
+                       "confidence": 0.9},
+        }))
+
+    page.route("**/v1/asks", fulfil)
+
+
+def test_conversation_shows_the_newest_answer_where_the_eye_is(page: Any, server: LiveServer) -> None:
+    """Newest first and scrolled to the top: after ten asks the tenth answer is on screen in the panel (the
+    page used to put the newest on top of a list opened scrolled to the oldest)."""
+    _ready(page, server.url)
+    page.uncheck("#speak")
+    _canned_answers(page)
+    for i in range(1, 11):
+        _ask(page, f"question {i}", i)
+    page.wait_for_function("document.querySelectorAll('#log li').length === 10")
+    log = page.locator("#log").bounding_box()
+    assert page.evaluate("document.getElementById('log').scrollHeight > document.getElementById('log').clientHeight")
+    entries = page.locator("#log li")
+    tops = [entries.nth(i).bounding_box()["y"] for i in range(10)]
+    newest = page.locator("#log li", has_text="answer 10").bounding_box()
+    assert newest["y"] == min(tops), "the newest answer is not the first one in the panel"
+    assert log["y"] - 1 <= newest["y"] and newest["y"] + newest["height"] <= log["y"] + log["height"] + 1, \
+        "the newest answer is scrolled out of the conversation panel"
+
+
+def test_a_refused_device_token_is_named(page: Any, server: LiveServer) -> None:
+    """The server refuses the stream's handshake (the page sees a bare close) and answers asks 401: both say the
+    token was refused, instead of "connecting…" forever."""
+    _ready(page, server.url)
+    page.fill("#token", "dev_this-token-was-never-issued")
+    page.click("#save-token")
+    page.wait_for_function("document.getElementById('stream-label').textContent.includes('refused')",
+                           timeout=10_000)
+    assert page.inner_text("#token-error").startswith("this device token was refused — check it")
+    _ask(page, "what is this?", 0)
+    page.wait_for_function("""() => { const s = window.__sim.statuses;
+        return s.includes('thinking') && s.lastIndexOf('device token refused') > s.lastIndexOf('thinking'); }""",
+                           timeout=20_000)
+    assert "refused" in page.locator("#hud").inner_text()
+    assert page.wait_for_function("window.__sim.spoken.length > 0").json_value() is True
+    assert "token was refused" in page.evaluate("window.__sim.spoken[0].text")
+    page.reload()  # the wrong token kept from last time is recognised at once
+    page.wait_for_function("document.getElementById('token-error').textContent.includes('refused')",
+                           timeout=10_000)
+
+
+def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, server: LiveServer,
+                                                                    tmp_path: Path) -> None:
+    """While a person is found: the time waited on the HUD, Cancel at hand; after the server's time-out a spoken
+    update and "keep waiting"; the helper's answer shows the question it answers; a cancelled ask stays quiet."""
+    system: Any = server.system  # type: ignore[attr-defined]
+    _, token = system.humans.accounts.add_device("waiting-wearer", "simulator")
+    _ready(page, server.url)
+    page.fill("#token", token)
+    page.click("#save-token")
+    page.wait_for_function("document.getElementById('stream-label').textContent === 'live answers on'",
+                           timeout=10_000)
+    saved = system.policy
+    system.policy = AlwaysAsk()
+    try:
+        _ask(page, "what is this?", 1)
+        ask_id = page.evaluate("window.__sim.asks[0].id")
+        wait = page.locator("#wait-text")
+        page.wait_for_selector("#hud-wait", state="visible", timeout=10_000)
+        assert re.fullmatch(r"Finding a helper · 0:0\d", wait.inner_text()), wait.inner_text()
+        page.wait_for_function(
+            "/0:0[2-9]/.test(document.getElementById('wait-text').textContent)", timeout=10_000)
+        assert page.locator("#wait-cancel").is_visible() and page.locator("#wait-keep").is_hidden()
+
+        item = system.humans.queue.for_ask(ask_id)
+        system.humans.check_timeout(item.id)  # the server's "no helper answered; still queued"
+        page.wait_for_selector("#wait-keep", state="visible", timeout=10_000)
+        assert wait.inner_text().startswith("No helper yet · 0:")
+        assert "No helper yet" in page.locator("#hud").inner_text()
+        page.wait_for_function(
+            "window.__sim.spoken.some(s => s.text.startsWith('No helper has answered yet'))", timeout=10_000)
+        screenshot(page, "simulator-waiting", tmp_path)
+        assert_accessible(page, "simulator waiting for a helper")
+        page.click("#wait-keep")
+        assert wait.inner_text().startswith("Still waiting · 0:")
+        assert page.locator("#wait-keep").is_hidden()
+
+        system.add_label(ask_id, PRODUCT, source="human", author="helper")
+        page.wait_for_selector("#hud-wait", state="hidden", timeout=10_000)
+        hud = page.locator("#hud").inner_text()
+        assert "“what is this?”" in hud and PRODUCT in hud
+        first = page.locator("#log li").first
+        assert "what is this?" in first.locator(".q").inner_text() and PRODUCT in first.locator(".a").inner_text()
+        page.wait_for_function(
+            "window.__sim.spoken.some(s => s.text.startsWith('You asked: what is this?') "
+            f"&& s.text.includes('{PRODUCT}'))", timeout=20_000)
+
+        _ask(page, "what is this one?", 2)
+        second = page.evaluate("window.__sim.asks[1].id")
+        page.wait_for_selector("#hud-wait", state="visible", timeout=10_000)
+        page.click("#wait-cancel")
+        page.wait_for_selector("#hud-wait", state="hidden")
+        assert "Cancelled" in page.locator("#hud").inner_text()
+        page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=20_000)
+        system.add_label(second, PRODUCT, source="human", author="helper")
+        page.wait_for_function("document.querySelector('#log li .meta').textContent.includes('you had cancelled')",
+                               timeout=10_000)
+        assert "Cancelled" in page.locator("#hud").inner_text()
+    finally:
+        system.policy = saved
+
+
+def test_simulator_keyboard_and_layout_at_1280x800(browser: Any, server: LiveServer, grocery: Any,
+                                                    tmp_path: Path) -> None:
+    """"Hold to talk" and the question box need no scrolling; every control takes the focus visibly; the photo
+    upload opens from the keyboard; Space on another control is that control's; axe finds nothing serious."""
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    _ready(page, server.url)
+    assert box_in_viewport(page, "#talk") and box_in_viewport(page, "#question"), "the main action is below the fold"
+
+    assert tab_to(page, "#speak"), "the speak checkbox cannot be reached"
+    page.keyboard.press("Space")
+    assert not page.is_checked("#speak"), "Space on the checkbox started talking instead"
+    page.keyboard.press("Space")
+    assert page.is_checked("#speak") and "listening" not in page.evaluate("window.__sim.statuses")
+
+    stops = tab_through(page)
+    assert len(stops) >= 8 and not unringed(stops), unringed(stops)
+    photo = next(i for i in small_val(grocery) if i.label == PRODUCT).path
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    assert tab_to(page, "#upload-button"), "the photo upload cannot be reached with the keyboard"
+    with page.expect_file_chooser(timeout=10_000) as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(photo))
+    page.wait_for_selector("#still", state="visible")
+    page.uncheck("#speak")
+    _ask(page, "what is this?", 1)
+    page.wait_for_function(f"document.getElementById('hud').innerText.includes('{PRODUCT}')", timeout=20_000)
+    assert_accessible(page, "simulator at 1280×800")
+    screenshot(page, "simulator-1280", tmp_path)
+
+
+def test_simulator_on_a_phone_keeps_the_hud_in_view(browser: Any, server: LiveServer, tmp_path: Path) -> None:
+    """At 390×844 with touch: no space-bar hint, nothing scrolls sideways, and after an ask typed with the page
+    scrolled down to the question box the HUD comes back into view."""
+    page = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    _ready(page, server.url)
+    assert "space" not in page.inner_text(".hint").lower()
+    assert horizontal_overflow(page) <= 0
+    assert box_in_viewport(page, "#hud")
+    screenshot(page, "simulator-390", tmp_path)
+    # As a phone does when its keyboard opens: the question box scrolled to the top, the HUD out of view.
+    page.evaluate("document.getElementById('question').scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(200)
+    assert not box_in_viewport(page, "#hud"), "the page is too short to scroll the HUD away: the test proves nothing"
+    page.uncheck("#speak")
+    page.tap("#question")
+    _ask(page, "what is this?", 1)
+    page.wait_for_function(f"document.getElementById('hud').innerText.includes('{PRODUCT}')", timeout=20_000)
+    page.wait_for_timeout(800)  # a smooth scroll
+    assert box_in_viewport(page, "#hud"), "the HUD stayed out of view after the ask"
+    assert_accessible(page, "simulator on a phone")
+    screenshot(page, "simulator-390-answer", tmp_path)

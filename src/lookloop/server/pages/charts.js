@@ -7,7 +7,7 @@ const uPlot = window.uPlot;
 export const COLORS = { a: "#2f6fdf", b: "#1f9d6b", c: "#e08a1e", d: "#d4473d", e: "#7a5af8", f: "#0fa5b8" };
 const SOURCE_COLORS = ["#2f6fdf", "#7a5af8", "#e08a1e", "#0fa5b8", "#d4473d", "#1f9d6b"];
 const INK = "#1d2433";
-const MUTED = "#6b7487";
+const MUTED = "#5d6679";
 const FONT = '11px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
 
 // -- formatting -----------------------------------------------------------------------------------------------
@@ -218,6 +218,18 @@ export function stackedBars(box, pts, bucket) {
   })));
 }
 
+const luminance = (rgb) => {
+  const [r, g, b] = rgb.map((c) => { const x = c / 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const contrast = (a, b) => (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+/** Text colour for a cell of this background: the page's ink where it reads at 4.5:1, else white or black. */
+function readableOn(rgb) {
+  const bg = luminance(rgb);
+  if (contrast(bg, luminance([29, 36, 51])) >= 4.5) return INK;
+  return contrast(bg, 1) >= contrast(bg, 0) ? "#fff" : "#000";
+}
+
 /** The confusion matrix as a heat-map table: rows the label, columns the AI's guess. */
 export function confusion(box, c) {
   clear(box);
@@ -245,9 +257,10 @@ export function confusion(box, c) {
       const share = v / peak;
       td.className = "cell";
       td.textContent = v ? String(v) : "";
-      td.style.background = v === 0 ? "#f6f8fb"
-        : i === j ? `rgba(31,157,107,${0.18 + 0.82 * share})` : `rgba(212,71,61,${0.15 + 0.85 * share})`;
-      if (share > 0.55) td.style.color = "#fff";
+      const [rgb, alpha] = v === 0 ? [[246, 248, 251], 1] : i === j ? [[31, 157, 107], 0.18 + 0.82 * share]
+        : [[212, 71, 61], 0.15 + 0.85 * share];
+      td.style.background = `rgba(${rgb.join(",")},${alpha})`;
+      td.style.color = readableOn(rgb.map((x) => alpha * x + (1 - alpha) * 255)); // the card is white beneath
       hover(td, () => `label ${c.classes[i]} · guessed ${c.classes[j]}: ${v}`);
     });
   });

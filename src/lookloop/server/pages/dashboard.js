@@ -39,7 +39,6 @@ function windowParam() { return $("window").value; }
 async function load() {
   $("status").textContent = "Loading…";
   const since = windowParam();
-  $("report").href = "/v1/operators/plots/overview.png?since=" + encodeURIComponent(since);
   // The learning loop is not windowed: it loads beside the summary, and its failure leaves the rest drawn.
   const loop = loadLoop();
   try {
@@ -49,6 +48,7 @@ async function load() {
     const at = new Date().toLocaleTimeString();
     $("status").textContent = `Updated ${at} · ${data.metrics.totals.asks} asks in the window, bucketed by ${data.metrics.bucket}`;
     await loop;
+    scrollables();
     document.body.dataset.loaded = "true";
   } catch (err) {
     if (!(err instanceof SignedOut)) $("status").textContent = "Could not load the metrics: " + err.message;
@@ -81,11 +81,52 @@ function start() {
 
 $("refresh").addEventListener("click", load);
 $("window").addEventListener("change", load);
+$("report").addEventListener("click", downloadReport);
+// r reloads while the focus is on the page itself; a focused control keeps its own keys.
 document.addEventListener("keydown", (ev) => {
-  if (ev.key === "r" && !$("board").hidden && !(ev.target instanceof HTMLInputElement)) load();
+  const onPage = !document.activeElement || document.activeElement === document.body;
+  if (ev.key === "r" && onPage && !ev.ctrlKey && !ev.metaKey && !ev.altKey && !$("board").hidden) load();
 });
 
+/** The PNG report, fetched with the sign-in token (a plain link would carry none) and saved as a file. */
+async function downloadReport() {
+  const since = windowParam();
+  const button = $("report");
+  button.disabled = true;
+  $("status").textContent = "Drawing the PNG report…";
+  try {
+    const png = await api("/v1/operators/plots/overview.png?since=" + encodeURIComponent(since));
+    const url = URL.createObjectURL(png);
+    const a = Object.assign(document.createElement("a"), { href: url, download: `lookloop-report-${since}.png` });
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    $("status").textContent = `PNG report of the ${$("window").selectedOptions[0].text} saved (lookloop-report-${since}.png)`;
+  } catch (err) {
+    if (!(err instanceof SignedOut)) $("status").textContent = "Could not make the PNG report: " + err.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // -- rendering ------------------------------------------------------------------------------------------------
+
+/** A card wider than the screen (a phone) scrolls sideways: it takes the focus, so the keyboard can scroll it. */
+function scrollables() {
+  for (const card of document.querySelectorAll("#board .card")) {
+    if (card.scrollWidth > card.clientWidth + 1) {
+      card.tabIndex = 0;
+      card.setAttribute("role", "region");
+      card.setAttribute("aria-label", (card.querySelector("h2") || card).textContent.trim() + " (scrolls sideways)");
+    } else if (card.hasAttribute("tabindex")) {
+      card.removeAttribute("tabindex");
+      card.removeAttribute("role");
+      card.removeAttribute("aria-label");
+    }
+  }
+}
+window.addEventListener("resize", () => { if (!$("board").hidden) scrollables(); });
 
 function render(data) {
   const m = data.metrics;
