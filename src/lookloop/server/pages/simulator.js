@@ -9,8 +9,12 @@ const els = {
   question: $("question"), token: $("token"), saveToken: $("save-token"), forgetToken: $("forget-token"),
   useWebcam: $("use-webcam"), upload: $("upload"), language: $("language"), speak: $("speak"),
   log: $("log"), voice: $("voice"), streamDot: $("stream-dot"), streamLabel: $("stream-label"),
-  outbox: $("outbox"), heard: $("heard"),
+  outbox: $("outbox"), heard: $("heard"), uploadButton: $("upload-button"), tokenError: $("token-error"),
+  hint: $("hint"), view: $("view"), hudWait: $("hud-wait"), waitText: $("wait-text"), waitKeep: $("wait-keep"),
+  waitCancel: $("wait-cancel"),
 };
+const REFUSED = "this device token was refused — check it";
+const touchScreen = () => matchMedia("(hover: none), (pointer: coarse)").matches;
 const HUD_LINES = 5;
 const HUD_CHARS = 34; // about what fits on a 480 px line
 const OUTBOX_KEY = "lookloop.sim.outbox";
@@ -22,7 +26,6 @@ const STATES = {
   ready: "ready", listening: "listening", thinking: "thinking", speaking: "speaking",
   asking: "asking a helper", offline: "offline — will send", error: "",
 };
-let waitingForHelper = 0;
 function setStatus(state, text) {
   const label = text || STATES[state] || state;
   els.status.dataset.state = state;
@@ -31,7 +34,7 @@ function setStatus(state, text) {
 }
 function settle() {
   if (pendingOutbox().length) setStatus("offline");
-  else if (waitingForHelper > 0) setStatus("asking");
+  else if (waiting.size > 0) setStatus("asking", waitingStatus());
   else setStatus("ready");
 }
 
@@ -47,14 +50,24 @@ function wrap(text, width) {
   if (line) out.push(line);
   return out;
 }
-function showHud(lines) {
-  const flat = [];
+/** Shows up to five lines; with `question`, the first line is the question the answer belongs to. */
+function showHud(lines, { question = null } = {}) {
+  const flat = question ? [`“${question}”`] : [];
   for (const l of lines) flat.push(...wrap(l, HUD_CHARS));
   const nodes = els.hud.querySelectorAll(".hud-line");
   nodes.forEach((node, i) => { node.textContent = flat[i] || ""; });
   els.hud.classList.remove("flash");
   void els.hud.offsetWidth; // restart the animation
   els.hud.classList.add("flash");
+  revealHud();
+}
+/** Brings the glasses' view back on screen (a phone scrolled down to the question box after an ask). */
+function revealHud() {
+  const r = els.view.getBoundingClientRect();
+  if (r.top < 0 || r.bottom > window.innerHeight) {
+    const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+    els.view.scrollIntoView({ block: "nearest", behavior: still ? "auto" : "smooth" });
+  }
 }
 
 // -- camera and push-to-talk (simulator-media.js) ----------------------------------------------------
@@ -105,6 +118,11 @@ async function send(item, audio, image, live) {
     return false;
   }
   const body = await res.json().catch(() => ({ detail: res.statusText }));
+  if (res.status === 401 && device.token) {
+    tokenRefused();
+    if (live) speakText("This device's token was refused. Check it, or forget it to ask without one.", null);
+    return true;
+  }
   if (!res.ok) {
     const said = body.detail || "something went wrong";
     showHud([res.status === 422 && /speech/.test(said) ? "Didn't catch that." : "Can't answer that:", said]);
@@ -123,15 +141,16 @@ function handleAnswer(body, item, live) {
   sim.asks.push(body);
   els.heard.textContent = body.transcript ? `You said: “${heard}”` : "";
   sim.lastAnswer = answer;
+  questions.set(askRec.id, heard);
   showHud(answer.hud && answer.hud.length ? answer.hud.slice(0, HUD_LINES) : [answer.text]);
   const escalated = answer.decision === "escalate";
   addLog({ id: askRec.id, q: heard, a: answer.text, kind: escalated ? "escalate" : "answer",
     meta: `${answer.skill} · ${Math.round(answer.confidence * 100)}%${live ? "" : " · sent from the outbox"}` });
   if (escalated) {
-    waitingForHelper++;
+    startWaiting(askRec.id, item.at || Date.now());
     watchForHelper(askRec.id);
   }
-  const after = () => (escalated ? setStatus("asking") : settle());
+  const after = () => (escalated && waiting.has(askRec.id) ? setStatus("asking", waitingStatus()) : settle());
   if (els.speak.checked) {
     speakText(answer.text, body.audio_url || null).then(after);
   } else {
@@ -188,34 +207,145 @@ function speakText(text, url) {
 }
 
 // -- late answers: the device stream with a token, polling an anonymous ask without ------------------
-let ws = null, wsBackoff = 1000;
+let ws = null, wsBackoff = 1000, wsTimer = null;
 const watched = new Set();
 function connectStream() {
+  clearTimeout(wsTimer);
   if (ws) { ws.onclose = null; ws.close(); ws = null; }
   if (!device.token) { streamState("none"); return; }
   streamState("wait");
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${proto}://${location.host}/v1/devices/stream?token=${encodeURIComponent(device.token)}`);
-  ws.onopen = () => { wsBackoff = 1000; streamState("on"); flushOutbox(); };
-  ws.onmessage = (e) => {
+  const socket = new WebSocket(`${proto}://${location.host}/v1/devices/stream?token=${encodeURIComponent(device.token)}`);
+  let opened = false;
+  ws = socket;
+  socket.onopen = () => { opened = true; wsBackoff = 1000; streamState("on"); flushOutbox(); };
+  socket.onmessage = (e) => {
     let ev;
     try { ev = JSON.parse(e.data); } catch (err) { return; }
     sim.events.push(ev);
     if (ev.type === "answer") lateAnswer(ev.ask_id, ev.text, ev.hud, ev.source);
-    else if (ev.type === "status" && ev.status) setStatus("asking", ev.status);
+    else if (ev.type === "status" && ev.status) helperStatus(ev.ask_id, ev.status);
   };
-  ws.onclose = (e) => {
-    ws = null;
-    if (e.code === 4401 || e.code === 4403) { streamState("refused"); return; }
+  socket.onclose = async (e) => {
+    if (ws === socket) ws = null;
+    if (e.code === 4401 || e.code === 4403) { tokenRefused(e.code === 4403 ? e.reason : ""); return; }
+    // A refused handshake reaches the page as a bare close (1006) before it ever opened: ask the API why.
+    if (!opened) {
+      const why = await tokenProblem();
+      if (why !== null) { tokenRefused(why); return; }
+    }
     streamState("wait");
-    setTimeout(connectStream, wsBackoff);
+    wsTimer = setTimeout(connectStream, wsBackoff);
     wsBackoff = Math.min(15000, wsBackoff * 2);
   };
 }
+/** Why the server refuses the device token ("" for a plain refusal), or null when it is fine or unknown. */
+async function tokenProblem() {
+  let res;
+  try { res = await device.request("/v1/auth/me"); } catch (err) { return null; } // the server is away
+  if (res.status === 401) return "";
+  if (res.status === 403) return (await res.json().catch(() => ({}))).detail || "";
+  if (!res.ok) return null;
+  const me = await res.json().catch(() => ({}));
+  return me.kind && me.kind !== "device" ? "that is a person's sign-in token, not a device token" : null;
+}
+function tokenRefused(detail = "") {
+  if (ws) { ws.onclose = null; ws.close(); ws = null; }
+  clearTimeout(wsTimer);
+  streamState("refused");
+  els.tokenError.textContent = detail ? `${REFUSED} (${detail})` : REFUSED;
+  showHud(["Device token refused.", "Check it, or forget it to", "ask without one."]);
+  setStatus("error", "device token refused");
+}
 function streamState(s) {
-  els.streamDot.className = "dot" + (s === "on" ? " on" : s === "wait" ? " wait" : "");
+  els.streamDot.className = "dot" + (s === "on" ? " on" : s === "wait" ? " wait" : s === "refused" ? " bad" : "");
   els.streamLabel.textContent = { on: "live answers on", wait: "connecting…", none: "anonymous · no stream",
     refused: "token refused" }[s];
+  if (s !== "refused") els.tokenError.textContent = "";
+}
+
+// -- waiting for a helper: the time waited on the HUD, spoken updates, keep waiting / cancel -----------------
+const questions = new Map(); // ask id → the question as asked: every late answer shows what it answers
+const waiting = new Map(); // ask id → { since, timedOut, kept }
+const cancelled = new Set();
+const answered = new Set();
+const LOCAL_TIMEOUT_S = 60; // without the stream's word, offer "keep waiting" after this long
+let waitTicker = null;
+const clock = (s) => `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+const waitedS = (w) => Math.max(0, Math.floor((Date.now() - w.since) / 1000));
+
+function startWaiting(askId, since) {
+  if (cancelled.has(askId) || answered.has(askId)) return;
+  if (!waiting.has(askId)) waiting.set(askId, { since, timedOut: false, kept: false });
+  showWaiting();
+}
+/** The ask whose wait the HUD shows: the latest one. */
+function shownWait() {
+  let last = null;
+  for (const entry of waiting) last = entry;
+  return last;
+}
+function waitingStatus() {
+  const entry = shownWait();
+  if (!entry) return "asking a helper";
+  const w = entry[1];
+  return w.timedOut && !w.kept ? "no helper yet — still waiting" : "asking a helper";
+}
+function showWaiting() {
+  const entry = shownWait();
+  if (!entry) {
+    els.hudWait.hidden = true;
+    clearInterval(waitTicker);
+    waitTicker = null;
+    return;
+  }
+  const [, w] = entry;
+  const s = waitedS(w);
+  if (!w.timedOut && s >= LOCAL_TIMEOUT_S && !(device.token && ws)) w.timedOut = true;
+  const more = waiting.size > 1 ? ` · ${waiting.size - 1} more waiting` : "";
+  const ask = w.timedOut && !w.kept;
+  els.waitText.textContent = `${ask ? "No helper yet" : w.kept ? "Still waiting" : "Finding a helper"} · ${clock(s)}${more}`;
+  els.waitKeep.hidden = !ask;
+  els.hudWait.hidden = false;
+  if (!waitTicker) waitTicker = setInterval(showWaiting, 1000);
+}
+/** A status event of the device stream: "asking a helper", then "no helper answered; still queued". */
+function helperStatus(askId, status) {
+  if (askId && (cancelled.has(askId) || answered.has(askId))) return;
+  if (askId) startWaiting(askId, waiting.has(askId) ? waiting.get(askId).since : Date.now());
+  const w = askId && waiting.get(askId);
+  if (w && /no helper|still queued|timed? ?out/i.test(status)) {
+    w.timedOut = true;
+    w.kept = false;
+    showWaiting();
+    showHud(["No helper has answered yet.", "Still trying: keep waiting,", "or cancel."],
+      { question: questions.get(askId) });
+    setStatus("asking", "no helper yet — still waiting");
+    if (els.speak.checked) speakText(`No helper has answered yet, after ${spokenTime(waitedS(w))}. Still trying.`, null);
+    return;
+  }
+  setStatus("asking", status);
+}
+const spokenTime = (s) => (s < 60 ? `${s} seconds` : `${Math.floor(s / 60)} minute${s >= 120 ? "s" : ""}${s % 60 ? ` ${s % 60} seconds` : ""}`);
+function keepWaiting() {
+  const entry = shownWait();
+  if (!entry) return;
+  entry[1].kept = true;
+  showWaiting();
+  setStatus("asking", "asking a helper");
+  if (els.speak.checked) speakText("OK, still waiting for a helper.", null);
+}
+function cancelWaiting() {
+  const entry = shownWait();
+  if (!entry) return;
+  const [askId] = entry;
+  waiting.delete(askId);
+  watched.delete(askId);
+  cancelled.add(askId);
+  showWaiting();
+  showHud(["Cancelled: you won't hear", "about that one."], { question: questions.get(askId) });
+  if (els.speak.checked) speakText("Cancelled.", null).then(settle);
+  else settle();
 }
 function watchForHelper(askId) {
   if (device.token && ws) return; // the stream will bring the answer
@@ -231,12 +361,28 @@ function watchForHelper(askId) {
   };
   setTimeout(poll, 3000);
 }
-function lateAnswer(askId, text, hud, sourceName) {
+async function askedQuestion(askId) {
+  if (questions.has(askId)) return questions.get(askId);
+  try { questions.set(askId, (await device.api(`/v1/asks/${askId}`)).question); } catch (err) { return null; }
+  return questions.get(askId);
+}
+/** A helper's answer: shown and spoken with the question it answers (quietly logged if the wearer cancelled). */
+async function lateAnswer(askId, text, hud, sourceName) {
+  if (answered.has(askId)) return; // the stream and the poller may both bring it
+  answered.add(askId);
   watched.delete(askId);
-  waitingForHelper = Math.max(0, waitingForHelper - 1);
-  showHud(hud && hud.length ? hud : [text]);
-  addLog({ id: askId, q: "helper answered", a: text, kind: "human", meta: sourceName || "human" });
-  if (els.speak.checked) speakText(text, null).then(settle);
+  const w = waiting.get(askId);
+  waiting.delete(askId);
+  showWaiting();
+  const question = await askedQuestion(askId);
+  const after = w ? ` after ${clock(waitedS(w))}` : "";
+  const quiet = cancelled.has(askId);
+  addLog({ id: askId, q: question || "an earlier question", a: text, kind: "human",
+    meta: `${sourceName || "human"} answered${after}${quiet ? " · you had cancelled" : ""}` });
+  if (quiet) { settle(); return; }
+  showHud(hud && hud.length ? hud : [text], { question });
+  const spoken = question ? `You asked: ${question} ${text}` : text;
+  if (els.speak.checked) speakText(spoken, null).then(settle);
   else settle();
 }
 
@@ -300,7 +446,9 @@ function addLog({ id, q, a, kind, meta }) {
     }
   }
   li.append(qd, ad, md);
-  els.log.append(li);
+  // Newest first, and the list scrolled to the top: the latest answer is where the eye is.
+  els.log.prepend(li);
+  els.log.scrollTop = 0;
 }
 async function feedback(askId, verdict, where) {
   let correction = null;
@@ -315,25 +463,30 @@ async function feedback(askId, verdict, where) {
 els.talk.addEventListener("pointerdown", (e) => { e.preventDefault(); startTalking(); });
 els.talk.addEventListener("pointerup", stopTalking);
 els.talk.addEventListener("pointerleave", () => { if (mic.recording()) stopTalking(); });
+// The space bar talks while the focus is on the page or on the talk button; any other control keeps its own keys.
+const spaceTalks = () => {
+  const el = document.activeElement;
+  return !el || el === document.body || el === els.talk;
+};
 document.addEventListener("keydown", (e) => {
-  if (e.code === "Space" && !e.repeat && !/INPUT|SELECT|TEXTAREA/.test(document.activeElement.tagName)) {
-    e.preventDefault(); startTalking();
-  }
+  if (e.code === "Space" && !e.repeat && spaceTalks()) { e.preventDefault(); startTalking(); }
 });
 document.addEventListener("keyup", (e) => {
-  if (e.code === "Space" && !/INPUT|SELECT|TEXTAREA/.test(document.activeElement.tagName)) {
-    e.preventDefault(); stopTalking();
-  }
+  if (e.code === "Space" && (spaceTalks() || mic.recording())) { e.preventDefault(); stopTalking(); }
 });
 els.typed.addEventListener("submit", (e) => {
   e.preventDefault();
   const q = els.question.value.trim();
   if (!q) return;
   els.question.value = "";
+  if (touchScreen()) els.question.blur(); // the on-screen keyboard goes away and the HUD comes back into view
   ask({ question: q });
 });
 els.useWebcam.addEventListener("click", cam.useWebcam);
+els.uploadButton.addEventListener("click", () => els.upload.click());
 els.upload.addEventListener("change", () => { if (els.upload.files[0]) cam.useUpload(els.upload.files[0]); });
+els.waitKeep.addEventListener("click", keepWaiting);
+els.waitCancel.addEventListener("click", cancelWaiting);
 els.saveToken.addEventListener("click", () => {
   device.token = els.token.value.trim();
   connectStream();
@@ -346,6 +499,10 @@ if (savedLang !== null) els.language.value = savedLang;
 els.language.addEventListener("change", () => localStorage.setItem("lookloop.language", els.language.value));
 window.addEventListener("online", flushOutbox);
 
+if (touchScreen()) {
+  els.hint.textContent = "Hold the button while you speak, then let go.";
+  els.question.placeholder = "…or type a question";
+}
 els.token.value = device.token;
 showHud(["lookloop", "Hold to talk and ask", "about what you see."]);
 saveOutbox(pendingOutbox());
