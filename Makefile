@@ -12,7 +12,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # detector tests and `bench redact` compare, fonts-wqy-zenhei the CJK font the Chinese reading test renders.
 APT_RUN := espeak-ng
 APT_BENCH := $(APT_RUN) opencv-doc opencv-data
-APT_TEST := $(APT_BENCH) ffmpeg chromium fonts-wqy-zenhei
+APT_TEST := $(APT_BENCH) ffmpeg chromium fonts-wqy-zenhei fonts-dejavu-core
 
 .PHONY: run test install install-dev lint typecheck bench clean
 

@@ -148,7 +148,15 @@ def test_operators_promote_and_roll_back_over_http(small_system: Lookloop, groce
         assert {v["version"] for v in listing["versions"]} >= {v1.id, v2.id} and listing["actions"]
         figures = c.get("/v1/operators/loop").json()
         assert figures["serving"] == v1.id and len(figures["versions"]) >= 2
-        assert c.post("/v1/operators/models/rollback").status_code == 409  # only one version has served
+        # The model that served before the first promotion was kept: "roll back" returns to it.
+        back = c.post("/v1/operators/models/rollback")
+        assert back.status_code == 200, back.text
+        startup = back.json()["serving"]
+        assert "startup" in startup and small_system.model_version == startup
+        assert small_system.ask("what is this?", data).answer.result["label"] == "Banana"
+        listing = c.get("/v1/operators/models").json()
+        assert {v["version"] for v in listing["versions"]} >= {v1.id, v2.id, startup}
+        assert c.post("/v1/operators/models/rollback").status_code == 409  # nothing served before it
 
 
 def test_a_version_records_its_backbone_variant(small_system: Lookloop) -> None:

@@ -170,7 +170,9 @@ def test_colour_of_real_photos(grocery: GroceryDataset, label: str, colour: str)
 def test_colour_through_the_service_in_chinese(system: Lookloop, grocery: GroceryDataset) -> None:
     path = val_photos(grocery, "Banana", 1)[0]
     record = system.ask("这是什么颜色？", path.read_bytes(), skill="colour")
-    assert record.answer.text.startswith("黄色")
+    assert record.answer.text.startswith("黄色") and "yellow" not in record.answer.text.lower()
+    english = system.ask("what colour is it?", path.read_bytes(), skill="colour")
+    assert english.answer.text.startswith("Yellow") and "黄" not in english.answer.text  # one language only
     assert record.answer.result["colour_zh"] == "黄色"
     assert 0 < record.answer.confidence <= 1
 
@@ -364,6 +366,7 @@ def test_describe_falls_back_to_local_models_and_offers_a_human(system: Lookloop
     path = val_photos(grocery, "Arla-Standard-Milk", 1)[0]
     a = system.ask("what's in front of me?", path.read_bytes(), skill="describe").answer
     assert a.result["via"] == "local" and a.result["offer_human"] is True
+    assert a.text.startswith("I can't describe scenes: no vision model is set up.")  # said plainly, first
     assert "ask a helper" in a.text
     assert "no vision backend is configured" in a.result["vision_backend"]
     assert a.result["product"] is None or a.result["product"] in a.text

@@ -75,3 +75,16 @@ def test_reading_order_groups_rows_left_to_right() -> None:
 
     lines = [line("world", 100, 12), line("second", 0, 60), line("hello", 0, 10)]
     assert [ln.text for ln in reading_order(lines)] == ["hello", "world", "second"]
+
+
+def test_read_keeps_the_spaces_between_words_of_small_print() -> None:
+    """Small print came back as "ROWBSPACE42": the recogniser drops spaces the ink clearly has."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from lookloop.models.ocr import join_rows, shared_reader
+
+    img = Image.new("RGB", (700, 120), "white")
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf", 18)
+    ImageDraw.Draw(img).text((20, 40), "ROW B  SPACE 42   EXIT 3", font=font, fill="black")
+    lines = shared_reader().read(np.asarray(img))
+    assert join_rows(lines) == ["ROW B SPACE 42 EXIT 3"]

@@ -89,7 +89,7 @@ def promote_cmd(
     """Serve a version (if the evaluation gate passes); running servers switch within seconds."""
     system = open_system(build=False)
     try:
-        v = system.registry.promote(version, force=force, reason="lookloop models promote")
+        v = system.serving.promote(version, force=force, reason="lookloop models promote")
     except LookloopError as exc:
         raise fail(exc.message) from None
     console.print(f"[green]serving[/green] {v.id}")
@@ -100,7 +100,7 @@ def rollback_cmd() -> None:
     """Back to the version that served before the current one."""
     system = open_system(build=False)
     try:
-        v = system.registry.rollback(reason="lookloop models rollback")
+        v = system.serving.rollback(reason="lookloop models rollback")
     except LookloopError as exc:
         raise fail(exc.message) from None
     console.print(f"[green]serving[/green] {v.id}")

@@ -60,14 +60,17 @@ def serve(
     try:
         system = open_system(settings, build=False)
         if demo:
-            ensure_demo(system)
-        open_system_models(system)
+            with err_console.status("importing the demo catalogue and its labelled photos…"):
+                ensure_demo(system)
+        open_system_models(system)  # a progress bar per embedding pass (minutes on a first start)
+        with err_console.status("loading the intent router and the speech models…"):
+            system.warm()
     except LookloopError as exc:
         raise fail(exc.message) from None
     h, p = host or settings.host, port or settings.port
     base = f"http://{h}:{p}"
     console.print(f"[bold green]lookloop serving[/bold green] at {base}")
-    for path, what in (("/docs", "API (OpenAPI)"), ("/healthz", "health")):
+    for path, what in (("/start", "start page"), ("/docs", "API (OpenAPI)"), ("/healthz", "health")):
         console.print(f"  {what:<16} {base}{path}")
     for path, what in extra_pages():
         console.print(f"  {what:<16} {base}{path}")

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookloop.models.embcache import ProgressFn
-from lookloop.models.embedder import _MEAN, _STD, export_onnx, load_torch_backbone, variant_image_size
+from lookloop.models.embedder import PIXEL_MEAN, PIXEL_STD, export_onnx, load_torch_backbone, variant_image_size
+from lookloop.models.onnx_export import export_onnx_file
 
 if TYPE_CHECKING:
     import torch
@@ -84,7 +85,7 @@ def _view(img: np.ndarray, size: int, rng: np.random.Generator, k: int, min_crop
             out = out[:, ::-1]
         # Mild colour jitter: shop lighting varies.
         out = np.clip(out.astype(np.float32) * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20), 0, 255)
-    return ((np.asarray(out, np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
+    return ((np.asarray(out, np.float32) - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)
 
 
 def _prefix(backbone: torch.nn.Module, x: torch.Tensor, upto: int) -> torch.Tensor:
@@ -111,11 +112,8 @@ def _onnx_prefix(
 
     path = directory / "prefix.onnx"
     with torch.no_grad():
-        torch.onnx.export(
-            _Head().eval(), (torch.zeros(1, 3, size, size),), str(path), input_names=["pixels"],
-            output_names=["act"], dynamic_axes={"pixels": {0: "batch"}, "act": {0: "batch"}},
-            opset_version=17, dynamo=False,
-        )
+        export_onnx_file(_Head().eval(), (torch.zeros(1, 3, size, size),), path, input_names=["pixels"],
+                         output_names=["act"], dynamic_axes={"pixels": {0: "batch"}, "act": {0: "batch"}})
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -26,7 +26,7 @@ from lookloop.imaging import decode_image
 from lookloop.loop.calibration import AuditVerdict, Calibration, audit_verdicts, replaceable
 from lookloop.loop.learner import IdentifyModel, cached_identify_head
 from lookloop.loop.policies import EscalationPolicy, FixedThreshold
-from lookloop.loop.registry import ModelRegistry, serving_embedder
+from lookloop.loop.registry import ModelArtifacts, ModelRegistry, ModelVersion, serving_embedder
 from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
 from lookloop.store.db import Database
@@ -246,15 +246,37 @@ class ServingModel:
             self._recalibrate(version_id, loaded.calibration_score, loaded.calibration_scores,
                               loaded.calibration_correct)
 
-    def promote(self, version_id: str, *, force: bool = False, reason: str = "") -> None:
-        """Promotes and serves at once; a version whose artifacts cannot serve is refused before the switch."""
-        self.registry.load(version_id)
-        self.registry.promote(version_id, force=force, reason=reason)
-        self.sync(force=True)
+    def promote(self, version_id: str, *, force: bool = False, reason: str = "") -> ModelVersion:
+        """Promotes and serves at once; a version whose artifacts cannot serve is refused before the switch.
 
-    def rollback(self, reason: str = "") -> None:
-        self.registry.rollback(reason)
+        Before the first promotion the model serving now joins the registry, so "roll back" returns to it.
+        """
+        self.registry.load(version_id)
+        self._keep_startup_model()
+        version = self.registry.promote(version_id, force=force, reason=reason)
         self.sync(force=True)
+        return version
+
+    def rollback(self, reason: str = "") -> ModelVersion:
+        version = self.registry.rollback(reason)
+        self.sync(force=True)
+        return version
+
+    def _keep_startup_model(self) -> None:
+        if self.registry.current_id() is not None:
+            return
+        model = self.model  # the start-up model (built from the labels if this process has not yet)
+        if model.head is None:
+            return  # fewer than two products: nothing a rollback could serve
+        memory = model.memory
+        artifacts = ModelArtifacts(
+            head=model.head, embedder_version=self.embedder.version, memory_x=memory.matrix,
+            memory_labels=memory.labels, memory_keys=memory.keys, variant=self.settings.embedder,
+        )
+        kept = self.registry.register(artifacts, metrics={}, label_keys=memory.keys, label_values=memory.labels,
+                                      parent_id=None, kind="startup",
+                                      notes="the model that served before the first promotion")
+        self.registry.promote(kept.id, force=True, reason="kept so that a rollback can return to it")
 
     # -- calibration --------------------------------------------------------------------------------------
 

@@ -186,9 +186,8 @@ def train_versions(
         best = max(report.versions, key=lambda v: v.accuracy if v.accuracy is not None else -1.0)
         report.gate_message = serving.registry.gate(best)[1]
         try:
-            serving.registry.promote(best.id, reason="lookloop train")
+            serving.promote(best.id, reason="lookloop train")
             report.promoted = best.id
-            serving.activate(best.id)
         except GateRefused as exc:
             report.gate_message = exc.message
     report.seconds = time.perf_counter() - start

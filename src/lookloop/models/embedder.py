@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lookloop.models.onnx_export import export_onnx_file
+
 if TYPE_CHECKING:
     import torch
 
 # TF-converted EfficientNet-Lite weights expect pixels mapped to [-1, 1] ((x - 127) / 128).
-_MEAN = np.float32(127.0)
-_STD = np.float32(128.0)
+PIXEL_MEAN = np.float32(127.0)
+PIXEL_STD = np.float32(128.0)
 
 _VARIANTS: dict[str, tuple[str, str, int]] = {
     # name: (efficientnet model name, weight package, input size)
@@ -47,7 +49,7 @@ def preprocess(images: list[np.ndarray], size: int) -> np.ndarray:
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError("expected an RGB image of shape HxWx3")
         resized = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-        batch[i] = ((resized.astype(np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
+        batch[i] = ((resized.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)
     return batch
 
 
@@ -107,16 +109,8 @@ def export_onnx(backbone: torch.nn.Module, path: Path, image_size: int) -> None:
     tmp = path.with_suffix(".tmp.onnx")
     dummy = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
-        torch.onnx.export(
-            net,
-            (dummy,),
-            str(tmp),
-            input_names=["pixels"],
-            output_names=["features"],
-            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+        export_onnx_file(net, (dummy,), tmp, input_names=["pixels"], output_names=["features"],
+                         dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
     os.replace(tmp, path)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lookloop.config import get_settings
+from lookloop.models.onnx_export import export_onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,9 @@ class MiniLMEmbedder:
     def _load_torch(self) -> Any:
         import torch  # PyTorch takes seconds to import: only training and model export need it
         from transformers import AutoModel  # slow to import: loaded on first use
+        from transformers.utils import logging as hf_logging  # slow to import: loaded with the model
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a bar for one local file, every start
 
         torch.set_num_threads(self._threads)
         model = AutoModel.from_pretrained(str(self._model_dir), local_files_only=True)
@@ -190,16 +194,8 @@ class MiniLMEmbedder:
         names = ["input_ids", "attention_mask", "token_type_ids"]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.onnx.export(
-            _Wrap(model),
-            (ids, ids, torch.zeros_like(ids)),
-            str(tmp),
-            input_names=names,
-            output_names=["hidden"],
-            dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "hidden"]},
-            opset_version=17,
-            dynamo=False,
-        )
+        export_onnx_file(_Wrap(model), (ids, ids, torch.zeros_like(ids)), tmp, input_names=names,
+                         output_names=["hidden"], dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "hidden"]})
         os.replace(tmp, path)  # atomic: a concurrent loader never sees half a file
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:

@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         version="0.1.0",
         summary="Look and ask: the AI answers what it is sure of and asks a human for the rest.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from local assets (mount_start_and_docs): no CDN
+        redoc_url=None,
     )
     app.state.system = the_system
     app.state.access = Access.of(the_system)  # who may do what: every router asks it
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     app.include_router(review.router)
     review.mount_review_page(app)  # /review
     pages.mount_page_assets(app)  # /pages/…: the pages' scripts and styles
+    pages.mount_start_and_docs(app)  # /, /start, /docs, /redoc (local assets)
     app.include_router(operators.router)
     operators.mount_dashboard_page(app)  # /dashboard
     app.include_router(privacy.router)

@@ -7,7 +7,8 @@ WebSockets carry the token as ``?token=…`` because browsers cannot set headers
 
 from __future__ import annotations
 
-from fastapi import Request, WebSocket
+from fastapi import Request, Security, WebSocket
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lookloop.errors import Unauthorized
 from lookloop.humans.accounts import Principal
@@ -30,7 +31,17 @@ def principal_for_token(system: Lookloop, token: str) -> Principal:
     return system.humans.accounts.principal(token)
 
 
-def current_principal(request: Request) -> Principal | None:
+# Declares the scheme in the OpenAPI document (the Authorize button of /docs); the header is read below.
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="token",
+    description="A device token (dev_…, from `lookloop devices add`) or a session token (ses_…, from "
+                "POST /v1/auth/login).",
+)
+
+
+def current_principal(
+    request: Request, declared: HTTPAuthorizationCredentials | None = Security(BEARER)  # noqa: B008
+) -> Principal | None:
     """The caller, or None when no token was sent; a bad token is a 401, never a silent anonymous."""
     token = bearer_token(request)
     if token is None:

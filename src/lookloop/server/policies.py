@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from fastapi import Request
+from fastapi import Depends
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord
@@ -232,12 +232,12 @@ class Access:
         return device_id in self.wearers.devices_of_wearer(principal.wearer_id)
 
 
-def require(*roles: str) -> Callable[[Request], Principal]:
+def require(*roles: str) -> Callable[..., Principal]:
     """A dependency that admits only callers holding one of ``roles`` (any signed-in caller without roles)."""
     allowed = roles or ROLES
 
-    def dependency(request: Request) -> Principal:
-        return Access.role(current_principal(request), allowed)
+    def dependency(principal: Principal | None = Depends(current_principal)) -> Principal:  # noqa: B008
+        return Access.role(principal, allowed)
 
     dependency.__name__ = f"require_{'_'.join(allowed)}"
     return dependency

@@ -147,10 +147,8 @@ class ColourSkill:
         shares = dominant_colours(ask.frame.rgb)
         top = shares[0]
         zh = bool(_CJK.search(ask.question)) or (ask.language or "").startswith("zh")
-        if zh:
-            text = f"{top.name_zh}（{top.name}）"
-        else:
-            text = f"{top.name.capitalize()} ({top.name_zh})"
+        # One language, the wearer's: a mixed answer reads oddly and is spoken with the wrong voice.
+        text = top.name_zh if zh else top.name.capitalize()
         if len(shares) > 1 and shares[1].share >= 0.25:
             second = shares[1]
             text += f"，还有{second.name_zh}" if zh else f", with some {second.name}"

@@ -17,7 +17,8 @@ from lookloop.models.ocr import TextReader
 
 log = logging.getLogger(__name__)
 
-OFFER = "Say 'ask a helper' for more."
+OFFER = "Say 'ask a helper' and a person will describe it."
+NO_VISION = "I can't describe scenes: no vision model is set up."
 MAX_SIDE = 1024
 
 
@@ -97,10 +98,11 @@ class DescribeSkill:
         if ask.frame is None:
             raise BadInput("describe needs an image")
         reason = ""
+        configured = True
         try:
             backend = self._vision()
         except NotConfigured as exc:
-            reason = exc.message
+            reason, configured = exc.message, False
         else:
             try:
                 reply = backend.complete(
@@ -122,7 +124,7 @@ class DescribeSkill:
             except LookloopError as exc:
                 reason = exc.message
                 log.warning("vision backend failed (%s); describing with the local models", reason)
-        return self._local(ask, reason)
+        return self._local(ask, reason, configured=configured)
 
     def sight(self, ask: Ask) -> LocalSight:
         assert ask.frame is not None
@@ -134,9 +136,10 @@ class DescribeSkill:
         faces = self._faces.count(ask.frame.rgb) if self._faces is not None else None
         return LocalSight(product, float(decision.confidence), lines, faces)
 
-    def _local(self, ask: Ask, reason: str) -> Answer:
+    def _local(self, ask: Ask, reason: str, *, configured: bool) -> Answer:
         seen = self.sight(ask)
-        parts: list[str] = []
+        # Said first and plainly: what follows is what the small local models picked out, not a description.
+        parts: list[str] = ["The vision model did not answer." if configured else NO_VISION]
         if seen.product:
             parts.append(f"Looks like {seen.product}.")
         if seen.faces:
@@ -144,8 +147,8 @@ class DescribeSkill:
         if seen.text_lines:
             text = " / ".join(seen.text_lines[:2])
             parts.append(f"Text: {text[:80]}")
-        if not parts:
-            parts.append("I can't tell much here.")
+        if len(parts) == 1:
+            parts.append("I can't tell much here myself.")
         parts.append(OFFER)
         confidence = seen.product_confidence if seen.product else 0.0
         return Answer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lookloop.domain import Answer, Ask
 from lookloop.errors import BadInput
-from lookloop.models.ocr import TextReader
+from lookloop.models.ocr import TextReader, join_rows
 
 
 class ReadSkill:
@@ -29,7 +29,7 @@ class ReadSkill:
             )
         conf = sum(ln.score for ln in lines) / len(lines)
         return Answer(
-            text="\n".join(ln.text for ln in lines),
+            text="\n".join(join_rows(lines)),
             skill=self.name,
             confidence=round(conf, 4),
             model_version=self.reader.version,

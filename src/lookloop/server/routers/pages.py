@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from lookloop.errors import NotFound
 
 _PAGES = Path(__file__).resolve().parents[1] / "pages"
 _MEDIA = {".js": "text/javascript", ".css": "text/css"}
+# Swagger UI and ReDoc as a wheel ships them: the API docs render with no network.
+_DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
+_DOCS_MEDIA = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+               "redoc.standalone.js": "text/javascript", "favicon.png": "image/png"}
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(_PAGES / name, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 def mount_page_assets(app: FastAPI) -> None:
@@ -23,3 +32,30 @@ def mount_page_assets(app: FastAPI) -> None:
         if media is None or not path.is_relative_to(_PAGES) or not path.is_file():
             raise NotFound("no such file")
         return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+def mount_start_and_docs(app: FastAPI) -> None:
+    """``/`` leads to a small index of the pages; ``/docs`` and ``/redoc`` are served from local assets."""
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/start", status_code=307)
+
+    @app.get("/start", include_in_schema=False)
+    def start() -> FileResponse:
+        return _page("start.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return _page("docs.html")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> FileResponse:
+        return _page("redoc.html")
+
+    @app.get("/docs-assets/{name}", include_in_schema=False)
+    def docs_asset(name: str) -> FileResponse:
+        media = _DOCS_MEDIA.get(name)
+        if media is None:
+            raise NotFound("no such file")
+        return FileResponse(_DOCS_ASSETS / name, media_type=media, headers={"Cache-Control": "max-age=86400"})
