@@ -21,7 +21,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, func, select
 
 from lookloop.domain import as_utc, utcnow
-from lookloop.errors import BadInput, Conflict, NotFound, Unauthorized
+from lookloop.errors import BadInput, Conflict, NotFound, TooManyRequests, Unauthorized
+from lookloop.humans.login_throttle import LoginThrottle
 from lookloop.humans.tables import AccountRow, DeviceRow, SessionRow, WearerRow
 from lookloop.store.db import Database
 
@@ -104,9 +105,11 @@ class DeviceInfo:
 class Accounts:
     """Creates and checks accounts, devices and sessions."""
 
-    def __init__(self, db: Database, *, session_ttl_hours: float = 12.0) -> None:
+    def __init__(self, db: Database, *, session_ttl_hours: float = 12.0, throttle: LoginThrottle | None = None
+                 ) -> None:
         self.db = db
         self.session_ttl = dt.timedelta(hours=session_ttl_hours)
+        self.throttle = throttle or LoginThrottle(db)
         # Told (in the thread that revoked) when credentials stop counting: the live hub closes their sockets.
         self.revoked: list[Callable[[Revocation], None]] = []
         self._standing: dict[str, tuple[float, Standing]] = {}
@@ -174,8 +177,23 @@ class Accounts:
 
     # -- sessions -----------------------------------------------------------------------------------------
 
-    def login(self, username: str, password: str) -> tuple[str, AccountInfo]:
-        """Checks the password and opens a session; the same message for every failure."""
+    def login(self, username: str, password: str, *, address: str | None = None) -> tuple[str, AccountInfo]:
+        """Checks the password and opens a session; the same message for every failure.
+
+        Failures are counted per username and per client ``address``: past a few, each further try must wait
+        longer (TooManyRequests, with the seconds to wait), and is refused unchecked until then."""
+        wait = self.throttle.retry_after(username, address)
+        if wait > 0:
+            raise TooManyRequests(f"too many failed sign-ins; try again in {max(1, round(wait))} s", wait)
+        try:
+            opened = self._open_session(username, password)
+        except Unauthorized:
+            self.throttle.failed(username, address)
+            raise
+        self.throttle.succeeded(username, address)
+        return opened
+
+    def _open_session(self, username: str, password: str) -> tuple[str, AccountInfo]:
         failure = Unauthorized("wrong username or password")
         with self.db.session() as s:
             row = s.scalars(select(AccountRow).where(AccountRow.username == username)).first()

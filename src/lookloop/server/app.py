@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from lookloop.config import Settings, get_settings
-from lookloop.errors import LookloopError
+from lookloop.errors import LookloopError, TooManyRequests
 from lookloop.privacy.retention import install_purge
 from lookloop.server import ratelimit
 from lookloop.server.policies import Access
@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
 
     @app.exception_handler(LookloopError)
     async def domain_error(_: Request, exc: LookloopError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
