@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from browser_util import csp_violations, wait_js
 from conftest import REPO, SMALL_CLASSES, make_settings, small_val
 from episode_fixtures import seed_history
 
@@ -237,13 +238,14 @@ def test_dashboard_draws_every_chart(served: tuple[str, Lookloop], browser: Any,
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", csp_violations(errors))
     page.goto(base + "/dashboard")
 
     # A reviewer is turned away with a clear message.
     page.fill("#username", "ana")
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
+    wait_js(page, "document.getElementById('login-error').textContent.length > 0")
     assert "operators" in page.text_content("#login-error")
 
     page.fill("#username", "olga")
@@ -316,6 +318,7 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", csp_violations(errors))
     _sign_in(page, base)
 
     # No version yet: a clear empty state instead of an empty chart; live coverage by day still shows.

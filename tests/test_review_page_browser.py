@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_util import csp_violations, wait_js
 from humans_util import unknown_photo
 
 from lookloop.server.app import create_app
@@ -105,6 +106,8 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
         browser = pw.chromium.launch(executable_path=str(CHROMIUM),
                                      args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 760})
+        refused: list[str] = []
+        page.on("console", csp_violations(refused))  # the page works under its Content-Security-Policy
         page.goto(server + "/review")
         page.fill("#username", "rita")
         page.fill("#password", "reviewer-pass")
@@ -122,7 +125,7 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
         expect(page.locator("#badge-live")).to_be_visible(timeout=15_000)
         expect(page.locator("#question")).to_have_text("what is this?")
         expect(page.locator("#candidates li").first).to_be_visible()
-        page.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+        wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=10_000)
         assert stream.wait_for("status")["status"] == "asking a helper"
 
         # Keyboard only: "/" opens the text box, type the product, Enter accepts.
@@ -142,6 +145,7 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
         assert again["answer"]["decision"] == "answer"
         assert again["answer"]["result"]["label"] == photo.label
         assert small_system.humans.queue.for_ask(again["id"]) is None
+        assert not refused, refused
         browser.close()
     stream.stop.set()
     stream.thread.join(5)
@@ -159,6 +163,8 @@ def test_review_page_screenshot(server: str, small_system: Lookloop, grocery) ->
         browser = pw.chromium.launch(executable_path=str(CHROMIUM),
                                      args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 760})
+        refused: list[str] = []
+        page.on("console", csp_violations(refused))  # the page works under its Content-Security-Policy
         page.goto(server + "/review")
         page.fill("#username", "rita")
         page.fill("#password", "reviewer-pass")
@@ -169,11 +175,12 @@ def test_review_page_screenshot(server: str, small_system: Lookloop, grocery) ->
                        files={"image": ("photo.jpg", photo.path.read_bytes())})
         assert r.status_code == 200
         expect(page.locator("#badge-live")).to_be_visible(timeout=15_000)
-        page.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+        wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=10_000)
         page.keyboard.press("2")
         expect(page.locator("#candidates li.picked")).to_have_count(1)
         out = REPO / "docs" / "review-page.png"
         out.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(out))
         assert out.stat().st_size > 10_000
+        assert not refused, refused
         browser.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_util import csp_violations, wait_js
 from conftest import REPO, small_val
 from voice_util import LiveServer, needs_espeak, needs_ffmpeg, small_app_system, spoken_wav
 
@@ -76,26 +77,27 @@ def page(media: tuple[Path, Path]) -> Iterator[Any]:
 def test_simulator_shows_and_speaks_the_product(page: Any, server: LiveServer, tmp_path: Path) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", csp_violations(errors))
     speech_responses: list[Any] = []
     page.on("response", lambda r: speech_responses.append(r) if "/v1/speech/" in r.url else None)
 
     page.goto(f"{server.url}/simulator")
     assert page.locator("#status").inner_text() == "ready"
     # The fake camera is live and frames are being scored.
-    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
-    page.wait_for_function("document.getElementById('sharp').textContent.includes('sharpness')", timeout=10_000)
+    wait_js(page, "document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    wait_js(page, "document.getElementById('sharp').textContent.includes('sharpness')", timeout=10_000)
 
     talk = page.locator("#talk")
     box = talk.bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
-    page.wait_for_function("window.__sim.statuses.includes('listening')", timeout=5_000)
+    wait_js(page, "window.__sim.statuses.includes('listening')", timeout=5_000)
     page.wait_for_timeout(2600)  # holding the button while "what is this" plays into the fake microphone
     page.mouse.up()
 
-    page.wait_for_function("window.__sim.asks.length > 0", timeout=90_000)
-    page.wait_for_function("window.__sim.spoken.length > 0 && window.__sim.spoken[0].played === true",
+    wait_js(page, "window.__sim.asks.length > 0", timeout=90_000)
+    wait_js(page, "window.__sim.spoken.length > 0 && window.__sim.spoken[0].played === true",
                            timeout=30_000)
     sim = page.evaluate("window.__sim")
     body = sim["asks"][0]
@@ -123,19 +125,19 @@ def test_simulator_shows_and_speaks_the_product(page: Any, server: LiveServer, t
 
 def test_simulator_keeps_asks_while_offline(page: Any, server: LiveServer) -> None:
     page.goto(f"{server.url}/simulator")
-    page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
+    wait_js(page, "window.__sim && window.__sim.ready", timeout=10_000)
     # The ask carries a camera frame: wait for the fake camera, or the resent ask has no image.
-    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    wait_js(page, "document.getElementById('camera').videoWidth > 0", timeout=20_000)
     page.route("**/v1/asks", lambda route: route.abort("connectionrefused"))
     page.fill("#question", "what is this?")
     page.press("#question", "Enter")
-    page.wait_for_function("document.getElementById('status').dataset.state === 'offline'", timeout=10_000)
+    wait_js(page, "document.getElementById('status').dataset.state === 'offline'", timeout=10_000)
     assert page.locator("#status").inner_text() == "offline — will send"
     assert page.locator("#outbox").inner_text() == "1 waiting to send"
     page.unroute("**/v1/asks")
     # The outbox is retried every few seconds; once sent, the answer shows and the outbox is empty.
-    page.wait_for_function("window.__sim.asks.length > 0", timeout=40_000)
-    page.wait_for_function("JSON.parse(localStorage.getItem('lookloop.sim.outbox') || '[]').length === 0",
+    wait_js(page, "window.__sim.asks.length > 0", timeout=40_000)
+    wait_js(page, "JSON.parse(localStorage.getItem('lookloop.sim.outbox') || '[]').length === 0",
                            timeout=10_000)
     assert page.locator("#outbox").is_hidden()
 
@@ -154,27 +156,27 @@ def test_late_human_answer_reaches_the_page_by_its_device_stream(page: Any, serv
             return PolicyDecision(Decision.ESCALATE, float(max(probs)), 1.0, self.name)
 
     page.goto(f"{server.url}/simulator")
-    page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
+    wait_js(page, "window.__sim && window.__sim.ready", timeout=10_000)
     page.fill("#token", token)
     page.click("#save-token")
-    page.wait_for_function("document.getElementById('stream-label').textContent === 'live answers on'",
+    wait_js(page, "document.getElementById('stream-label').textContent === 'live answers on'",
                            timeout=10_000)
-    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    wait_js(page, "document.getElementById('camera').videoWidth > 0", timeout=20_000)
     saved = system.policy
     system.policy = AlwaysAsk()
     try:
         page.fill("#question", "what is this?")
         page.press("#question", "Enter")
-        page.wait_for_function("window.__sim.asks.length > 0", timeout=30_000)
+        wait_js(page, "window.__sim.asks.length > 0", timeout=30_000)
     finally:
         system.policy = saved
-    page.wait_for_function("document.getElementById('status').dataset.state === 'asking'", timeout=20_000)
+    wait_js(page, "document.getElementById('status').dataset.state === 'asking'", timeout=20_000)
     ask_id = page.evaluate("window.__sim.asks[0].id")
     system.add_label(ask_id, PRODUCT, source="human", author="helper")
-    page.wait_for_function(
+    wait_js(page,
         "window.__sim.events.some(e => e.type === 'answer') && window.__sim.spoken.length >= 2 "
         "&& window.__sim.spoken[1].played === true", timeout=20_000)
     assert PRODUCT in page.locator("#hud").inner_text()
     late = page.evaluate("window.__sim.spoken[1]")
     assert late["via"] == "server" and PRODUCT in late["text"]
-    page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=10_000)
+    wait_js(page, "document.getElementById('status').dataset.state === 'ready'", timeout=10_000)

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     max_question_chars: int = 500
     max_audio_seconds: float = Field(default=60.0, description="Longest voice upload accepted.")
+    max_audio_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="Largest voice upload accepted.")
+    max_json_bytes: int = Field(
+        default=64 * 1024, ge=1024,
+        description="Largest request body of every route but the uploads (asks with a frame, voice asks).",
+    )
 
     # Perception
     embedder: str = Field(default="lite0", description="lite0 or lite2")
@@ -68,7 +73,13 @@ class Settings(BaseSettings):
     reask_window_s: float = Field(default=30.0, description="A re-ask within this counts as an implicit 'wrong'.")
 
     frame_key: str = Field(
-        default="", description="base64 32-byte AES key for frames at rest; empty: generated into var/keys"
+        default="", description="base64 32-byte AES key for frames at rest; empty: generated into key_dir"
+    )
+    key_dir: Path | None = Field(
+        default=None,
+        description="Where the generated frame key is kept (a 0700 directory, never inside the frames directory "
+        "nor beside the database file); default var_dir/keys. Put it on another volume, or keep it out of "
+        "backups of var_dir, so a copy of the frames and database alone cannot open the sealed originals.",
     )
 
     # Privacy and hardening (privacy helper)
@@ -153,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def frames_dir(self) -> Path:
         return self.resolved_var_dir / "frames"
+
+    @property
+    def resolved_key_dir(self) -> Path:
+        return (self.key_dir or self.resolved_var_dir / "keys").resolve()
 
 
 @lru_cache(maxsize=1)

@@ -44,6 +44,7 @@ from lookloop.skills.registry import default_skills
 from lookloop.skills.routing import SkillRouting
 from lookloop.speech import SpeechService
 from lookloop.store.db import Database
+from lookloop.store.files import private_dir
 from lookloop.store.frames import FrameStore
 
 
@@ -141,7 +142,7 @@ class _SkillSet:
 
 def build_system(settings: Settings, *, db: Database | None = None) -> System:
     """Constructs every service of lookloop with its dependencies; nothing is loaded or migrated yet."""
-    settings.resolved_var_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.resolved_var_dir)  # 0700: the database, frames, keys and caches are the service's alone
     db = db or Database(settings.resolved_database_url)
     hooks = Hooks()
     frames = FrameStore(settings.frames_dir)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lookloop.store.files import private_dir, tighten_file
+
 if TYPE_CHECKING:
     import torch
 
@@ -103,7 +105,7 @@ def export_onnx(backbone: torch.nn.Module, path: Path, image_size: int) -> None:
     import torch  # PyTorch takes seconds to import: only training and model export need it
 
     net = FeatureNet(backbone).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp.onnx")
     dummy = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
@@ -117,6 +119,7 @@ def export_onnx(backbone: torch.nn.Module, path: Path, image_size: int) -> None:
             opset_version=17,
             dynamo=False,
         )
+    tighten_file(tmp)
     os.replace(tmp, path)
 
 

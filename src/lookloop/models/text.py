@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lookloop.config import get_settings
+from lookloop.store.files import private_dir, tighten_file
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class MiniLMEmbedder:
 
         ids = torch.ones((1, 4), dtype=torch.int64)
         names = ["input_ids", "attention_mask", "token_type_ids"]
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.onnx.export(
             _Wrap(model),
@@ -200,6 +201,7 @@ class MiniLMEmbedder:
             opset_version=17,
             dynamo=False,
         )
+        tighten_file(tmp)
         os.replace(tmp, path)  # atomic: a concurrent loader never sees half a file
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
