@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +104,23 @@ def screenshot(page: Any, name: str, tmp_path: Path, *, full_page: bool = False)
     page.screenshot(path=str(out), full_page=full_page)
     assert out.stat().st_size > 5_000, f"{out} looks empty"
     return out
+
+
+def wait_js(page: Any, expression: str, timeout: float = 30_000) -> None:
+    """Waits until ``expression`` is truthy in the page. Playwright's ``wait_for_function`` evaluates its predicate
+    with ``eval`` inside the page, which the pages' CSP refuses; ``page.evaluate`` runs outside the CSP."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {timeout / 1000:.0f} s: {expression}")
+        page.wait_for_timeout(50)
+
+
+def csp_violations(errors: list[str]) -> Callable[[Any], None]:
+    """A console listener that records what the page's Content-Security-Policy refused (in ``errors``)."""
+
+    def listen(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            errors.append(message.text)
+
+    return listen

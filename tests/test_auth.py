@@ -176,3 +176,104 @@ def test_websockets_need_a_token_of_the_right_role(client: TestClient, system: L
     with client.websocket_connect(f"/v1/review/stream?token={ses}") as ws:
         hello = ws.receive_json()
         assert hello["type"] == "hello" and hello["role"] == "reviewer"
+
+
+# -- sign-in back-off -----------------------------------------------------------------------------------------
+
+def test_login_backoff_doubles_is_capped_resets_on_success_and_forgets(system: Lookloop) -> None:
+    from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
+
+    now = [dt.datetime(2025, 1, 1, tzinfo=dt.UTC)]
+    throttle = LoginThrottle(system.db, BackoffPolicy(per_account=5, per_address=20, base_s=1.0, max_s=60.0),
+                             clock=lambda: now[0])
+    waits = []
+    for _ in range(12):
+        assert throttle.retry_after("rita", "203.0.113.9") == 0.0 or waits
+        throttle.failed("rita", "203.0.113.9")
+        waits.append(throttle.retry_after("rita", "203.0.113.9"))
+        now[0] += dt.timedelta(seconds=waits[-1])  # the attacker waits exactly as long as told
+    assert waits[:4] == [0.0] * 4
+    assert waits[4:] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    # Per username: another name from another address is not slowed by rita's failures.
+    assert throttle.retry_after("otto", "198.51.100.1") == 0.0
+    # A success clears the counters.
+    throttle.succeeded("rita", "203.0.113.9")
+    throttle.failed("rita", "203.0.113.9")
+    assert throttle.retry_after("rita", "203.0.113.9") == 0.0
+    # Failures a day old are forgotten.
+    for _ in range(5):
+        throttle.failed("sam", None)
+    assert throttle.retry_after("sam", None) > 0
+    now[0] += dt.timedelta(days=1, seconds=1)
+    assert throttle.retry_after("sam", None) == 0.0
+    throttle.failed("sam", None)
+    assert throttle.retry_after("sam", None) == 0.0  # counting starts afresh
+
+
+def test_failed_sign_ins_back_off_per_account_over_http(client: TestClient, system: Lookloop) -> None:
+    from lookloop.humans.login_throttle import BackoffPolicy
+
+    system.humans.accounts.add_account("rita", "reviewer", "correct horse")
+    client.app.state.rate_limiter.per_minute["ip"] = 0  # the sign-in back-off alone, not the request rate
+    # A first wait long enough that the 120 tries surely fall inside it, however slow the machine.
+    system.humans.accounts.throttle.policy = BackoffPolicy(per_account=5, per_address=200, base_s=60.0)
+    codes = [client.post("/v1/auth/login", json={"username": "rita", "password": f"guess-{i}"}).status_code
+             for i in range(120)]
+    assert codes[:5] == [401] * 5
+    assert set(codes[5:]) == {429}  # refused unchecked from the sixth try on
+    refused = client.post("/v1/auth/login", json={"username": "rita", "password": "correct horse"})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1  # even the right password
+    assert "too many failed sign-ins" in refused.json()["detail"]
+
+
+def test_backoff_is_shared_by_workers_and_cleared_by_a_success(system: Lookloop) -> None:
+    from lookloop.errors import TooManyRequests
+    from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
+
+    system.humans.accounts.add_account("rita", "reviewer", "correct horse")
+    policy = BackoffPolicy(per_account=3, per_address=10, base_s=0.2, max_s=0.2)
+    worker_a = Accounts(system.db, throttle=LoginThrottle(system.db, policy))
+    worker_b = Accounts(system.db, throttle=LoginThrottle(system.db, policy))  # another process, same database
+    for worker in (worker_a, worker_b, worker_a):
+        with pytest.raises(Unauthorized):
+            worker.login("rita", "wrong password", address="203.0.113.9")
+    with pytest.raises(TooManyRequests) as refused:
+        worker_b.login("rita", "correct horse", address="198.51.100.1")
+    assert refused.value.retry_after >= 1
+    import time
+
+    time.sleep(0.25)
+    assert worker_b.login("rita", "correct horse", address="198.51.100.1")[1].username == "rita"
+    with pytest.raises(Unauthorized):  # the success reset the count: one more failure is a plain 401
+        worker_a.login("rita", "wrong password", address="203.0.113.9")
+
+
+def test_failed_sign_ins_back_off_per_address(tmp_path: Path, data_dir: Path, model_dir: Path) -> None:
+    """Guessing many usernames from one address is slowed there; people behind other addresses are not."""
+    s = Lookloop(make_settings(tmp_path, data_dir, model_dir, trusted_proxies=["10.0.0.0/8"],
+                               login_failures_per_address=10, rate_limit_anonymous_per_min=0))
+    s.migrate()
+    s.humans.accounts.add_account("rita", "reviewer", "correct horse")
+    with TestClient(create_app(system=s, warm=False), client=("10.0.0.5", 4000)) as proxied:
+        def login(user: str, password: str, address: str) -> int:
+            return proxied.post("/v1/auth/login", json={"username": user, "password": password},
+                                headers={"X-Forwarded-For": address}).status_code
+
+        codes = [login(f"user{i}", "some password", "203.0.113.9") for i in range(12)]
+        assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+        assert login("rita", "correct horse", "203.0.113.9") == 429
+        assert login("rita", "correct horse", "198.51.100.1") == 200
+    s.db.dispose()
+
+
+def test_parallel_failures_are_all_counted(system: Lookloop) -> None:
+    """Workers failing at once each add one: the count is an atomic upsert, not read-then-write."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
+
+    at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    throttle = LoginThrottle(system.db, BackoffPolicy(per_account=5, base_s=1.0, max_s=10_000.0), clock=lambda: at)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: throttle.failed("rita", None), range(16)))
+    assert throttle.retry_after("rita", None) == 2.0 ** (16 - 5)

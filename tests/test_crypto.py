@@ -93,3 +93,32 @@ def test_default_key_uses_var_dir_then_setting(fresh_settings: Path, monkeypatch
     monkeypatch.setenv("LOOKLOOP_FRAME_KEY", configured)
     get_settings.cache_clear()
     assert default_key() == parse_key(configured) != generated
+
+
+def test_the_key_has_a_directory_of_its_own(tmp_path: Path) -> None:
+    """LOOKLOOP_KEY_DIR puts the generated key apart (another volume, out of var/'s backups); it may never sit
+    among the frames or beside the database file, where a copy of those would carry it along."""
+    from lookloop.config import Settings
+    from lookloop.privacy.storage import frame_key
+
+    var = tmp_path / "var"
+    default = Settings(var_dir=var)
+    assert default.resolved_key_dir == (var / "keys").resolve()
+    apart = Settings(var_dir=var, key_dir=tmp_path / "secrets" / "lookloop")
+    key = frame_key(apart)
+    path = tmp_path / "secrets" / "lookloop" / "frame.key"
+    assert parse_key(path.read_text()) == key and not (var / "keys").exists()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(FrameKeyError, match="frames"):
+        frame_key(Settings(var_dir=var, key_dir=var / "frames" / "keys"))
+    with pytest.raises(FrameKeyError, match="beside the database"):
+        frame_key(Settings(var_dir=var, key_dir=var))
+
+
+def test_default_key_follows_the_key_dir_setting(fresh_settings: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("LOOKLOOP_KEY_DIR", str(tmp_path / "keys-apart"))
+    get_settings.cache_clear()
+    generated = default_key()
+    assert parse_key((tmp_path / "keys-apart" / "frame.key").read_text()) == generated
+    assert not (fresh_settings / "keys").exists()

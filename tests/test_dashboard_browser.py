@@ -28,6 +28,7 @@ from browser_util import (
     screenshot,
     tab_through,
     unringed,
+    wait_js,
 )
 from conftest import REPO, SMALL_CLASSES, make_settings, small_val
 from episode_fixtures import seed_history
@@ -252,7 +253,7 @@ def test_dashboard_draws_every_chart(served: tuple[str, Lookloop], browser: Any,
     page.fill("#username", "ana")
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
+    wait_js(page, "document.getElementById('login-error').textContent.length > 0")
     assert "operators" in page.text_content("#login-error")
 
     page.fill("#username", "olga")

@@ -27,6 +27,7 @@ from browser_util import (
     tab_through,
     tab_to,
     unringed,
+    wait_js,
 )
 from humans_util import unknown_photo
 
@@ -135,7 +136,7 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
         expect(page.locator("#badge-live")).to_be_visible(timeout=15_000)
         expect(page.locator("#question")).to_have_text("what is this?")
         expect(page.locator("#candidates li").first).to_be_visible()
-        page.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+        wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=10_000)
         assert stream.wait_for("status")["status"] == "asking a helper"
 
         # Keyboard only: "/" opens the text box, type the product, Enter accepts.
@@ -182,7 +183,7 @@ def test_review_page_screenshot(server: str, small_system: Lookloop, grocery) ->
                        files={"image": ("photo.jpg", photo.path.read_bytes())})
         assert r.status_code == 200
         expect(page.locator("#badge-live")).to_be_visible(timeout=15_000)
-        page.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+        wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=10_000)
         page.keyboard.press("2")
         expect(page.locator("#candidates li.picked")).to_have_count(1)
         out = REPO / "docs" / "review-page.png"
@@ -284,13 +285,13 @@ def test_enter_on_a_focused_button_acts_on_that_button(desk: dict[str, Any], ser
     page.keyboard.press("Enter")
     expect(page.locator("#flash")).to_contain_text("can't tell")
     assert candidate_1 not in page.locator("#flash").inner_text().replace("-", " ")
-    page.wait_for_function(f"document.getElementById('panel').dataset.ask !== '{first}'", timeout=10_000)
+    wait_js(page, f"document.getElementById('panel').dataset.ask !== '{first}'", timeout=10_000)
 
     second = _on_screen(page)
     assert tab_to(page, "#btn-skip"), "the skip button cannot be reached with Tab"
     page.keyboard.press("Enter")
     expect(page.locator("#flash")).to_contain_text("skipped")
-    page.wait_for_function(f"document.getElementById('panel').dataset.ask !== '{second}'", timeout=10_000)
+    wait_js(page, f"document.getElementById('panel').dataset.ask !== '{second}'", timeout=10_000)
 
     third = _on_screen(page)
     assert {first, second, third} == set(asks)
@@ -361,7 +362,7 @@ def test_an_answer_can_be_undone_before_it_is_sent(desk: dict[str, Any], server:
         page.evaluate("document.activeElement && document.activeElement.blur()")
         page.keyboard.press("Enter")
         expect(page.locator("#undo-bar")).to_be_visible()
-        page.wait_for_function(f"document.getElementById('panel').dataset.ask !== '{first}'", timeout=5_000)
+        wait_js(page, f"document.getElementById('panel').dataset.ask !== '{first}'", timeout=5_000)
         if how == "button":
             page.click("#btn-undo")
         else:
@@ -390,7 +391,7 @@ def test_the_item_shows_how_long_the_wearer_has_waited(desk: dict[str, Any], ser
     page = desk["page"]
     _escalate(server, desk["device"], desk["photo"], 1)
     expect(page.locator("#age")).to_have_text(re.compile(r"asked \d+ s ago"), timeout=15_000)
-    page.wait_for_function("/asked [2-9] s ago/.test(document.getElementById('age').textContent)", timeout=10_000)
+    wait_js(page, "/asked [2-9] s ago/.test(document.getElementById('age').textContent)", timeout=10_000)
 
 
 def test_review_page_is_accessible_and_fits_a_phone(desk: dict[str, Any], server: str, small_system: Lookloop,
@@ -403,7 +404,7 @@ def test_review_page_is_accessible_and_fits_a_phone(desk: dict[str, Any], server
     page = desk["page"]
     _escalate(server, desk["device"], desk["photo"], 2)
     expect(page.locator("#candidates button.cand").first).to_be_visible(timeout=15_000)
-    page.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+    wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=10_000)
     assert_accessible(page, "review page with an item")
     stops = tab_through(page)
     assert len(stops) >= 8 and not unringed(stops), unringed(stops)
@@ -422,7 +423,7 @@ def test_review_page_is_accessible_and_fits_a_phone(desk: dict[str, Any], server
     expect(phone.locator("#conn")).to_have_class("conn on", timeout=10_000)
     _escalate(server, desk["device"], desk["photo"], 1)
     expect(phone.locator("#candidates button.cand").first).to_be_visible(timeout=15_000)
-    phone.wait_for_function("document.getElementById('frame').naturalWidth > 0", timeout=10_000)
+    wait_js(phone, "document.getElementById('frame').naturalWidth > 0", timeout=10_000)
     assert horizontal_overflow(phone) <= 0
     assert box_in_viewport(phone, "#frame")
     for sel in ("#question", "#candidates", "#btn-accept", "#btn-reject", "#btn-skip"):

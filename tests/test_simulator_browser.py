@@ -24,6 +24,7 @@ from browser_util import (
     tab_through,
     tab_to,
     unringed,
+    wait_js,
 )
 from conftest import REPO, small_val
 from voice_util import LiveServer, needs_espeak, needs_ffmpeg, small_app_system, spoken_wav
@@ -101,20 +102,20 @@ def test_simulator_shows_and_speaks_the_product(page: Any, server: LiveServer, t
     page.goto(f"{server.url}/simulator")
     assert page.locator("#status").inner_text() == "ready"
     # The fake camera is live and frames are being scored.
-    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
-    page.wait_for_function("document.getElementById('sharp').textContent.includes('sharpness')", timeout=10_000)
+    wait_js(page, "document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    wait_js(page, "document.getElementById('sharp').textContent.includes('sharpness')", timeout=10_000)
 
     talk = page.locator("#talk")
     box = talk.bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
-    page.wait_for_function("window.__sim.statuses.includes('listening')", timeout=5_000)
+    wait_js(page, "window.__sim.statuses.includes('listening')", timeout=5_000)
     page.wait_for_timeout(2600)  # holding the button while "what is this" plays into the fake microphone
     page.mouse.up()
 
-    page.wait_for_function("window.__sim.asks.length > 0", timeout=90_000)
-    page.wait_for_function("window.__sim.spoken.length > 0 && window.__sim.spoken[0].played === true",
+    wait_js(page, "window.__sim.asks.length > 0", timeout=90_000)
+    wait_js(page, "window.__sim.spoken.length > 0 && window.__sim.spoken[0].played === true",
                            timeout=30_000)
     sim = page.evaluate("window.__sim")
     body = sim["asks"][0]
@@ -142,19 +143,19 @@ def test_simulator_shows_and_speaks_the_product(page: Any, server: LiveServer, t
 
 def test_simulator_keeps_asks_while_offline(page: Any, server: LiveServer) -> None:
     page.goto(f"{server.url}/simulator")
-    page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
+    wait_js(page, "window.__sim && window.__sim.ready", timeout=10_000)
     # The ask carries a camera frame: wait for the fake camera, or the resent ask has no image.
-    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    wait_js(page, "document.getElementById('camera').videoWidth > 0", timeout=20_000)
     page.route("**/v1/asks", lambda route: route.abort("connectionrefused"))
     page.fill("#question", "what is this?")
     page.press("#question", "Enter")
-    page.wait_for_function("document.getElementById('status').dataset.state === 'offline'", timeout=10_000)
+    wait_js(page, "document.getElementById('status').dataset.state === 'offline'", timeout=10_000)
     assert page.locator("#status").inner_text() == "offline — will send"
     assert page.locator("#outbox").inner_text() == "1 waiting to send"
     page.unroute("**/v1/asks")
     # The outbox is retried every few seconds; once sent, the answer shows and the outbox is empty.
-    page.wait_for_function("window.__sim.asks.length > 0", timeout=40_000)
-    page.wait_for_function("JSON.parse(localStorage.getItem('lookloop.sim.outbox') || '[]').length === 0",
+    wait_js(page, "window.__sim.asks.length > 0", timeout=40_000)
+    wait_js(page, "JSON.parse(localStorage.getItem('lookloop.sim.outbox') || '[]').length === 0",
                            timeout=10_000)
     assert page.locator("#outbox").is_hidden()
 
@@ -173,30 +174,30 @@ def test_late_human_answer_reaches_the_page_by_its_device_stream(page: Any, serv
             return PolicyDecision(Decision.ESCALATE, float(max(probs)), 1.0, self.name)
 
     page.goto(f"{server.url}/simulator")
-    page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
+    wait_js(page, "window.__sim && window.__sim.ready", timeout=10_000)
     page.fill("#token", token)
     page.click("#save-token")
-    page.wait_for_function("document.getElementById('stream-label').textContent === 'live answers on'",
+    wait_js(page, "document.getElementById('stream-label').textContent === 'live answers on'",
                            timeout=10_000)
-    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    wait_js(page, "document.getElementById('camera').videoWidth > 0", timeout=20_000)
     saved = system.policy
     system.policy = AlwaysAsk()
     try:
         page.fill("#question", "what is this?")
         page.press("#question", "Enter")
-        page.wait_for_function("window.__sim.asks.length > 0", timeout=30_000)
+        wait_js(page, "window.__sim.asks.length > 0", timeout=30_000)
     finally:
         system.policy = saved
-    page.wait_for_function("document.getElementById('status').dataset.state === 'asking'", timeout=20_000)
+    wait_js(page, "document.getElementById('status').dataset.state === 'asking'", timeout=20_000)
     ask_id = page.evaluate("window.__sim.asks[0].id")
     system.add_label(ask_id, PRODUCT, source="human", author="helper")
-    page.wait_for_function(
+    wait_js(page,
         "window.__sim.events.some(e => e.type === 'answer') && window.__sim.spoken.length >= 2 "
         "&& window.__sim.spoken[1].played === true", timeout=20_000)
     assert PRODUCT in page.locator("#hud").inner_text()
     late = page.evaluate("window.__sim.spoken[1]")
     assert late["via"] == "server" and PRODUCT in late["text"]
-    page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=10_000)
+    wait_js(page, "document.getElementById('status').dataset.state === 'ready'", timeout=10_000)
 
 
 # -- issue 14: the newest answer in view, a refused token named, waiting for a helper, keyboard and layout ----------
@@ -214,14 +215,14 @@ class AlwaysAsk:
 
 def _ready(page: Any, url: str) -> None:
     page.goto(f"{url}/simulator")
-    page.wait_for_function("window.__sim && window.__sim.ready", timeout=10_000)
-    page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=20_000)
+    wait_js(page, "window.__sim && window.__sim.ready", timeout=10_000)
+    wait_js(page, "document.getElementById('camera').videoWidth > 0", timeout=20_000)
 
 
 def _ask(page: Any, question: str, count: int) -> None:
     page.fill("#question", question)
     page.press("#question", "Enter")
-    page.wait_for_function(f"window.__sim.asks.length >= {count}", timeout=30_000)
+    wait_js(page, f"window.__sim.asks.length >= {count}", timeout=30_000)
 
 
 def _canned_answers(page: Any) -> None:
@@ -249,7 +250,7 @@ def test_conversation_shows_the_newest_answer_where_the_eye_is(page: Any, server
     _canned_answers(page)
     for i in range(1, 11):
         _ask(page, f"question {i}", i)
-    page.wait_for_function("document.querySelectorAll('#log li').length === 10")
+    wait_js(page, "document.querySelectorAll('#log li').length === 10")
     log = page.locator("#log").bounding_box()
     assert page.evaluate("document.getElementById('log').scrollHeight > document.getElementById('log').clientHeight")
     entries = page.locator("#log li")
@@ -266,18 +267,18 @@ def test_a_refused_device_token_is_named(page: Any, server: LiveServer) -> None:
     _ready(page, server.url)
     page.fill("#token", "dev_this-token-was-never-issued")
     page.click("#save-token")
-    page.wait_for_function("document.getElementById('stream-label').textContent.includes('refused')",
+    wait_js(page, "document.getElementById('stream-label').textContent.includes('refused')",
                            timeout=10_000)
     assert page.inner_text("#token-error").startswith("this device token was refused — check it")
     _ask(page, "what is this?", 0)
-    page.wait_for_function("""() => { const s = window.__sim.statuses;
+    wait_js(page, """() => { const s = window.__sim.statuses;
         return s.includes('thinking') && s.lastIndexOf('device token refused') > s.lastIndexOf('thinking'); }""",
                            timeout=20_000)
     assert "refused" in page.locator("#hud").inner_text()
-    assert page.wait_for_function("window.__sim.spoken.length > 0").json_value() is True
+    wait_js(page, "window.__sim.spoken.length > 0")
     assert "token was refused" in page.evaluate("window.__sim.spoken[0].text")
     page.reload()  # the wrong token kept from last time is recognised at once
-    page.wait_for_function("document.getElementById('token-error').textContent.includes('refused')",
+    wait_js(page, "document.getElementById('token-error').textContent.includes('refused')",
                            timeout=10_000)
 
 
@@ -290,7 +291,7 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
     _ready(page, server.url)
     page.fill("#token", token)
     page.click("#save-token")
-    page.wait_for_function("document.getElementById('stream-label').textContent === 'live answers on'",
+    wait_js(page, "document.getElementById('stream-label').textContent === 'live answers on'",
                            timeout=10_000)
     saved = system.policy
     system.policy = AlwaysAsk()
@@ -300,7 +301,7 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         wait = page.locator("#wait-text")
         page.wait_for_selector("#hud-wait", state="visible", timeout=10_000)
         assert re.fullmatch(r"Finding a helper · 0:0\d", wait.inner_text()), wait.inner_text()
-        page.wait_for_function(
+        wait_js(page,
             "/0:0[2-9]/.test(document.getElementById('wait-text').textContent)", timeout=10_000)
         assert page.locator("#wait-cancel").is_visible() and page.locator("#wait-keep").is_hidden()
 
@@ -309,7 +310,7 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         page.wait_for_selector("#wait-keep", state="visible", timeout=10_000)
         assert wait.inner_text().startswith("No helper yet · 0:")
         assert "No helper yet" in page.locator("#hud").inner_text()
-        page.wait_for_function(
+        wait_js(page,
             "window.__sim.spoken.some(s => s.text.startsWith('No helper has answered yet'))", timeout=10_000)
         screenshot(page, "simulator-waiting", tmp_path)
         assert_accessible(page, "simulator waiting for a helper")
@@ -323,7 +324,7 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         assert "“what is this?”" in hud and PRODUCT in hud
         first = page.locator("#log li").first
         assert "what is this?" in first.locator(".q").inner_text() and PRODUCT in first.locator(".a").inner_text()
-        page.wait_for_function(
+        wait_js(page,
             "window.__sim.spoken.some(s => s.text.startsWith('You asked: what is this?') "
             f"&& s.text.includes('{PRODUCT}'))", timeout=20_000)
 
@@ -333,9 +334,9 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         page.click("#wait-cancel")
         page.wait_for_selector("#hud-wait", state="hidden")
         assert "Cancelled" in page.locator("#hud").inner_text()
-        page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=20_000)
+        wait_js(page, "document.getElementById('status').dataset.state === 'ready'", timeout=20_000)
         system.add_label(second, PRODUCT, source="human", author="helper")
-        page.wait_for_function("document.querySelector('#log li .meta').textContent.includes('you had cancelled')",
+        wait_js(page, "document.querySelector('#log li .meta').textContent.includes('you had cancelled')",
                                timeout=10_000)
         assert "Cancelled" in page.locator("#hud").inner_text()
     finally:
@@ -367,7 +368,7 @@ def test_simulator_keyboard_and_layout_at_1280x800(browser: Any, server: LiveSer
     page.wait_for_selector("#still", state="visible")
     page.uncheck("#speak")
     _ask(page, "what is this?", 1)
-    page.wait_for_function(f"document.getElementById('hud').innerText.includes('{PRODUCT}')", timeout=20_000)
+    wait_js(page, f"document.getElementById('hud').innerText.includes('{PRODUCT}')", timeout=20_000)
     assert_accessible(page, "simulator at 1280×800")
     screenshot(page, "simulator-1280", tmp_path)
 
@@ -388,7 +389,7 @@ def test_simulator_on_a_phone_keeps_the_hud_in_view(browser: Any, server: LiveSe
     page.uncheck("#speak")
     page.tap("#question")
     _ask(page, "what is this?", 1)
-    page.wait_for_function(f"document.getElementById('hud').innerText.includes('{PRODUCT}')", timeout=20_000)
+    wait_js(page, f"document.getElementById('hud').innerText.includes('{PRODUCT}')", timeout=20_000)
     page.wait_for_timeout(800)  # a smooth scroll
     assert box_in_viewport(page, "#hud"), "the HUD stayed out of view after the ask"
     assert_accessible(page, "simulator on a phone")

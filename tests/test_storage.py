@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import make_settings
 from sqlalchemy import inspect, select
 
 from lookloop.catalog import LabelledImage
@@ -76,3 +77,87 @@ def test_frame_store_is_content_addressed(tmp_path: Path) -> None:
         pass
     else:  # pragma: no cover
         raise AssertionError("path traversal must be refused")
+
+
+# -- private files under var/ -------------------------------------------------------------------------------
+
+def _loose(root: Path) -> list[str]:
+    """Everything under ``root`` that someone other than its owner could read (or enter)."""
+    import stat
+
+    loose = []
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        want = 0o700 if path.is_dir() else 0o600
+        if mode & 0o077 or (path.is_dir() and mode != want):
+            loose.append(f"{path.relative_to(root)} {mode:o}")
+    return loose
+
+
+def test_everything_under_var_is_private_whatever_the_umask(tmp_path: Path, data_dir: Path, model_dir: Path) -> None:
+    """The database and its WAL, frames (redacted, sealed, originals), the key and caches: 0600 in 0700."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    from lookloop.domain import Consent
+    from lookloop.imaging import decode_image
+    from lookloop.loop.learner import LinearHead
+    from lookloop.models.embcache import EmbeddingCache
+    from lookloop.system import Lookloop
+
+    old = os.umask(0o022)  # the usual default: files 0644, directories 0755 unless created privately
+    try:
+        settings = make_settings(tmp_path, data_dir, model_dir, redact_text="sync")
+        system = Lookloop(settings)
+        system.migrate()
+        ok, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
+        assert ok
+        frame = decode_image(bytes(jpeg), max_bytes=1 << 20, max_pixels=1 << 20)
+        consent = Consent(store_frames=True, keep_originals=True)
+        assert system.privacy.store(frame, wearer_id="w", consent=consent, needs_human=True)
+        settings.redact_text = "background"  # a second upload waits sealed for the worker
+        ok, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 64, np.uint8))
+        frame = decode_image(bytes(jpeg), max_bytes=1 << 20, max_pixels=1 << 20)
+        sealed = system.privacy.store(frame, wearer_id="w", consent=consent, needs_human=True)
+        assert sealed is not None and system.privacy.sealed_path(sealed).exists()
+        # Caches derived from wearers' frames and labels, written where the model cache would be.
+        caches = settings.resolved_var_dir / "models"
+        cache = EmbeddingCache(caches, "test-version", 4)
+        cache.put("a" * 64, np.ones(4, np.float32))
+        cache.save()
+        LinearHead(("a", "b"), np.zeros((2, 4), np.float32), np.zeros(2, np.float32)).save(caches / "head.npz")
+        var = settings.resolved_var_dir
+        names = {p.name for p in var.rglob("*")}
+        assert {"lookloop.db", "lookloop.db-wal", "frame.key"} <= names
+        assert any(n.endswith(".sealed") for n in names) and any(n.endswith(".orig") for n in names)
+        assert system.privacy.flush()  # the sealed upload's redaction worker is done (and wrote privately too)
+        assert _loose(var) == []
+        system.db.dispose()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_loose_var_is_tightened(tmp_path: Path, data_dir: Path, model_dir: Path) -> None:
+    """An installation from before: its directory, database and key are made private on the next start."""
+    import os
+
+    from lookloop.privacy.crypto import load_or_create_key
+    from lookloop.system import Lookloop
+
+    settings = make_settings(tmp_path, data_dir, model_dir)
+    var = settings.resolved_var_dir
+    var.mkdir(parents=True)
+    (var / "lookloop.db").touch()
+    load_or_create_key(var / "keys")
+    for path, mode in ((var, 0o755), (var / "lookloop.db", 0o644), (var / "keys", 0o755),
+                       (var / "keys" / "frame.key", 0o644)):
+        os.chmod(path, mode)
+    system = Lookloop(settings)
+    system.migrate()
+    system.privacy.key  # noqa: B018 - loads the key
+    assert _loose(var) == []
+    system.db.dispose()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +41,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     max_question_chars: int = 500
     max_audio_seconds: float = Field(default=60.0, description="Longest voice upload accepted.")
+    max_audio_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="Largest voice upload accepted.")
+    max_json_bytes: int = Field(
+        default=64 * 1024, ge=1024,
+        description="Largest request body of every route but the uploads (asks with a frame, voice asks).",
+    )
 
     # Perception
     embedder: str = Field(default="lite0", description="lite0 or lite2")
@@ -65,7 +73,13 @@ class Settings(BaseSettings):
     reask_window_s: float = Field(default=30.0, description="A re-ask within this counts as an implicit 'wrong'.")
 
     frame_key: str = Field(
-        default="", description="base64 32-byte AES key for frames at rest; empty: generated into var/keys"
+        default="", description="base64 32-byte AES key for frames at rest; empty: generated into key_dir"
+    )
+    key_dir: Path | None = Field(
+        default=None,
+        description="Where the generated frame key is kept (a 0700 directory, never inside the frames directory "
+        "nor beside the database file); default var_dir/keys. Put it on another volume, or keep it out of "
+        "backups of var_dir, so a copy of the frames and database alone cannot open the sealed originals.",
     )
 
     # Privacy and hardening (privacy helper)
@@ -83,6 +97,22 @@ class Settings(BaseSettings):
     rate_limit_account_per_min: float = Field(default=600.0, ge=0, description="Per reviewer/operator (0: off).")
     rate_limit_anonymous_per_min: float = Field(default=120.0, ge=0, description="Per client address (0: off).")
     rate_limit_burst: int = Field(default=30, ge=1, description="Requests a quiet client may send at once.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of the reverse proxies in front of the server, comma-separated. "
+        "X-Forwarded-For is believed only from these (its right-most hop that is not one of them is the client); "
+        "empty: the direct peer is the client and the header is ignored.",
+    )
+    login_failures_per_account: int = Field(
+        default=5, ge=1, description="Failed sign-ins to one username before each further try must wait."
+    )
+    login_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed sign-ins from one client address before each further try must wait."
+    )
+    login_backoff_base_s: float = Field(
+        default=1.0, gt=0, description="The first wait after too many failed sign-ins; it doubles with each failure."
+    )
+    login_backoff_max_s: float = Field(default=900.0, gt=0, description="The longest wait between sign-in tries.")
 
     # Backends (off by default)
     chat_base_url: str = ""
@@ -93,6 +123,25 @@ class Settings(BaseSettings):
     llama_cpp_model_path: str = ""
     vision_api_key: str = Field(default="", description="Bearer key of the vision backend; empty: chat_api_key.")
     backend_timeout_s: float = 20.0
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        """A comma-separated list (or a JSON list), each entry an address or a network."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = json.loads(text)
+            else:
+                value = [part for part in (p.strip() for p in text.split(",")) if part]
+        if isinstance(value, list | tuple):
+            for entry in value:
+                try:
+                    ipaddress.ip_network(str(entry).strip(), strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"trusted_proxies: {entry!r} is not an address or network") from exc
+            return [str(entry).strip() for entry in value]
+        return value
 
     @property
     def resolved_var_dir(self) -> Path:
@@ -115,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def frames_dir(self) -> Path:
         return self.resolved_var_dir / "frames"
+
+    @property
+    def resolved_key_dir(self) -> Path:
+        return (self.key_dir or self.resolved_var_dir / "keys").resolve()
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class LookloopError(Exception):
     """Base class: carries the HTTP status a handler should answer with."""
@@ -39,6 +41,16 @@ class Forbidden(LookloopError):
 
 class Conflict(LookloopError):
     status_code = 409
+
+
+class TooManyRequests(LookloopError):
+    """Slow down: ``retry_after`` seconds until another try may succeed (sent as ``Retry-After``)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class NotConfigured(LookloopError):

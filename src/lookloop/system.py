@@ -19,6 +19,7 @@ from lookloop.domain import AskRecord, CatalogItem, PolicyDecision
 from lookloop.humans.accounts import Accounts
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import LiveHub
+from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
 from lookloop.humans.queue import ReviewQueue
 from lookloop.humans.runtime import Humans
 from lookloop.loop.asking import AskService, Hooks
@@ -43,6 +44,7 @@ from lookloop.skills.registry import default_skills
 from lookloop.skills.routing import SkillRouting
 from lookloop.speech import SpeechService
 from lookloop.store.db import Database
+from lookloop.store.files import private_dir
 from lookloop.store.frames import FrameStore
 
 
@@ -140,7 +142,7 @@ class _SkillSet:
 
 def build_system(settings: Settings, *, db: Database | None = None) -> System:
     """Constructs every service of lookloop with its dependencies; nothing is loaded or migrated yet."""
-    settings.resolved_var_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.resolved_var_dir)  # 0700: the database, frames, keys and caches are the service's alone
     db = db or Database(settings.resolved_database_url)
     hooks = Hooks()
     frames = FrameStore(settings.frames_dir)
@@ -162,7 +164,10 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
     labels = LabelService(db, asks=asks, catalogue=catalogue, serving=serving, consent=consent, hooks=hooks)
     queue = ReviewQueue(settings, db, asks=asks, names=catalogue, frames=privacy)
     feedback = FeedbackService(settings, db, asks=asks, labels=labels, embeddings=serving.cached_embedding)
-    accounts = Accounts(db, session_ttl_hours=settings.session_ttl_hours)
+    throttle = LoginThrottle(db, BackoffPolicy(
+        per_account=settings.login_failures_per_account, per_address=settings.login_failures_per_address,
+        base_s=settings.login_backoff_base_s, max_s=settings.login_backoff_max_s))
+    accounts = Accounts(db, session_ttl_hours=settings.session_ttl_hours, throttle=throttle)
     humans = Humans(settings, asks=asks, labels=labels, accounts=accounts, queue=queue, hub=LiveHub(),
                     feedback=feedback)
     humans.subscribe(hooks)

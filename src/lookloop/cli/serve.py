@@ -76,7 +76,14 @@ def serve(
         console.print(f"  {what:<16} {base}{path}")
     if demo:
         print_demo_credentials(system)
-    uvicorn.run(create_app(settings, system=system), host=h, port=p, log_level="warning")
+    uvicorn.run(create_app(settings, system=system), host=h, port=p, **server_options())
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn's options beyond the address. ``proxy_headers=False``: uvicorn would otherwise believe
+    X-Forwarded-For from loopback and rewrite the client's address before the app sees it; the app reads the
+    header itself, only from ``LOOKLOOP_TRUSTED_PROXIES``."""
+    return {"log_level": "warning", "proxy_headers": False, "server_header": False}
 
 
 def register(app: typer.Typer) -> None:

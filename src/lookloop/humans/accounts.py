@@ -5,19 +5,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from lookloop.domain import as_utc, utcnow
-from lookloop.errors import BadInput, Conflict, NotFound, Unauthorized
+from lookloop.errors import BadInput, Conflict, NotFound, TooManyRequests, Unauthorized
+from lookloop.humans.login_throttle import LoginThrottle
 from lookloop.humans.tables import AccountRow, DeviceRow, SessionRow, WearerRow
 from lookloop.store.db import Database
 
@@ -27,6 +32,11 @@ DEVICE_PREFIX = "dev_"
 SESSION_PREFIX = "ses_"
 _USERNAME = re.compile(r"^[A-Za-z0-9_.\-@]{1,64}$")
 _hasher = PasswordHasher()
+# Open sockets re-check their token on every message and twice a second while quiet; a verdict this young is
+# reused, so a revocation made by another process (the CLI, another worker) reaches them within a second.
+STANDING_TTL_S = 0.5
+_STANDING_MAX = 10_000
+log = logging.getLogger("lookloop.humans.accounts")
 
 
 def token_hash(token: str) -> str:
@@ -55,6 +65,25 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """Credentials that stopped counting: every session of an account, one session, or a device's token."""
+
+    reason: str
+    account_id: str | None = None
+    session: str | None = None  # the sha256 of the one session signed out; None with account_id: all of them
+    device_id: str | None = None
+    release_locks: bool = False  # the account is signed out everywhere: its review locks go back to the queue
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Whether a token still stands for its principal, and why not when it does not."""
+
+    valid: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class AccountInfo:
     id: str
     username: str
@@ -76,9 +105,15 @@ class DeviceInfo:
 class Accounts:
     """Creates and checks accounts, devices and sessions."""
 
-    def __init__(self, db: Database, *, session_ttl_hours: float = 12.0) -> None:
+    def __init__(self, db: Database, *, session_ttl_hours: float = 12.0, throttle: LoginThrottle | None = None
+                 ) -> None:
         self.db = db
         self.session_ttl = dt.timedelta(hours=session_ttl_hours)
+        self.throttle = throttle or LoginThrottle(db)
+        # Told (in the thread that revoked) when credentials stop counting: the live hub closes their sockets.
+        self.revoked: list[Callable[[Revocation], None]] = []
+        self._standing: dict[str, tuple[float, Standing]] = {}
+        self._standing_lock = threading.Lock()
 
     # -- accounts -----------------------------------------------------------------------------------------
 
@@ -100,19 +135,27 @@ class Accounts:
             return _account_info(row), password
 
     def set_password(self, username: str, password: str) -> None:
+        """A new password signs the account out everywhere (open sockets close, review locks go back)."""
         if len(password) < 8:
             raise BadInput("a password has at least 8 characters")
         with self.db.session() as s:
             row = self._account(s, username)
             row.password_hash = _hasher.hash(password)
             s.execute(delete(SessionRow).where(SessionRow.account_id == row.id))
+            account_id = row.id
+        self._revoke(Revocation("the password changed; sign in again", account_id=account_id, release_locks=True))
 
     def set_disabled(self, username: str, disabled: bool) -> None:
+        """Disabling signs the account out everywhere: its sessions end, its open sockets close and its review
+        locks go back to the queue."""
         with self.db.session() as s:
             row = self._account(s, username)
             row.disabled = disabled
             if disabled:
                 s.execute(delete(SessionRow).where(SessionRow.account_id == row.id))
+            account_id = row.id
+        if disabled:
+            self._revoke(Revocation("the account is disabled", account_id=account_id, release_locks=True))
 
     def list_accounts(self) -> list[AccountInfo]:
         with self.db.session() as s:
@@ -134,8 +177,23 @@ class Accounts:
 
     # -- sessions -----------------------------------------------------------------------------------------
 
-    def login(self, username: str, password: str) -> tuple[str, AccountInfo]:
-        """Checks the password and opens a session; the same message for every failure."""
+    def login(self, username: str, password: str, *, address: str | None = None) -> tuple[str, AccountInfo]:
+        """Checks the password and opens a session; the same message for every failure.
+
+        Failures are counted per username and per client ``address``: past a few, each further try must wait
+        longer (TooManyRequests, with the seconds to wait), and is refused unchecked until then."""
+        wait = self.throttle.retry_after(username, address)
+        if wait > 0:
+            raise TooManyRequests(f"too many failed sign-ins; try again in {max(1, round(wait))} s", wait)
+        try:
+            opened = self._open_session(username, password)
+        except Unauthorized:
+            self.throttle.failed(username, address)
+            raise
+        self.throttle.succeeded(username, address)
+        return opened
+
+    def _open_session(self, username: str, password: str) -> tuple[str, AccountInfo]:
         failure = Unauthorized("wrong username or password")
         with self.db.session() as s:
             row = s.scalars(select(AccountRow).where(AccountRow.username == username)).first()
@@ -157,8 +215,18 @@ class Accounts:
             return token, _account_info(row)
 
     def logout(self, token: str) -> None:
+        """Ends one session: its open sockets close; with no other session left, the review locks go back."""
+        digest = token_hash(token)
         with self.db.session() as s:
-            s.execute(delete(SessionRow).where(SessionRow.token_hash == token_hash(token)))
+            row = s.get(SessionRow, digest)
+            if row is None:
+                return
+            account_id = row.account_id
+            s.delete(row)
+            s.flush()
+            others = s.scalar(select(func.count()).select_from(SessionRow).where(
+                SessionRow.account_id == account_id, SessionRow.expires_at > utcnow())) or 0
+        self._revoke(Revocation("signed out", account_id=account_id, session=digest, release_locks=others == 0))
 
     # -- wearers and devices ------------------------------------------------------------------------------
 
@@ -192,6 +260,7 @@ class Accounts:
             if row is None:
                 raise NotFound(f"no device {device_id!r}")
             row.revoked_at = row.revoked_at or utcnow()
+        self._revoke(Revocation("the device token was revoked", device_id=device_id))
 
     def list_devices(self) -> list[DeviceInfo]:
         with self.db.session() as s:
@@ -223,6 +292,40 @@ class Accounts:
                     raise Unauthorized("the account is disabled")
                 return Principal("account", acc.role, account_id=acc.id, name=acc.username)
         raise Unauthorized("unknown token")
+
+    def standing(self, token: str) -> Standing:
+        """Whether ``token`` still counts, for open sockets: asked on every message they carry, so the answer
+        is cached for ``STANDING_TTL_S`` (a revocation made in this process clears the cache at once)."""
+        fresh = self.cached_standing(token)
+        if fresh is not None:
+            return fresh
+        try:
+            self.principal(token)
+            verdict = Standing(True)
+        except Unauthorized as exc:
+            verdict = Standing(False, exc.message)
+        with self._standing_lock:
+            if len(self._standing) >= _STANDING_MAX:
+                self._standing.clear()
+            self._standing[token_hash(token)] = (time.monotonic(), verdict)
+        return verdict
+
+    def cached_standing(self, token: str) -> Standing | None:
+        """The cached verdict on ``token`` while it is fresh (no I/O: safe on the event loop), else None."""
+        with self._standing_lock:
+            hit = self._standing.get(token_hash(token))
+        if hit is None or time.monotonic() - hit[0] > STANDING_TTL_S:
+            return None
+        return hit[1]
+
+    def _revoke(self, revocation: Revocation) -> None:
+        with self._standing_lock:
+            self._standing.clear()
+        for hook in self.revoked:
+            try:
+                hook(revocation)
+            except Exception:  # the credentials are revoked in the database whatever a listener does
+                log.exception("a revocation listener failed")
 
     # -- demo -----------------------------------------------------------------------------------------------
 

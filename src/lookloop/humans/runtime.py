@@ -6,7 +6,7 @@ import logging
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, Decision, hud_lines
-from lookloop.humans.accounts import Accounts
+from lookloop.humans.accounts import Accounts, Revocation
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import Event, LiveHub
 from lookloop.humans.queue import MAX_LOCKS_PER_REVIEWER, QueueItem, ReviewQueue
@@ -68,6 +68,7 @@ class Humans:
         self.feedback = feedback
         self.max_pushed_locks = MAX_LOCKS_PER_REVIEWER  # a person handles the item on screen and the next
         self.queue.on_resolved.append(self.on_resolved)
+        self.accounts.revoked.append(self.on_revoked)
 
     def subscribe(self, hooks: Hooks) -> None:
         """Escalations reach the queue and the live hub; every ask and label is seen by feedback and the queue."""
@@ -111,10 +112,20 @@ class Humans:
                 break
             if self.queue.try_lock(item.id, account_id):
                 locked = self.queue.get(item.id)
-                self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(locked)})
-                return account_id
+                if self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(locked)}):
+                    return account_id
+                # Their last socket closed meanwhile (off duty, or signed out): the lock goes back.
+                self.queue.release_all(account_id)
         self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
         return None
+
+    def on_revoked(self, revocation: Revocation) -> None:
+        """Revoked credentials: their open streams close now, and a reviewer signed out everywhere gives back
+        the items they held (the streams leave the hub first, so nothing is locked to them afterwards)."""
+        self.hub.close(revocation.reason, account_id=revocation.account_id, credential=revocation.session,
+                       device_id=revocation.device_id)
+        if revocation.account_id is not None and revocation.release_locks:
+            self.queue.release_all(revocation.account_id)
 
     def check_timeout(self, item_id: str) -> None:
         item = self.queue.get(item_id)

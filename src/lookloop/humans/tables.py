@@ -55,6 +55,20 @@ class SessionRow(Base):
     expires_at: Mapped[dt.datetime] = mapped_column()
 
 
+class LoginFailureRow(Base):
+    """Failed sign-ins per username and per client address, shared by every worker: the back-off's memory.
+
+    Keyed by the sha256 of ``kind:value`` so neither mistyped usernames (sometimes passwords) nor addresses
+    are kept readable."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "account" | "address"
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
 class ReviewItemRow(Base):
     """One thing for humans to answer: an escalated ask, or a gold item with a known answer."""
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from lookloop.domain import Prediction
 from lookloop.errors import NotConfigured
+from lookloop.store.files import open_private
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,8 @@ class LinearHead:
         return np.asarray(x @ self.weight.T + self.bias, dtype=np.float64)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as fh:
+        with open_private(tmp) as fh:  # 0600 in a 0700 directory
             np.savez(fh, classes=np.array(self.classes), weight=self.weight, bias=self.bias)
         os.replace(tmp, path)  # another process reading the cache never sees half a head
 

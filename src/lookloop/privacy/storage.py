@@ -26,7 +26,7 @@ from sqlalchemy import select
 from lookloop.config import Settings
 from lookloop.domain import Consent, Frame, Outcome, as_utc, utcnow
 from lookloop.errors import NotFound
-from lookloop.privacy.crypto import decrypt_bytes, encrypt_bytes, load_or_create_key, parse_key
+from lookloop.privacy.crypto import decrypt_bytes, encrypt_bytes, key_dir_for, load_or_create_key, parse_key
 from lookloop.privacy.redact import default_redactor
 from lookloop.privacy.tables import RedactionRow, RevealGrantRow
 from lookloop.store.db import Database
@@ -44,11 +44,12 @@ def _sealed_aad(sha: str) -> bytes:
 
 
 def frame_key(settings: Settings) -> bytes:
-    """The AES key for sealed originals: the configured one, else ``var/keys/frame.key`` (made once)."""
+    """The AES key for sealed originals: the configured one, else ``key_dir/frame.key`` (made once, 0600 in a
+    0700 directory kept apart from the frames and the database file; ``crypto.key_dir_for``)."""
 
     if settings.frame_key:
         return parse_key(settings.frame_key)
-    return load_or_create_key(settings.resolved_var_dir / "keys")
+    return load_or_create_key(key_dir_for(settings))
 
 
 

@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from lookloop.config import Settings, get_settings
-from lookloop.errors import LookloopError
+from lookloop.errors import LookloopError, TooManyRequests
 from lookloop.privacy.retention import install_purge
-from lookloop.server import ratelimit
+from lookloop.server import edge, ratelimit
 from lookloop.server.policies import Access
 from lookloop.server.routers import (
     asks,
@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
 
     @app.exception_handler(LookloopError)
     async def domain_error(_: Request, exc: LookloopError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -72,9 +73,12 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
-        return JSONResponse({"detail": "internal error; the operator's log has the details"}, status_code=500)
+        # Answered outside every middleware (Starlette's error middleware is outermost): add the headers here.
+        headers = {k.decode(): v.decode() for k, v in edge.security_headers(request.scope)}
+        return JSONResponse({"detail": "internal error; the operator's log has the details"}, status_code=500,
+                            headers=headers)
 
     @app.get("/healthz", tags=["operators"])
     def healthz() -> dict[str, Any]:
@@ -94,6 +98,8 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     app.include_router(operators.router)
     operators.mount_dashboard_page(app)  # /dashboard
     app.include_router(privacy.router)
+    edge.install_body_caps(app, settings)  # innermost: a body over its route's cap is refused (413)
     ratelimit.install(app, settings)  # rate limits + audit of operators' writes
+    edge.install_headers(app)  # outermost: security headers on every response
     install_purge(app)  # periodic purge of expired frames
     return app

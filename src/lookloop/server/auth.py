@@ -14,7 +14,8 @@ from lookloop.errors import Unauthorized
 from lookloop.humans.accounts import Principal
 from lookloop.system import Lookloop
 
-__all__ = ["Principal", "bearer_token", "current_principal", "principal_for_token", "websocket_principal"]
+__all__ = ["Principal", "bearer_token", "current_principal", "principal_for_token", "websocket_principal",
+           "websocket_token"]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -50,13 +51,18 @@ def current_principal(
     return principal_for_token(system, token)
 
 
-def websocket_principal(websocket: WebSocket) -> Principal:
-    """The principal of a socket's ``?token=`` (or Authorization header); Unauthorized without a good one."""
+def websocket_token(websocket: WebSocket) -> str:
+    """A socket's ``?token=`` (or Authorization header); Unauthorized without one."""
     token = websocket.query_params.get("token")
     if not token:
         header = websocket.headers.get("authorization", "")
         token = header.partition(" ")[2].strip() or None
     if not token:
         raise Unauthorized("connect with ?token=<token>")
+    return token
+
+
+def websocket_principal(websocket: WebSocket) -> Principal:
+    """The principal of a socket's token; Unauthorized without a good one."""
     system: Lookloop = websocket.app.state.system
-    return principal_for_token(system, token)
+    return principal_for_token(system, websocket_token(websocket))

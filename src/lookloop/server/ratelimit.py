@@ -1,5 +1,8 @@
 """Rate limits per device, per account and per client address (token buckets, in process).
 
+The client address is the direct peer unless it is one of ``Settings.trusted_proxies`` (``server/clients.py``):
+a spoofed ``X-Forwarded-For`` buys no fresh bucket.
+
 Installed as one HTTP middleware that also audits operators' state-changing requests, because both need
 to know who is calling. The limits come from ``Settings.rate_limit_*`` (0 turns one off).
 """
@@ -20,6 +23,7 @@ from lookloop.config import Settings
 from lookloop.errors import LookloopError
 from lookloop.privacy.audit import WRITE_METHODS, audit_operator_write
 from lookloop.server.auth import current_principal
+from lookloop.server.clients import client_address
 
 
 class TokenBucket:
@@ -105,7 +109,7 @@ def _who(principal: Any, request: Request) -> tuple[str, str]:
         return "device", str(principal.device_id)
     if principal is not None and getattr(principal, "account_id", None):
         return "account", str(principal.account_id)
-    return "ip", request.client.host if request.client else "unknown"
+    return "ip", client_address(request)
 
 
 def install(app: FastAPI, settings: Settings) -> RateLimiter:

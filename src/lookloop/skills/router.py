@@ -25,6 +25,7 @@ import numpy as np
 from lookloop.config import get_settings
 from lookloop.domain import normalise_text
 from lookloop.models.text import TextEmbedder, default_text_embedder
+from lookloop.store.files import open_private
 
 log = logging.getLogger(__name__)
 
@@ -418,9 +419,8 @@ class IntentRouter:
             "fit_report": self.fit_report,
         }
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with open_private(tmp) as fh:  # it may hold wearers' words (corrections): 0600 in a 0700 directory
             np.savez_compressed(
                 fh,
                 meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),

@@ -1,26 +1,18 @@
-"""Frames as content-addressed files beside the database, never as blobs in rows."""
+"""Frames as content-addressed files beside the database, never as blobs in rows (0600 files in 0700
+directories: ``store/files.py``)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import threading
 from pathlib import Path
+
+from lookloop.store.files import write_atomic
+
+__all__ = ["FrameStore", "frame_id", "write_atomic"]
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _EXT = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif", "image/bmp": ".bmp"}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes durably: fsync, then an atomic rename, so a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def frame_id(owner: str, data: bytes) -> str:

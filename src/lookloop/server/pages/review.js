@@ -49,9 +49,15 @@ function connect() {
   const ws = new WebSocket(`${proto}://${location.host}/v1/review/stream?token=${encodeURIComponent(client.token)}`);
   state.ws = ws;
   ws.onopen = () => { $("conn").classList.add("on"); state.retry = 0; };
-  ws.onclose = () => {
+  ws.onclose = (e) => {
     $("conn").classList.remove("on");
-    if (client.token && state.ws === ws) setTimeout(connect, Math.min(10000, 500 * 2 ** state.retry++));
+    if (state.ws !== ws) return;
+    if (e.code === 4401) {  // signed out, disabled or a new password: the token is dead, so no retrying
+      client.token = "";
+      showSignIn();
+      return;
+    }
+    if (client.token) setTimeout(connect, Math.min(10000, 500 * 2 ** state.retry++));
   };
   ws.onmessage = (m) => {
     const ev = JSON.parse(m.data);

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from lookloop.errors import NotFound, TooLarge
 from lookloop.server.auth import Principal, current_principal
 from lookloop.server.deps import get_access, get_system
+from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
 from lookloop.server.policies import Access, require
 from lookloop.server.schemas.asks import AskOut, LabelIn, RouteIn, RouteOut
 from lookloop.server.schemas.errors import error_responses
@@ -32,6 +33,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 
 
 @router.post("", response_model=AskOut, responses=_ERRORS, summary="Ask about what the wearer sees")
+@upload_cap(lambda s: s.max_image_bytes + FORM_ALLOWANCE)
 async def create_ask(
     system: System,
     access: Policy,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from lookloop.server.auth import Principal, bearer_token
+from lookloop.server.clients import client_address
 from lookloop.server.deps import get_system
 from lookloop.server.policies import require
 from lookloop.server.schemas.errors import error_responses
@@ -19,11 +21,13 @@ System = Annotated[Lookloop, Depends(get_system)]
 _ERRORS = error_responses(401, 403, 422)
 
 
-@router.post("/login", response_model=LoginOut, responses=_ERRORS, summary="Reviewer/operator sign-in")
-async def login(system: System, body: LoginIn) -> LoginOut:
+@router.post("/login", response_model=LoginOut, responses=error_responses(401, 403, 422, 429),
+             summary="Reviewer/operator sign-in (failed tries back off per username and per address: 429)")
+async def login(system: System, body: LoginIn, address: Annotated[str, Depends(client_address)]) -> LoginOut:
     # argon2 verification takes tens of milliseconds: keep it off the event loop.
     accounts = system.humans.accounts
-    token, account = await run_in_threadpool(accounts.login, body.username, body.password)
+    token, account = await run_in_threadpool(
+        functools.partial(accounts.login, body.username, body.password, address=address))
     return LoginOut(token=token, role=account.role, username=account.username,
                     expires_in_s=int(accounts.session_ttl.total_seconds()))
 

@@ -18,8 +18,19 @@ _DOCS_MEDIA = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "tex
                "redoc.standalone.js": "text/javascript", "favicon.png": "image/png"}
 
 
-def _page(name: str) -> FileResponse:
-    return FileResponse(_PAGES / name, media_type="text/html", headers={"Cache-Control": "no-cache"})
+# Swagger UI and ReDoc set styles from their scripts: those two pages allow inline *styles* (never scripts).
+_DOCS_CSP = "; ".join((
+    "default-src 'self'", "script-src 'self'", "style-src 'self' 'unsafe-inline'", "img-src 'self' data:",
+    "worker-src 'self' blob:", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "frame-ancestors 'none'",
+))
+
+
+def _page(name: str, csp: str | None = None) -> FileResponse:
+    headers = {"Cache-Control": "no-cache"}
+    if csp:
+        headers["Content-Security-Policy"] = csp
+    return FileResponse(_PAGES / name, media_type="text/html", headers=headers)
 
 
 def mount_page_assets(app: FastAPI) -> None:
@@ -47,11 +58,11 @@ def mount_start_and_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> FileResponse:
-        return _page("docs.html")
+        return _page("docs.html", _DOCS_CSP)
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> FileResponse:
-        return _page("redoc.html")
+        return _page("redoc.html", _DOCS_CSP)
 
     @app.get("/docs-assets/{name}", include_in_schema=False)
     def docs_asset(name: str) -> FileResponse:

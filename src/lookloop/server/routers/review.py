@@ -11,9 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from lookloop.errors import LookloopError
-from lookloop.humans.live import relay
+from lookloop.humans.live import relay, token_verifier
 from lookloop.imaging import sniff_image_type
-from lookloop.server.auth import Principal, websocket_principal
+from lookloop.server.auth import Principal, websocket_principal, websocket_token
 from lookloop.server.deps import get_access, get_system
 from lookloop.server.policies import Access, require
 from lookloop.server.schemas.errors import error_responses
@@ -99,8 +99,12 @@ def add_gold(system: System, body: GoldIn, _: Operator) -> ReviewItemOut:
 
 @router.websocket("/stream")
 async def review_stream(websocket: WebSocket, system: System) -> None:
-    """On-duty reviewers: live escalations arrive as {"type": "item", "item": {...}} already locked to them."""
+    """On-duty reviewers: live escalations arrive as {"type": "item", "item": {...}} already locked to them.
+
+    The session is re-checked on every message and twice a second: signing out, a disabled account or a new
+    password closes the socket (code 4401, the reason) within a second and the reviewer's locks go back."""
     try:
+        token = websocket_token(websocket)
         principal = Access.stream_role(await run_in_threadpool(websocket_principal, websocket), "reviewer")
     except LookloopError as exc:
         await websocket.close(code=4401 if exc.status_code == 401 else 4403, reason=exc.message)
@@ -109,14 +113,14 @@ async def review_stream(websocket: WebSocket, system: System) -> None:
     humans.hub.bind(asyncio.get_running_loop())
     await websocket.accept()
     assert principal.account_id is not None
-    queue = humans.hub.subscribe_reviewer(principal.account_id, principal.role)
+    sub = humans.hub.subscribe_reviewer(principal.account_id, principal.role, token)
     counts = await run_in_threadpool(humans.queue.counts)
     await websocket.send_json({"type": "hello", "role": principal.role, "name": principal.name, **counts})
 
     try:
-        await relay(websocket, queue)
+        await relay(websocket, sub, token_verifier(humans.accounts, token))
     finally:
-        if humans.hub.unsubscribe_reviewer(principal.account_id, queue):
+        if humans.hub.unsubscribe_reviewer(sub):
             # Off duty: their locks go back to the queue now rather than after the time-out.
             await run_in_threadpool(humans.queue.release_all, principal.account_id)
 

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from lookloop.errors import TooLarge
 from lookloop.server.auth import Principal, current_principal
 from lookloop.server.deps import get_access, get_system, speech_service
+from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
 from lookloop.server.policies import Access
 from lookloop.server.schemas.errors import error_responses
 from lookloop.server.schemas.voice import SpeakIn, VoiceAskOut
@@ -31,7 +32,6 @@ Caller = Annotated[Principal | None, Depends(current_principal)]
 Speech = Annotated[SpeechService, Depends(speech_service)]
 _ERRORS = error_responses(401, 403, 404, 413, 415, 422, 503)
 _PAGES = Path(__file__).resolve().parents[1] / "pages"
-MAX_AUDIO_BYTES = 16 * 1024 * 1024
 
 
 async def _read(upload: UploadFile, limit: int, what: str) -> bytes:
@@ -47,6 +47,7 @@ def _streamed(audio: Iterator[bytes]) -> StreamingResponse:
 
 @router.post("/v1/asks/voice", response_model=VoiceAskOut, responses=_ERRORS, tags=["asks"],
              summary="Ask by voice: an audio clip (WAV, WebM, Ogg) and the camera frame; the answer is spoken")
+@upload_cap(lambda s: s.max_audio_bytes + s.max_image_bytes + FORM_ALLOWANCE)
 async def voice_ask(
     system: System,
     access: Policy,
@@ -63,7 +64,7 @@ async def voice_ask(
 ) -> VoiceAskOut:
     lang = parse_language(language)
     who = access.ask_device(caller, device_id)
-    clip = await _read(audio, MAX_AUDIO_BYTES, "audio clip")
+    clip = await _read(audio, system.settings.max_audio_bytes, "audio clip")
     frame = await _read(image, system.settings.max_image_bytes, "image") if image is not None else None
     record, heard = await run_in_threadpool(
         speech.voice_ask, system, clip, frame, question=question, language=lang, device_id=who,
