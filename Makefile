@@ -9,10 +9,11 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Debian packages read at run time, by the tests and by the benchmarks (scripts/apt-ensure.sh installs the
 # missing ones): espeak-ng speaks answers; ffmpeg and chromium drive the media and browser tests; opencv-doc
 # ships the real photos of the face-redaction fixture (messi5.jpg), opencv-data the LBP face cascades the
-# detector tests and `bench redact` compare, fonts-wqy-zenhei the CJK font the Chinese reading test renders.
+# detector tests and `bench redact` compare, fonts-dejavu-core the fonts `bench redact-text` and the reading tests
+# render their text in, fonts-wqy-zenhei the CJK font the Chinese reading test renders.
 APT_RUN := espeak-ng
-APT_BENCH := $(APT_RUN) opencv-doc opencv-data
-APT_TEST := $(APT_BENCH) ffmpeg chromium fonts-wqy-zenhei fonts-dejavu-core
+APT_BENCH := $(APT_RUN) opencv-doc opencv-data fonts-dejavu-core
+APT_TEST := $(APT_BENCH) ffmpeg chromium fonts-wqy-zenhei
 
 .PHONY: run test install install-dev lint typecheck bench clean
 

@@ -10,16 +10,16 @@ import numpy as np
 
 from lookloop.errors import BadInput
 from lookloop.models.faces import Box, FaceDetector, make_detector
-from lookloop.models.ocr import RapidOcrReader
-from lookloop.privacy.pii import find_pii
+from lookloop.models.ocr import RapidOcrReader, TextLine
+from lookloop.privacy.pii import find_pii_lines
 
 OCR_VERSION = "rapidocr-onnxruntime-ppocr"
-PII_VERSION = "pii-regex-1(email,phone,card-luhn,iban-mod97,ssn,personnummer,passport,digits>=10)"
+PII_VERSION = "pii-regex-2(name-cues,email,phone,card-luhn,iban-mod97,ssn,personnummer,passport,digits>=10)"
 
 
 @dataclass(frozen=True)
 class Region:
-    """One redacted area: ``kind`` is face, email, phone, card or id; ``box`` is [x, y, w, h] in pixels."""
+    """One redacted area: ``kind`` is face, name, email, phone, card or id; ``box`` is [x, y, w, h] in pixels."""
 
     kind: str
     box: tuple[int, int, int, int]
@@ -99,6 +99,42 @@ def _sub_quad(quad: np.ndarray, f0: float, f1: float) -> np.ndarray:
     )
 
 
+def _advance(ch: str) -> float:
+    """A character's rough advance width in ems in a proportional sans font (DejaVu, Arial, Helvetica alike):
+    enough to place a span inside an OCR line box far better than equal widths would."""
+    if ch in " .,:;'’|!`iljI":
+        return 0.3
+    if ch in "frt-()[]/\\\"":
+        return 0.38
+    if ch in "mwMW@%":
+        return 0.92
+    if ch.isdigit():
+        return 0.64
+    if ch.isupper():
+        return 0.72
+    return 0.6
+
+
+def span_fractions(text: str, start: int, end: int) -> tuple[float, float]:
+    """Where characters ``start..end`` of an OCR line lie along its box, as fractions of its length, with
+    one average character of margin each side (OCR boxes and the widths above are both approximate)."""
+    widths = [_advance(ch) for ch in text]
+    total = sum(widths)
+    if total <= 0:
+        return 0.0, 1.0
+    margin = total / len(widths)
+    x0 = sum(widths[:start]) - margin
+    x1 = sum(widths[:end]) + margin
+    return max(0.0, x0 / total), min(1.0, x1 / total)
+
+
+def _same_row(before: TextLine, after: TextLine) -> bool:
+    """``after`` sits right of ``before`` on the same visual row (OCR split one row into two boxes)."""
+    centre_a, centre_b = (before.top + before.bottom) / 2, (after.top + after.bottom) / 2
+    close = abs(centre_a - centre_b) < 0.5 * max(before.height, after.height, 1.0)
+    return close and after.left > before.left
+
+
 class Redactor:
     """Holds the face detector and OCR reader; ``redact`` is thread-safe."""
 
@@ -134,14 +170,15 @@ class Redactor:
             reader = self._reader
         out: list[tuple[str, np.ndarray]] = []
         lines = reader.read(np.ascontiguousarray(bgr[:, :, ::-1]))
-        for line in lines:
-            text = line.text
+        # Lines in reading order: a label line ("Surname") tells what the next line holds, and a line that
+        # carries on the row before it may carry on a name.
+        continues = [False] + [_same_row(a, b) for a, b in zip(lines, lines[1:], strict=False)]
+        found = find_pii_lines([line.text for line in lines], continues)
+        for line, matches in zip(lines, found, strict=True):
             quad = np.array(line.box, dtype=np.float32).reshape(4, 2)
-            n = max(1, len(text))
-            for m in find_pii(text):
-                # Mask the character span's share of the box, one character of margin each side.
-                f0 = max(0.0, (m.start - 1) / n)
-                f1 = min(1.0, (m.end + 1) / n)
+            for m in matches:
+                # Mask the character span's share of the box.
+                f0, f1 = span_fractions(line.text, m.start, m.end)
                 out.append((m.kind, _sub_quad(quad, f0, f1)))
         return out
 
