@@ -55,13 +55,19 @@ def test_read_skill_routes_from_question(client: TestClient, grocery) -> None:  
     assert r.json()["answer"]["skill"] == "read"
 
 
-def test_idempotency_key_returns_the_same_ask(client: TestClient, grocery) -> None:  # type: ignore[no-untyped-def]
+def test_idempotency_key_returns_the_same_ask(client: TestClient, small_system, grocery) -> None:  # type: ignore[no-untyped-def]
     data = small_val(grocery)[0].path.read_bytes()
-    headers = {"Idempotency-Key": "device-1:0001"}
+    _, token = small_system.humans.accounts.add_device("kim", "test glasses")
+    headers = {"Idempotency-Key": "device-1:0001", "Authorization": f"Bearer {token}"}
     a = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=headers)
     b = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=headers)
     assert a.status_code == b.status_code == 200
     assert a.json()["id"] == b.json()["id"]
+    # Without a token a key belongs to nobody: nothing is replayed to an anonymous caller.
+    anon = {"Idempotency-Key": "anon-0001"}
+    c = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=anon)
+    d = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=anon)
+    assert c.status_code == d.status_code == 200 and c.json()["id"] != d.json()["id"]
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ Each rule raises the error the API has always answered with:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Annotated, Protocol
 
-from fastapi import Request
+from fastapi import Depends, Header, Request
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord
@@ -25,10 +25,11 @@ from lookloop.humans.accounts import ROLES, Principal
 from lookloop.memory.store import NoteSession
 from lookloop.privacy import audit
 from lookloop.server.auth import current_principal
+from lookloop.store import idempotency
 from lookloop.store.db import Database
 from lookloop.system import Lookloop
 
-__all__ = ["Access", "require"]
+__all__ = ["Access", "idempotency_key", "require"]
 
 ANONYMOUS = "anonymous"  # the device id of asks and notes sent without a token
 
@@ -224,12 +225,36 @@ class Access:
         """Whose reviewer stats a caller sees: operators everyone's (None), reviewers their own."""
         return None if principal.allows("operator") else principal.account_id
 
+    # -- retries ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def retry_key(principal: Principal | None, key: str | None) -> idempotency.Key | None:
+        """Whose ``Idempotency-Key`` this is: the device's or the account's own. A caller without a token
+        has no identity to keep a key apart from anyone else's: their keys replay nothing."""
+        if principal is None:
+            return None
+        if principal.kind == "device":
+            caller = idempotency.device_caller(principal.device_id or "")
+        else:
+            caller = idempotency.account_caller(principal.account_id) if principal.account_id else None
+        return idempotency.scoped(caller, key)
+
     # -- helpers ------------------------------------------------------------------------------------------
 
     def _wearer_owns(self, principal: Principal, device_id: str) -> bool:
         if not principal.wearer_id:
             return False
         return device_id in self.wearers.devices_of_wearer(principal.wearer_id)
+
+
+def idempotency_key(
+    caller: Annotated[Principal | None, Depends(current_principal)],
+    idempotency_key: Annotated[str | None, Header(
+        max_length=128, description="Resend a write with the same key to have it applied once (needs a token)."
+    )] = None,
+) -> idempotency.Key | None:
+    """A dependency: the request's ``Idempotency-Key`` scoped to its caller (None: no key or no token)."""
+    return Access.retry_key(caller, idempotency_key)
 
 
 def require(*roles: str) -> Callable[[Request], Principal]:
