@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from sqlalchemy import select
 
 from lookloop.domain import AskRecord, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden
 from lookloop.humans.accounts import Accounts, Principal
 from lookloop.humans.queue import ReviewQueue
+from lookloop.humans.tables import ReviewAnswerRow
 from lookloop.store.tables import AskRow
 from lookloop.system import Lookloop
 
@@ -206,3 +208,68 @@ def test_gold_items_are_mixed_in_and_score_reviewers(system: Lookloop, queue: Re
     assert queue.get(gold_a.id).status == "gold"  # gold never closes
     with pytest.raises(BadInput):
         queue.add_gold(question="q", frame_sha=None, answer=" ")
+
+def test_two_reviewers_answering_one_unclaimed_item_at_once_count_once(system: Lookloop, queue: ReviewQueue) -> None:
+    """Both used to win (two answers, two labels, both 'agreed'): now one answer counts, the other is a 409."""
+    import threading
+
+    queue.clock = utcnow  # real time: the racing threads share it
+    resolved: list[str | None] = []
+    queue.on_resolved.append(lambda it, value, authors: resolved.append(value))
+    a, b = reviewer(system, "ann"), reviewer(system, "bob")
+    for trial in range(6):
+        item = queue.enqueue_ask(ask(system, 0.3))
+        start = threading.Barrier(2)
+        outcomes: dict[str, object] = {}
+
+        def answer(who: Principal, value: str, item_id: str = item.id, start: threading.Barrier = start,
+                   outcomes: dict[str, object] = outcomes) -> None:
+            start.wait()
+            try:
+                outcomes[who.name] = queue.submit(item_id, who, "answer", value)
+            except Conflict as exc:
+                outcomes[who.name] = exc
+
+        threads = [threading.Thread(target=answer, args=(a, "Banana")),
+                   threading.Thread(target=answer, args=(b, "Cucumber"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [o for o in outcomes.values() if not isinstance(o, Conflict)]
+        lost = [o for o in outcomes.values() if isinstance(o, Conflict)]
+        assert len(won) == 1 and len(lost) == 1, f"trial {trial}: {outcomes}"
+        assert "answered already" in lost[0].message or "holds the lock" in lost[0].message
+        with system.db.session() as s:
+            answers = s.scalars(select(ReviewAnswerRow).where(ReviewAnswerRow.item_id == item.id)).all()
+        assert len(answers) == 1 and answers[0].agreed is True
+    assert len(resolved) == 6  # each item settled once, with one label
+
+
+def test_the_database_keeps_one_answer_per_reviewer_per_item(system: Lookloop, queue: ReviewQueue) -> None:
+    """The unique index backs the check in code (a double click, a retry, another worker)."""
+    from sqlalchemy.exc import IntegrityError
+
+    item = queue.enqueue_ask(ask(system, 0.3))
+    with system.db.session() as s:
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="skip"))
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="skip"))  # skips repeat freely
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="answer", value="Banana"))
+    with pytest.raises(IntegrityError), system.db.session() as s:
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="reject"))
+
+
+def test_answering_needs_the_lock_or_takes_it(system: Lookloop, queue: ReviewQueue) -> None:
+    system.settings.review_consensus = 2
+    item = queue.enqueue_ask(ask(system, 0.3))
+    a, b = reviewer(system, "ann"), reviewer(system, "bob")
+    assert queue.claim(item.id, a).locked_by == a.account_id
+    with pytest.raises(Conflict, match="holds the lock"):
+        queue.submit(item.id, b, "answer", "Banana")  # ann holds it
+    assert not queue.submit(item.id, a, "answer", "Banana").resolved  # one of two answers; the lock is freed
+    assert queue.submit(item.id, b, "answer", "Banana").resolved  # bob takes the free item as he answers
+    with pytest.raises(Conflict, match="answered already"):
+        queue.submit(item.id, reviewer(system, "cid"), "answer", "Banana")
+    with pytest.raises(Conflict, match="answered already"):
+        queue.claim(item.id, reviewer(system, "dan"))
+

@@ -76,3 +76,55 @@ def test_frame_store_is_content_addressed(tmp_path: Path) -> None:
         pass
     else:  # pragma: no cover
         raise AssertionError("path traversal must be refused")
+
+
+def test_upgrading_moves_keys_to_scoped_receipts_and_keeps_one_answer_each(database_url: str) -> None:
+    """A database made before receipts were scoped (and before answers were unique) upgrades in place."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from lookloop.store.db import alembic_config
+    from lookloop.store.tables import IdempotencyRow
+
+    db = Database(database_url)
+    cfg = alembic_config(db.engine.url.render_as_string(hide_password=False))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        for head in ("0003_review_reason", "0102_loop_audit", "m001_memory", "p001_privacy"):
+            command.upgrade(cfg, head)
+    now = "2024-05-01 10:00:00+00:00"
+    with db.engine.begin() as conn:
+        for ask_id, device, key in (("a1", "dev-a", "k-1"), ("a2", "anonymous", "k-2"), ("a3", "dev-b", None)):
+            conn.execute(text(
+                "INSERT INTO asks (id, device_id, question, idempotency_key, created_at, skill, answer_text, "
+                "confidence, decision, policy, model_version, result, candidates, outcome, latency_ms) VALUES "
+                "(:id, :dev, 'what is this?', :key, :now, 'identify', 'Banana', 0.9, 'answer', '', '', '{}', '[]', "
+                "'answered', 1.0)"), {"id": ask_id, "dev": device, "key": key, "now": now})
+        conn.execute(text("INSERT INTO feedback (id, ask_id, device_id, verdict, implicit, created_at) VALUES "
+                          "('f1', 'a1', 'dev-a', 'right', false, :now)"), {"now": now})
+        for key, kind, result in (("feedback:fb-1", "feedback", "f1"), ("label:lb-1", "label", "a1")):
+            conn.execute(text("INSERT INTO idempotency_keys (key, kind, result_id, created_at) VALUES "
+                              "(:key, :kind, :result, :now)"), {"key": key, "kind": kind, "result": result, "now": now})
+        conn.execute(text(
+            "INSERT INTO review_items (id, ask_id, kind, question, skill, ai_answer, ai_label, confidence, "
+            "candidates, live, priority, status, needed, created_at) VALUES ('i1', 'a1', 'ask', 'q', 'identify', "
+            "'', '', 0.1, '[]', false, 0.5, 'resolved', 1, :now)"), {"now": now})
+        for answer_id, action, at in (("r1", "answer", "2024-05-01 10:00:01+00:00"),
+                                      ("r2", "answer", "2024-05-01 10:00:02+00:00"),
+                                      ("r3", "skip", "2024-05-01 10:00:03+00:00"),
+                                      ("r4", "skip", "2024-05-01 10:00:04+00:00")):
+            conn.execute(text(
+                "INSERT INTO review_answers (id, item_id, account_id, action, value, duration_ms, gold, created_at) "
+                "VALUES (:id, 'i1', 'acc-1', :action, 'Banana', 0, false, :at)"),
+                {"id": answer_id, "action": action, "at": at})
+
+    db.migrate()
+
+    with db.session() as s:
+        receipts = {(r.caller, r.kind, r.key): (r.result_id, r.fingerprint) for r in s.scalars(select(IdempotencyRow))}
+        answers = sorted(s.scalars(text("SELECT id FROM review_answers")).all())
+    # The device's ask key and feedback receipt are theirs now; anonymous and unattributable keys are gone.
+    assert receipts == {("device:dev-a", "ask", "k-1"): ("a1", None),
+                        ("device:dev-a", "feedback", "fb-1"): ("f1", None)}
+    assert answers == ["r1", "r3", "r4"]  # the reviewer's second answer went; skips repeat freely
+    db.dispose()

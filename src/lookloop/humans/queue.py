@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, ai_label, as_utc, clean_text, normalise_label, utcnow
@@ -252,6 +254,8 @@ class ReviewQueue:
         if item.kind == "gold":
             self._mark_served(item_id, account_id, self.clock())
             return item
+        if item.status == "resolved":
+            raise Conflict("this item is answered already")
         if not self.try_lock(item_id, account_id):
             raise Conflict("another reviewer is working on this item")
         return self.get(item_id)
@@ -339,7 +343,12 @@ class ReviewQueue:
         self.release(item_id, reviewer)
 
     def submit(self, item_id: str, reviewer: Principal, action: str, value: str | None = None) -> Submission:
-        """An answer (or "cannot tell") from a reviewer; resolves the item when consensus is reached."""
+        """An answer (or "cannot tell") from a reviewer; resolves the item when consensus is reached.
+
+        The reviewer must hold the item, or it is claimed for them in the same transaction (a compare-and-set
+        on its lock): of two reviewers answering one item at once, only one answer counts and the other gets
+        ``Conflict``. The database keeps one answer per reviewer per item (a unique index).
+        """
         if action not in ("answer", "reject"):
             raise BadInput("action must be 'answer' or 'reject' (skip has its own call)")
         if action == "answer":
@@ -358,7 +367,7 @@ class ReviewQueue:
         return self._submit_ask(item, reviewer, account_id, action, value)
 
     def _submit_gold(self, item: QueueItem, account_id: str, action: str, value: str | None) -> Submission:
-        with self.db.session() as s:
+        with _answered_once(), self.db.session() as s:
             row = s.get(ReviewItemRow, item.id)
             assert row is not None
             known = normalise_label(self.names.canonical_label(row.gold_answer or ""))
@@ -372,21 +381,40 @@ class ReviewQueue:
                                   created_at=self.clock()))
         return Submission(item, resolved=False, value=None, status="gold", correct=correct)
 
+    def _claim_to_answer(self, s: Any, item_id: str, account_id: str, is_operator: bool, now: dt.datetime) -> None:
+        """Takes (or renews) the item's lock for the answering reviewer in the answer's own transaction.
+
+        The UPDATE is the compare-and-set: it matches only an item still waiting for answers whose lock is free,
+        lapsed or theirs. On SQLite it also takes the write lock, on Postgres the row lock, so no other answer
+        on the item interleaves with this one.
+        """
+        statuses = ("open", "operator") if is_operator else ("open",)
+        res = s.execute(
+            update(ReviewItemRow)
+            .where(ReviewItemRow.id == item_id, ReviewItemRow.status.in_(statuses),
+                   or_(ReviewItemRow.locked_until.is_(None), ReviewItemRow.locked_until <= now,
+                       ReviewItemRow.locked_by == account_id))
+            .values(locked_by=account_id, locked_at=now, locked_until=now + self.lock_timeout)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(res, "rowcount", 0) == 1:
+            return
+        status = s.scalar(select(ReviewItemRow.status).where(ReviewItemRow.id == item_id))
+        if status == "resolved":
+            raise Conflict("this item is answered already")
+        if status == "operator" and not is_operator:
+            raise Forbidden("reviewers disagreed on this item: an operator decides it")
+        raise Conflict("another reviewer holds the lock on this item")
+
     def _submit_ask(
         self, item: QueueItem, reviewer: Principal, account_id: str, action: str, value: str | None
     ) -> Submission:
         now = self.clock()
         is_operator = reviewer.allows("operator")
-        with self.db.session() as s:
-            row = s.get(ReviewItemRow, item.id, with_for_update=True)
+        with _answered_once(), self.db.session() as s:
+            self._claim_to_answer(s, item.id, account_id, is_operator, now)
+            row = s.get(ReviewItemRow, item.id, populate_existing=True)
             assert row is not None
-            if row.status == "resolved":
-                raise Conflict("this item is answered already")
-            if row.status == "operator" and not is_operator:
-                raise Forbidden("reviewers disagreed on this item: an operator decides it")
-            if (row.locked_by not in (None, account_id) and row.locked_until is not None
-                    and as_utc(row.locked_until) > now):
-                raise Conflict("another reviewer holds the lock on this item")
             earlier = s.scalars(select(ReviewAnswerRow).where(ReviewAnswerRow.item_id == item.id,
                                                               ReviewAnswerRow.action != "skip")).all()
             if any(a.account_id == account_id for a in earlier):
@@ -486,6 +514,16 @@ class ReviewQueue:
         if started is None:
             return 0.0
         return max(0.0, (self.clock() - started).total_seconds() * 1000)
+
+
+@contextmanager
+def _answered_once() -> Iterator[None]:
+    """The unique index on answers (item, reviewer) refused a second answer: that reviewer's other request
+    (a double click, a retry) got there first."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict("you answered this item already") from exc
 
 
 def _case(cond: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lookloop.domain import utcnow
@@ -117,3 +117,7 @@ class FeedbackRow(Base):
 
 
 Index("ix_review_items_queue", ReviewItemRow.status, ReviewItemRow.live, ReviewItemRow.priority)
+# Every reviewer's answer counts once: one answer (or "cannot tell") per reviewer per item; skips repeat freely.
+_ANSWERED = text("action <> 'skip'")
+Index("uq_review_answers_once", ReviewAnswerRow.item_id, ReviewAnswerRow.account_id, unique=True,
+      sqlite_where=_ANSWERED, postgresql_where=_ANSWERED)
