@@ -147,10 +147,10 @@ def test_routing_out_of_scope_goes_to_a_human_and_routes_can_be_corrected(client
     body = r.json()
     assert body["answer"]["skill"] == "human" and body["answer"]["decision"] == "escalate"
     assert "helper" in body["answer"]["text"]
-    # Only reviewers and operators correct routes.
+    # A correction retrains the router for everyone: operators (and the wearer who asked) only.
     assert client.post(f"/v1/asks/{body['id']}/route", json={"skill": "notes"}).status_code == 401
-    small_system.humans.accounts.add_account("rev", "reviewer", "pw-12345678")
-    token = client.post("/v1/auth/login", json={"username": "rev", "password": "pw-12345678"}).json()["token"]
+    small_system.humans.accounts.add_account("op", "operator", "pw-12345678")
+    token = client.post("/v1/auth/login", json={"username": "op", "password": "pw-12345678"}).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     r = client.post(f"/v1/asks/{body['id']}/route", json={"skill": "nonsense"}, headers=headers)
     assert r.status_code == 422

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_settings
 from sqlalchemy import select
 
-from lookloop.domain import AskRecord, utcnow
+from lookloop.domain import AskRecord, as_utc, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden
 from lookloop.humans.accounts import Accounts, Principal
 from lookloop.humans.queue import ReviewQueue
@@ -200,7 +200,7 @@ def test_gold_items_are_mixed_in_and_score_reviewers(system: Lookloop, queue: Re
             res = queue.submit(item.id, who, "answer", value)
             if item.kind == "gold":
                 assert res.correct == (value.lower() == ("banana" if item.id == gold_a.id else "cucumber"))
-                assert not res.resolved
+                assert res.gold and res.status == "resolved"  # the reply is an escalated item's (consensus 1)
         assert kinds == ["ask", "gold", "ask", "gold"]
     stats = {s.username: s for s in queue.stats()}
     assert stats["ann"].gold_answered == 2 and stats["ann"].gold_accuracy == 1.0
@@ -208,6 +208,7 @@ def test_gold_items_are_mixed_in_and_score_reviewers(system: Lookloop, queue: Re
     assert queue.get(gold_a.id).status == "gold"  # gold never closes
     with pytest.raises(BadInput):
         queue.add_gold(question="q", frame_sha=None, answer=" ")
+
 
 def test_two_reviewers_answering_one_unclaimed_item_at_once_count_once(system: Lookloop, queue: ReviewQueue) -> None:
     """Both used to win (two answers, two labels, both 'agreed'): now one answer counts, the other is a 409."""
@@ -273,3 +274,29 @@ def test_answering_needs_the_lock_or_takes_it(system: Lookloop, queue: ReviewQue
     with pytest.raises(Conflict, match="answered already"):
         queue.claim(item.id, reviewer(system, "dan"))
 
+
+def test_a_gold_item_looks_like_any_item_to_its_reviewer(system: Lookloop, queue: ReviewQueue) -> None:
+    """Gold items used to give themselves away: ask_id None, priority 0.0, no lock, their own created_at."""
+    from lookloop.humans.runtime import item_event
+    from lookloop.server.schemas.humans import ReviewItemOut
+
+    settled = ask(system, 0.3)
+    assert isinstance(queue.clock, Clock)
+    queue.clock.advance(3600)  # the gold item is made an hour after its ask
+    gold = queue.gold_from_ask(settled.id, "Banana")
+    real = queue.enqueue_ask(ask(system, 0.3), live=False)
+    ann, bob = reviewer(system, "ann"), reviewer(system, "bob")
+    shown = {"gold": item_event(queue.claim(gold.id, ann)), "real": item_event(queue.claim(real.id, ann))}
+    assert shown["gold"].keys() == shown["real"].keys() >= ReviewItemOut.model_fields.keys()
+    for view in shown.values():
+        assert not {"ask_id", "priority", "kind", "gold_answer", "needed", "reason"} & view.keys()
+        assert view["status"] == "open" and view["live"] is False and view["lock_expires_at"]
+    assert shown["gold"]["created_at"] == as_utc(settled.created_at).isoformat()  # as old as its question
+    # Held like any item: open to the reviewer it was handed to, not to others, closed once answered.
+    assert queue.held_item(gold.id, ann.account_id or "") is not None
+    assert queue.held_item(gold.id, bob.account_id or "") is None
+    replies = {kind: queue.submit(item.id, ann, "answer", "Banana") for kind, item in (("gold", gold), ("real", real))}
+    assert (replies["gold"].resolved, replies["gold"].status) == (replies["real"].resolved, replies["real"].status)
+    assert queue.held_item(gold.id, ann.account_id or "") is None
+    with pytest.raises(Conflict, match="you answered this item already"):
+        queue.submit(gold.id, ann, "answer", "Banana")

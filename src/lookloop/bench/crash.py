@@ -135,7 +135,9 @@ def _prepare(
         wearers.append(Client(f"wearer-{w}", token))
     reviewers = []
     for r in range(n_reviewers):
-        accounts.add_account(f"crash-reviewer-{r}", "reviewer", "crash-password-1")
+        # They label any acknowledged ask through the labels API: a reviewer may only label the asks whose
+        # review item they hold, so these accounts are operators.
+        accounts.add_account(f"crash-reviewer-{r}", "operator", "crash-password-1")
         token, _ = accounts.login(f"crash-reviewer-{r}", "crash-password-1")
         reviewers.append(Client(f"reviewer-{r}", token))
     system.db.dispose()

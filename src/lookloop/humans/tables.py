@@ -102,6 +102,18 @@ class ReviewAnswerRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
+class ReviewOfferRow(Base):
+    """A gold item handed to a reviewer. Gold items are answered by every reviewer, so no lock records who
+    holds one: the offer does, until it expires, the reviewer answers, skips or releases it."""
+
+    __tablename__ = "review_offers"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    offered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+
+
 class FeedbackRow(Base):
     """The wearer's word on an answer: explicit right/wrong (with a correction) or an implicit re-ask."""
 

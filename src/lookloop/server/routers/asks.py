@@ -91,9 +91,7 @@ def label_ask(
 @router.post(
     "/{ask_id}/route", response_model=RouteOut, responses=_ERRORS, summary="Correct the skill an ask was routed to"
 )
-def correct_route(
-    system: System, ask_id: str, body: RouteIn, caller: Annotated[Principal, Depends(require("reviewer"))]
-) -> RouteOut:
-    record = system.get_ask(ask_id)
+def correct_route(system: System, access: Policy, caller: Caller, ask_id: str, body: RouteIn) -> RouteOut:
+    record = access.correct_route(caller, system.get_ask(ask_id))
     system.correct_route(record.question, body.skill)
     return RouteOut(question=record.question, skill=system.route(record.question, record.frame_sha is not None))
