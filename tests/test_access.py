@@ -41,15 +41,23 @@ def test_a_granted_reviewer_reveals_a_queued_original_and_it_is_audited(
             assert not system.humans.queue.is_open_for_ask("does-not-exist")
             assert system.privacy.reveal_granted(granted.id)
 
-            def reveal(username: str, password: str) -> int:
-                token = accounts.login(username, password)[0]
-                r = client.get(f"/v1/privacy/asks/{ask_id}/original", headers={"Authorization": f"Bearer {token}"})
+            item = system.humans.queue.for_ask(ask_id)
+            assert item is not None
+
+            def reveal(username: str, password: str) -> tuple[int, int]:
+                """(before claiming the ask's item, while holding it)"""
+                headers = {"Authorization": f"Bearer {accounts.login(username, password)[0]}"}
+                url = f"/v1/privacy/asks/{ask_id}/original"
+                before = client.get(url, headers=headers).status_code
+                assert client.post(f"/v1/review/items/{item.id}/claim", headers=headers).status_code == 200
+                r = client.get(url, headers=headers)
                 if r.status_code == 200:
                     assert r.content == upload and r.headers["cache-control"] == "no-store"
-                return r.status_code
+                assert client.post(f"/v1/review/items/{item.id}/release", headers=headers).status_code == 204
+                return before, r.status_code
 
-            assert reveal("plain", "plain-password-1") == 403
-            assert reveal("granted", "granted-password-1") == 200
+            assert reveal("plain", "plain-password-1") == (403, 403)
+            assert reveal("granted", "granted-password-1") == (404, 200)  # only of an item they hold
         with system.db.session() as s:
             actions = [(row.action, row.actor) for row in s.scalars(select(AuditRow).where(
                 AuditRow.target == f"ask:{ask_id}"))]

@@ -55,13 +55,19 @@ def test_read_skill_routes_from_question(client: TestClient, grocery) -> None:  
     assert r.json()["answer"]["skill"] == "read"
 
 
-def test_idempotency_key_returns_the_same_ask(client: TestClient, grocery) -> None:  # type: ignore[no-untyped-def]
+def test_idempotency_key_returns_the_same_ask(client: TestClient, small_system, grocery) -> None:  # type: ignore[no-untyped-def]
     data = small_val(grocery)[0].path.read_bytes()
-    headers = {"Idempotency-Key": "device-1:0001"}
+    _, token = small_system.humans.accounts.add_device("kim", "test glasses")
+    headers = {"Idempotency-Key": "device-1:0001", "Authorization": f"Bearer {token}"}
     a = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=headers)
     b = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=headers)
     assert a.status_code == b.status_code == 200
     assert a.json()["id"] == b.json()["id"]
+    # Without a token a key belongs to nobody: nothing is replayed to an anonymous caller.
+    anon = {"Idempotency-Key": "anon-0001"}
+    c = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=anon)
+    d = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", data)}, headers=anon)
+    assert c.status_code == d.status_code == 200 and c.json()["id"] != d.json()["id"]
 
 
 @pytest.mark.parametrize(
@@ -141,10 +147,10 @@ def test_routing_out_of_scope_goes_to_a_human_and_routes_can_be_corrected(client
     body = r.json()
     assert body["answer"]["skill"] == "human" and body["answer"]["decision"] == "escalate"
     assert "helper" in body["answer"]["text"]
-    # Only reviewers and operators correct routes.
+    # A correction retrains the router for everyone: operators (and the wearer who asked) only.
     assert client.post(f"/v1/asks/{body['id']}/route", json={"skill": "notes"}).status_code == 401
-    small_system.humans.accounts.add_account("rev", "reviewer", "pw-12345678")
-    token = client.post("/v1/auth/login", json={"username": "rev", "password": "pw-12345678"}).json()["token"]
+    small_system.humans.accounts.add_account("op", "operator", "pw-12345678")
+    token = client.post("/v1/auth/login", json={"username": "op", "password": "pw-12345678"}).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     r = client.post(f"/v1/asks/{body['id']}/route", json={"skill": "nonsense"}, headers=headers)
     assert r.status_code == 422

@@ -1,7 +1,9 @@
 """The authorisation matrix over every endpoint in the OpenAPI schema (new endpoints join automatically).
 
 * wearer B never reads (or changes) anything of wearer A's: asks, frames, memory, answers;
-* a reviewer reads only asks waiting in the review queue, and only their redacted frames;
+* a reviewer reads only the review items (and their asks) they hold — offered to them or claimed — and only
+  redacted frames; answered, released or someone else's items are closed to them; they change nothing of an
+  ask they do not hold (a route correction retrains the router for everyone: the ask's wearer or an operator);
 * anonymous callers see nobody's data;
 * an operator's successful state-changing requests are all in the audit log.
 """
@@ -32,6 +34,7 @@ class World:
     client: TestClient
     system: Any
     ops: list[tuple[str, str]]  # (method, path template)
+    bodies: dict[tuple[str, str], dict[str, Any]]  # a valid JSON body for each write that takes one
     tokens: dict[str, str]
     a_ask: str  # answered, wearer A
     a_queued: str  # escalated (in the review queue), wearer A, a face photo
@@ -80,7 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, model_dir: P
         # Event streams never end: they are covered by the stream tests, not here.
         ops = [(m, p) for p, item in schema["paths"].items() for m, op in item.items()
                if m in WRITES | {"get"} and not _streams(p, op)]
-        yield World(client, system, ops, tokens, a_ask, a_queued, upload, a_dev, b_dev)
+        bodies = {(m, p): _example_body(schema, op) for p, item in schema["paths"].items()
+                  for m, op in item.items() if m in WRITES}
+        yield World(client, system, ops, bodies, tokens, a_ask, a_queued, upload, a_dev, b_dev)
     system.db.dispose()
 
 
@@ -89,8 +94,23 @@ def _streams(path: str, op: dict[str, Any]) -> bool:
     return path.endswith("/sse") or any("text/event-stream" in (r.get("content") or {}) for r in responses)
 
 
-def _fill(path: str, ask_id: str) -> str:
-    path = path.replace("{ask_id}", ask_id)
+def _example_body(schema: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
+    """A valid JSON body from the operation's schema: its required fields, filled plausibly."""
+    ref = (op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema") or {}).get("$ref")
+    if not ref:
+        return {}
+    model = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    body: dict[str, Any] = {}
+    for name in model.get("required", []):
+        prop = model["properties"][name]
+        pattern = re.match(r"^\^\(?([\w-]+)", prop.get("pattern", ""))
+        body[name] = (prop["enum"][0] if "enum" in prop else pattern.group(1) if pattern
+                      else 1 if prop.get("type") in ("integer", "number") else "Banana")
+    return body
+
+
+def _fill(path: str, ask_id: str, item_id: str = "does-not-exist") -> str:
+    path = path.replace("{ask_id}", ask_id).replace("{item_id}", item_id)
     return re.sub(r"\{[^}]+\}", "does-not-exist", path)
 
 
@@ -106,7 +126,7 @@ def test_wearer_b_never_touches_wearer_a(world: World) -> None:
             continue
         for ask_id in (world.a_ask, world.a_queued):
             r = world.client.request(method.upper(), _fill(path, ask_id), headers=_h(world.tokens["b"]),
-                                     json={} if method in WRITES else None)
+                                     json=world.bodies.get((method, path), {}) if method in WRITES else None)
             if r.status_code < 300:
                 leaks.append(f"{method.upper()} {path} as B on A's ask -> {r.status_code}")
     assert not leaks, "\n".join(leaks)
@@ -138,19 +158,97 @@ def test_reviewer_reads_only_queued_asks(world: World) -> None:
     assert not leaks, "\n".join(leaks)
 
 
-def test_reviewer_sees_only_redacted_frames(world: World) -> None:
-    seen_image = False
+def _reviewer_reads(world: World, ask_id: str, item_id: str) -> list[str]:
+    """The GET routes about an ask or a review item that answer a reviewer with a 2xx."""
+    opened = []
     for method, path in world.ops:
-        if method != "get" or "{ask_id}" not in path:
+        if method != "get" or ("{ask_id}" not in path and "{item_id}" not in path):
             continue
-        r = world.client.get(_fill(path, world.a_queued), headers=_h(world.tokens["reviewer"]))
-        if r.status_code < 300 and r.headers.get("content-type", "").startswith("image/"):
-            seen_image = True
-            assert r.content != world.a_upload, f"GET {path} showed a reviewer the unredacted frame"
-    assert seen_image, "a reviewer should be able to see the queued item's (redacted) frame"
-    # Reveal needs the permission, and the refusal is audited too.
-    r = world.client.get(f"/v1/privacy/asks/{world.a_queued}/original", headers=_h(world.tokens["reviewer"]))
-    assert r.status_code == 403
+        r = world.client.get(_fill(path, ask_id, item_id), headers=_h(world.tokens["reviewer"]))
+        if r.status_code < 300:
+            opened.append(path)
+    return opened
+
+
+def _review_item(world: World, ask_id: str) -> str:
+    item = world.system.humans.queue.for_ask(ask_id)
+    assert item is not None
+    return str(item.id)
+
+
+def test_reviewer_opens_a_queued_item_only_while_holding_it(world: World) -> None:
+    item_id = _review_item(world, world.a_queued)
+    reviewer = _h(world.tokens["reviewer"])
+    assert _reviewer_reads(world, world.a_queued, item_id) == [], "a reviewer opened an item nobody offered them"
+    claimed = world.client.post(f"/v1/review/items/{item_id}/claim", headers=reviewer)
+    assert claimed.status_code == 200, claimed.text
+    try:
+        held = _reviewer_reads(world, world.a_queued, item_id)
+        assert "/v1/review/items/{item_id}" in held and "/v1/review/items/{item_id}/frame" in held
+    finally:
+        assert world.client.post(f"/v1/review/items/{item_id}/release", headers=reviewer).status_code == 204
+    assert _reviewer_reads(world, world.a_queued, item_id) == [], "released, but still open to the reviewer"
+
+
+def test_reviewer_sees_only_redacted_frames(world: World) -> None:
+    item_id = _review_item(world, world.a_queued)
+    reviewer = _h(world.tokens["reviewer"])
+    assert world.client.post(f"/v1/review/items/{item_id}/claim", headers=reviewer).status_code == 200
+    seen_image = False
+    try:
+        for method, path in world.ops:
+            if method != "get" or ("{ask_id}" not in path and "{item_id}" not in path):
+                continue
+            r = world.client.get(_fill(path, world.a_queued, item_id), headers=reviewer)
+            if r.status_code < 300 and r.headers.get("content-type", "").startswith("image/"):
+                seen_image = True
+                assert r.content != world.a_upload, f"GET {path} showed a reviewer the unredacted frame"
+        # Reveal needs the permission, and the refusal is audited too.
+        r = world.client.get(f"/v1/privacy/asks/{world.a_queued}/original", headers=reviewer)
+        assert r.status_code == 403
+    finally:
+        world.client.post(f"/v1/review/items/{item_id}/release", headers=reviewer)
+    assert seen_image, "a reviewer holding the item should see its (redacted) frame"
+
+
+def test_an_answered_item_is_closed_to_its_reviewer(world: World, grocery: GroceryDataset) -> None:
+    world.system.policy = FixedThreshold(1.0)
+    try:
+        r = world.client.post("/v1/asks", data={"question": "what is this?", "skill": "identify"},
+                              files={"image": ("x.jpg", product_photo(grocery, "Cucumber"))},
+                              headers=_h(world.tokens["a"]))
+    finally:
+        world.system.policy = FixedThreshold(0.0)
+    ask_id = r.json()["id"]
+    item_id = _review_item(world, ask_id)
+    reviewer = _h(world.tokens["reviewer"])
+    assert world.client.post(f"/v1/review/items/{item_id}/claim", headers=reviewer).status_code == 200
+    r = world.client.post(f"/v1/review/items/{item_id}/answer", json={"action": "answer", "value": "Cucumber"},
+                          headers=reviewer)
+    assert r.status_code == 200 and r.json()["resolved"], r.text
+    assert _reviewer_reads(world, ask_id, item_id) == [], "an answered item stayed open to the reviewer"
+
+
+def test_reviewer_changes_nothing_of_an_ask_they_do_not_hold(world: World) -> None:
+    changed = []
+    for method, path in world.ops:
+        if method not in WRITES or "{ask_id}" not in path:
+            continue
+        for ask_id in (world.a_ask, world.a_queued):
+            r = world.client.request(method.upper(), _fill(path, ask_id), headers=_h(world.tokens["reviewer"]),
+                                     json=world.bodies.get((method, path), {}))
+            if r.status_code < 300:
+                changed.append(f"{method.upper()} {path} as reviewer -> {r.status_code}")
+    assert not changed, "\n".join(changed)
+
+
+def test_route_corrections_come_from_the_wearer_or_an_operator(world: World) -> None:
+    url = f"/v1/asks/{world.a_ask}/route"
+    body = {"skill": "identify"}
+    expected = {None: 401, "b": 404, "reviewer": 403, "a": 200, "operator": 200}
+    got = {who: world.client.post(url, json=body, headers=_h(world.tokens[who] if who else None)).status_code
+           for who in expected}
+    assert got == expected
 
 
 def test_operator_writes_are_audited(world: World) -> None:

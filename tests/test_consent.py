@@ -161,11 +161,12 @@ def test_no_store_consent_keeps_frames_only_while_a_human_must_answer(unsure: An
 def test_label_idempotency_key_applies_once(sure: Any, grocery: GroceryDataset) -> None:
     from sqlalchemy import func, select
 
+    from lookloop.store.idempotency import Key
     from lookloop.store.tables import LabelRow
 
     record = sure.ask("what is this?", product_photo(grocery), device_id="cam-1")
     for _ in range(3):
-        sure.add_label(record.id, "Banana", source="human", idempotency_key="rev-1:0001")
+        sure.add_label(record.id, "Banana", source="human", idempotency_key=Key("account:rev-1", "0001"))
     with sure.db.session() as s:
         n = s.scalar(select(func.count()).select_from(LabelRow).where(LabelRow.ask_id == record.id))
     assert n == 1

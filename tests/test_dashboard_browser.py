@@ -69,11 +69,12 @@ def _reviewer_history(system: Lookloop, seeded: Any) -> None:
                 s.add(ReviewAnswerRow(item_id=item.id, account_id=ids[name], action="answer", value=a["truth"],
                                       duration_ms=1000 * rng.uniform(0.6, 1.4) * pace[name],
                                       agreed=rng.random() < 0.93, created_at=a["created_at"]))
+        golds = [ReviewItemRow(kind="gold", question="what is this?", status="gold", gold_answer="Banana")
+                 for _ in range(5)]
+        s.add_all(golds)
+        s.flush()
         for name in ids:
-            gold = ReviewItemRow(kind="gold", question="what is this?", status="gold", gold_answer="Banana")
-            s.add(gold)
-            s.flush()
-            for _ in range(5):
+            for gold in golds:  # one answer per reviewer per item (the database keeps it so)
                 s.add(ReviewAnswerRow(item_id=gold.id, account_id=ids[name], action="answer", value="Banana",
                                       gold=True, correct=rng.random() < 0.9, duration_ms=2500))
 

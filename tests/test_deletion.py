@@ -130,6 +130,7 @@ def test_deletion_reaches_every_derived_store(system: Any, grocery: GroceryDatas
     from lookloop.loop.training import train_versions
     from lookloop.privacy import audit
     from lookloop.privacy.deletion import pseudonym
+    from lookloop.store.idempotency import Key
     from lookloop.store.tables import IdempotencyRow
 
     a_dev, a_wearer, _ = add_device(system, "ann")
@@ -137,7 +138,8 @@ def test_deletion_reaches_every_derived_store(system: Any, grocery: GroceryDatas
     secret = "my locker code is 4242, what is this"
     said = system.ask(secret, product_photo(grocery, "Banana", 0), device_id=a_dev, skill="identify")
     system.correct_route(secret, "identify")  # the router now remembers her words
-    system.add_label(said.id, "Banana", source="human", idempotency_key="ann-label-1")
+    system.add_label(said.id, "Banana", source="human", idempotency_key=Key("account:rev-1", "ann-label-1"))
+    system.ask("what is this?", None, device_id=a_dev, skill="notes", idempotency_key=Key(f"device:{a_dev}", "k-1"))
     for label, i in (("Banana", 1), ("Banana", 2), ("Granny-Smith", 0)):
         r = system.ask("what is this?", product_photo(grocery, label, i), device_id=a_dev)
         system.add_label(r.id, label, source="human")
@@ -159,7 +161,7 @@ def test_deletion_reaches_every_derived_store(system: Any, grocery: GroceryDatas
 
     assert report.router_corrections == 1 and secret not in remembered()
     with system.db.session() as s:
-        assert s.get(IdempotencyRow, "label:ann-label-1") is None
+        assert s.scalars(select(IdempotencyRow).where(IdempotencyRow.key.in_(("ann-label-1", "k-1")))).all() == []
         rows = s.scalars(select(AuditRow).where(AuditRow.action == "privacy.reveal")).all()
     assert rows and all(said.id not in r.target and said.id not in str(r.detail) for r in rows)
     assert rows[0].target == f"ask:{pseudonym(said.id)}"  # what happened stays on record, pointing nowhere

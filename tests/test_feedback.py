@@ -106,13 +106,19 @@ def test_feedback_with_an_idempotency_key_is_stored_once(tmp_path, data_dir, mod
     system = build_small_system(make_settings(tmp_path, data_dir, model_dir), grocery)
     with TestClient(create_app(system=system, warm=False)) as c:
         photo = small_val(grocery)[0].path.read_bytes()
-        ask = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", photo)}).json()
-        headers = {"Idempotency-Key": "fb-1"}
+        _, token = system.humans.accounts.add_device("fay", "test glasses")
+        auth = {"Authorization": f"Bearer {token}"}
+        ask = c.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("x.jpg", photo)},
+                     headers=auth).json()
+        headers = {"Idempotency-Key": "fb-1", **auth}
         body = {"verdict": "wrong", "correction": "Cucumber"}
         first = c.post(f"/v1/asks/{ask['id']}/feedback", json=body, headers=headers)
         again = c.post(f"/v1/asks/{ask['id']}/feedback", json=body, headers=headers)
         assert first.status_code == again.status_code == 201
         assert first.json()["id"] == again.json()["id"]
+        # The same key with another verdict is another request: refused with a reason, nothing stored.
+        other = c.post(f"/v1/asks/{ask['id']}/feedback", json={"verdict": "right"}, headers=headers)
+        assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
     with system.db.session() as s:
         assert s.scalar(select(func.count()).select_from(FeedbackRow)) == 1
         assert s.scalar(select(func.count()).select_from(LabelRow).where(LabelRow.ask_id == ask["id"])) == 1

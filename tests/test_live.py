@@ -37,7 +37,9 @@ def test_escalation_goes_to_the_reviewer_and_the_answer_to_the_wearer(
         assert first["device_id"] != "anonymous"
 
         pushed = review_ws.receive_json()
-        assert pushed["type"] == "item" and pushed["item"]["ask_id"] == first["id"]
+        queued = small_system.humans.queue.for_ask(first["id"])
+        assert pushed["type"] == "item" and queued is not None and pushed["item"]["id"] == queued.id
+        assert "ask_id" not in pushed["item"]  # reviewers work on items (a gold item has no ask to give away)
         item = pushed["item"]
         assert item["live"] and item["lock_expires_at"] and item["candidates"]
         frame = client.get(item["frame_url"], headers=bearer(reviewer))
@@ -49,6 +51,9 @@ def test_escalation_goes_to_the_reviewer_and_the_answer_to_the_wearer(
         answer = client.post(f"/v1/review/items/{item['id']}/answer", json={"action": "answer", "value": photo.label},
                              headers=bearer(reviewer))
         assert answer.status_code == 200 and answer.json()["resolved"], answer.text
+        # Answered: the item (and its frame) is no longer the reviewer's to open.
+        assert client.get(item["frame_url"], headers=bearer(reviewer)).status_code == 404
+        assert client.get(f"/v1/review/items/{item['id']}", headers=bearer(reviewer)).status_code == 404
         event = wearer_ws.receive_json()
         assert event["type"] == "answer" and event["ask_id"] == first["id"] and event["source"] == "human"
         assert event["final"] is True and photo.label.split("-")[0] in event["text"] and event["hud"]
@@ -79,7 +84,7 @@ def test_nobody_answering_tells_the_wearer_and_keeps_the_item(
     assert item is not None and item.status == "open" and not item.live
     # Still queued: a reviewer who signs in later gets it from the queue.
     got = client.post("/v1/review/next", headers=bearer(reviewer)).json()
-    assert got["ask_id"] == first["id"]
+    assert got["id"] == item.id
 
 
 def test_a_label_given_outside_the_queue_settles_its_item(

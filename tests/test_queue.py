@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from sqlalchemy import select
 
-from lookloop.domain import AskRecord, utcnow
+from lookloop.domain import AskRecord, as_utc, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden
 from lookloop.humans.accounts import Accounts, Principal
 from lookloop.humans.queue import ReviewQueue
+from lookloop.humans.tables import ReviewAnswerRow
 from lookloop.store.tables import AskRow
 from lookloop.system import Lookloop
 
@@ -198,7 +200,7 @@ def test_gold_items_are_mixed_in_and_score_reviewers(system: Lookloop, queue: Re
             res = queue.submit(item.id, who, "answer", value)
             if item.kind == "gold":
                 assert res.correct == (value.lower() == ("banana" if item.id == gold_a.id else "cucumber"))
-                assert not res.resolved
+                assert res.gold and res.status == "resolved"  # the reply is an escalated item's (consensus 1)
         assert kinds == ["ask", "gold", "ask", "gold"]
     stats = {s.username: s for s in queue.stats()}
     assert stats["ann"].gold_answered == 2 and stats["ann"].gold_accuracy == 1.0
@@ -206,3 +208,95 @@ def test_gold_items_are_mixed_in_and_score_reviewers(system: Lookloop, queue: Re
     assert queue.get(gold_a.id).status == "gold"  # gold never closes
     with pytest.raises(BadInput):
         queue.add_gold(question="q", frame_sha=None, answer=" ")
+
+
+def test_two_reviewers_answering_one_unclaimed_item_at_once_count_once(system: Lookloop, queue: ReviewQueue) -> None:
+    """Both used to win (two answers, two labels, both 'agreed'): now one answer counts, the other is a 409."""
+    import threading
+
+    queue.clock = utcnow  # real time: the racing threads share it
+    resolved: list[str | None] = []
+    queue.on_resolved.append(lambda it, value, authors: resolved.append(value))
+    a, b = reviewer(system, "ann"), reviewer(system, "bob")
+    for trial in range(6):
+        item = queue.enqueue_ask(ask(system, 0.3))
+        start = threading.Barrier(2)
+        outcomes: dict[str, object] = {}
+
+        def answer(who: Principal, value: str, item_id: str = item.id, start: threading.Barrier = start,
+                   outcomes: dict[str, object] = outcomes) -> None:
+            start.wait()
+            try:
+                outcomes[who.name] = queue.submit(item_id, who, "answer", value)
+            except Conflict as exc:
+                outcomes[who.name] = exc
+
+        threads = [threading.Thread(target=answer, args=(a, "Banana")),
+                   threading.Thread(target=answer, args=(b, "Cucumber"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [o for o in outcomes.values() if not isinstance(o, Conflict)]
+        lost = [o for o in outcomes.values() if isinstance(o, Conflict)]
+        assert len(won) == 1 and len(lost) == 1, f"trial {trial}: {outcomes}"
+        assert "answered already" in lost[0].message or "holds the lock" in lost[0].message
+        with system.db.session() as s:
+            answers = s.scalars(select(ReviewAnswerRow).where(ReviewAnswerRow.item_id == item.id)).all()
+        assert len(answers) == 1 and answers[0].agreed is True
+    assert len(resolved) == 6  # each item settled once, with one label
+
+
+def test_the_database_keeps_one_answer_per_reviewer_per_item(system: Lookloop, queue: ReviewQueue) -> None:
+    """The unique index backs the check in code (a double click, a retry, another worker)."""
+    from sqlalchemy.exc import IntegrityError
+
+    item = queue.enqueue_ask(ask(system, 0.3))
+    with system.db.session() as s:
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="skip"))
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="skip"))  # skips repeat freely
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="answer", value="Banana"))
+    with pytest.raises(IntegrityError), system.db.session() as s:
+        s.add(ReviewAnswerRow(item_id=item.id, account_id="acc-1", action="reject"))
+
+
+def test_answering_needs_the_lock_or_takes_it(system: Lookloop, queue: ReviewQueue) -> None:
+    system.settings.review_consensus = 2
+    item = queue.enqueue_ask(ask(system, 0.3))
+    a, b = reviewer(system, "ann"), reviewer(system, "bob")
+    assert queue.claim(item.id, a).locked_by == a.account_id
+    with pytest.raises(Conflict, match="holds the lock"):
+        queue.submit(item.id, b, "answer", "Banana")  # ann holds it
+    assert not queue.submit(item.id, a, "answer", "Banana").resolved  # one of two answers; the lock is freed
+    assert queue.submit(item.id, b, "answer", "Banana").resolved  # bob takes the free item as he answers
+    with pytest.raises(Conflict, match="answered already"):
+        queue.submit(item.id, reviewer(system, "cid"), "answer", "Banana")
+    with pytest.raises(Conflict, match="answered already"):
+        queue.claim(item.id, reviewer(system, "dan"))
+
+
+def test_a_gold_item_looks_like_any_item_to_its_reviewer(system: Lookloop, queue: ReviewQueue) -> None:
+    """Gold items used to give themselves away: ask_id None, priority 0.0, no lock, their own created_at."""
+    from lookloop.humans.runtime import item_event
+    from lookloop.server.schemas.humans import ReviewItemOut
+
+    settled = ask(system, 0.3)
+    assert isinstance(queue.clock, Clock)
+    queue.clock.advance(3600)  # the gold item is made an hour after its ask
+    gold = queue.gold_from_ask(settled.id, "Banana")
+    real = queue.enqueue_ask(ask(system, 0.3), live=False)
+    ann, bob = reviewer(system, "ann"), reviewer(system, "bob")
+    shown = {"gold": item_event(queue.claim(gold.id, ann)), "real": item_event(queue.claim(real.id, ann))}
+    assert shown["gold"].keys() == shown["real"].keys() >= ReviewItemOut.model_fields.keys()
+    for view in shown.values():
+        assert not {"ask_id", "priority", "kind", "gold_answer", "needed", "reason"} & view.keys()
+        assert view["status"] == "open" and view["live"] is False and view["lock_expires_at"]
+    assert shown["gold"]["created_at"] == as_utc(settled.created_at).isoformat()  # as old as its question
+    # Held like any item: open to the reviewer it was handed to, not to others, closed once answered.
+    assert queue.held_item(gold.id, ann.account_id or "") is not None
+    assert queue.held_item(gold.id, bob.account_id or "") is None
+    replies = {kind: queue.submit(item.id, ann, "answer", "Banana") for kind, item in (("gold", gold), ("real", real))}
+    assert (replies["gold"].resolved, replies["gold"].status) == (replies["real"].resolved, replies["real"].status)
+    assert queue.held_item(gold.id, ann.account_id or "") is None
+    with pytest.raises(Conflict, match="you answered this item already"):
+        queue.submit(gold.id, ann, "answer", "Banana")

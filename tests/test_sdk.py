@@ -23,7 +23,7 @@ from lookloop.domain import Decision
 from lookloop.humans.tables import FeedbackRow
 from lookloop.loop.policies import PolicyDecision
 from lookloop.server.app import create_app
-from lookloop.store.tables import AskRow
+from lookloop.store.tables import AskRow, IdempotencyRow
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,8 @@ def banana(grocery) -> bytes:  # type: ignore[no-untyped-def]
 
 def _rows(system: Any, keys: list[str]) -> list[AskRow]:  # type: ignore[no-any-unimported]
     with system.db.session() as s:
-        return list(s.scalars(select(AskRow).where(AskRow.idempotency_key.in_(keys))))
+        ids = select(IdempotencyRow.result_id).where(IdempotencyRow.kind == "ask", IdempotencyRow.key.in_(keys))
+        return list(s.scalars(select(AskRow).where(AskRow.id.in_(ids))))
 
 
 def test_offline_asks_are_answered_and_stored_once_when_the_server_returns(

@@ -376,6 +376,7 @@ def test_voice_ask_takes_typed_questions_and_answers_resent_asks_unheard(tmp_pat
     from dataclasses import dataclass
 
     from lookloop.speech import SpeechService
+    from lookloop.store.idempotency import Key, Request
 
     @dataclass
     class Record:
@@ -385,11 +386,12 @@ def test_voice_ask_takes_typed_questions_and_answers_resent_asks_unheard(tmp_pat
         def __init__(self) -> None:
             self.asked: list[tuple[str, str, str | None]] = []
 
-        def find_by_idempotency_key(self, key: str) -> Record | None:
-            return Record("earlier question") if key == "seen" else None
+        def replayed(self, request: Request) -> Record | None:
+            return Record("earlier question") if request.key and request.key.value == "seen" else None
 
         def ask(self, question: str, image: bytes | None, *, device_id: str = "anonymous",
-                idempotency_key: str | None = None, skill: str | None = None) -> Record:
+                idempotency_key: Key | None = None, skill: str | None = None,
+                request: Request | None = None) -> Record:
             self.asked.append((question, device_id, skill))
             return Record(question)
 
@@ -399,7 +401,8 @@ def test_voice_ask_takes_typed_questions_and_answers_resent_asks_unheard(tmp_pat
     record, heard = service.voice_ask(asks, b"", None, question="  what is this ", idempotency_key=None, **kw)
     assert record.question == heard.text == "what is this" and heard.language == "en"
     assert set(heard.timings_ms) == {"answer", "total"} and asks.asked == [("what is this", "dev-1", "identify")]
-    record, heard = service.voice_ask(asks, b"", None, question=None, idempotency_key="seen", **kw)
+    record, heard = service.voice_ask(asks, b"", None, question=None, idempotency_key=Key("device:dev-1", "seen"),
+                                      **kw)
     assert record.question == "earlier question" and len(asks.asked) == 1  # not heard, not asked again
 
 

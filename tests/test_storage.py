@@ -107,6 +107,7 @@ def test_everything_under_var_is_private_whatever_the_umask(tmp_path: Path, data
     from lookloop.imaging import decode_image
     from lookloop.loop.learner import LinearHead
     from lookloop.models.embcache import EmbeddingCache
+    from lookloop.store.frames import frame_id
     from lookloop.system import Lookloop
 
     old = os.umask(0o022)  # the usual default: files 0644, directories 0755 unless created privately
@@ -118,11 +119,13 @@ def test_everything_under_var_is_private_whatever_the_umask(tmp_path: Path, data
         assert ok
         frame = decode_image(bytes(jpeg), max_bytes=1 << 20, max_pixels=1 << 20)
         consent = Consent(store_frames=True, keep_originals=True)
-        assert system.privacy.store(frame, wearer_id="w", consent=consent, needs_human=True)
+        assert system.privacy.store(frame, frame_id=frame_id("w", frame.data), wearer_id="w", consent=consent,
+                                    needs_human=True)
         settings.redact_text = "background"  # a second upload waits sealed for the worker
         ok, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 64, np.uint8))
         frame = decode_image(bytes(jpeg), max_bytes=1 << 20, max_pixels=1 << 20)
-        sealed = system.privacy.store(frame, wearer_id="w", consent=consent, needs_human=True)
+        sealed = system.privacy.store(frame, frame_id=frame_id("w", frame.data), wearer_id="w", consent=consent,
+                                      needs_human=True)
         assert sealed is not None and system.privacy.sealed_path(sealed).exists()
         # Caches derived from wearers' frames and labels, written where the model cache would be.
         caches = settings.resolved_var_dir / "models"
@@ -161,3 +164,55 @@ def test_an_existing_loose_var_is_tightened(tmp_path: Path, data_dir: Path, mode
     system.privacy.key  # noqa: B018 - loads the key
     assert _loose(var) == []
     system.db.dispose()
+
+
+def test_upgrading_moves_keys_to_scoped_receipts_and_keeps_one_answer_each(database_url: str) -> None:
+    """A database made before receipts were scoped (and before answers were unique) upgrades in place."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from lookloop.store.db import alembic_config
+    from lookloop.store.tables import IdempotencyRow
+
+    db = Database(database_url)
+    cfg = alembic_config(db.engine.url.render_as_string(hide_password=False))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        for head in ("0003_review_reason", "0102_loop_audit", "m001_memory", "p001_privacy"):
+            command.upgrade(cfg, head)
+    now = "2024-05-01 10:00:00+00:00"
+    with db.engine.begin() as conn:
+        for ask_id, device, key in (("a1", "dev-a", "k-1"), ("a2", "anonymous", "k-2"), ("a3", "dev-b", None)):
+            conn.execute(text(
+                "INSERT INTO asks (id, device_id, question, idempotency_key, created_at, skill, answer_text, "
+                "confidence, decision, policy, model_version, result, candidates, outcome, latency_ms) VALUES "
+                "(:id, :dev, 'what is this?', :key, :now, 'identify', 'Banana', 0.9, 'answer', '', '', '{}', '[]', "
+                "'answered', 1.0)"), {"id": ask_id, "dev": device, "key": key, "now": now})
+        conn.execute(text("INSERT INTO feedback (id, ask_id, device_id, verdict, implicit, created_at) VALUES "
+                          "('f1', 'a1', 'dev-a', 'right', false, :now)"), {"now": now})
+        for key, kind, result in (("feedback:fb-1", "feedback", "f1"), ("label:lb-1", "label", "a1")):
+            conn.execute(text("INSERT INTO idempotency_keys (key, kind, result_id, created_at) VALUES "
+                              "(:key, :kind, :result, :now)"), {"key": key, "kind": kind, "result": result, "now": now})
+        conn.execute(text(
+            "INSERT INTO review_items (id, ask_id, kind, question, skill, ai_answer, ai_label, confidence, "
+            "candidates, live, priority, status, needed, created_at) VALUES ('i1', 'a1', 'ask', 'q', 'identify', "
+            "'', '', 0.1, '[]', false, 0.5, 'resolved', 1, :now)"), {"now": now})
+        for answer_id, action, at in (("r1", "answer", "2024-05-01 10:00:01+00:00"),
+                                      ("r2", "answer", "2024-05-01 10:00:02+00:00"),
+                                      ("r3", "skip", "2024-05-01 10:00:03+00:00"),
+                                      ("r4", "skip", "2024-05-01 10:00:04+00:00")):
+            conn.execute(text(
+                "INSERT INTO review_answers (id, item_id, account_id, action, value, duration_ms, gold, created_at) "
+                "VALUES (:id, 'i1', 'acc-1', :action, 'Banana', 0, false, :at)"),
+                {"id": answer_id, "action": action, "at": at})
+
+    db.migrate()
+
+    with db.session() as s:
+        receipts = {(r.caller, r.kind, r.key): (r.result_id, r.fingerprint) for r in s.scalars(select(IdempotencyRow))}
+        answers = sorted(s.scalars(text("SELECT id FROM review_answers")).all())
+    # The device's ask key and feedback receipt are theirs now; anonymous and unattributable keys are gone.
+    assert receipts == {("device:dev-a", "ask", "k-1"): ("a1", None),
+                        ("device:dev-a", "feedback", "fb-1"): ("f1", None)}
+    assert answers == ["r1", "r3", "r4"]  # the reviewer's second answer went; skips repeat freely
+    db.dispose()

@@ -17,7 +17,7 @@ from voice_util import ffmpeg_convert, needs_espeak, needs_ffmpeg, small_app_sys
 from lookloop.models.speech import decode_audio, encode_wav
 from lookloop.server.app import create_app
 from lookloop.speech import split_sentences, wav_header
-from lookloop.store.tables import AskRow
+from lookloop.store.tables import AskRow, IdempotencyRow
 
 pytestmark = needs_espeak
 
@@ -90,15 +90,21 @@ def test_language_is_detected_when_not_given(client: TestClient, banana: bytes) 
 
 
 def test_resent_voice_ask_is_stored_once(client: TestClient, system, what_is_this: bytes, banana: bytes) -> None:  # type: ignore[no-untyped-def]
-    headers = {"Idempotency-Key": "voice-test-0001"}
+    _, token = system.humans.accounts.add_device("voice-wearer", "test glasses")
+    headers = {"Idempotency-Key": "voice-test-0001", "Authorization": f"Bearer {token}"}
     files = {"audio": ("q.wav", what_is_this), "image": ("f.jpg", banana)}
     first = client.post("/v1/asks/voice", data={"language": "en"}, files=files, headers=headers)
     second = client.post("/v1/asks/voice", data={"language": "en"}, files=files, headers=headers)
     assert first.status_code == second.status_code == 200
     assert first.json()["ask"]["id"] == second.json()["ask"]["id"]
+    # Another clip under the same key is another request: refused, not answered with the first ask.
+    other = client.post("/v1/asks/voice", data={"language": "en", "question": "read this"}, files=files,
+                        headers=headers)
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
     with system.db.session() as s:
-        n = s.scalar(select(func.count()).select_from(AskRow).where(AskRow.idempotency_key == "voice-test-0001"))
-    assert n == 1
+        n = s.scalar(select(func.count()).select_from(IdempotencyRow).where(IdempotencyRow.key == "voice-test-0001"))
+        asks = s.scalar(select(func.count()).select_from(AskRow).where(AskRow.id == first.json()["ask"]["id"]))
+    assert n == 1 and asks == 1
 
 
 def test_typed_question_skips_listening(client: TestClient, what_is_this: bytes) -> None:

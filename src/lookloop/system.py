@@ -43,6 +43,7 @@ from lookloop.skills.notes import ExtractiveSummariser, NoteService
 from lookloop.skills.registry import default_skills
 from lookloop.skills.routing import SkillRouting
 from lookloop.speech import SpeechService
+from lookloop.store import idempotency
 from lookloop.store.db import Database
 from lookloop.store.files import private_dir
 from lookloop.store.frames import FrameStore
@@ -315,8 +316,14 @@ class Lookloop:
     # -- asks and labels ----------------------------------------------------------------------------------
 
     def ask(self, question: str, image: bytes | None, *, device_id: str = "anonymous",
-            idempotency_key: str | None = None, skill: str | None = None) -> AskRecord:
-        return self.asks.ask(question, image, device_id=device_id, idempotency_key=idempotency_key, skill=skill)
+            idempotency_key: idempotency.Key | None = None, skill: str | None = None,
+            request: idempotency.Request | None = None) -> AskRecord:
+        return self.asks.ask(question, image, device_id=device_id, idempotency_key=idempotency_key, skill=skill,
+                             request=request)
+
+    def replayed(self, request: idempotency.Request) -> AskRecord | None:
+        """The ask already stored for a keyed request (a resent voice ask), else None."""
+        return self.asks.replayed(request)
 
     def get_ask(self, ask_id: str) -> AskRecord:
         return self.asks.get(ask_id)
@@ -325,11 +332,8 @@ class Lookloop:
                   limit: int = 50) -> list[AskRecord]:
         return self.asks.recent(device_id=device_id, outcome=outcome, limit=limit)
 
-    def find_by_idempotency_key(self, key: str) -> AskRecord | None:
-        return self.asks.find_by_idempotency_key(key)
-
     def add_label(self, ask_id: str, value: str, *, source: str, author: str = "",
-                  idempotency_key: str | None = None) -> AskRecord:
+                  idempotency_key: idempotency.Key | None = None) -> AskRecord:
         return self.labels.add(ask_id, value, source=source, author=author, idempotency_key=idempotency_key)
 
     def frame_bytes(self, sha: str) -> bytes:

@@ -34,7 +34,7 @@ from lookloop.catalog import GroceryDataset, grocery_catalog
 from lookloop.config import Settings, get_settings
 from lookloop.humans.accounts import Accounts
 from lookloop.store.db import Database
-from lookloop.store.tables import AskRow, LabelRow
+from lookloop.store.tables import AskRow, IdempotencyRow, LabelRow
 from lookloop.system import Lookloop
 
 
@@ -135,7 +135,9 @@ def _prepare(
         wearers.append(Client(f"wearer-{w}", token))
     reviewers = []
     for r in range(n_reviewers):
-        accounts.add_account(f"crash-reviewer-{r}", "reviewer", "crash-password-1")
+        # They label any acknowledged ask through the labels API: a reviewer may only label the asks whose
+        # review item they hold, so these accounts are operators.
+        accounts.add_account(f"crash-reviewer-{r}", "operator", "crash-password-1")
         token, _ = accounts.login(f"crash-reviewer-{r}", "crash-password-1")
         reviewers.append(Client(f"reviewer-{r}", token))
     system.db.dispose()
@@ -214,16 +216,17 @@ def _verify(db_url: str, ledger: Ledger) -> dict[str, int]:
     db = Database(db_url)
     try:
         with db.session() as s:
-            by_key = dict(
-                s.execute(select(AskRow.idempotency_key, func.count()).group_by(AskRow.idempotency_key)).all()
-            )
+            # Each acknowledged ask's key has one receipt (per wearer) naming the one ask it produced.
+            by_key = dict(s.execute(select(IdempotencyRow.key, IdempotencyRow.result_id)
+                                    .where(IdempotencyRow.kind == "ask")).all())
             by_ask = dict(s.execute(select(LabelRow.ask_id, func.count()).where(LabelRow.ask_id.is_not(None))
                                     .group_by(LabelRow.ask_id)).all())
             ids = set(s.scalars(select(AskRow.id)))
     finally:
         db.dispose()
-    lost_asks = sum(1 for k, a in ledger.asks.items() if by_key.get(k, 0) == 0 or a not in ids)
-    dup_asks = sum(max(0, c - 1) for k, c in by_key.items() if k is not None)
+    lost_asks = sum(1 for k, a in ledger.asks.items() if by_key.get(k) != a or a not in ids)
+    # Every ask of the benchmark was sent with a key: an ask no receipt names was stored twice for one key.
+    dup_asks = len(ids - set(by_key.values()))
     label_targets: dict[str, int] = {}
     for ask_id in ledger.labels.values():
         label_targets[ask_id] = label_targets.get(ask_id, 0) + 1

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, Outcome, as_utc, clean_text, utcnow
@@ -18,7 +17,7 @@ from lookloop.loop.asking import AskService
 from lookloop.loop.labels import LabelService
 from lookloop.store import idempotency
 from lookloop.store.db import Database
-from lookloop.store.tables import AskRow
+from lookloop.store.tables import AskRow, new_id
 
 VERDICTS = ("right", "wrong")
 SAME_FRAME_COSINE = 0.95  # embeddings this close are the same thing seen again
@@ -59,23 +58,23 @@ class FeedbackService:
         self._embedding = embeddings  # a frame's cached embedding, never computed for this
 
     def give(self, ask_id: str, verdict: str, *, device_id: str, correction: str | None = None,
-             implicit: bool = False, idempotency_key: str | None = None) -> FeedbackInfo:
+             implicit: bool = False, idempotency_key: idempotency.Key | None = None) -> FeedbackInfo:
         """Stores the wearer's verdict; a correction (or a 'right' on a product) becomes a label at once.
 
-        With an idempotency key a resent verdict (an offline queue retrying) is stored once.
+        With an idempotency key (the caller's) a resent verdict (an offline queue retrying) is stored once;
+        the same key with another verdict or correction is refused.
         """
-        if idempotency_key:
-            done = idempotency.seen(self.db, "feedback", idempotency_key)
-            if done is not None:
-                return self._get(done)
-        try:
-            return self._give(ask_id, verdict, device_id=device_id, correction=correction, implicit=implicit,
-                              idempotency_key=idempotency_key)
-        except IntegrityError:
-            done = idempotency.seen(self.db, "feedback", idempotency_key) if idempotency_key else None
-            if done is None:
-                raise
-            return self._get(done)  # a concurrent retry got there first
+        if verdict not in VERDICTS:
+            raise BadInput("verdict must be 'right' or 'wrong'")
+        correction = clean_text(correction or "") or None
+        request = idempotency.Request("feedback", idempotency_key, idempotency.fingerprint(
+            ask=ask_id, verdict=verdict, correction=correction, implicit=implicit))
+        return idempotency.once(
+            self.db, request,
+            lambda: self._give(ask_id, verdict, device_id=device_id, correction=correction, implicit=implicit,
+                               request=request),
+            self._get,
+        )
 
     def _get(self, feedback_id: str) -> FeedbackInfo:
         with self.db.session() as s:
@@ -85,24 +84,20 @@ class FeedbackService:
             return _info(row)
 
     def _give(self, ask_id: str, verdict: str, *, device_id: str, correction: str | None,
-              implicit: bool, idempotency_key: str | None) -> FeedbackInfo:
-        if verdict not in VERDICTS:
-            raise BadInput("verdict must be 'right' or 'wrong'")
-        correction = clean_text(correction or "") or None
+              implicit: bool, request: idempotency.Request) -> FeedbackInfo:
         if correction is not None and len(correction) > 500:
             raise BadInput("the correction is longer than 500 characters")
         if correction is not None and verdict == "right":
             raise BadInput("a correction goes with the verdict 'wrong'")
         record = self.asks.get(ask_id)
         with self.db.session() as s:
-            row = FeedbackRow(ask_id=ask_id, device_id=device_id, verdict=verdict, correction=correction,
-                              implicit=implicit, created_at=utcnow())
+            row = FeedbackRow(id=new_id(), ask_id=ask_id, device_id=device_id, verdict=verdict,
+                              correction=correction, implicit=implicit, created_at=utcnow())
             s.add(row)
+            request.claim(s, row.id)  # the verdict and its receipt commit together
             s.flush()
-            if idempotency_key:
-                idempotency.claim(s, "feedback", idempotency_key, row.id)
             info = _info(row)
-        label_key = f"feedback:{idempotency_key}" if idempotency_key else None
+        label_key = request.key.derived("feedback") if request.key else None
         if correction is not None:
             self.labels.add(ask_id, correction, source="wearer", author=device_id, idempotency_key=label_key)
         elif verdict == "right" and record.answer.skill == "identify":

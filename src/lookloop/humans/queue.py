@@ -6,17 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, ai_label, as_utc, clean_text, normalise_label, utcnow
 from lookloop.errors import BadInput, Conflict, Forbidden, NotFound
 from lookloop.humans.accounts import Principal
-from lookloop.humans.tables import AccountRow, ReviewAnswerRow, ReviewItemRow
+from lookloop.humans.tables import AccountRow, ReviewAnswerRow, ReviewItemRow, ReviewOfferRow
 from lookloop.loop.strategies import ask_priority
 from lookloop.store.db import Database
 
@@ -55,6 +57,7 @@ class Submission:
     value: str | None  # the resolved label; None for "cannot tell" or while unresolved
     status: str
     correct: bool | None = None  # gold items only
+    gold: bool = False  # (a gold item's reply to the reviewer looks like any other: resolved/status/value)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,14 @@ class RedactedFrames(Protocol):
 
 
 class ReviewQueue:
-    """Queue operations; every state change is a compare-and-set in the database so it holds across workers."""
+    """Queue operations; every state change is a compare-and-set in the database so it holds across workers.
+
+    Who holds what: an escalated item is held by the reviewer whose lock on it is live (it was offered to them
+    over the live hub, handed out by ``next`` or claimed); a gold item, which every reviewer answers and nobody
+    locks, by the reviewers it was offered to (``review_offers``), until the offer expires or they answer,
+    skip or release it. A reviewer sees an item only while holding it (``held_item``), and a gold item is
+    shown to them exactly like an escalated one (the same fields, a lock that expires).
+    """
 
     def __init__(
         self,
@@ -154,8 +164,13 @@ class ReviewQueue:
     def add_gold(
         self, *, question: str, frame_sha: str | None, answer: str, ai_answer: str = "", ai_label: str = "",
         confidence: float = 0.0, candidates: list[tuple[str, float]] | None = None, skill: str = "identify",
+        created_at: dt.datetime | None = None,
     ) -> QueueItem:
-        """A gold item: shown like any other, its known answer scores whoever answers it."""
+        """A gold item: shown like any other, its known answer scores whoever answers it.
+
+        ``created_at``: when the question was asked (a gold item made from an ask keeps the ask's time, so it
+        waits in the queue like any item of that age).
+        """
         answer = (answer or "").strip()
         if not answer:
             raise BadInput("a gold item needs its answer")
@@ -163,7 +178,8 @@ class ReviewQueue:
             row = ReviewItemRow(
                 kind="gold", question=question, frame_sha=frame_sha, skill=skill, ai_answer=ai_answer,
                 ai_label=ai_label, confidence=confidence, candidates=[[c, p] for c, p in (candidates or [])],
-                live=False, priority=0.0, status="gold", needed=0, gold_answer=answer, created_at=self.clock(),
+                live=False, priority=0.0, status="gold", needed=0, gold_answer=answer,
+                created_at=created_at or self.clock(),
             )
             s.add(row)
             s.flush()
@@ -177,7 +193,7 @@ class ReviewQueue:
         return self.add_gold(
             question=record.question, frame_sha=record.frame_sha, answer=value, ai_answer=a.text,
             ai_label=ai_label(a.result, a.text), confidence=a.confidence,
-            candidates=[(c.label, c.score) for c in a.candidates], skill=a.skill,
+            candidates=[(c.label, c.score) for c in a.candidates], skill=a.skill, created_at=record.created_at,
         )
 
     def resolved_label(self, ask_id: str) -> str | None:
@@ -204,6 +220,31 @@ class ReviewQueue:
         with self.db.session() as s:
             row = s.scalars(select(ReviewItemRow.id).where(
                 ReviewItemRow.ask_id == ask_id, ReviewItemRow.status.in_(("open", "operator")))).first()
+        return row is not None
+
+    def held_item(self, item_id: str, account_id: str) -> QueueItem | None:
+        """The item as ``account_id`` holds it now, or None: not theirs, expired, answered or no such item."""
+        now = self.clock()
+        with self.db.session() as s:
+            row = s.get(ReviewItemRow, item_id)
+            if row is None:
+                return None
+            if row.kind != "gold":
+                held = (row.status in ("open", "operator") and row.locked_by == account_id
+                        and row.locked_until is not None and as_utc(row.locked_until) > now)
+                return _item(row) if held else None
+            offer = s.get(ReviewOfferRow, (item_id, account_id))
+            if offer is None or as_utc(offer.expires_at) <= now:
+                return None
+            return self._as_held(_item(row), account_id, as_utc(offer.expires_at))
+
+    def holds_ask(self, account_id: str, ask_id: str) -> bool:
+        """Whether ``account_id`` holds the review item of ``ask_id`` now (a live lock on it)."""
+        with self.db.session() as s:
+            row = s.scalars(select(ReviewItemRow.id).where(
+                ReviewItemRow.ask_id == ask_id, ReviewItemRow.kind == "ask",
+                ReviewItemRow.status.in_(("open", "operator")), ReviewItemRow.locked_by == account_id,
+                ReviewItemRow.locked_until > self.clock())).first()
         return row is not None
 
     def counts(self) -> dict[str, int]:
@@ -250,8 +291,9 @@ class ReviewQueue:
         if item.status == "operator" and not reviewer.allows("operator"):
             raise Forbidden("reviewers disagreed on this item: an operator decides it")
         if item.kind == "gold":
-            self._mark_served(item_id, account_id, self.clock())
-            return item
+            return self._offer_gold(item, account_id)
+        if item.status == "resolved":
+            raise Conflict("this item is answered already")
         if not self.try_lock(item_id, account_id):
             raise Conflict("another reviewer is working on this item")
         return self.get(item_id)
@@ -282,8 +324,7 @@ class ReviewQueue:
         if gold_due and not (ordered and ordered[0].live):
             gold = self._gold_for(account_id, set(acted))
             if gold is not None:
-                self._mark_served(gold.id, account_id, now)
-                return gold
+                return self._offer_gold(gold, account_id)
         for c in ordered:
             if self.try_lock(c.id, account_id):
                 return self.get(c.id)
@@ -298,6 +339,29 @@ class ReviewQueue:
                     return _item(r)
         return None
 
+    def _offer_gold(self, item: QueueItem, account_id: str) -> QueueItem:
+        """Hands a gold item to a reviewer: an offer that expires like a lock, shown as one."""
+        now = self.clock()
+        until = now + self.lock_timeout
+        try:
+            with self.db.session() as s:
+                offer = s.get(ReviewOfferRow, (item.id, account_id))
+                if offer is None:
+                    s.add(ReviewOfferRow(item_id=item.id, account_id=account_id, offered_at=now, expires_at=until))
+                else:
+                    offer.expires_at = until
+        except IntegrityError:  # the same reviewer's other request made the offer a moment ago
+            with self.db.session() as s:
+                s.execute(update(ReviewOfferRow)
+                          .where(ReviewOfferRow.item_id == item.id, ReviewOfferRow.account_id == account_id)
+                          .values(expires_at=until).execution_options(synchronize_session=False))
+        self._mark_served(item.id, account_id, now)
+        return self._as_held(item, account_id, until)
+
+    @staticmethod
+    def _as_held(item: QueueItem, account_id: str, until: dt.datetime) -> QueueItem:
+        return replace(item, locked_by=account_id, locked_until=until)
+
     def release(self, item_id: str, reviewer: Principal) -> None:
         account_id = self._account_id(reviewer)
         with self.db.session() as s:
@@ -305,12 +369,15 @@ class ReviewQueue:
                       .where(ReviewItemRow.id == item_id, ReviewItemRow.locked_by == account_id)
                       .values(locked_by=None, locked_at=None, locked_until=None)
                       .execution_options(synchronize_session=False))
+            s.execute(delete(ReviewOfferRow).where(ReviewOfferRow.item_id == item_id,
+                                                   ReviewOfferRow.account_id == account_id))
 
     def release_all(self, account_id: str) -> None:
         with self.db.session() as s:
             s.execute(update(ReviewItemRow).where(ReviewItemRow.locked_by == account_id)
                       .values(locked_by=None, locked_at=None, locked_until=None)
                       .execution_options(synchronize_session=False))
+            s.execute(delete(ReviewOfferRow).where(ReviewOfferRow.account_id == account_id))
 
     def set_live(self, item_id: str, live: bool) -> None:
         with self.db.session() as s:
@@ -339,7 +406,12 @@ class ReviewQueue:
         self.release(item_id, reviewer)
 
     def submit(self, item_id: str, reviewer: Principal, action: str, value: str | None = None) -> Submission:
-        """An answer (or "cannot tell") from a reviewer; resolves the item when consensus is reached."""
+        """An answer (or "cannot tell") from a reviewer; resolves the item when consensus is reached.
+
+        The reviewer must hold the item, or it is claimed for them in the same transaction (a compare-and-set
+        on its lock): of two reviewers answering one item at once, only one answer counts and the other gets
+        ``Conflict``. The database keeps one answer per reviewer per item (a unique index).
+        """
         if action not in ("answer", "reject"):
             raise BadInput("action must be 'answer' or 'reject' (skip has its own call)")
         if action == "answer":
@@ -358,7 +430,7 @@ class ReviewQueue:
         return self._submit_ask(item, reviewer, account_id, action, value)
 
     def _submit_gold(self, item: QueueItem, account_id: str, action: str, value: str | None) -> Submission:
-        with self.db.session() as s:
+        with _answered_once(), self.db.session() as s:
             row = s.get(ReviewItemRow, item.id)
             assert row is not None
             known = normalise_label(self.names.canonical_label(row.gold_answer or ""))
@@ -370,23 +442,47 @@ class ReviewQueue:
             s.add(ReviewAnswerRow(item_id=item.id, account_id=account_id, action=action, value=value, gold=True,
                                   correct=correct, duration_ms=self._duration_ms(item.id, account_id),
                                   created_at=self.clock()))
-        return Submission(item, resolved=False, value=None, status="gold", correct=correct)
+            s.execute(delete(ReviewOfferRow).where(ReviewOfferRow.item_id == item.id,
+                                                   ReviewOfferRow.account_id == account_id))
+        # The reply looks like an escalated item's first answer would, so it does not give gold away either.
+        if self.settings.review_consensus <= 1:
+            return Submission(item, resolved=True, value=value, status="resolved", correct=correct, gold=True)
+        return Submission(item, resolved=False, value=None, status="open", correct=correct, gold=True)
+
+    def _claim_to_answer(self, s: Any, item_id: str, account_id: str, is_operator: bool, now: dt.datetime) -> None:
+        """Takes (or renews) the item's lock for the answering reviewer in the answer's own transaction.
+
+        The UPDATE is the compare-and-set: it matches only an item still waiting for answers whose lock is free,
+        lapsed or theirs. On SQLite it also takes the write lock, on Postgres the row lock, so no other answer
+        on the item interleaves with this one.
+        """
+        statuses = ("open", "operator") if is_operator else ("open",)
+        res = s.execute(
+            update(ReviewItemRow)
+            .where(ReviewItemRow.id == item_id, ReviewItemRow.status.in_(statuses),
+                   or_(ReviewItemRow.locked_until.is_(None), ReviewItemRow.locked_until <= now,
+                       ReviewItemRow.locked_by == account_id))
+            .values(locked_by=account_id, locked_at=now, locked_until=now + self.lock_timeout)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(res, "rowcount", 0) == 1:
+            return
+        status = s.scalar(select(ReviewItemRow.status).where(ReviewItemRow.id == item_id))
+        if status == "resolved":
+            raise Conflict("this item is answered already")
+        if status == "operator" and not is_operator:
+            raise Forbidden("reviewers disagreed on this item: an operator decides it")
+        raise Conflict("another reviewer holds the lock on this item")
 
     def _submit_ask(
         self, item: QueueItem, reviewer: Principal, account_id: str, action: str, value: str | None
     ) -> Submission:
         now = self.clock()
         is_operator = reviewer.allows("operator")
-        with self.db.session() as s:
-            row = s.get(ReviewItemRow, item.id, with_for_update=True)
+        with _answered_once(), self.db.session() as s:
+            self._claim_to_answer(s, item.id, account_id, is_operator, now)
+            row = s.get(ReviewItemRow, item.id, populate_existing=True)
             assert row is not None
-            if row.status == "resolved":
-                raise Conflict("this item is answered already")
-            if row.status == "operator" and not is_operator:
-                raise Forbidden("reviewers disagreed on this item: an operator decides it")
-            if (row.locked_by not in (None, account_id) and row.locked_until is not None
-                    and as_utc(row.locked_until) > now):
-                raise Conflict("another reviewer holds the lock on this item")
             earlier = s.scalars(select(ReviewAnswerRow).where(ReviewAnswerRow.item_id == item.id,
                                                               ReviewAnswerRow.action != "skip")).all()
             if any(a.account_id == account_id for a in earlier):
@@ -486,6 +582,16 @@ class ReviewQueue:
         if started is None:
             return 0.0
         return max(0.0, (self.clock() - started).total_seconds() * 1000)
+
+
+@contextmanager
+def _answered_once() -> Iterator[None]:
+    """The unique index on answers (item, reviewer) refused a second answer: that reviewer's other request
+    (a double click, a retry) got there first."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict("you answered this item already") from exc
 
 
 def _case(cond: Any) -> Any:

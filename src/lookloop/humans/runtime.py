@@ -22,10 +22,11 @@ CANNOT_TELL = "A helper could not tell what this is."
 
 
 def item_event(item: QueueItem) -> Event:
-    """The reviewer-facing view of a queue item (gold items look like any other)."""
+    """The reviewer-facing view of a queue item. Gold items look like any other: nothing here depends on the
+    kind (no ask id, no queue priority, no kind or status of its own); a gold item handed to a reviewer carries
+    a lock like any item (``ReviewQueue`` gives it one) and the time of the ask it was made from."""
     return {
         "id": item.id,
-        "ask_id": item.ask_id if item.kind == "ask" else None,
         "question": item.question,
         "skill": item.skill,
         "frame_url": f"/v1/review/items/{item.id}/frame" if item.frame_sha else None,
@@ -34,7 +35,6 @@ def item_event(item: QueueItem) -> Event:
         "confidence": item.confidence,
         "candidates": [{"label": c, "score": round(p, 4)} for c, p in item.candidates[:9]],
         "live": item.live,
-        "priority": item.priority,
         "status": "operator" if item.status == "operator" else "open",
         "lock_expires_at": item.locked_until.isoformat() if item.locked_until else None,
         "created_at": item.created_at.isoformat(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lookloop.domain import utcnow
@@ -116,6 +116,18 @@ class ReviewAnswerRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
+class ReviewOfferRow(Base):
+    """A gold item handed to a reviewer. Gold items are answered by every reviewer, so no lock records who
+    holds one: the offer does, until it expires, the reviewer answers, skips or releases it."""
+
+    __tablename__ = "review_offers"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    offered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+
+
 class FeedbackRow(Base):
     """The wearer's word on an answer: explicit right/wrong (with a correction) or an implicit re-ask."""
 
@@ -131,3 +143,7 @@ class FeedbackRow(Base):
 
 
 Index("ix_review_items_queue", ReviewItemRow.status, ReviewItemRow.live, ReviewItemRow.priority)
+# Every reviewer's answer counts once: one answer (or "cannot tell") per reviewer per item; skips repeat freely.
+_ANSWERED = text("action <> 'skip'")
+Index("uq_review_answers_once", ReviewAnswerRow.item_id, ReviewAnswerRow.account_id, unique=True,
+      sqlite_where=_ANSWERED, postgresql_where=_ANSWERED)

@@ -33,9 +33,10 @@ from lookloop.loop.policies import confidence_score
 from lookloop.loop.serving import ServingModel
 from lookloop.skills.base import HandToHuman, Skill
 from lookloop.skills.identify import IdentifySkill
+from lookloop.store import idempotency
 from lookloop.store.db import Database
 from lookloop.store.frames import frame_id
-from lookloop.store.tables import AskRow, LabelRow
+from lookloop.store.tables import AskRow, LabelRow, new_id
 
 # Sealing the upload is disk-bound (fsync): a small pool lets it overlap the model's forward pass.
 _STORE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookloop-store")
@@ -142,16 +143,41 @@ class AskService:
         image: bytes | None,
         *,
         device_id: str = "anonymous",
-        idempotency_key: str | None = None,
+        idempotency_key: idempotency.Key | None = None,
         skill: str | None = None,
+        request: idempotency.Request | None = None,
     ) -> AskRecord:
-        """Answers an ask, stores the episode, and escalates it when the policy is not sure."""
+        """Answers an ask, stores the episode, and escalates it when the policy is not sure.
+
+        With ``idempotency_key`` (the caller's key) a resent ask is answered once: the same request gets the
+        stored ask back, another request under the same key is refused. ``request`` replaces the keyed
+        request made from the question, the frame and the skill (a voice ask keys the clip it heard).
+        """
         start = time.perf_counter()
         q = self.validate_question(question)
-        if idempotency_key:
-            existing = self.find_by_idempotency_key(idempotency_key)
-            if existing is not None:
-                return existing
+        if request is None:
+            request = self.request(q, image, device_id=device_id, skill=skill, key=idempotency_key)
+        return idempotency.once(self.db, request, lambda: self._ask(q, image, device_id, skill, request, start),
+                                self.get)
+
+    @staticmethod
+    def request(
+        question: str, image: bytes | None, *, device_id: str, skill: str | None, key: idempotency.Key | None,
+    ) -> idempotency.Request:
+        """The keyed request of a typed ask: its fingerprint covers everything that shapes the answer."""
+        fp = idempotency.fingerprint(question=question, image=idempotency.content_sha(image), skill=skill or "",
+                                     device=device_id)
+        return idempotency.Request("ask", key, fp)
+
+    def replayed(self, request: idempotency.Request) -> AskRecord | None:
+        """The ask stored for this keyed request, when it was answered already (else None)."""
+        done = request.replayed(self.db)
+        return self.get(done) if done is not None else None
+
+    def _ask(
+        self, q: str, image: bytes | None, device_id: str, skill: str | None, request: idempotency.Request,
+        start: float,
+    ) -> AskRecord:
         frame = (
             decode_image(image, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
             if image is not None
@@ -199,9 +225,9 @@ class AskService:
             frame_sha = None
         latency = (time.perf_counter() - start) * 1000
         row = AskRow(
+            id=new_id(),
             device_id=device_id,
             question=q,
-            idempotency_key=idempotency_key,
             frame_sha=frame_sha,
             frame_media_type=frame.media_type if frame else None,
             frame_width=frame.width if frame else None,
@@ -224,6 +250,7 @@ class AskService:
         )
         with self.db.session() as s:
             s.add(row)
+            request.claim(s, row.id)  # the episode and its receipt commit together
         record = record_of(row)
         for asked in self.hooks.asked:
             asked(record)
@@ -260,11 +287,6 @@ class AskService:
             candidates=base.candidates,
             policy=decision.policy,
         ), scored
-
-    def find_by_idempotency_key(self, key: str) -> AskRecord | None:
-        with self.db.session() as s:
-            row = s.scalars(select(AskRow).where(AskRow.idempotency_key == key)).first()
-            return record_of(row) if row else None
 
     def get(self, ask_id: str) -> AskRecord:
         with self.db.session() as s:

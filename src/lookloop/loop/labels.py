@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sqlalchemy.exc import IntegrityError
-
 from lookloop.catalog import Catalogue
 from lookloop.domain import AskRecord, Decision, Outcome, ai_label, clean_text, same_label, utcnow
 from lookloop.errors import BadInput
@@ -52,25 +50,28 @@ class LabelService:
         return product_line(self.catalogue.find(label), label)
 
     def add(
-        self, ask_id: str, value: str, *, source: str, author: str = "", idempotency_key: str | None = None
+        self, ask_id: str, value: str, *, source: str, author: str = "",
+        idempotency_key: idempotency.Key | None = None,
     ) -> AskRecord:
         """A confirmed answer for an ask: stored, sent on to subscribers, and learned at once.
 
-        With ``idempotency_key`` a retried call (e.g. a client resending after a crash) is applied once.
+        With ``idempotency_key`` (the caller's key) a retried call (e.g. a client resending after a crash) is
+        applied once; the same key with another label is refused.
         """
         value = clean_text(value or "")
         if not value:
             raise BadInput("the label is empty")
         record = self.asks.get(ask_id)
-        if idempotency_key and idempotency.seen(self.db, "label", idempotency_key):
-            return record
+        request = idempotency.Request("label", idempotency_key,
+                                      idempotency.fingerprint(ask=ask_id, value=value, source=source))
+        return idempotency.once(self.db, request, lambda: self._add(record, value, source, author, request),
+                                self.asks.get)
+
+    def _add(self, record: AskRecord, value: str, source: str, author: str,
+             request: idempotency.Request) -> AskRecord:
+        ask_id = record.id
         canonical = self.canonical(record, value)
-        try:
-            self._store(record, canonical, source, author, idempotency_key)
-        except IntegrityError:
-            if idempotency_key and idempotency.seen(self.db, "label", idempotency_key):
-                return self.asks.get(ask_id)  # a concurrent retry got there first
-            raise
+        self._store(record, canonical, source, author, request)
         if record.answer.skill == "identify" and record.frame_sha and self.consent.training_use(record.device_id):
             self.serving.learn_frame(record.frame_sha, canonical, key=f"ask:{ask_id}")
         if record.audit:
@@ -79,11 +80,11 @@ class LabelService:
             hook(ask_id, canonical, source)
         return self.asks.get(ask_id)
 
-    def _store(self, record: AskRecord, canonical: str, source: str, author: str, idempotency_key: str | None) -> None:
+    def _store(self, record: AskRecord, canonical: str, source: str, author: str,
+               request: idempotency.Request) -> None:
         ask_id = record.id
         with self.db.session() as s:
-            if idempotency_key:
-                idempotency.claim(s, "label", idempotency_key, ask_id)
+            request.claim(s, ask_id)  # the label and its receipt commit together
             s.add(
                 LabelRow(
                     ask_id=ask_id,

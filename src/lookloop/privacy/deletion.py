@@ -29,6 +29,7 @@ from lookloop.privacy.consent import devices_of
 from lookloop.privacy.storage import FramePrivacy
 from lookloop.privacy.tables import AuditRow, RedactionRow
 from lookloop.skills.routing import SkillRouting
+from lookloop.store import idempotency
 from lookloop.store.db import Database
 from lookloop.store.frames import FrameStore
 from lookloop.store.tables import AskRow, Base, IdempotencyRow, LabelRow
@@ -174,6 +175,9 @@ class Deletion:
             report.rows["asks"] = len(ask_ids)
             for chunk in _chunks(sorted(receipts)):
                 s.execute(delete(IdempotencyRow).where(IdempotencyRow.result_id.in_(chunk)))
+            callers = [c for c in (idempotency.device_caller(d) for d in devices) if c]
+            for chunk in _chunks(callers):
+                s.execute(delete(IdempotencyRow).where(IdempotencyRow.caller.in_(chunk)))
             _pseudonymise_audit(s, ask_ids)
         with db.session() as s:
             # A frame shared with someone else's episode (the same bytes) stays for them.

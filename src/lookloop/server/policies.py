@@ -14,21 +14,23 @@ Each rule raises the error the API has always answered with:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Annotated, Protocol
 
-from fastapi import Depends
+from fastapi import Depends, Header
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord
 from lookloop.errors import BadInput, Forbidden, NotFound, Unauthorized
 from lookloop.humans.accounts import ROLES, Principal
+from lookloop.humans.queue import QueueItem
 from lookloop.memory.store import NoteSession
 from lookloop.privacy import audit
 from lookloop.server.auth import current_principal
+from lookloop.store import idempotency
 from lookloop.store.db import Database
 from lookloop.system import Lookloop
 
-__all__ = ["Access", "require"]
+__all__ = ["Access", "idempotency_key", "require"]
 
 ANONYMOUS = "anonymous"  # the device id of asks and notes sent without a token
 
@@ -37,8 +39,14 @@ class WearerDevices(Protocol):
     def devices_of_wearer(self, wearer_id: str) -> list[str]: ...
 
 
-class OpenReviews(Protocol):
-    def is_open_for_ask(self, ask_id: str) -> bool: ...
+class HeldReviews(Protocol):
+    """What the review queue knows about who holds what (``lookloop.humans.queue.ReviewQueue``)."""
+
+    def get(self, item_id: str) -> QueueItem: ...
+
+    def held_item(self, item_id: str, account_id: str) -> QueueItem | None: ...
+
+    def holds_ask(self, account_id: str, ask_id: str) -> bool: ...
 
 
 class RevealGrants(Protocol):
@@ -47,14 +55,14 @@ class RevealGrants(Protocol):
 
 class Access:
     """The access policy. Role gates are static (they need only the caller); the rest need a little state:
-    which devices a wearer owns, what waits in the review queue, who was granted the reveal permission."""
+    which devices a wearer owns, which review items a reviewer holds, who was granted the reveal permission."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         wearers: WearerDevices,
-        reviews: OpenReviews,
+        reviews: HeldReviews,
         grants: RevealGrants,
         audit_db: Database,
     ) -> None:
@@ -114,21 +122,32 @@ class Access:
         return requested
 
     def read_ask(self, principal: Principal | None, record: AskRecord) -> AskRecord:
-        """Who may read an ask: anyone holding an anonymous ask's id, its wearer's devices, operators, and
-        reviewers while the ask waits in the review queue."""
+        """Who may read an ask: anyone holding an anonymous ask's id, its wearer's devices, operators, and a
+        reviewer while they hold the ask's review item (it was offered to them, or they claimed it)."""
         if record.device_id == ANONYMOUS:
             return record
         if principal is None:
             raise Unauthorized("sign in to read this ask")
         if principal.kind == "account" and principal.allows("operator"):
             return record
-        if principal.kind == "account" and principal.allows("reviewer") and self.reviews.is_open_for_ask(record.id):
+        if self._reviewer_holds(principal, record):
             return record  # reviewers see only what the queue gives them (and frames only redacted)
-        if principal.device_id == record.device_id:
-            return record
-        if self._wearer_owns(principal, record.device_id):
+        if self._owns(principal, record):
             return record
         # Not 403: a stranger learns nothing about whether the id exists.
+        raise NotFound("no such ask")
+
+    def correct_route(self, principal: Principal | None, record: AskRecord) -> AskRecord:
+        """Who may correct the skill an ask went to (it retrains the router for everyone): the ask's owner
+        (its wearer's devices) or an operator. Anonymous asks belong to nobody: only an operator."""
+        if principal is None:
+            raise Unauthorized("sign in to correct a route")
+        if principal.allows("operator") and principal.kind == "account":
+            return record
+        if record.device_id != ANONYMOUS and self._owns(principal, record):
+            return record
+        if principal.kind == "account":
+            raise Forbidden("a route is corrected by the wearer who asked or by an operator")
         raise NotFound("no such ask")
 
     def label_ask(self, principal: Principal | None, record: AskRecord, source: str) -> AskRecord:
@@ -198,9 +217,10 @@ class Access:
         return wearer_id
 
     def queued_ask(self, principal: Principal, record: AskRecord) -> AskRecord:
-        """Frames' redactions and originals: reviewers see only asks waiting in the queue; operators any."""
-        if principal.role != "operator" and record.outcome != "escalated":
-            raise NotFound("no such ask in the review queue")
+        """Frames' redactions and originals: reviewers only of the asks whose review item they hold; operators
+        any."""
+        if principal.role != "operator" and not self._reviewer_holds(principal, record):
+            raise NotFound("no such ask in the review items you hold")
         return record
 
     def may_reveal(self, principal: Principal) -> bool:
@@ -220,16 +240,62 @@ class Access:
 
     # -- the review queue ---------------------------------------------------------------------------------
 
+    def review_item(self, principal: Principal, item_id: str) -> QueueItem:
+        """A review item (and its redacted frame): operators any; a reviewer only while they hold it (it was
+        offered to them or they claimed it). Answered, expired or someone else's items look like no item."""
+        if principal.kind == "account" and principal.allows("operator"):
+            return self.reviews.get(item_id)
+        if principal.kind == "account" and principal.account_id and principal.allows("reviewer"):
+            item = self.reviews.held_item(item_id, principal.account_id)
+            if item is not None:
+                return item
+            raise NotFound(f"no review item {item_id!r} held by you: claim it first")
+        raise Forbidden("only reviewers and operators work the queue")
+
     def stats_scope(self, principal: Principal) -> str | None:
         """Whose reviewer stats a caller sees: operators everyone's (None), reviewers their own."""
         return None if principal.allows("operator") else principal.account_id
 
+    # -- retries ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def retry_key(principal: Principal | None, key: str | None) -> idempotency.Key | None:
+        """Whose ``Idempotency-Key`` this is: the device's or the account's own. A caller without a token
+        has no identity to keep a key apart from anyone else's: their keys replay nothing."""
+        if principal is None:
+            return None
+        if principal.kind == "device":
+            caller = idempotency.device_caller(principal.device_id or "")
+        else:
+            caller = idempotency.account_caller(principal.account_id) if principal.account_id else None
+        return idempotency.scoped(caller, key)
+
     # -- helpers ------------------------------------------------------------------------------------------
+
+    def _reviewer_holds(self, principal: Principal, record: AskRecord) -> bool:
+        return (principal.kind == "account" and bool(principal.account_id) and principal.allows("reviewer")
+                and self.reviews.holds_ask(principal.account_id or "", record.id))
+
+    def _owns(self, principal: Principal, record: AskRecord) -> bool:
+        """The ask was sent by this device or by another device of the same wearer."""
+        if principal.kind != "device":
+            return False
+        return principal.device_id == record.device_id or self._wearer_owns(principal, record.device_id)
 
     def _wearer_owns(self, principal: Principal, device_id: str) -> bool:
         if not principal.wearer_id:
             return False
         return device_id in self.wearers.devices_of_wearer(principal.wearer_id)
+
+
+def idempotency_key(
+    caller: Annotated[Principal | None, Depends(current_principal)],
+    idempotency_key: Annotated[str | None, Header(
+        max_length=128, description="Resend a write with the same key to have it applied once (needs a token)."
+    )] = None,
+) -> idempotency.Key | None:
+    """A dependency: the request's ``Idempotency-Key`` scoped to its caller (None: no key or no token)."""
+    return Access.retry_key(caller, idempotency_key)
 
 
 def require(*roles: str) -> Callable[..., Principal]:

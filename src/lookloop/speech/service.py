@@ -10,6 +10,7 @@ from lookloop.config import Settings
 from lookloop.errors import BadInput
 from lookloop.speech.hearing import Heard, Hearing
 from lookloop.speech.speaking import SpeechJobs, speech_language
+from lookloop.store import idempotency
 
 
 class _Record(Protocol):
@@ -24,11 +25,12 @@ R_co = TypeVar("R_co", bound=_Record, covariant=True)
 class Asks(Protocol[R_co]):
     """Where a heard question is asked: the same ask as ``POST /v1/asks`` (routing, skills, escalation)."""
 
-    def find_by_idempotency_key(self, key: str) -> R_co | None: ...
+    def replayed(self, request: idempotency.Request) -> R_co | None: ...
 
     def ask(
-        self, question: str, image: bytes | None, *, device_id: str = ..., idempotency_key: str | None = ...,
-        skill: str | None = ...,
+        self, question: str, image: bytes | None, *, device_id: str = ...,
+        idempotency_key: idempotency.Key | None = ..., skill: str | None = ...,
+        request: idempotency.Request | None = ...,
     ) -> R_co: ...
 
 
@@ -45,14 +47,21 @@ class SpeechService:
 
     def voice_ask(
         self, asks: Asks[R], audio: bytes, image: bytes | None, *, question: str | None, language: str | None,
-        device_id: str, idempotency_key: str | None, skill: str | None,
+        device_id: str, idempotency_key: idempotency.Key | None, skill: str | None,
     ) -> tuple[R, Heard]:
-        """Hear ``audio`` (or take the typed ``question``) and ask it; a resent ask is answered again unheard."""
+        """Hear ``audio`` (or take the typed ``question``) and ask it; a resent ask is answered again unheard.
+
+        The keyed request is the clip (or the typed question), the frame, the language and the skill: a resent
+        clip is not heard again, and another clip under the same key is refused.
+        """
         start = time.perf_counter()
-        if idempotency_key:
-            existing = asks.find_by_idempotency_key(idempotency_key)
-            if existing is not None:
-                return existing, Heard(existing.question, language or "en")
+        request = idempotency.Request("voice", idempotency_key, idempotency.fingerprint(
+            audio=None if question else idempotency.content_sha(audio), question=question or "",
+            image=idempotency.content_sha(image), language=language or "", skill=skill or "", device=device_id,
+        ))
+        existing = asks.replayed(request)
+        if existing is not None:
+            return existing, Heard(existing.question, language or "en")
         if question:
             heard = Heard(question.strip(), language or "en")
         else:
@@ -60,7 +69,7 @@ class SpeechService:
             if not heard.text:
                 raise BadInput("the speech could not be made out; please ask again")
         t = time.perf_counter()
-        record = asks.ask(heard.text, image, device_id=device_id, idempotency_key=idempotency_key, skill=skill)
+        record = asks.ask(heard.text, image, device_id=device_id, skill=skill, request=request)
         heard.timings_ms["answer"] = (time.perf_counter() - t) * 1000
         heard.timings_ms["total"] = (time.perf_counter() - start) * 1000
         return record, heard

@@ -28,7 +28,6 @@ class AskRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     device_id: Mapped[str] = mapped_column(String(64), index=True)
     question: Mapped[str] = mapped_column(Text)
-    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
     frame_sha: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     frame_media_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     frame_width: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -93,11 +92,14 @@ Index("ix_asks_audit_version", AskRow.audit, AskRow.model_version)
 
 
 class IdempotencyRow(Base):
-    """A write already applied: a retried request with the same key gets the first result back."""
+    """A keyed write already applied (``lookloop.store.idempotency``): whose key, which kind of write, the
+    fingerprint of the request and what it produced. A retry of the same request gets the first result back."""
 
     __tablename__ = "idempotency_keys"
 
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    result_id: Mapped[str] = mapped_column(String(64), default="")
+    caller: Mapped[str] = mapped_column(String(80), primary_key=True)  # "device:<id>" | "account:<id>"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # ask | voice | label | feedback
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: stored before fingerprints
+    result_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

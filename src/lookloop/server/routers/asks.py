@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -12,9 +12,10 @@ from lookloop.errors import NotFound, TooLarge
 from lookloop.server.auth import Principal, current_principal
 from lookloop.server.deps import get_access, get_system
 from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
-from lookloop.server.policies import Access, require
+from lookloop.server.policies import Access, idempotency_key, require
 from lookloop.server.schemas.asks import AskOut, LabelIn, RouteIn, RouteOut
 from lookloop.server.schemas.errors import error_responses
+from lookloop.store import idempotency
 from lookloop.system import Lookloop
 
 router = APIRouter(prefix="/v1/asks", tags=["asks"])
@@ -23,6 +24,7 @@ _ERRORS = error_responses(400, 404, 413, 415, 422)
 System = Annotated[Lookloop, Depends(get_system)]
 Policy = Annotated[Access, Depends(get_access)]
 Caller = Annotated[Principal | None, Depends(current_principal)]
+RetryKey = Annotated[idempotency.Key | None, Depends(idempotency_key)]
 
 
 async def _read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -42,12 +44,12 @@ async def create_ask(
     image: Annotated[UploadFile | None, File(description="The camera frame (JPEG, PNG, WebP)")] = None,
     device_id: Annotated[str, Form(max_length=64)] = "anonymous",
     skill: Annotated[str | None, Form(max_length=32)] = None,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    retry_key: RetryKey = None,
 ) -> AskOut:
     device_id = access.ask_device(caller, device_id)
     data = await _read_limited(image, system.settings.max_image_bytes) if image is not None else None
     record = await run_in_threadpool(
-        system.ask, question, data, device_id=device_id, idempotency_key=idempotency_key, skill=skill
+        system.ask, question, data, device_id=device_id, idempotency_key=retry_key, skill=skill
     )
     return AskOut.of(record)
 
@@ -80,22 +82,18 @@ def get_frame(system: System, access: Policy, caller: Caller, ask_id: str) -> Re
 
 @router.post("/{ask_id}/labels", response_model=AskOut, responses=_ERRORS, summary="Give the right answer")
 def label_ask(
-    system: System, access: Policy, caller: Caller, ask_id: str, body: LabelIn,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    system: System, access: Policy, caller: Caller, ask_id: str, body: LabelIn, retry_key: RetryKey = None,
 ) -> AskOut:
     access.label_ask(caller, system.get_ask(ask_id), body.source)
     return AskOut.of(system.add_label(
-        ask_id, body.value, source=body.source, author=caller.author if caller else "",
-        idempotency_key=idempotency_key,
+        ask_id, body.value, source=body.source, author=caller.author if caller else "", idempotency_key=retry_key,
     ))
 
 
 @router.post(
     "/{ask_id}/route", response_model=RouteOut, responses=_ERRORS, summary="Correct the skill an ask was routed to"
 )
-def correct_route(
-    system: System, ask_id: str, body: RouteIn, caller: Annotated[Principal, Depends(require("reviewer"))]
-) -> RouteOut:
-    record = system.get_ask(ask_id)
+def correct_route(system: System, access: Policy, caller: Caller, ask_id: str, body: RouteIn) -> RouteOut:
+    record = access.correct_route(caller, system.get_ask(ask_id))
     system.correct_route(record.question, body.skill)
     return RouteOut(question=record.question, skill=system.route(record.question, record.frame_sha is not None))

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, WebSocket
+from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -15,9 +15,10 @@ from lookloop.errors import LookloopError
 from lookloop.humans.live import CHECK_EVERY_S, guarded, relay, token_verifier
 from lookloop.server.auth import Principal, bearer_token, current_principal, websocket_principal, websocket_token
 from lookloop.server.deps import get_access, get_system
-from lookloop.server.policies import Access, require
+from lookloop.server.policies import Access, idempotency_key, require
 from lookloop.server.schemas.errors import error_responses
 from lookloop.server.schemas.humans import FeedbackIn, FeedbackOut
+from lookloop.store import idempotency
 from lookloop.system import Lookloop
 
 router = APIRouter(tags=["devices"])
@@ -91,9 +92,9 @@ async def device_stream_sse(request: Request, system: System, access: Policy,
              tags=["asks"], summary="The wearer says whether an answer was right (with an optional correction)")
 def give_feedback(system: System, access: Policy, ask_id: str, body: FeedbackIn,
                   principal: Annotated[Principal | None, Depends(current_principal)],
-                  idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> FeedbackOut:
+                  retry_key: Annotated[idempotency.Key | None, Depends(idempotency_key)] = None) -> FeedbackOut:
     device_id = access.feedback_device(principal, system.get_ask(ask_id))
     info = system.humans.feedback.give(
-        ask_id, body.verdict, device_id=device_id, correction=body.correction, idempotency_key=idempotency_key
+        ask_id, body.verdict, device_id=device_id, correction=body.correction, idempotency_key=retry_key
     )
     return FeedbackOut.of(info)

@@ -47,15 +47,16 @@ def queue_counts(system: System, _: Reviewer) -> QueueCountsOut:
     return QueueCountsOut(**system.humans.queue.counts())
 
 
-@router.get("/items/{item_id}", response_model=ReviewItemOut, responses=_ERRORS)
-def get_item(system: System, item_id: str, _: Reviewer) -> ReviewItemOut:
-    return ReviewItemOut.of(system.humans.queue.get(item_id))
+@router.get("/items/{item_id}", response_model=ReviewItemOut, responses=_ERRORS,
+            summary="An item you hold (offered to you or claimed)")
+def get_item(access: Policy, item_id: str, reviewer: Reviewer) -> ReviewItemOut:
+    return ReviewItemOut.of(access.review_item(reviewer, item_id))
 
 
-@router.get("/items/{item_id}/frame", response_class=Response, responses=_ERRORS)
-def item_frame(system: System, item_id: str, _: Reviewer) -> Response:
-    queue = system.humans.queue
-    data = queue.frame_bytes(queue.get(item_id))
+@router.get("/items/{item_id}/frame", response_class=Response, responses=_ERRORS,
+            summary="The redacted frame of an item you hold")
+def item_frame(system: System, access: Policy, item_id: str, reviewer: Reviewer) -> Response:
+    data = system.humans.queue.frame_bytes(access.review_item(reviewer, item_id))
     return Response(data, media_type=sniff_image_type(data) or "application/octet-stream",
                     headers={"Cache-Control": "private, max-age=300"})
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
@@ -19,10 +19,11 @@ from lookloop.errors import TooLarge
 from lookloop.server.auth import Principal, current_principal
 from lookloop.server.deps import get_access, get_system, speech_service
 from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
-from lookloop.server.policies import Access
+from lookloop.server.policies import Access, idempotency_key
 from lookloop.server.schemas.errors import error_responses
 from lookloop.server.schemas.voice import SpeakIn, VoiceAskOut
 from lookloop.speech import SpeechService, parse_language
+from lookloop.store import idempotency
 from lookloop.system import Lookloop
 
 router = APIRouter(tags=["voice"])
@@ -60,7 +61,7 @@ async def voice_ask(
     speak: Annotated[bool, Form(description="Synthesise the answer (audio_url)")] = True,
     skill: Annotated[str | None, Form(max_length=32)] = None,
     device_id: Annotated[str | None, Form(max_length=64)] = None,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    retry_key: Annotated[idempotency.Key | None, Depends(idempotency_key)] = None,
 ) -> VoiceAskOut:
     lang = parse_language(language)
     who = access.ask_device(caller, device_id)
@@ -68,7 +69,7 @@ async def voice_ask(
     frame = await _read(image, system.settings.max_image_bytes, "image") if image is not None else None
     record, heard = await run_in_threadpool(
         speech.voice_ask, system, clip, frame, question=question, language=lang, device_id=who,
-        idempotency_key=idempotency_key, skill=skill,
+        idempotency_key=retry_key, skill=skill,
     )
     audio_url = f"/v1/speech/{speech.speak_answer(record.final_answer or record.answer.text)}" if speak else None
     return VoiceAskOut.of(record, heard, audio_url)

@@ -44,8 +44,9 @@ class CandidateView(BaseModel):
 
 
 class ReviewItemOut(BaseModel):
+    """A review item as reviewers see it: gold items (known answers that score reviewers) look the same."""
+
     id: str
-    ask_id: str | None = None
     question: str
     skill: str
     frame_url: str | None = None
@@ -54,7 +55,6 @@ class ReviewItemOut(BaseModel):
     confidence: float
     candidates: list[CandidateView]
     live: bool
-    priority: float
     status: str
     lock_expires_at: str | None = None
     created_at: str

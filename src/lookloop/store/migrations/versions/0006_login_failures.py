@@ -1,7 +1,7 @@
 """humans: failed sign-ins per username and per client address (the login back-off, shared by every worker)
 
-Revision ID: 0004_login_failures
-Revises: 0003_review_reason
+Revision ID: 0006_login_failures
+Revises: 0005_review_offers
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_login_failures"
-down_revision = "0003_review_reason"
+revision = "0006_login_failures"
+down_revision = "0005_review_offers"
 branch_labels = None
 depends_on = None
 
