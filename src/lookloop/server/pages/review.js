@@ -118,7 +118,7 @@ function nextInfo() {
 
 function showEmpty() {
   state.current = null;
-  $("panel").dataset.item = $("panel").dataset.ask = "";
+  $("panel").dataset.item = "";
   $("age").textContent = "";
   $("frame").hidden = true;
   $("badge-live").hidden = true;
@@ -136,7 +136,6 @@ function show(item, { picked = 0, typed = "" } = {}) {
   state.current = item;
   state.picked = 0;
   $("panel").dataset.item = item.id;
-  $("panel").dataset.ask = item.ask_id || "";
   $("empty").hidden = true;
   $("panel").style.opacity = 1;
   $("frame").hidden = !item.src;
