@@ -164,7 +164,7 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
     feedback = FeedbackService(settings, db, asks=asks, labels=labels, embeddings=serving.cached_embedding)
     accounts = Accounts(db, session_ttl_hours=settings.session_ttl_hours)
     humans = Humans(settings, asks=asks, labels=labels, accounts=accounts, queue=queue, hub=LiveHub(),
-                    feedback=feedback)
+                    feedback=feedback, frames=privacy)
     humans.subscribe(hooks)
     # Once a human answered, a frame kept only for review may go (consent without frame storage).
     def release_frame(ask_id: str, _value: str, _source: str) -> None:
