@@ -41,6 +41,9 @@ def add_episode(
     feedback: tuple[str, str | None, bool] | None = None,  # verdict, correction, implicit
     model_version: str = "lite0+head-test",
     question: str = "what is this?",
+    skill: str = "identify",
+    answer_text: str | None = None,
+    result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One ask as the service stores it, with an optional label and wearer feedback."""
     sha = system.frames.put(image.path.read_bytes()) if image is not None else None
@@ -48,9 +51,10 @@ def add_episode(
     row = AskRow(
         device_id=device_id, question=question, frame_sha=sha, frame_media_type="image/jpeg" if sha else None,
         frame_width=640 if sha else None, frame_height=480 if sha else None, created_at=created_at,
-        skill="identify", answer_text=guess if decision == "answer" else f"Not sure — maybe {guess}; asking a helper.",
+        skill=skill, answer_text=answer_text or (
+            guess if decision == "answer" else f"Not sure — maybe {guess}; asking a helper."),
         confidence=confidence, decision=decision, policy="fixed", model_version=model_version,
-        result={"label": guess}, candidates=[[guess, confidence], [truth, 0.1]],
+        result={"label": guess} if result is None else result, candidates=[[guess, confidence], [truth, 0.1]],
         outcome="answered" if decision == "answer" else "escalated", latency_ms=40.0,
         answered_at=created_at if decision == "answer" else None,
     )
@@ -60,7 +64,7 @@ def add_episode(
         ask_id = row.id
         if label_source is not None:
             at = created_at + dt.timedelta(seconds=label_after_s)
-            s.add(LabelRow(ask_id=ask_id, frame_sha=sha, device_id=device_id, skill="identify",
+            s.add(LabelRow(ask_id=ask_id, frame_sha=sha, device_id=device_id, skill=skill,
                            value=label_value or truth, source=label_source, author=author, created_at=at))
             r = s.get(AskRow, ask_id)
             assert r is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
+import re
 import shutil
 import socket
 import threading
@@ -272,7 +273,7 @@ def test_dashboard_draws_every_chart(served: tuple[str, Lookloop], browser: Any,
     # chart's table of numbers (its text alternative).
     for chart, keys, colours in (("accuracy", ("accuracy", "auto_accuracy"), (BLUE, GREEN)),
                                  ("coverage", ("coverage", "escalation_rate"), (GREEN, ORANGE)),
-                                 ("answer-time", ("human_answer_p50_s", "human_answer_p95_s"), (VIOLET, RED))):
+                                 ("answer-time", ("human_resolution_p50_s", "human_resolution_p95_s"), (VIOLET, RED))):
         assert page.get_attribute(f"#chart-{chart}", "data-series") == "2", chart
         for colour in colours:
             assert _inked(page, f"#chart-{chart}", colour) > 100, (chart, colour)
@@ -329,10 +330,10 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     page.on("pageerror", lambda e: errors.append(str(e)))
     _sign_in(page, base)
 
-    # No version yet: a clear empty state instead of an empty chart; live coverage by day still shows.
+    # No trained version yet: the start-up model serves, and the empty state says so; coverage by day still shows.
     empty = page.locator("#loop-empty")
     assert empty.is_visible()
-    assert "No model versions yet — run lookloop train" in empty.text_content()
+    assert "Serving the start-up model" in empty.text_content() and "run lookloop train" in empty.text_content()
     assert page.locator("#chart-loop canvas").count() == 0
     assert page.get_attribute("#loop", "data-versions") == "0"
     days = loop_figures(system.serving)["by_day"]
@@ -340,7 +341,7 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     assert page.locator("#chart-loop-days td[data-value]").count() == len(days)
     assert page.get_attribute("#chart-loop-days", "data-points") == str(len(days))
     assert _inked(page, "#chart-loop-days", GREEN) > 100
-    assert "Live coverage by day" in page.text_content("#chart-loop-days caption")
+    assert "Coverage by day" in page.text_content("#chart-loop-days caption")
     # The serving policy is a fixed threshold: no alpha, no error bound.
     assert "fixed" in page.text_content("#loop-policy [data-fact=policy]")
     assert "not calibrated" in page.text_content("#loop-policy [data-fact=bound]")
@@ -429,4 +430,146 @@ def test_dashboard_is_accessible_and_fits_a_phone(served: tuple[str, Lookloop], 
     assert_accessible(phone, "dashboard on a phone")
     screenshot(phone, "dashboard-390", tmp_path)
     phone.close()
+    page.close()
+
+
+# -- issue 14: honest figures; promotion and rollback that say what they did ---------------------------------------
+
+
+@pytest.fixture
+def few(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Iterator[tuple[str, Lookloop]]:
+    """A day with a handful of asks: 4 labels, escalations a person answered, could not tell, or never got to."""
+    from episode_fixtures import add_episode
+
+    from lookloop.humans.tables import ReviewAnswerRow, ReviewItemRow
+    from lookloop.store.tables import AskRow
+
+    system = Lookloop(make_settings(tmp_path, data_dir, model_dir))
+    system.migrate()
+    system.upsert_items([i for i in grocery_catalog(grocery.root) if i.name in SMALL_CLASSES])
+    img = small_val(grocery)[0]
+    t0 = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    for i, (truth, guess) in enumerate([("Banana", "Banana"), ("Banana", "Cucumber"), ("Lemon", "Banana")]):
+        add_episode(system, image=img, truth=truth, guess=guess, decision="answer", label_source="wearer",
+                    created_at=t0 + dt.timedelta(minutes=i), feedback=("right" if truth == guess else "wrong",
+                                                                       None, False))
+    answered = add_episode(system, image=img, truth="Banana", guess="Cucumber", decision="escalate",
+                           created_at=t0 + dt.timedelta(minutes=5), label_source="human", label_after_s=20,
+                           author="ana")
+    rejects = [add_episode(system, image=img, truth="Banana", guess="Cucumber", decision="escalate",
+                           created_at=t0 + dt.timedelta(minutes=6 + i))["id"] for i in range(2)]
+    add_episode(system, image=img, truth="Banana", guess="Cucumber", decision="escalate",
+                created_at=t0 + dt.timedelta(minutes=9))  # nobody has answered it yet
+    ana = system.humans.accounts.add_account("ana", "reviewer", password=PASSWORD)[0].id
+    with system.db.session() as s:
+        for ask_id in rejects:
+            row = s.get(AskRow, ask_id)
+            assert row is not None
+            row.outcome, row.final_answer = "rejected", "A helper could not tell what this is."
+            row.answered_at = row.created_at + dt.timedelta(seconds=600)
+        item = ReviewItemRow(ask_id=answered["id"], question="what is this?", status="resolved",
+                             resolved_value="Banana", created_at=t0)
+        s.add(item)
+        s.flush()
+        s.add(ReviewAnswerRow(item_id=item.id, account_id=ana, action="answer", value="Banana", agreed=True,
+                              duration_ms=4000))
+    system.humans.accounts.add_account("olga", "operator", password=PASSWORD)
+    with _serving(system) as base:
+        yield base, system
+    system.db.dispose()
+
+
+def test_every_figure_says_what_it_rests_on(few: tuple[str, Lookloop], browser: Any, tmp_path: Path) -> None:
+    """25% of 4 labels, with a warning; human time to resolution counts the "can't tell"s and the one still waiting,
+    not only the one labelled; one coverage definition, said on the page; no agreement of a reviewer with herself;
+    whole-number ticks for counts."""
+    base, system = few
+    page = browser.new_page(viewport=DESKTOP)
+    _sign_in(page, base)
+
+    def tile(name: str, part: str) -> str:
+        return str(page.text_content(f"[data-kpi='{name}'] {part}")).strip()
+
+    # 3 wearer labels and the helper's: 1 of the AI's 4 guesses was right
+    assert (tile("Accuracy", ".value"), tile("Accuracy", ".sub")) == ("25.0%", "of 4 labels")
+    assert tile("Accuracy", ".few") == "⚠ only 4: under 30, may be chance"
+    assert (tile("Coverage", ".value"), tile("Coverage", ".sub")) == ("42.9%", "of 7 asks")
+    assert tile("Coverage", ".more") == "share of asks the AI answered without a person"
+    # 20 s, 600 s, 600 s and about two hours of waiting: the median is the "can't tell"s' 600 s (10 min), where the
+    # labelled item alone would have said 20 s.
+    assert tile("Human time to resolution", ".value") == "10.0 min"
+    assert tile("Human time to resolution", ".sub") == "median of 4 escalations"
+    assert "1 answered, 2 can't tell, 1 still waiting" in tile("Human time to resolution", ".more")
+    # One coverage: the learning loop's panel has no second, identify-only figure.
+    assert page.locator("#loop-policy [data-fact=live]").count() == 0
+    assert "identify asks" not in page.text_content("#board")
+    assert "share of asks the AI answered without a person" in page.text_content("#loop")
+    # Counts are whole numbers on their axis.
+    ticks = page.get_attribute("#chart-labels", "data-ticks").split(",")
+    assert ticks and all(t.isdigit() for t in ticks), ticks
+    # One reviewer settled her item alone: no agreement figure; per-class figures say what they rest on.
+    assert page.text_content("#reviewers tbody tr td:nth-child(5)") == "– (none shared)"
+    recall = page.locator("#per-class tbody tr", has_text="Banana").locator("td").nth(1)
+    assert re.fullmatch(r"\d+(\.\d)?% of \d+ ⚠", recall.inner_text()), recall.inner_text()
+    assert_accessible(page, "dashboard with few cases")
+    screenshot(page, "dashboard-few", tmp_path)
+    page.close()
+
+
+@pytest.fixture
+def trained(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any) -> Iterator[tuple[str, Lookloop]]:
+    """A small system serving its start-up model (nothing promoted yet)."""
+    from conftest import build_small_system
+
+    system = build_small_system(make_settings(tmp_path, data_dir, model_dir), grocery)
+    system.humans.accounts.add_account("olga", "operator", password=PASSWORD)
+    with _serving(system) as base:
+        yield base, system
+    system.db.dispose()
+
+
+def test_promotion_and_rollback_say_what_they_did(trained: tuple[str, Lookloop], browser: Any) -> None:
+    """With one model serving there is nothing to roll back to (no button), and the learning loop says which
+    model serves; Promote says what it did; Roll back names the version it returns to, returns to it, and
+    goes once nothing served before."""
+    from lookloop.loop.learner import train_identify_head
+    from lookloop.loop.registry import ModelArtifacts
+    from lookloop.models.embcache import embed_paths
+
+    base, system = trained
+    page = browser.new_page(viewport=DESKTOP)
+    asked: list[str] = []
+    page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+    _sign_in(page, base)
+    startup = system.model_version
+    assert page.locator("#rollback").count() == 0
+    assert startup[:20] in page.text_content("#models")
+    empty = page.text_content("#loop-empty")
+    assert "No model versions yet" not in empty and "Serving the start-up model" in empty
+
+    paths, labels, keys = system.labelled_images()
+    x = embed_paths(system.embedding_cache, system.embedder, paths)
+    version = system.registry.register(
+        ModelArtifacts(train_identify_head(x, labels), system.embedder.version, x, labels, keys),
+        metrics={"accuracy": 0.9}, label_keys=keys, label_values=labels, parent_id=None, kind="head")
+    page.click("#refresh")
+    promote = page.get_by_role("button", name=f"Promote {version.id}")
+    promote.wait_for(timeout=20_000)
+    promote.click()
+    wait_js(page, "document.getElementById('models-done').textContent.startsWith('Promoted')",
+                           timeout=60_000)
+    assert system.model_version == version.id
+    assert page.text_content("#models-done").startswith(f"Promoted {version.id}: it serves now instead of {startup}")
+    kept = system.registry.rollback_target()
+    assert kept is not None and "startup" in kept
+    rollback = page.locator("#rollback")
+    assert rollback.inner_text().startswith("Roll back to ") and kept[:30] in rollback.inner_text()
+    assert_accessible(page, "dashboard after a promotion")
+    rollback.click()
+    wait_js(page, "document.getElementById('models-done').textContent.startsWith('Rolled back')",
+                           timeout=60_000)
+    assert page.text_content("#models-done") == f"Rolled back: {kept} serves again instead of {version.id}"
+    assert system.model_version == kept
+    assert page.locator("#rollback").count() == 0  # nothing served before the start-up model
+    assert asked == [f"Promote {version.id}?", f"Roll back: serve {kept} again instead of {version.id}?"]
     page.close()

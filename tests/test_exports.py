@@ -254,3 +254,42 @@ def test_cli_exports_and_clear_errors(cli_env: Path, grocery: Any) -> None:
     assert (cli_env / "tree" / class_dir(photo.label)).is_dir()
     r = runner.invoke(app, ["export", "hf", "--out", str(cli_env / "hf")])
     assert r.exit_code == 0, r.output
+
+
+def test_kto_corrections_answer_the_question_asked(system: Lookloop, grocery: Any, tmp_path: Path) -> None:
+    """A corrected price ask's desirable completion is the corrected product's price line from the catalogue,
+    never its bare name; read gets the corrected text; a correction of another skill gives no desirable one."""
+    from lookloop.skills.price import price_text
+
+    photo = small_val(grocery)[0]
+    at = NOW - dt.timedelta(hours=1)
+
+    def corrected(skill: str, question: str, said: str, correction: str, result: dict[str, Any] | None = None,
+                  minutes: int = 0) -> str:
+        return str(add_episode(system, image=photo, truth=correction, guess=said, decision="answer",
+                               created_at=at + dt.timedelta(minutes=minutes), label_source="wearer",
+                               label_value=correction, author="dev-a", feedback=("wrong", correction, False),
+                               skill=skill, question=question, answer_text=said, result=result)["id"])
+
+    cucumber, banana = system.find_item("Cucumber"), system.find_item("Banana")
+    assert cucumber is not None and banana is not None
+    ids = {
+        "price": corrected("price", "how much is it?", price_text(cucumber), "banana",
+                           {"label": "Cucumber", "price": cucumber.price}),
+        "price-unknown": corrected("price", "how much is it?", price_text(cucumber), "my grandmother's jam",
+                                   {"label": "Cucumber", "price": cucumber.price}, 1),
+        "read": corrected("read", "read this", "ROWBSPACE42", "ROW B SPACE 42", {"lines": []}, 2),
+        "colour": corrected("colour", "what colour is it?", "Yellow", "it is green really", {"colour": "yellow"}, 3),
+        "notes": corrected("notes", "take notes", "Taking notes.", "no, stop", {}, 4),
+    }
+    out = tmp_path / "kto.jsonl"
+    export_kto(system, out)
+    by_ask: dict[str, list[tuple[str, bool]]] = {}
+    for r in _read_jsonl(out):
+        by_ask.setdefault(r["ask_id"], []).append((r["completion"], r["label"]))
+    assert sorted(by_ask[ids["price"]]) == sorted([(price_text(cucumber), False), (price_text(banana), True)])
+    assert price_text(banana).startswith("Banana — ") and "SEK" in price_text(banana)
+    assert by_ask[ids["price-unknown"]] == [(price_text(cucumber), False)]  # no price known: nothing desirable
+    assert sorted(by_ask[ids["read"]]) == [("ROW B SPACE 42", True), ("ROWBSPACE42", False)]
+    assert by_ask[ids["colour"]] == [("Yellow", False)]
+    assert by_ask[ids["notes"]] == [("Taking notes.", False)]

@@ -123,3 +123,44 @@ def test_feedback_with_an_idempotency_key_is_stored_once(tmp_path, data_dir, mod
         assert s.scalar(select(func.count()).select_from(FeedbackRow)) == 1
         assert s.scalar(select(func.count()).select_from(LabelRow).where(LabelRow.ask_id == ask["id"])) == 1
     system.db.dispose()
+
+
+# -- issue 14: implicit "wrong" only for a re-ask of the same skill about the same frame ---------------------------
+
+
+def test_only_a_reask_of_the_same_skill_is_an_implicit_wrong(small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
+    """"how much is it?" after "what is this?", or dictation, memory and translation asks one after another, say
+    nothing against the answer before; asking the same skill again about the same frame does."""
+    import datetime as dt
+
+    from episode_fixtures import add_episode
+
+    from lookloop.domain import utcnow
+
+    photo = next(p for p in small_val(grocery) if p.label == "Banana")
+    feedback = small_system.humans.feedback
+    cases = [("identify", "identify", True), ("read", "read", True), ("identify", "price", False),
+             ("price", "identify", False), ("identify", "colour", False), ("notes", "notes", False),
+             ("remember", "remember", False), ("recall", "recall", False), ("translate", "translate", False)]
+    for n, (first, second, counts) in enumerate(cases):
+        device = f"dev-{n}"
+        now = utcnow()
+        before = add_episode(small_system, image=photo, truth="Banana", guess="Banana", decision="answer",
+                             created_at=now - dt.timedelta(seconds=5), device_id=device, skill=first)
+        again = add_episode(small_system, image=photo, truth="Banana", guess="Banana", decision="answer",
+                            created_at=now, device_id=device, skill=second)
+        implied = feedback.on_asked(small_system.asks.get(again["id"]))
+        assert (implied is not None) is counts, (first, second)
+        stored = feedback.list(ask_id=before["id"])
+        assert [(f.verdict, f.implicit) for f in stored] == ([("wrong", True)] if counts else []), (first, second)
+
+
+def test_asking_the_price_after_what_it_is_is_no_complaint(client: TestClient, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
+    device, _, _ = credentials(client, small_system)
+    milk = next(p for p in small_val(grocery) if p.label == "Arla-Standard-Milk")
+    first = _ask(client, milk.path.read_bytes(), bearer(device))
+    assert first["answer"]["skill"] == "identify" and first["answer"]["decision"] == "answer"
+    r = client.post("/v1/asks", data={"question": "how much is it?"},
+                    files={"image": ("x.jpg", milk.path.read_bytes())}, headers=bearer(device))
+    assert r.status_code == 200 and r.json()["answer"]["skill"] == "price", r.text
+    assert small_system.humans.feedback.list(ask_id=first["id"]) == []

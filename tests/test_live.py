@@ -4,6 +4,7 @@ and teaches the model at once; with nobody answering, the wearer is told and the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -47,7 +48,10 @@ def test_escalation_goes_to_the_reviewer_and_the_answer_to_the_wearer(
         assert client.get(item["frame_url"], headers=bearer(device)).status_code == 403
 
         status = wearer_ws.receive_json()
-        assert status == {"type": "status", "ask_id": first["id"], "status": STATUS_ASKING}
+        assert {k: status[k] for k in ("type", "ask_id", "status", "state", "question", "position")} == {
+            "type": "status", "ask_id": first["id"], "status": STATUS_ASKING, "state": "asking",
+            "question": "what is this?", "position": 1}
+        assert status["waited_s"] == 0
         answer = client.post(f"/v1/review/items/{item['id']}/answer", json={"action": "answer", "value": photo.label},
                              headers=bearer(reviewer))
         assert answer.status_code == 200 and answer.json()["resolved"], answer.text
@@ -57,6 +61,8 @@ def test_escalation_goes_to_the_reviewer_and_the_answer_to_the_wearer(
         event = wearer_ws.receive_json()
         assert event["type"] == "answer" and event["ask_id"] == first["id"] and event["source"] == "human"
         assert event["final"] is True and photo.label.split("-")[0] in event["text"] and event["hud"]
+        _is_thumbnail(event["thumbnail_url"])
+        assert event["question"] == "what is this?"
 
     settled = client.get(f"/v1/asks/{first['id']}", headers=bearer(device)).json()
     assert settled["outcome"] == "human_answered"
@@ -79,7 +85,8 @@ def test_nobody_answering_tells_the_wearer_and_keeps_the_item(
                             files={"image": ("p.jpg", photo.path.read_bytes())}, headers=bearer(device)).json()
         assert wearer_ws.receive_json()["status"] == STATUS_ASKING
         late = wearer_ws.receive_json()
-        assert late == {"type": "status", "ask_id": first["id"], "status": STATUS_TIMED_OUT}
+        assert (late["type"], late["ask_id"], late["status"], late["state"]) == (
+            "status", first["id"], STATUS_TIMED_OUT, "timed_out")
     item = small_system.humans.queue.for_ask(first["id"])
     assert item is not None and item.status == "open" and not item.live
     # Still queued: a reviewer who signs in later gets it from the queue.
@@ -98,3 +105,170 @@ def test_a_label_given_outside_the_queue_settles_its_item(
     assert r.status_code == 200, r.text
     item = small_system.humans.queue.for_ask(first["id"])
     assert item is not None and item.status == "resolved"
+
+
+# -- issue 14: a wearer waiting for a person is never left guessing ---------------------------------------------------
+
+
+def _is_thumbnail(url: str) -> None:
+    """A data URL of a small JPEG: the device that got the event shows it without a token or a second request."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert url.startswith("data:image/jpeg;base64,"), url[:40]
+    img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert img.format == "JPEG" and max(img.size) <= 160 and min(img.size) >= 8
+
+
+def _escalate(client: TestClient, photo: Any, device: str, question: str = "what is this?",
+              skill: str | None = None) -> dict[str, Any]:
+    data = {"question": question} | ({"skill": skill} if skill else {})
+    r = client.post("/v1/asks", data=data, files={"image": ("p.jpg", photo.path.read_bytes())},
+                    headers=bearer(device))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["answer"]["decision"] == "escalate"
+    return body
+
+
+def test_a_waiting_wearer_hears_the_queue_position_and_time_waited_every_few_seconds(
+    client: TestClient, small_system: Lookloop, grocery  # type: ignore[no-untyped-def]
+) -> None:
+    """Status events repeat while a person is found: position (1: next) and seconds waited, the question with
+    them. An ask escalated earlier by someone else stands ahead; once it is answered, this one moves up."""
+    small_system.settings.wait_update_s = 0.7
+    device, reviewer, _ = credentials(client, small_system)
+    _, other = small_system.humans.accounts.add_device("olof", "other glasses")
+    photo = unknown_photo(small_system, grocery)
+    with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws:
+        assert wearer_ws.receive_json()["type"] == "hello"
+        ahead = _escalate(client, photo, other)
+        mine = _escalate(client, photo, device, "which mushroom is this?")
+        first = wearer_ws.receive_json()
+        assert (first["ask_id"], first["state"], first["position"], first["waited_s"]) == (mine["id"], "asking", 2, 0)
+        assert first["question"] == "which mushroom is this?" and first["with_helper"] is False
+        updates = [wearer_ws.receive_json() for _ in range(2)]
+        assert all(u["type"] == "status" and u["state"] == "asking" and u["position"] == 2 for u in updates)
+        assert updates[-1]["waited_s"] >= 1, updates
+        item = small_system.humans.queue.for_ask(ahead["id"])
+        r = client.post(f"/v1/review/items/{item.id}/answer", json={"action": "answer", "value": photo.label},
+                        headers=bearer(reviewer))
+        assert r.status_code == 200, r.text
+        moved = wearer_ws.receive_json()
+        assert moved["ask_id"] == mine["id"] and moved["position"] == 1, moved
+    small_system.settings.wait_update_s = 3600  # the updates stop with the test
+
+
+def test_the_wearer_cancels_and_the_item_leaves_the_queue(
+    client: TestClient, small_system: Lookloop, grocery  # type: ignore[no-untyped-def]
+) -> None:
+    """Only the device that asked may cancel; the item leaves the queue, the helper holding it is told, their
+    answer is refused, the ask ends cancelled and no answer reaches the wearer."""
+    device, reviewer, operator = credentials(client, small_system)
+    _, other = small_system.humans.accounts.add_device("olof", "other glasses")
+    photo = unknown_photo(small_system, grocery)
+    with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws, \
+            client.websocket_connect(f"/v1/review/stream?token={reviewer}") as review_ws:
+        assert wearer_ws.receive_json()["type"] == "hello" and review_ws.receive_json()["type"] == "hello"
+        ask = _escalate(client, photo, device)
+        pushed = review_ws.receive_json()
+        assert pushed["type"] == "item" and pushed["item"]["ask_id"] == ask["id"]
+        assert wearer_ws.receive_json()["state"] == "asking"
+        url = f"/v1/asks/{ask['id']}/cancel"
+        assert client.post(url).status_code == 401
+        assert client.post(url, headers=bearer(other)).status_code == 404
+        assert client.post(url, headers=bearer(operator)).status_code == 403
+        assert client.post(url, headers=bearer(reviewer)).status_code == 403
+        r = client.post(url, headers=bearer(device))
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "cancelled" and r.json()["position"] is None
+        told = wearer_ws.receive_json()
+        assert (told["ask_id"], told["state"]) == (ask["id"], "cancelled")
+        withdrawn = review_ws.receive_json()
+        assert withdrawn == {"type": "withdrawn", "item_id": pushed["item"]["id"],
+                             "reason": "the wearer stopped waiting"}
+        late = client.post(f"/v1/review/items/{pushed['item']['id']}/answer",
+                           json={"action": "answer", "value": photo.label}, headers=bearer(reviewer))
+        assert late.status_code == 409 and "stopped waiting" in late.json()["detail"]
+    assert client.post(url, headers=bearer(device)).json()["state"] == "cancelled"  # again: harmless
+    assert client.post("/v1/review/next", headers=bearer(reviewer)).json() is None
+    assert small_system.humans.queue.counts()["open"] == 0
+    assert client.get(f"/v1/asks/{ask['id']}", headers=bearer(device)).json()["outcome"] == "cancelled"
+    assert client.post(f"/v1/asks/{ask['id']}/keep-waiting", headers=bearer(device)).status_code == 409
+
+
+def test_keep_waiting_puts_a_timed_out_ask_back_live(
+    client: TestClient, small_system: Lookloop, grocery  # type: ignore[no-untyped-def]
+) -> None:
+    """After the time-out the ask is no longer first in the queue; keep waiting offers it live again, with a
+    fresh time-out. An ask the AI answered, or one answered already, cannot be kept waiting."""
+    small_system.settings.live_answer_timeout_s = 0.4
+    device, reviewer, _ = credentials(client, small_system)
+    photo = unknown_photo(small_system, grocery)
+    with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws:
+        assert wearer_ws.receive_json()["type"] == "hello"
+        ask = _escalate(client, photo, device)
+        assert wearer_ws.receive_json()["state"] == "asking"
+        assert wearer_ws.receive_json()["state"] == "timed_out"
+        item = small_system.humans.queue.for_ask(ask["id"])
+        assert not item.live
+        small_system.settings.live_answer_timeout_s = 30
+        r = client.post(f"/v1/asks/{ask['id']}/keep-waiting", headers=bearer(device))
+        assert r.status_code == 200, r.text
+        assert (r.json()["state"], r.json()["position"]) == ("asking", 1)
+        assert wearer_ws.receive_json()["state"] == "asking"
+        assert small_system.humans.queue.for_ask(ask["id"]).live
+        small_system.add_label(ask["id"], photo.label, source="human", author="helper")
+        answer = wearer_ws.receive_json()
+        assert answer["type"] == "answer" and answer["question"] == "what is this?"
+    assert client.post(f"/v1/asks/{ask['id']}/keep-waiting", headers=bearer(device)).status_code == 409
+    assert client.post(f"/v1/asks/{ask['id']}/cancel", headers=bearer(device)).status_code == 409
+
+
+def test_a_reject_reads_in_the_terms_of_the_question(
+    client: TestClient, small_system: Lookloop, grocery  # type: ignore[no-untyped-def]
+) -> None:
+    """"can't tell" on a price ask names the question; on an identify ask it says what could not be told."""
+    device, reviewer, _ = credentials(client, small_system)
+    photo = unknown_photo(small_system, grocery)
+    with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws:
+        assert wearer_ws.receive_json()["type"] == "hello"
+        for question, skill, said in (
+            ("how much is it?", "price", "A helper could not answer “how much is it?”."),
+            ("what is this?", "identify", "A helper could not tell what this is."),
+        ):
+            ask = _escalate(client, photo, device, question, skill)
+            assert wearer_ws.receive_json()["type"] == "status"
+            item = client.post("/v1/review/next", headers=bearer(reviewer)).json()
+            assert item["ask_id"] == ask["id"]
+            r = client.post(f"/v1/review/items/{item['id']}/answer", json={"action": "reject"},
+                            headers=bearer(reviewer))
+            assert r.status_code == 200, r.text
+            event = wearer_ws.receive_json()
+            assert (event["type"], event["text"], event["question"]) == ("answer", said, question)
+            _is_thumbnail(event["thumbnail_url"])
+            settled = client.get(f"/v1/asks/{ask['id']}", headers=bearer(device)).json()
+            assert (settled["outcome"], settled["final_answer"]) == ("rejected", said)
+
+
+def test_a_spot_check_is_not_the_wearers_to_cancel(
+    client: TestClient, small_system: Lookloop, grocery  # type: ignore[no-untyped-def]
+) -> None:
+    """An ask the AI answered may be drawn for a spot check: that review item stays, whatever the wearer sends."""
+    from conftest import small_val
+
+    small_system.settings.audit_rate = 1.0
+    device, _, _ = credentials(client, small_system)
+    photo = next(p for p in small_val(grocery) if p.label == "Banana")
+    r = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("p.jpg", photo.path.read_bytes())},
+                    headers=bearer(device))
+    ask = r.json()
+    assert ask["answer"]["decision"] == "answer"
+    item = small_system.humans.queue.for_ask(ask["id"])
+    assert item is not None and item.reason == "audit"
+    for action in ("cancel", "keep-waiting"):
+        refused = client.post(f"/v1/asks/{ask['id']}/{action}", headers=bearer(device))
+        assert refused.status_code == 409 and "not waiting" in refused.json()["detail"], refused.text
+    assert small_system.humans.queue.for_ask(ask["id"]).status == "open"

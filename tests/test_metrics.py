@@ -119,6 +119,87 @@ def test_seeded_history_matches_what_was_written(system: Lookloop, grocery: Any)
     assert m.totals.labels_spent == sum(a["label_source"] == "human" for a in asks)
 
 
+def test_human_time_counts_rejects_cancels_and_the_still_waiting(system: Lookloop, grocery: Any) -> None:
+    """Time to resolution over every escalation: a person's answer, a "can't tell" (dated by the ask, or by its
+    review item when an older version did not date it), a cancel, and one still waiting (its wait so far); the
+    answer-only time stays as it was. Each ending is counted."""
+    from lookloop.humans.tables import ReviewItemRow
+    from lookloop.store.tables import AskRow
+
+    img = small_val(grocery)[0]
+    t0 = utcnow() - dt.timedelta(hours=2)
+
+    def escalated(minutes: int, **kw: Any) -> str:
+        return str(add_episode(system, image=img, truth="Banana", guess="Cucumber", decision="escalate",
+                               created_at=t0 + dt.timedelta(minutes=minutes), **kw)["id"])
+
+    escalated(0, label_source="human", label_after_s=10)
+    rejected = escalated(1)
+    old_reject = escalated(2)
+    cancelled = escalated(3)
+    escalated(4)  # still waiting
+    with system.db.session() as s:
+        for ask_id, outcome, after in ((rejected, "rejected", 600), (old_reject, "rejected", None),
+                                       (cancelled, "cancelled", 40)):
+            row = s.get(AskRow, ask_id)
+            assert row is not None
+            row.outcome = outcome
+            if after is not None:
+                row.answered_at = row.created_at + dt.timedelta(seconds=after)
+        s.add(ReviewItemRow(ask_id=old_reject, question="what is this?", status="resolved", resolved_value="",
+                            created_at=t0, resolved_at=t0 + dt.timedelta(minutes=2, seconds=900)))
+    with system.db.session() as s:
+        t = compute_metrics(s, since=t0 - dt.timedelta(hours=1)).totals
+    assert (t.escalated, t.human_answered, t.human_rejected, t.human_cancelled, t.human_waiting) == (5, 1, 2, 1, 1)
+    assert t.human_answer_p50_s == pytest.approx(10)
+    # 10 s, 40 s, 600 s, 900 s and about 116 minutes of waiting so far: the middle one is the reject's 600 s.
+    assert t.human_resolution_p50_s == pytest.approx(600)
+    assert t.human_resolution_p95_s is not None and t.human_resolution_p95_s > 900
+
+
+def test_one_coverage_definition_for_the_metrics_and_the_learning_loop(system: Lookloop, grocery: Any) -> None:
+    """Coverage is the share of asks, of every skill, the AI answered without a person: the loop's live figure
+    and its days say the same as the metrics (they used to count identify asks only)."""
+    from lookloop.loop.figures import loop_figures
+
+    img = small_val(grocery)[0]
+    at = utcnow() - dt.timedelta(minutes=30)
+    for i, (skill, decision) in enumerate([("identify", "answer"), ("identify", "escalate"), ("read", "answer"),
+                                           ("notes", "answer"), ("price", "escalate")]):
+        add_episode(system, image=img, truth="Banana", guess="Banana", decision=decision, skill=skill,
+                    created_at=at + dt.timedelta(seconds=i))
+    with system.db.session() as s:
+        coverage = compute_metrics(s, since=at - dt.timedelta(hours=1)).totals.coverage
+    figures = loop_figures(system.serving)
+    assert coverage == 0.6
+    assert figures["live"]["coverage"] == pytest.approx(coverage) and figures["live"]["asks"] == 5
+    assert sum(d["asks"] for d in figures["by_day"]) == 5
+
+
+def test_agreement_counts_only_items_two_people_answered(system: Lookloop, grocery: Any) -> None:
+    """A reviewer who settles items alone agrees with themselves: no agreement figure, instead of 100%."""
+    from lookloop.humans.tables import ReviewAnswerRow, ReviewItemRow
+
+    accounts = system.humans.accounts
+    ana = accounts.add_account("ana", "reviewer", password="a-long-test-password")[0].id
+    bo = accounts.add_account("bo", "reviewer", password="a-long-test-password")[0].id
+    with system.db.session() as s:
+        items = [ReviewItemRow(question="what is this?", status="resolved") for _ in range(4)]
+        s.add_all(items)
+        s.flush()
+        for item in items[:3]:  # settled by ana alone
+            s.add(ReviewAnswerRow(item_id=item.id, account_id=ana, action="answer", value="Banana", agreed=True))
+        s.add(ReviewAnswerRow(item_id=items[3].id, account_id=ana, action="answer", value="Banana", agreed=True))
+        s.add(ReviewAnswerRow(item_id=items[3].id, account_id=bo, action="answer", value="Lemon", agreed=False))
+    stats = {r.username: r for r in system.humans.queue.stats()}
+    assert (stats["ana"].items, stats["ana"].agreement, stats["ana"].agreement_items) == (4, 1.0, 1)
+    assert (stats["bo"].agreement, stats["bo"].agreement_items) == (0.0, 1)
+    with system.db.session() as s:
+        s.query(ReviewAnswerRow).filter(ReviewAnswerRow.account_id == bo).delete()
+    alone = system.humans.queue.stats()[0]
+    assert (alone.username, alone.items, alone.agreement, alone.agreement_items) == ("ana", 4, None, 0)
+
+
 def test_time_parsing_and_bad_input(system: Lookloop) -> None:
     now = utcnow()
     assert parse_when("7d", now=now) == now - dt.timedelta(days=7)

@@ -140,8 +140,14 @@ def test_operators_promote_and_roll_back_over_http(small_system: Lookloop, groce
     with TestClient(create_app(system=small_system, warm=False)) as c:
         token = c.post("/v1/auth/login", json={"username": "olga", "password": "pw-12345678"}).json()["token"]
         c.headers["Authorization"] = f"Bearer {token}"
-        assert c.post(f"/v1/operators/models/{v1.id}/promote").status_code == 200
+        before = small_system.model_version
+        assert c.get("/v1/operators/models").json()["rollback_to"] is None  # nothing has served before
+        promoted = c.post(f"/v1/operators/models/{v1.id}/promote")
+        assert promoted.status_code == 200
         assert small_system.model_version == v1.id  # served at once, no restart
+        # It says what it did, and what a rollback would return to: the start-up model, kept.
+        assert promoted.json()["done"].startswith(f"Promoted {v1.id}: it serves now instead of {before}")
+        assert "startup" in promoted.json()["rollback_to"]
         assert c.post(f"/v1/operators/models/{v2.id}/promote").status_code == 409  # the gate refuses
         assert small_system.ask("what is this?", data).answer.result["label"] == "Banana"
         listing = c.get("/v1/operators/models").json()
@@ -153,6 +159,8 @@ def test_operators_promote_and_roll_back_over_http(small_system: Lookloop, groce
         assert back.status_code == 200, back.text
         startup = back.json()["serving"]
         assert "startup" in startup and small_system.model_version == startup
+        assert back.json()["done"] == f"Rolled back: {startup} serves again instead of {v1.id}"
+        assert back.json()["rollback_to"] is None
         assert small_system.ask("what is this?", data).answer.result["label"] == "Banana"
         listing = c.get("/v1/operators/models").json()
         assert {v["version"] for v in listing["versions"]} >= {v1.id, v2.id, startup}

@@ -282,25 +282,54 @@ def test_a_refused_device_token_is_named(page: Any, server: LiveServer) -> None:
                            timeout=10_000)
 
 
-def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, server: LiveServer,
+def _until(check: Any, timeout: float = 10.0) -> None:
+    """Waits for a condition on the server's side."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("the server never got there")
+        time.sleep(0.05)
+
+
+class Unsure(AlwaysAsk):
+    """Escalates with no confidence at all: the highest priority in the review queue."""
+
+    def decide(self, probs: Any) -> Any:
+        from lookloop.domain import Decision
+        from lookloop.loop.policies import PolicyDecision
+
+        return PolicyDecision(Decision.ESCALATE, 0.0, 1.0, self.name)
+
+
+def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, server: LiveServer, grocery: Any,
                                                                     tmp_path: Path) -> None:
-    """While a person is found: the time waited on the HUD, Cancel at hand; after the server's time-out a spoken
-    update and "keep waiting"; the helper's answer shows the question it answers; a cancelled ask stays quiet."""
+    """While a person is found: the time waited and the place in line on the HUD (from the stream's status
+    events), Cancel at hand; after the server's time-out a spoken update and "keep waiting", which puts the ask
+    back live on the server; the helper's answer shows the question it answers and a thumbnail of the frame;
+    Cancel takes the ask out of the review queue."""
     system: Any = server.system  # type: ignore[attr-defined]
     _, token = system.humans.accounts.add_device("waiting-wearer", "simulator")
+    other_device, _ = system.humans.accounts.add_device("someone-ahead", "glasses")
+    photo = next(i for i in small_val(grocery) if i.label == PRODUCT).path.read_bytes()
     _ready(page, server.url)
     page.fill("#token", token)
     page.click("#save-token")
     wait_js(page, "document.getElementById('stream-label').textContent === 'live answers on'",
                            timeout=10_000)
     saved = system.policy
-    system.policy = AlwaysAsk()
+    ahead = None
     try:
+        system.policy = Unsure()
+        ahead = system.ask("what is this?", photo, device_id=other_device.id).id  # someone else waits already
+        system.policy = AlwaysAsk()
         _ask(page, "what is this?", 1)
         ask_id = page.evaluate("window.__sim.asks[0].id")
         wait = page.locator("#wait-text")
         page.wait_for_selector("#hud-wait", state="visible", timeout=10_000)
-        assert re.fullmatch(r"Finding a helper · 0:0\d", wait.inner_text()), wait.inner_text()
+        wait_js(page, "window.__sim.waits.length > 0", timeout=10_000)
+        assert re.fullmatch(r"Finding a helper · 0:0\d · 2nd in line", wait.inner_text()), wait.inner_text()
         wait_js(page,
             "/0:0[2-9]/.test(document.getElementById('wait-text').textContent)", timeout=10_000)
         assert page.locator("#wait-cancel").is_visible() and page.locator("#wait-keep").is_hidden()
@@ -312,11 +341,20 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         assert "No helper yet" in page.locator("#hud").inner_text()
         wait_js(page,
             "window.__sim.spoken.some(s => s.text.startsWith('No helper has answered yet'))", timeout=10_000)
+        assert not system.humans.queue.for_ask(ask_id).live
         screenshot(page, "simulator-waiting", tmp_path)
         assert_accessible(page, "simulator waiting for a helper")
         page.click("#wait-keep")
         assert wait.inner_text().startswith("Still waiting · 0:")
         assert page.locator("#wait-keep").is_hidden()
+        _until(lambda: system.humans.queue.for_ask(ask_id).live)  # offered to helpers again
+        wait_js(page, "document.getElementById('wait-text').textContent.endsWith('2nd in line')")
+
+        system.humans.cancel(ahead)  # the one ahead gives up: this ask is next
+        ahead = None
+        system.humans.wait_update(item.id)
+        wait_js(page, "document.getElementById('wait-text').textContent.endsWith(\"you're next\")",
+                               timeout=10_000)
 
         system.add_label(ask_id, PRODUCT, source="human", author="helper")
         page.wait_for_selector("#hud-wait", state="hidden", timeout=10_000)
@@ -324,6 +362,7 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         assert "“what is this?”" in hud and PRODUCT in hud
         first = page.locator("#log li").first
         assert "what is this?" in first.locator(".q").inner_text() and PRODUCT in first.locator(".a").inner_text()
+        assert first.locator("img.thumb").get_attribute("src").startswith("data:image/jpeg;base64,")
         wait_js(page,
             "window.__sim.spoken.some(s => s.text.startsWith('You asked: what is this?') "
             f"&& s.text.includes('{PRODUCT}'))", timeout=20_000)
@@ -331,16 +370,100 @@ def test_waiting_for_a_helper_is_shown_spoken_and_can_be_cancelled(page: Any, se
         _ask(page, "what is this one?", 2)
         second = page.evaluate("window.__sim.asks[1].id")
         page.wait_for_selector("#hud-wait", state="visible", timeout=10_000)
+        assert system.humans.queue.for_ask(second).status == "open"
         page.click("#wait-cancel")
         page.wait_for_selector("#hud-wait", state="hidden")
         assert "Cancelled" in page.locator("#hud").inner_text()
         wait_js(page, "document.getElementById('status').dataset.state === 'ready'", timeout=20_000)
-        system.add_label(second, PRODUCT, source="human", author="helper")
-        wait_js(page, "document.querySelector('#log li .meta').textContent.includes('you had cancelled')",
-                               timeout=10_000)
+        # The ask left the review queue: no helper will spend time on it, and it ended cancelled.
+        _until(lambda: system.humans.queue.for_ask(second).status == "cancelled")
+        assert system.get_ask(second).outcome == "cancelled"
+        assert system.humans.queue.counts()["open"] == 0
         assert "Cancelled" in page.locator("#hud").inner_text()
     finally:
         system.policy = saved
+        if ahead is not None:
+            system.humans.cancel(ahead)
+
+
+def test_wrong_answers_are_put_right_in_the_terms_of_the_skill(page: Any, server: LiveServer, tmp_path: Path) -> None:
+    """"✗ wrong" never opens a browser prompt. identify: pick one of the other candidates or type a catalogue name
+    (suggested from GET /v1/catalog); read: edit the text in place; any other skill: right or wrong only."""
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    _ready(page, server.url)
+    page.uncheck("#speak")
+    answers = [
+        {"skill": "identify", "text": "Cucumber — 12.90 SEK", "result": {"label": "Cucumber"},
+         "candidates": [{"label": "Cucumber", "score": 0.5}, {"label": "Banana", "score": 0.3},
+                        {"label": "Granny-Smith", "score": 0.1}]},
+        {"skill": "identify", "text": "Banana — 9.90 SEK", "result": {"label": "Banana"},
+         "candidates": [{"label": "Banana", "score": 0.6}]},
+        {"skill": "read", "text": "ROWBSPACE42", "result": {"lines": []}, "candidates": []},
+        {"skill": "colour", "text": "Yellow", "result": {"colour": "yellow"}, "candidates": []},
+    ]
+    n = {"asks": 0}
+
+    def fulfil(route: Any) -> None:
+        a = answers[n["asks"]]
+        n["asks"] += 1
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({
+            "id": f"ask{n['asks']:04d}", "device_id": "anonymous", "question": f"question {n['asks']}",
+            "created_at": "2026-01-01T00:00:00+00:00", "outcome": "answered", "latency_ms": 3.0,
+            "answer": {**a, "hud": [a["text"]], "decision": "answer", "confidence": 0.9},
+        }))
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def feedback(route: Any) -> None:
+        sent.append((route.request.url.split("/")[-2], json.loads(route.request.post_data)))
+        route.fulfill(status=201, content_type="application/json", body="{}")
+
+    page.route("**/v1/asks", fulfil)
+    page.route("**/v1/asks/*/feedback", feedback)
+    for i in range(1, 5):
+        _ask(page, f"question {i}", i)
+    entry = {i: page.locator(f"#log li[data-ask='ask{i:04d}']") for i in range(1, 5)}
+
+    # identify: the other candidates to pick from, and a field with catalogue names
+    entry[1].get_by_role("button", name="✗ wrong").click()
+    fix = entry[1].locator("form.fix")
+    assert fix.is_visible() and fix.get_by_text("What was it?").is_visible()
+    assert [b.inner_text() for b in fix.locator("button.pick").all()] == ["Banana", "Granny Smith"]
+    assert page.evaluate("document.activeElement.textContent") == "Banana"  # the keyboard is on the first choice
+    fix.locator("input").fill("oat")
+    page.wait_for_selector("#catalog-names option[value='Oatly-Oat-Milk']", state="attached", timeout=10_000)
+    assert_accessible(page, "simulator correcting an identify answer")
+    screenshot(page, "simulator-correct-identify", tmp_path)
+    fix.locator("button.pick", has_text="Granny Smith").click()
+    wait_js(page, "window.__sim.feedback.length === 1")
+    assert sent[-1] == ("ask0001", {"verdict": "wrong", "correction": "Granny-Smith"})
+    assert entry[1].locator(".meta").inner_text() == "thanks — marked wrong — it was Granny Smith"
+
+    # a name typed (no other candidate to pick)
+    entry[2].get_by_role("button", name="✗ wrong").click()
+    assert entry[2].locator("button.pick").count() == 0
+    entry[2].locator("form.fix input").fill("Oatly-Oat-Milk")
+    entry[2].locator("form.fix input").press("Enter")
+    wait_js(page, "window.__sim.feedback.length === 2")
+    assert sent[-1] == ("ask0002", {"verdict": "wrong", "correction": "Oatly-Oat-Milk"})
+
+    # read: the text itself, put right in place
+    entry[3].get_by_role("button", name="✗ wrong").click()
+    text = entry[3].locator("form.fix textarea")
+    assert text.input_value() == "ROWBSPACE42"
+    text.fill("ROW B SPACE 42")
+    assert_accessible(page, "simulator correcting a read answer")
+    entry[3].locator("form.fix button.send").click()
+    wait_js(page, "window.__sim.feedback.length === 3")
+    assert sent[-1] == ("ask0003", {"verdict": "wrong", "correction": "ROW B SPACE 42"})
+
+    # any other skill: wrong is all there is to say
+    entry[4].get_by_role("button", name="✗ wrong").click()
+    wait_js(page, "window.__sim.feedback.length === 4")
+    assert sent[-1] == ("ask0004", {"verdict": "wrong", "correction": None})
+    assert entry[4].locator("form.fix").count() == 0
+    assert dialogs == [], dialogs
 
 
 def test_simulator_keyboard_and_layout_at_1280x800(browser: Any, server: LiveServer, grocery: Any,

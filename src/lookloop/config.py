@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     review_consensus: int = Field(default=1, ge=1, le=9, description="Answers needed per queue item.")
     review_gold_every: int = Field(default=10, ge=0, description="Mix a gold item in every N items (0: never).")
     live_answer_timeout_s: float = Field(default=30.0, description="Wearer told 'no helper answered' after this.")
+    wait_update_s: float = Field(
+        default=10.0, gt=0, description="While a helper is being found, the wearer's stream hears the queue "
+        "position and the time waited this often.",
+    )
     reask_window_s: float = Field(default=30.0, description="A re-ask within this counts as an implicit 'wrong'.")
 
     frame_key: str = Field(

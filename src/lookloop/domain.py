@@ -37,6 +37,7 @@ class Outcome(StrEnum):
     CONFIRMED = "confirmed"  # the wearer said "right"
     CORRECTED = "corrected"  # the wearer or a human said "wrong" and gave the right answer
     REJECTED = "rejected"
+    CANCELLED = "cancelled"  # the wearer stopped waiting for a helper
 
 
 def utcnow() -> dt.datetime:

@@ -86,3 +86,9 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise BadInput("could not encode the image as JPEG")
     return bytes(buf)
+
+
+def thumbnail_jpeg(data: bytes, side: int, quality: int = 80) -> bytes:
+    """A small JPEG (at most ``side`` pixels a side) of a stored frame."""
+    frame = decode_image(data, max_bytes=len(data) + 1, max_pixels=1 << 40, max_side=side)
+    return encode_jpeg(frame.rgb, quality)

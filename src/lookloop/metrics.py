@@ -2,11 +2,16 @@
 
 Definitions (each per time bucket, by the ask's creation time unless said otherwise):
 
-- coverage: share of asks the AI answered on its own (decision ``answer``);
-- escalation rate: share of asks handed to a human (decision ``escalate``);
+- coverage: share of asks the AI answered without a person (decision ``answer``), every skill — the one
+  definition of coverage (``COVERAGE``), used by the dashboard and the learning loop's figures alike;
+- escalation rate: share of asks handed to a person (decision ``escalate``);
 - accuracy: share of labelled asks whose AI guess equals the label (latest label wins);
   ``auto_accuracy`` is the same over the asks the AI answered on its own — the error rate it promised;
-- human answer time: seconds from an escalated ask to its first label by a person;
+- human time to resolution: seconds from an escalated ask until a person settled it, with an answer or with
+  "can't tell"; an escalation nobody settled counts with the time it waited — until the wearer cancelled, or
+  until now while it still waits (at least that long) — so slow and failed escalations are never left out.
+  ``human_answered``, ``human_rejected``, ``human_cancelled`` and ``human_waiting`` say how they ended;
+- human answer time: the same, over the escalations a person answered with a label only;
 - labels spent: labels people produced (every source except free ones: imports and wearer feedback),
   bucketed by the label's creation time;
 - confusion: (label, AI guess) counts over labelled identify asks.
@@ -27,8 +32,9 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lookloop.domain import ai_label, as_utc, normalise_label, percentile, utcnow
+from lookloop.domain import Outcome, ai_label, as_utc, normalise_label, percentile, utcnow
 from lookloop.errors import BadInput
+from lookloop.humans.tables import ReviewItemRow
 from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow
 
@@ -41,6 +47,10 @@ BUCKETS: dict[str, dt.timedelta] = {
 # Labels nobody was paid for: the imported data sets and the wearer's own "right"/"wrong".
 FREE_SOURCES = frozenset({"import", "wearer"})
 OTHER = "(other)"
+_ENDED = frozenset({Outcome.REJECTED.value, Outcome.CANCELLED.value})
+COVERAGE = "share of asks the AI answered without a person"
+# A figure resting on fewer cases than this is shown with a warning that it may be chance.
+MIN_SAMPLE = 30
 
 
 def parse_when(text: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -107,6 +117,11 @@ class Point:
     auto_correct: int = 0
     auto_accuracy: float | None = None
     human_answered: int = 0
+    human_rejected: int = 0
+    human_cancelled: int = 0
+    human_waiting: int = 0
+    human_resolution_p50_s: float | None = None
+    human_resolution_p95_s: float | None = None
     human_answer_p50_s: float | None = None
     human_answer_p95_s: float | None = None
     labels_spent: int = 0
@@ -154,19 +169,40 @@ class _AskFacts:
     skill: str
     decision: str
     guess: str
+    outcome: str = ""
+    ended_at: dt.datetime | None = None  # when a reject or a cancel settled it
     truth: str | None = None
     first_human_at: dt.datetime | None = None
+
+    def resolution_s(self, now: dt.datetime) -> float:
+        """Seconds from the ask until a person settled it (a label or "can't tell"), else until it was
+        cancelled, else until ``now`` (still waiting)."""
+        end = self.first_human_at or self.ended_at or now
+        return max(0.0, (end - self.created_at).total_seconds())
 
 
 def _load(
     session: Session, since: dt.datetime, until: dt.datetime
 ) -> tuple[list[_AskFacts], list[tuple[dt.datetime, str]]]:
     rows = session.execute(
-        select(AskRow.id, AskRow.created_at, AskRow.skill, AskRow.decision, AskRow.result, AskRow.answer_text)
+        select(AskRow.id, AskRow.created_at, AskRow.skill, AskRow.decision, AskRow.result, AskRow.answer_text,
+               AskRow.outcome, AskRow.answered_at)
         .where(AskRow.created_at >= since, AskRow.created_at < until)
         .order_by(AskRow.created_at)
     ).all()
-    facts = {r[0]: _AskFacts(r[0], as_utc(r[1]), r[2], r[3], ai_label(r[4], r[5])) for r in rows}
+    facts = {r[0]: _AskFacts(r[0], as_utc(r[1]), r[2], r[3], ai_label(r[4], r[5]), r[6] or "") for r in rows}
+    ended = [r for r in rows if r[3] == "escalate" and r[6] in _ENDED]
+    for r in ended:
+        facts[r[0]].ended_at = as_utc(r[7]) if r[7] is not None else None
+    # Rejects stored before their time was: the review item says when it was settled.
+    undated = [r[0] for r in ended if r[7] is None]
+    for i in range(0, len(undated), 500):
+        for ask_id, resolved_at in session.execute(
+            select(ReviewItemRow.ask_id, ReviewItemRow.resolved_at)
+            .where(ReviewItemRow.ask_id.in_(undated[i : i + 500]), ReviewItemRow.resolved_at.is_not(None))
+        ).all():
+            if ask_id is not None and resolved_at is not None:
+                facts[ask_id].ended_at = as_utc(resolved_at)
     label_rows = session.execute(
         select(LabelRow.ask_id, LabelRow.value, LabelRow.source, LabelRow.created_at)
         .join(AskRow, AskRow.id == LabelRow.ask_id)
@@ -188,15 +224,24 @@ def _load(
     return list(facts.values()), [(as_utc(c), s) for c, s in spent]
 
 
-def _fill(point: Point, facts: Iterable[_AskFacts], labels: Iterable[tuple[dt.datetime, str]]) -> None:
+def _fill(point: Point, facts: Iterable[_AskFacts], labels: Iterable[tuple[dt.datetime, str]],
+          now: dt.datetime) -> None:
     waits: list[float] = []
+    resolutions: list[float] = []
     for f in facts:
         point.asks += 1
         if f.decision == "escalate":
             point.escalated += 1
+            resolutions.append(f.resolution_s(now))
             if f.first_human_at is not None:
                 point.human_answered += 1
                 waits.append(max(0.0, (f.first_human_at - f.created_at).total_seconds()))
+            elif f.outcome == Outcome.REJECTED.value:
+                point.human_rejected += 1
+            elif f.outcome == Outcome.CANCELLED.value:
+                point.human_cancelled += 1
+            else:
+                point.human_waiting += 1
         elif f.decision == "answer":
             point.ai_answered += 1
         if f.truth is not None and f.guess:
@@ -215,9 +260,13 @@ def _fill(point: Point, facts: Iterable[_AskFacts], labels: Iterable[tuple[dt.da
     point.escalation_rate = _ratio(point.escalated, point.asks)
     point.accuracy = _ratio(point.correct, point.labelled)
     point.auto_accuracy = _ratio(point.auto_correct, point.auto_labelled)
-    p50, p95 = percentile(waits, 50), percentile(waits, 95)
-    point.human_answer_p50_s = round(p50, 3) if p50 is not None else None
-    point.human_answer_p95_s = round(p95, 3) if p95 is not None else None
+    point.human_answer_p50_s, point.human_answer_p95_s = _p50_p95(waits)
+    point.human_resolution_p50_s, point.human_resolution_p95_s = _p50_p95(resolutions)
+
+
+def _p50_p95(values: list[float]) -> tuple[float | None, float | None]:
+    p50, p95 = percentile(values, 50), percentile(values, 95)
+    return (round(p50, 3) if p50 is not None else None, round(p95, 3) if p95 is not None else None)
 
 
 def confusion(facts: Iterable[_AskFacts], *, top: int = 12) -> Confusion:
@@ -244,7 +293,7 @@ def confusion(facts: Iterable[_AskFacts], *, top: int = 12) -> Confusion:
             tp[t] += 1
     per_class = [
         {"label": c, "support": by_truth[c], "recall": _ratio(tp[c], by_truth[c]),
-         "precision": _ratio(tp[c], guessed[c])}
+         "precision": _ratio(tp[c], guessed[c]), "guessed": guessed[c]}
         for c in keep
     ]
     return Confusion(classes=classes, matrix=matrix, per_class=per_class, total=len(pairs))
@@ -277,14 +326,15 @@ def compute_metrics(
     for lab in labels:
         labels_by_bucket[bucket_start(lab[0], bucket)].append(lab)
     points: list[Point] = []
+    now = utcnow()
     start = bucket_start(since, bucket)
     while start < until:
         p = Point(start=start)
-        _fill(p, by_bucket.get(start, []), labels_by_bucket.get(start, []))
+        _fill(p, by_bucket.get(start, []), labels_by_bucket.get(start, []), now)
         points.append(p)
         start = start + BUCKETS[bucket]
     totals = Point(start=since)
-    _fill(totals, facts, labels)
+    _fill(totals, facts, labels, now)
     return Metrics(since=since, until=until, bucket=bucket, points=points, totals=totals,
                    confusion=confusion(facts, top=top_classes))
 
@@ -345,20 +395,23 @@ def _draw(ax: Any, m: Metrics, name: str) -> None:
         ax.plot(xs, series("auto_accuracy", 100), marker="o", ms=3, label="answered without a human")
         ax.set_ylim(0, 105)
         ax.set_ylabel("%")
-        ax.set_title("Accuracy against labels")
+        ax.set_title(f"Accuracy against labels ({_of(m.totals.labelled, 'labels')})")
         ax.legend(loc="lower right", fontsize=8)
     elif name == "coverage":
-        ax.plot(xs, series("coverage", 100), marker="o", ms=3, label="coverage (no human)")
+        ax.plot(xs, series("coverage", 100), marker="o", ms=3, label="coverage: answered without a person")
         ax.plot(xs, series("escalation_rate", 100), marker="o", ms=3, label="escalation rate")
         ax.set_ylim(0, 105)
         ax.set_ylabel("% of asks")
-        ax.set_title("Coverage and escalation")
+        ax.set_title(f"Coverage and escalation ({_of(m.totals.asks, 'asks')})")
         ax.legend(loc="center right", fontsize=8)
     elif name == "answer-time":
-        ax.plot(xs, series("human_answer_p50_s"), marker="o", ms=3, label="p50")
-        ax.plot(xs, series("human_answer_p95_s"), marker="o", ms=3, label="p95")
+        ax.plot(xs, series("human_resolution_p50_s"), marker="o", ms=3, label="median")
+        ax.plot(xs, series("human_resolution_p95_s"), marker="o", ms=3, label="p95")
         ax.set_ylabel("seconds")
-        ax.set_title("Human answer time (escalated → first human label)")
+        t = m.totals
+        ax.set_title(f"Human time to resolution ({_of(t.escalated, 'escalations')}: {t.human_answered} answered, "
+                     f"{t.human_rejected} can't tell, {t.human_cancelled} cancelled, {t.human_waiting} waiting)",
+                     fontsize=9)
         ax.legend(loc="upper right", fontsize=8)
     elif name == "labels":
         sources = sorted({s for p in m.points for s in p.labels_by_source if s not in FREE_SOURCES})
@@ -369,6 +422,9 @@ def _draw(ax: Any, m: Metrics, name: str) -> None:
             ax.bar(xs, vals, width=width, bottom=bottom, label=s, align="edge")
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
         ax.set_ylabel("labels")
+        from matplotlib.ticker import MaxNLocator  # slow to import: only plots need it
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no fractional ticks
         ax.set_title(f"Labels spent (total {m.totals.labels_spent})")
         if sources:
             ax.legend(loc="upper left", fontsize=8)
@@ -396,6 +452,11 @@ def _draw(ax: Any, m: Metrics, name: str) -> None:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.tick_params(axis="x", labelsize=8, rotation=30)
+
+
+def _of(n: int, noun: str) -> str:
+    """'of 3 labels — too few to trust' under MIN_SAMPLE: a figure says what it rests on."""
+    return f"of {n} {noun}" + (f" — under {MIN_SAMPLE}, may be chance" if 0 < n < MIN_SAMPLE else "")
 
 
 def _bar_width(m: Metrics) -> float:

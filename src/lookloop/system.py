@@ -170,7 +170,7 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
         base_s=settings.login_backoff_base_s, max_s=settings.login_backoff_max_s))
     accounts = Accounts(db, session_ttl_hours=settings.session_ttl_hours, throttle=throttle)
     humans = Humans(settings, asks=asks, labels=labels, accounts=accounts, queue=queue, hub=LiveHub(),
-                    feedback=feedback)
+                    feedback=feedback, frames=privacy)
     humans.subscribe(hooks)
     # Once a human answered, a frame kept only for review may go (consent without frame storage).
     def release_frame(ask_id: str, _value: str, _source: str) -> None:

@@ -57,12 +57,15 @@ class Catalogue:
         return sorted(self._items.values(), key=lambda i: i.name)
 
     def search(self, text: str | None = None) -> list[CatalogItem]:
-        """The items whose name or coarse class holds ``text`` (any case); every item when it is empty."""
+        """The items whose name or coarse class holds ``text`` (any case, "standard milk" finding
+        "Arla-Standard-Milk"); every item when it is empty."""
         items = self.items()
         if not text:
             return items
         needle = text.lower()
-        return [i for i in items if needle in i.name.lower() or needle in i.coarse_class.lower()]
+        norm = normalise_label(text)
+        return [i for i in items if needle in i.name.lower() or needle in i.coarse_class.lower()
+                or (norm and norm in normalise_label(i.name))]
 
     def create(self, item: CatalogItem) -> CatalogItem:
         """Adds a new item; Conflict when one with its id exists."""

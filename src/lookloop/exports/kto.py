@@ -8,8 +8,14 @@ Each labelled or judged episode gives binary desirability signals:
   AI's answer alone.
 
 The truth is the latest label, or else the latest correction the wearer typed. Completions are phrased the
-way the system speaks (product name and price for identify), so desirable and undesirable ones differ in
-content, not in style.
+way the system speaks, so desirable and undesirable ones differ in content, not in style, and a desirable one
+always answers the question asked:
+
+- identify and price: the product line of the corrected product, with its name and price from the catalogue
+  (a price ask whose product has no price in the catalogue gives no desirable completion);
+- read and translate: the corrected text;
+- any other skill: a helper's answer, but never the wearer's correction (a correction of "take notes" or
+  "what colour is it?" is a remark about the answer, not an answer to the question).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from lookloop.domain import same_label
 from lookloop.exports.episodes import Episode, ExportSource, load_episodes
 from lookloop.exports.output import ExportResult, prepare_file, write_frames
 from lookloop.skills.identify import product_line
+from lookloop.skills.price import price_text
 
 
 @dataclass(frozen=True)
@@ -45,17 +52,32 @@ class KtoRecord:
         }
 
 
-def _phrase(system: ExportSource, ep: Episode, label: str) -> str:
-    if ep.skill == "identify":
+PRODUCT_SKILLS = frozenset({"identify", "price"})
+TEXT_SKILLS = frozenset({"read", "translate"})
+CORRECTION_SOURCES = frozenset({"wearer", "feedback"})  # the wearer's own correction, as a label or as typed
 
+
+def _phrase(system: ExportSource, ep: Episode, label: str) -> str | None:
+    """``label`` as the system says it in answer to this ask's question; None when it does not answer it."""
+    if ep.skill == "identify":
         return product_line(system.find_item(label), label)
+    if ep.skill == "price":
+        item = system.find_item(label)
+        return price_text(item) if item is not None and item.price is not None else None
     return label
+
+
+def _desirable(system: ExportSource, ep: Episode, truth: str, signal: str) -> str | None:
+    """The desirable completion the truth gives, if any (see the module's notes)."""
+    if ep.skill not in PRODUCT_SKILLS | TEXT_SKILLS and signal in CORRECTION_SOURCES:
+        return None
+    return _phrase(system, ep, truth)
 
 
 def _ai_completion(system: ExportSource, ep: Episode) -> str:
     # An escalated answer's text is a hedge ("Not sure — maybe …"); judge the guess it put forward instead.
-    if ep.skill == "identify" and ep.ai_label:
-        return _phrase(system, ep, ep.ai_label)
+    if ep.skill in PRODUCT_SKILLS and ep.ai_label:
+        return _phrase(system, ep, ep.ai_label) or ep.answer_text
     return ep.answer_text
 
 
@@ -77,8 +99,9 @@ def records_for(system: ExportSource, ep: Episode) -> list[KtoRecord]:
     if truth is not None:
         right = same_label(ep.ai_label, truth)
         out = [rec(ai, right, signal)] if ai else []
-        if not right:
-            out.append(rec(_phrase(system, ep, truth), True, signal))
+        desirable = None if right else _desirable(system, ep, truth, signal)
+        if desirable:
+            out.append(rec(desirable, True, signal))
         return out
     if not ai:
         return []

@@ -21,6 +21,9 @@ from lookloop.store.tables import AskRow, new_id
 
 VERDICTS = ("right", "wrong")
 SAME_FRAME_COSINE = 0.95  # embeddings this close are the same thing seen again
+# Skills whose re-ask says nothing against the answer before: dictation and memory go on, and a translation is
+# asked for again to hear it again.
+NO_IMPLICIT_FEEDBACK = frozenset({"notes", "remember", "recall", "translate"})
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,13 @@ class FeedbackService:
             return [_info(r) for r in s.scalars(stmt).all()]
 
     def on_asked(self, record: AskRecord) -> FeedbackInfo | None:
-        """A re-ask of the same thing soon after an AI answer means that answer did not help: implicit 'wrong'."""
-        if record.device_id == "anonymous" or record.frame_sha is None:
+        """A re-ask of the same thing soon after an AI answer means that answer did not help: implicit 'wrong'.
+
+        Only the same skill about the same frame, asked next (no other framed ask between), within the window;
+        never for the skills whose asks follow one another by nature (``NO_IMPLICIT_FEEDBACK``).
+        """
+        skill = record.answer.skill
+        if record.device_id == "anonymous" or record.frame_sha is None or skill in NO_IMPLICIT_FEEDBACK:
             return None
         window = dt.timedelta(seconds=self.settings.reask_window_s)
         since = as_utc(record.created_at) - window
@@ -131,7 +139,8 @@ class FeedbackService:
                                      AskRow.frame_sha.is_not(None))
                 .order_by(AskRow.created_at.desc()).limit(1)
             ).first()
-            if prev is None or prev.outcome != Outcome.ANSWERED.value or prev.frame_sha is None:
+            if (prev is None or prev.outcome != Outcome.ANSWERED.value or prev.frame_sha is None
+                    or prev.skill != skill):
                 return None
             if s.scalars(select(FeedbackRow.id).where(FeedbackRow.ask_id == prev.id)).first() is not None:
                 return None

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lookloop.config import Settings
@@ -25,6 +25,7 @@ from lookloop.store.db import Database
 REJECT = "\x00reject"  # the consensus key of "cannot tell"
 ACTIONS = ("answer", "reject", "skip")
 MAX_LOCKS_PER_REVIEWER = 2  # the item on screen and the one preloaded behind it
+WAITING = ("open", "operator")  # the statuses of an item still waiting for its answer
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,10 @@ class ReviewerStats:
     items: int
     skips: int
     seconds_per_item: float | None
-    agreement: float | None
+    agreement: float | None  # over the items another person answered too (agreeing with oneself proves nothing)
     gold_answered: int
     gold_accuracy: float | None
+    agreement_items: int = 0  # how many items the agreement rests on
 
 
 def _item(row: ReviewItemRow) -> QueueItem:
@@ -247,6 +249,34 @@ class ReviewQueue:
                 ReviewItemRow.locked_until > self.clock())).first()
         return row is not None
 
+    def position(self, item_id: str) -> int | None:
+        """Where an open item stands in the order reviewers get items (1: next); None when it waits no more.
+
+        The order of ``next``: live items first, then those for an operator, then by priority, then oldest.
+        """
+        item = self.get(item_id)
+        if item.status not in WAITING:
+            return None
+        r = ReviewItemRow
+        operator = item.status == "operator"
+        # (ranks before it, ranks level with it) for each key of the order, most significant first.
+        keys: list[tuple[Any, Any]] = [
+            (false() if item.live else r.live.is_(True), r.live.is_(True) if item.live else r.live.is_not(True)),
+            (false() if operator else r.status == "operator",
+             r.status == "operator" if operator else r.status != "operator"),
+            (r.priority > item.priority, r.priority == item.priority),
+            (r.created_at < item.created_at, None),
+        ]
+        ahead: list[Any] = []
+        level: list[Any] = []
+        for before, even in keys:
+            ahead.append(and_(*level, before))
+            level.append(even)
+        with self.db.session() as s:
+            n = s.scalar(select(func.count()).select_from(r).where(
+                r.status.in_(WAITING), r.id != item_id, or_(*ahead)))
+        return 1 + int(n or 0)
+
     def counts(self) -> dict[str, int]:
         now = self.clock()
         with self.db.session() as s:
@@ -384,6 +414,24 @@ class ReviewQueue:
             s.execute(update(ReviewItemRow).where(ReviewItemRow.id == item_id).values(live=live)
                       .execution_options(synchronize_session=False))
 
+    def cancel_for_ask(self, ask_id: str) -> QueueItem | None:
+        """The wearer stopped waiting: the ask's open item leaves the queue (its row stays, marked cancelled).
+
+        Returns the item as it was (who held its lock), or None when none was open.
+        """
+        with self.db.session() as s:
+            row = s.scalars(select(ReviewItemRow).where(
+                ReviewItemRow.ask_id == ask_id, ReviewItemRow.kind == "ask",
+                ReviewItemRow.status.in_(WAITING)).with_for_update()).first()
+            if row is None:
+                return None
+            before = _item(row)
+            row.status = "cancelled"
+            row.live = False
+            row.resolved_at = self.clock()
+            row.locked_by = row.locked_at = row.locked_until = None
+        return before
+
     def close_for_ask(self, ask_id: str, value: str) -> bool:
         """Settles the open item of an ask answered elsewhere; False when there was none open."""
         with self.db.session() as s:
@@ -470,6 +518,8 @@ class ReviewQueue:
         status = s.scalar(select(ReviewItemRow.status).where(ReviewItemRow.id == item_id))
         if status == "resolved":
             raise Conflict("this item is answered already")
+        if status == "cancelled":
+            raise Conflict("the wearer stopped waiting for this answer")
         if status == "operator" and not is_operator:
             raise Forbidden("reviewers disagreed on this item: an operator decides it")
         raise Conflict("another reviewer holds the lock on this item")
@@ -531,14 +581,20 @@ class ReviewQueue:
     # -- reviewers ------------------------------------------------------------------------------------------
 
     def stats(self, account_id: str | None = None) -> list[ReviewerStats]:
-        """Per reviewer: items done, skips, seconds per item, agreement with consensus, gold accuracy."""
+        """Per reviewer: items done, skips, seconds per item, agreement with consensus, gold accuracy.
+
+        Agreement counts only the items at least two people answered: on an item one person settled alone, the
+        consensus is that person's answer.
+        """
         a = ReviewAnswerRow
         done = a.action != "skip"
+        shared = select(a.item_id).where(a.action != "skip").group_by(a.item_id).having(func.count() >= 2)
+        counted = and_(a.agreed.is_not(None), a.item_id.in_(shared))
         stmt = (
             select(a.account_id, AccountRow.username,
                    func.sum(_case(done)), func.sum(_case(a.action == "skip")),
                    func.avg(func.nullif(a.duration_ms * _case(done), 0)),
-                   func.sum(_case(a.agreed.is_(True))), func.sum(_case(a.agreed.is_not(None))),
+                   func.sum(_case(and_(counted, a.agreed.is_(True)))), func.sum(_case(counted)),
                    func.sum(_case(and_(a.gold.is_(True), done))), func.sum(_case(a.correct.is_(True))))
             .join(AccountRow, AccountRow.id == a.account_id, isouter=True)
             .group_by(a.account_id, AccountRow.username)
@@ -554,6 +610,7 @@ class ReviewQueue:
                     agreement=round(int(agreed or 0) / int(judged), 4) if judged else None,
                     gold_answered=int(gold_n or 0),
                     gold_accuracy=round(int(gold_ok or 0) / int(gold_n), 4) if gold_n else None,
+                    agreement_items=int(judged or 0),
                 ))
         return sorted(out, key=lambda r: r.username)
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from lookloop.config import Settings
-from lookloop.domain import AskRecord, Decision, hud_lines
+from lookloop.domain import AskRecord, Decision, as_utc, hud_lines
+from lookloop.errors import Conflict, NotFound
 from lookloop.humans.accounts import Accounts, Revocation
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import Event, LiveHub
-from lookloop.humans.queue import MAX_LOCKS_PER_REVIEWER, QueueItem, ReviewQueue
+from lookloop.humans.queue import MAX_LOCKS_PER_REVIEWER, WAITING, QueueItem, RedactedFrames, ReviewQueue
+from lookloop.imaging import thumbnail_jpeg
 from lookloop.loop.asking import AskService, Hooks
 from lookloop.loop.calibration import AUDIT_PRIORITY
 from lookloop.loop.labels import LabelService
@@ -18,7 +24,46 @@ log = logging.getLogger("lookloop.humans")
 
 STATUS_ASKING = "asking a helper"
 STATUS_TIMED_OUT = "no helper answered; still queued"
+STATUS_CANCELLED = "cancelled; no helper will answer"
+STATUS_ANSWERED = "a helper answered"
 CANNOT_TELL = "A helper could not tell what this is."
+THUMBNAIL_SIDE = 160  # pixels: the late answer's picture of what was asked about
+
+
+def cannot_tell(record: AskRecord) -> str:
+    """A person's "can't tell", in the terms of what was asked."""
+    if record.answer.skill == "identify":
+        return CANNOT_TELL
+    question = " ".join(record.question.split())
+    if len(question) > 80:
+        question = question[:79].rstrip() + "…"
+    return f"A helper could not answer “{question}”."
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Where a wearer's ask stands while a person is found.
+
+    ``state``: "asking" (offered to helpers now), "timed_out" (nobody answered in time; still queued, no longer
+    first), "cancelled" (the wearer stopped waiting), "answered". ``position``: 1 is the next item a helper gets.
+    """
+
+    ask_id: str
+    question: str
+    state: str
+    position: int | None
+    waited_s: int
+    with_helper: bool
+
+    @property
+    def status(self) -> str:
+        return {"asking": STATUS_ASKING, "timed_out": STATUS_TIMED_OUT, "answered": STATUS_ANSWERED,
+                "cancelled": STATUS_CANCELLED}[self.state]
+
+    def event(self) -> Event:
+        return {"type": "status", "ask_id": self.ask_id, "status": self.status, "state": self.state,
+                "question": self.question, "position": self.position, "waited_s": self.waited_s,
+                "with_helper": self.with_helper}
 
 
 def item_event(item: QueueItem) -> Event:
@@ -58,8 +103,10 @@ class Humans:
         queue: ReviewQueue,
         hub: LiveHub,
         feedback: FeedbackService,
+        frames: RedactedFrames | None = None,
     ) -> None:
         self.settings = settings
+        self.frames = frames  # late answers carry a thumbnail of the (redacted) frame
         self.asks = asks
         self.labels = labels
         self.accounts = accounts
@@ -69,6 +116,8 @@ class Humans:
         self.max_pushed_locks = MAX_LOCKS_PER_REVIEWER  # a person handles the item on screen and the next
         self.queue.on_resolved.append(self.on_resolved)
         self.accounts.revoked.append(self.on_revoked)
+        self._waits: dict[str, int] = {}  # item id → the generation of its running wait updates
+        self._waits_lock = threading.Lock()
 
     def subscribe(self, hooks: Hooks) -> None:
         """Escalations reach the queue and the live hub; every ask and label is seen by feedback and the queue."""
@@ -94,16 +143,90 @@ class Humans:
             record = self.asks.get(ask_id)
             if _spot_check(record):
                 return  # the wearer has had the AI's answer; an audit is not news to them
-            self.hub.send_device(record.device_id, {"type": "answer", "ask_id": ask_id,
-                                                    "text": record.final_answer or value, "hud": record.hud,
-                                                    "source": "wearer" if source == "wearer" else "human",
-                                                    "final": True})
+            self._stop_waiting(self.queue.for_ask(ask_id))
+            self.hub.send_device(record.device_id, self._answer_event(
+                record, record.final_answer or value, "wearer" if source == "wearer" else "human"))
+
+    def _answer_event(self, record: AskRecord, text: str, source: str) -> Event:
+        """A person's answer for the wearer, with the question it answers and a thumbnail of what was asked about."""
+        return {"type": "answer", "ask_id": record.id, "text": text, "hud": hud_lines(text), "source": source,
+                "final": True, "question": record.question, "thumbnail_url": self._thumbnail(record)}
+
+    def _thumbnail(self, record: AskRecord) -> str | None:
+        """A small JPEG of the redacted frame as a data URL: the device that gets the event can always show it
+        (no token to send, and nothing kept for it once a frame kept only for review is released)."""
+        if self.frames is None or record.frame_sha is None:
+            return None
+        try:
+            small = thumbnail_jpeg(self.frames.redacted_bytes(record.frame_sha), THUMBNAIL_SIDE)
+        except Exception:  # a missing picture never holds back the answer
+            log.warning("no thumbnail for ask %s", record.id, exc_info=True)
+            return None
+        return "data:image/jpeg;base64," + base64.b64encode(small).decode("ascii")
+
+    # -- waiting for a person -------------------------------------------------------------------------------
 
     def on_escalated(self, record: AskRecord) -> None:
         item = self.queue.enqueue_ask(record, live=True)
-        self.hub.send_device(record.device_id, {"type": "status", "ask_id": record.id, "status": STATUS_ASKING})
+        self.hub.send_device(record.device_id, self.waiting(item, record).event())
         self.dispatch(item)
-        self.hub.call_later(self.settings.live_answer_timeout_s, lambda: self.check_timeout(item.id))
+        self._start_waiting(item.id)
+
+    def waiting(self, item: QueueItem, record: AskRecord) -> Waiting:
+        """Where the ask of ``item`` stands now."""
+        now = self.queue.clock()
+        if item.status in ("cancelled", "resolved"):
+            state = "cancelled" if item.status == "cancelled" else "answered"
+        elif not item.live:
+            state = "timed_out"
+        else:
+            state = "asking"
+        waited = max(0.0, (now - as_utc(record.created_at)).total_seconds())
+        held = item.locked_by is not None and item.locked_until is not None and item.locked_until > now
+        return Waiting(record.id, record.question, state, self.queue.position(item.id), int(waited),
+                       with_helper=held and item.status in WAITING)
+
+    def _start_waiting(self, item_id: str) -> None:
+        """Every ``wait_update_s`` the wearer hears where the ask stands; after ``live_answer_timeout_s``, that
+        nobody answered. A new start (keep waiting) replaces the updates running before."""
+        with self._waits_lock:
+            generation = self._waits.get(item_id, 0) + 1
+            self._waits[item_id] = generation
+        self._later(self.settings.wait_update_s, lambda: self.wait_update(item_id, generation))
+        self._later(self.settings.live_answer_timeout_s, lambda: self.check_timeout(item_id, generation))
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        """``fn`` after ``delay`` seconds; an item gone meanwhile (its wearer's data deleted) ends it quietly."""
+
+        def run() -> None:
+            try:
+                fn()
+            except NotFound:
+                pass
+            except Exception:  # a timer has nobody to report to: log it
+                log.exception("waiting update failed")
+
+        self.hub.call_later(delay, run)
+
+    def _current(self, item_id: str, generation: int | None) -> bool:
+        with self._waits_lock:
+            return generation is None or self._waits.get(item_id) == generation
+
+    def _stop_waiting(self, item: QueueItem | None) -> None:
+        if item is not None:
+            with self._waits_lock:
+                self._waits.pop(item.id, None)
+
+    def wait_update(self, item_id: str, generation: int | None = None) -> None:
+        """Tells the wearer the ask's queue position and time waited, and comes back while it is offered live."""
+        if not self._current(item_id, generation):
+            return
+        item = self.queue.get(item_id)
+        if item.status not in WAITING or not item.live or item.ask_id is None:
+            return  # answered, cancelled, or timed out (the wearer was told; keep waiting starts them again)
+        record = self.asks.get(item.ask_id)
+        self.hub.send_device(record.device_id, self.waiting(item, record).event())
+        self._later(self.settings.wait_update_s, lambda: self.wait_update(item_id, generation))
 
     def dispatch(self, item: QueueItem) -> str | None:
         """Offers a live item to the least-busy on-duty reviewer, locked to them; others hear the queue grew."""
@@ -127,13 +250,61 @@ class Humans:
         if revocation.account_id is not None and revocation.release_locks:
             self.queue.release_all(revocation.account_id)
 
-    def check_timeout(self, item_id: str) -> None:
+    def check_timeout(self, item_id: str, generation: int | None = None) -> None:
+        """Nobody answered in time: the item stays queued behind the live ones and the wearer is told."""
+        if not self._current(item_id, generation):
+            return
         item = self.queue.get(item_id)
-        if item.status == "resolved" or item.ask_id is None:
+        if item.status not in WAITING or item.ask_id is None:
             return
         self.queue.set_live(item_id, False)
         record = self.asks.get(item.ask_id)
-        self.hub.send_device(record.device_id, {"type": "status", "ask_id": record.id, "status": STATUS_TIMED_OUT})
+        self.hub.send_device(record.device_id, self.waiting(self.queue.get(item_id), record).event())
+
+    def keep_waiting(self, ask_id: str) -> Waiting:
+        """The wearer waits on after a time-out: the item is offered live again, with updates and a new time-out."""
+        record = self.asks.get(ask_id)
+        item = self._waiting_item(record)
+        self.queue.set_live(item.id, True)
+        self.dispatch(self.queue.get(item.id))
+        self._start_waiting(item.id)
+        now = self.waiting(self.queue.get(item.id), record)
+        self.hub.send_device(record.device_id, now.event())
+        return now
+
+    def cancel(self, ask_id: str) -> Waiting:
+        """The wearer stops waiting: the open item leaves the queue and no helper's answer will come.
+
+        Cancelling again is harmless; an ask a person answered already cannot be cancelled.
+        """
+        record = self.asks.get(ask_id)
+        if _spot_check(record):  # the wearer had the AI's answer: the spot check is not theirs to cancel
+            raise Conflict("this ask is not waiting for a helper")
+        before = self.queue.cancel_for_ask(ask_id)
+        if before is None:
+            item = self._waiting_item(record, allow_cancelled=True)
+            return self.waiting(item, record)  # cancelled before
+        self._stop_waiting(before)
+        self.labels.cancelled(ask_id)
+        now = self.waiting(self.queue.get(before.id), record)
+        self.hub.send_device(record.device_id, now.event())
+        if before.locked_by:  # the helper who has it on screen
+            self.hub.send_reviewer(before.locked_by, {"type": "withdrawn", "item_id": before.id,
+                                                      "reason": "the wearer stopped waiting"})
+        self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
+        return now
+
+    def _waiting_item(self, record: AskRecord, *, allow_cancelled: bool = False) -> QueueItem:
+        item = self.queue.for_ask(record.id)
+        if item is None or item.kind != "ask" or _spot_check(record):
+            raise Conflict("this ask is not waiting for a helper")
+        if item.status == "cancelled" and allow_cancelled:
+            return item
+        if item.status == "cancelled":
+            raise Conflict("this ask was cancelled: ask again to reach a helper")
+        if item.status not in WAITING:
+            raise Conflict("a helper has answered this ask already")
+        return item
 
     def on_resolved(self, item: QueueItem, value: str | None, authors: list[str]) -> None:
         """A settled item teaches the model at once and the answer goes to the wearer's stream."""
@@ -149,13 +320,14 @@ class Humans:
                 self.labels.audit_cannot_tell(item.ask_id)
             return
         # The wearer hears first; storing the label and learning from it follow at once.
-        text = self.labels.final_text(self.labels.canonical(record, value)) if value is not None else CANNOT_TELL
-        self.hub.send_device(record.device_id, {"type": "answer", "ask_id": record.id, "text": text,
-                                                "hud": hud_lines(text), "source": "human", "final": True})
+        self._stop_waiting(item)
+        text = (self.labels.final_text(self.labels.canonical(record, value)) if value is not None
+                else cannot_tell(record))
+        self.hub.send_device(record.device_id, self._answer_event(record, text, "human"))
         if value is not None:
             self.labels.add(item.ask_id, value, source="human", author=author)
         else:
-            self.labels.reject(item.ask_id, CANNOT_TELL)
+            self.labels.reject(item.ask_id, text)
 
 
 def _spot_check(record: AskRecord) -> bool:

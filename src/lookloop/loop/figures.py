@@ -30,10 +30,11 @@ def loop_figures(serving: ServingModel) -> dict[str, Any]:
               "error_upper_bound": None}
     )
     audit_asks, audit_labels, audit_serving = audit_counts(serving.db, serving.model_version)
+    # Coverage has one definition everywhere (``lookloop.metrics``): the share of asks, of every skill, the AI
+    # answered without a person.
     with serving.db.session() as s:
         rows = s.execute(
             select(func.date(AskRow.created_at), AskRow.decision, func.count())
-            .where(AskRow.skill == "identify")
             .group_by(func.date(AskRow.created_at), AskRow.decision)
         ).all()
     days: dict[str, dict[str, int]] = {}

@@ -42,8 +42,9 @@ class LabelService:
         self.hooks = hooks
 
     def canonical(self, record: AskRecord, value: str) -> str:
-        """The stored form of a label: catalogue names for identify asks, the text as given otherwise."""
-        return self.catalogue.canonical_label(value) if record.answer.skill == "identify" else value
+        """The stored form of a label: catalogue names for identify and price asks (both name a product), the text
+        as given otherwise."""
+        return self.catalogue.canonical_label(value) if record.answer.skill in ("identify", "price") else value
 
     def final_text(self, label: str) -> str:
         """What the wearer is told once a person has answered: the product line for catalogue items."""
@@ -120,6 +121,16 @@ class LabelService:
                 return
             row.outcome = Outcome.REJECTED.value
             row.final_answer = text
+            row.answered_at = utcnow()  # when it was settled: the human figures count the time to it
             audit = bool(row.audit)
         if audit:
             self.serving.record_audit_verdict(ask_id, None)
+
+    def cancelled(self, ask_id: str) -> None:
+        """The wearer stopped waiting for a person: the episode ends cancelled, without an answer."""
+        with self.db.session() as s:
+            row = s.get(AskRow, ask_id)
+            if row is None or row.outcome != Outcome.ESCALATED.value:
+                return
+            row.outcome = Outcome.CANCELLED.value
+            row.answered_at = utcnow()

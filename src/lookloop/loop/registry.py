@@ -280,6 +280,13 @@ class ModelRegistry:
         self._event(version_id, "promote", current, reason or why)
         return self.get(version_id)
 
+    def rollback_target(self) -> str | None:
+        """The version a rollback would serve again, or None when there is none it may serve."""
+        stack = self._history()
+        if len(stack) < 2 or stack[-2] in self.marked():
+            return None
+        return stack[-2]
+
     def rollback(self, reason: str = "") -> ModelVersion:
         """Back to the version that served before the current one."""
         stack = self._history()

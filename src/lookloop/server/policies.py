@@ -161,6 +161,22 @@ class Access:
             raise Forbidden(f"labels with source {source!r} need a reviewer or operator")
         return record
 
+    def own_waiting_ask(self, principal: Principal | None, record: AskRecord) -> AskRecord:
+        """Cancelling an ask or waiting on for its helper is for the device that asked, and nobody else (not its
+        wearer's other devices, not operators). An anonymous ask's id is its capability: whoever holds it,
+        without a token."""
+        if record.device_id == ANONYMOUS:
+            if principal is not None and principal.kind != "device":
+                raise Forbidden("only the device that asked may cancel or keep waiting")
+            return record
+        if principal is None:
+            raise Unauthorized("send the device token of the glasses that asked")
+        if principal.kind != "device":
+            raise Forbidden("only the device that asked may cancel or keep waiting")
+        if principal.device_id != record.device_id:
+            raise NotFound("no such ask")  # a stranger learns nothing about whether the id exists
+        return record
+
     def feedback_device(self, principal: Principal | None, record: AskRecord) -> str:
         """Who the feedback on an answer is from; only the device that asked may give it. An anonymous ask's
         id is its capability (anyone holding it, or an operator); everyone else speaks for their own device."""

@@ -14,13 +14,23 @@ const FONT = '11px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
 
 export const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 export const pct = (v) => (v === null || v === undefined ? "–" : (v * 100).toFixed(v >= 0.995 || v === 0 ? 0 : 1) + "%");
-export const secs = (v) => (v === null || v === undefined ? "–" : v < 60 ? v.toFixed(1) + " s" : (v / 60).toFixed(1) + " min");
-export const secAxis = (v) => (v < 60 ? (Number.isInteger(v) ? v : v.toFixed(1)) + " s" : +(v / 60).toFixed(1) + " min");
+export const secs = (v) => (v === null || v === undefined ? "–" : v < 60 ? v.toFixed(1) + " s"
+  : v < 3600 ? (v / 60).toFixed(1) + " min" : (v / 3600).toFixed(1) + " h");
+export const secAxis = (v) => (v < 60 ? (Number.isInteger(v) ? v : v.toFixed(1)) + " s"
+  : v < 3600 ? +(v / 60).toFixed(1) + " min" : +(v / 3600).toFixed(1) + " h");
+/** A round top for a time axis in the unit it is read in (seconds, minutes or hours), so its quarters are round too. */
+export const timeMax = (v) => (v <= 60 ? niceMax(v) : v <= 3600 ? niceMax(v / 60) * 60 : niceMax(v / 3600) * 3600);
 export const pctAxis = (v) => Math.round(v * 100) + "%";
 export const pctFine = (v) => +(v * 100).toFixed(2) + "%"; // 5%, 2.5%, 0.75%: small rates without trailing zeros
 export const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
 export const plain = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 3 : 2).replace(/0+$/, "").replace(/\.$/, ""));
 export const short = (label, n) => (label.length <= n ? label : label.slice(0, n - 1) + "…");
+
+/** Below this many cases a figure may be chance: it is shown with a warning. */
+export const MIN_SAMPLE = 30;
+export const few = (n) => isNum(n) && n < MIN_SAMPLE;
+/** "33% of 3 labels": a figure with what it rests on. */
+export const ofN = (text, n, noun) => `${text} of ${num(n)} ${noun}`;
 
 export function tickLabel(date, bucket) {
   if (bucket === "hour") return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -34,18 +44,26 @@ export function niceMax(v) {
   return 10 * p;
 }
 
-function niceTicks(lo, hi, count) {
+/** Round ticks between lo and hi; with `whole`, whole numbers only (counts: 0, 1, 2 — never 0.25). */
+function niceTicks(lo, hi, count, whole = false) {
   const span = hi - lo;
   if (!(span > 0)) return [lo];
   const raw = span / Math.max(1, count);
   const p = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((v) => v >= raw) || 10 * p;
+  let step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((v) => v >= raw) || 10 * p;
+  if (whole) step = step <= 1 ? 1 : step === 2.5 * p && p >= 1 ? 2 * p : Math.round(step);
   const ticks = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) ticks.push(+v.toFixed(6));
   return ticks;
 }
 
 const quarters = (max) => [0, 1, 2, 3, 4].map((i) => (max * i) / 4);
+/** A count axis: its top (a whole number at least `max`) and whole-number ticks from 0. */
+export function countAxis(max) {
+  const ticks = niceTicks(0, Math.max(1, max), 4, true);
+  const top = ticks[ticks.length - 1] >= max ? ticks[ticks.length - 1] : ticks[ticks.length - 1] + (ticks[1] - ticks[0]);
+  return { top, ticks: niceTicks(0, top, 4, true) };
+}
 
 // -- tooltip: one box for the page, beside the pointer --------------------------------------------------------
 
@@ -168,7 +186,7 @@ export function lineChart(box, pts, bucket, series, opts) {
   clear(box);
   const when = pts.map((p) => tickLabel(p.date, bucket));
   const values = series.map((s) => pts.map((p) => value(p, s.key)));
-  const max = opts.max || niceMax(Math.max(0, ...values.flat().filter(isNum)) * 1.1);
+  const max = opts.max || (opts.nice || niceMax)(Math.max(0, ...values.flat().filter(isNum)) * 1.1);
   const say = (k, i) => opts.format(values[k][i]) + (values[k][i] === null ? "" : ` (n=${pts[i][series[k].n]})`);
   const u = plot(box, {
     height: 220, data: [pts.map((_, i) => i), ...values],
@@ -194,7 +212,7 @@ export function stackedBars(box, pts, bucket) {
   const colors = sources.map((_, k) => SOURCE_COLORS[k % SOURCE_COLORS.length]);
   const counts = sources.map((s) => pts.map((p) => (p.labels_by_source || {})[s] || 0));
   const upTo = (k, i) => counts.slice(0, k + 1).reduce((a, c) => a + c[i], 0);
-  const max = niceMax(Math.max(1, ...pts.map((_, i) => upTo(sources.length - 1, i))));
+  const { top: max, ticks } = countAxis(Math.max(1, ...pts.map((_, i) => upTo(sources.length - 1, i))));
   const when = pts.map((p) => tickLabel(p.date, bucket));
   // uPlot does not stack: each source is a bar up to its running total, drawn tallest first so each shows above
   // the ones below it.
@@ -203,7 +221,7 @@ export function stackedBars(box, pts, bucket) {
   const u = plot(box, {
     height: 220, data: [pts.map((_, i) => i), ...layers],
     scales: { x: slots(pts.length), y: { range: () => [0, max] } },
-    axes: [xAxis(every(pts.length, 7), (i) => when[i]), yAxis(quarters(max), plain)],
+    axes: [xAxis(every(pts.length, 7), (i) => when[i]), yAxis(ticks, plain)],
     series: sources.map((s, k) => ({ label: s, fill: colors[k], stroke: colors[k], width: 0, paths: bars, points: { show: false } }))
       .reverse(),
     cursor: { points: { show: false } },
@@ -212,6 +230,7 @@ export function stackedBars(box, pts, bucket) {
   const segments = counts.flat().filter(Boolean).length;
   if (!segments) note(u.over, "no labels spent in this window");
   box.dataset.bars = String(segments);
+  box.dataset.ticks = ticks.join(",");
   legend(box, sources.map((s, k) => ({ label: s, color: colors[k] })));
   describe(box, box.getAttribute("aria-label"), ["bucket", ...sources], pts.map((_, i) => ({
     cells: [when[i], ...sources.map((s, k) => ({ series: s, value: counts[k][i] || null, text: String(counts[k][i]) }))],
@@ -271,7 +290,7 @@ export function confusion(box, c) {
 
 const LOOP_SERIES = [
   { key: "accuracy", label: "held-out accuracy", tip: "accuracy", color: COLORS.a },
-  { key: "coverage", label: "coverage (answered without a human)", tip: "coverage", color: COLORS.b },
+  { key: "coverage", label: "held-out coverage (share answered without a person)", tip: "coverage", color: COLORS.b },
   { key: "auto_error", label: "auto-answer error", tip: "auto error", color: COLORS.d, lower: true },
 ];
 
@@ -292,7 +311,7 @@ export function loopChart(box, versions, policy) {
     .concat(v.serving ? ["serving"] : [], LOOP_SERIES.some((s) => isNum(v[s.key])) ? [] : ["no held-out metrics"])
     .join(" · ");
   const serving = byX.find((v) => v.serving);
-  const ticks = niceTicks(lo, hi, 6);
+  const ticks = niceTicks(lo, hi, 6, true); // labels seen: a count
   const pane = (series, upper) => ({
     data: [xs, ...series.map((s) => (s.key ? col(s.key) : xs.map(() => alpha)))],
     series: series.map((s) => (s.key ? line(s.label, s.color)
@@ -400,11 +419,13 @@ export function loopDays(box, days) {
     tipText: (i) => {
       const p = at.get(xs[i]);
       if (!p) return null;
-      return `${label(xs[i])} · coverage ${pct(p.coverage)} (${num(p.answered)} of ${num(p.asks)} asks answered without a human)`;
+      return `${label(xs[i])} · coverage ${pct(p.coverage)} (${num(p.answered)} of ${num(p.asks)} asks answered without a person)`;
     },
   });
-  if (!pts.length) note(u.over, "no identify asks yet");
+  if (!pts.length) note(u.over, "no asks yet");
   box.dataset.points = String(pts.length);
-  describe(box, `Live coverage by day over ${pts.length} day${pts.length === 1 ? "" : "s"}`, ["day", "coverage"],
-    pts.map((p) => ({ data: { day: p.day }, cells: [p.day, { series: "coverage", value: p.coverage, text: pct(p.coverage) }] })));
+  describe(box, `Coverage by day over ${pts.length} day${pts.length === 1 ? "" : "s"}: the share of asks the AI answered `
+    + "without a person", ["day", "coverage"],
+    pts.map((p) => ({ data: { day: p.day }, cells: [p.day, { series: "coverage", value: p.coverage,
+      text: `${pct(p.coverage)} of ${num(p.asks)} asks` }] })));
 }

@@ -1,13 +1,15 @@
 /* lookloop operator dashboard: data from /v1/operators/summary and /v1/operators/loop, charts in charts.js. */
 import { $, apiClient, signInForm, SignedOut } from "./api.js";
 import {
-  clear, COLORS, confusion, isNum, lineChart, loopChart, loopDays, num, pct, pctAxis, pctFine, plain, secAxis, secs, short,
-  stackedBars,
+  clear, COLORS, confusion, few, isNum, lineChart, loopChart, loopDays, MIN_SAMPLE, num, ofN, pct, pctAxis, pctFine, plain,
+  secAxis, secs, short, stackedBars, timeMax,
 } from "./charts.js";
 
 const client = apiClient({ tokenKey: "lookloop.operator.token", onSignedOut: showLogin });
 const api = (path, options) => client.api(path, options);
 const state = { data: null, loop: null };
+// The one definition of coverage, said wherever coverage is shown.
+const COVERAGE = "share of asks the AI answered without a person";
 
 // -- sign-in --------------------------------------------------------------------------------------------------
 
@@ -134,16 +136,16 @@ function render(data) {
   const pts = m.points.map((p) => Object.assign({}, p, { date: new Date(p.start) }));
   lineChart($("chart-accuracy"), pts, m.bucket, [
     { key: "accuracy", label: "all labelled asks", color: COLORS.a, n: "labelled" },
-    { key: "auto_accuracy", label: "answered without a human", color: COLORS.b, n: "auto_labelled" },
+    { key: "auto_accuracy", label: "answered without a person", color: COLORS.b, n: "auto_labelled" },
   ], { max: 1, format: pct, axis: pctAxis });
   lineChart($("chart-coverage"), pts, m.bucket, [
-    { key: "coverage", label: "coverage (no human)", color: COLORS.b, n: "asks" },
+    { key: "coverage", label: "coverage", color: COLORS.b, n: "asks" },
     { key: "escalation_rate", label: "escalation rate", color: COLORS.c, n: "asks" },
   ], { max: 1, format: pct, axis: pctAxis });
   lineChart($("chart-answer-time"), pts, m.bucket, [
-    { key: "human_answer_p50_s", label: "p50", color: COLORS.e, n: "human_answered" },
-    { key: "human_answer_p95_s", label: "p95", color: COLORS.d, n: "human_answered" },
-  ], { format: secs, axis: secAxis });
+    { key: "human_resolution_p50_s", label: "median", color: COLORS.e, n: "escalated" },
+    { key: "human_resolution_p95_s", label: "p95", color: COLORS.d, n: "escalated" },
+  ], { format: secs, axis: secAxis, nice: timeMax });
   stackedBars($("chart-labels"), pts, m.bucket);
   confusion($("chart-confusion"), m.confusion);
   perClass($("per-class"), m.confusion);
@@ -152,19 +154,24 @@ function render(data) {
 }
 
 function renderKpis(t, queue) {
+  const ended = [[t.human_answered, "answered"], [t.human_rejected, "can't tell"], [t.human_cancelled, "cancelled"],
+    [t.human_waiting, "still waiting"]].filter(([n]) => n).map(([n, what]) => `${num(n)} ${what}`).join(", ");
+  // [label, value, what it rests on, how many that is (null: no warning), what it means]
   const tiles = [
-    ["Asks", num(t.asks), `${num(t.ai_answered)} by the AI alone`],
-    ["Coverage", pct(t.coverage), "answered without a human"],
-    ["Escalation rate", pct(t.escalation_rate), `${num(t.escalated)} escalated`],
-    ["Accuracy", pct(t.accuracy), `${num(t.labelled)} labelled · auto ${pct(t.auto_accuracy)}`],
-    ["Human answer time", secs(t.human_answer_p50_s), `p95 ${secs(t.human_answer_p95_s)}`],
+    ["Asks", num(t.asks), `${num(t.ai_answered)} answered by the AI alone`, null],
+    ["Coverage", pct(t.coverage), ofN("", t.asks, "asks").trim(), t.asks, COVERAGE],
+    ["Escalation rate", pct(t.escalation_rate), `${num(t.escalated)} of ${num(t.asks)} asks went to a person`, t.asks],
+    ["Accuracy", pct(t.accuracy), ofN("", t.labelled, "labels").trim(), t.labelled,
+      `AI guess = label · without a person: ${pct(t.auto_accuracy)} of ${num(t.auto_labelled)}`],
+    ["Human time to resolution", secs(t.human_resolution_p50_s), `median of ${num(t.escalated)} escalations`,
+      t.escalated, `p95 ${secs(t.human_resolution_p95_s)}${ended ? ` · ${ended}` : ""}`],
     ["Labels spent", num(t.labels_spent), Object.entries(t.labels_by_source || {})
-      .map(([k, v]) => `${k} ${v}${k === "wearer" ? " (free)" : ""}`).join(" · ") || "none"],
-    ["Queue", num(queue.open), `${num(queue.live)} live · ${num(queue.operator)} for operators`],
+      .map(([k, v]) => `${k} ${v}${k === "wearer" ? " (free)" : ""}`).join(" · ") || "none", null],
+    ["Queue", num(queue.open), `${num(queue.live)} live · ${num(queue.operator)} for operators`, null],
   ];
   const box = $("kpis");
   box.replaceChildren();
-  for (const [label, value, sub] of tiles) {
+  for (const [label, value, sub, n, more] of tiles) {
     const el = document.createElement("div");
     el.className = "kpi";
     el.dataset.kpi = label;
@@ -172,8 +179,33 @@ function renderKpis(t, queue) {
     el.querySelector(".label").textContent = label;
     el.querySelector(".value").textContent = value;
     el.querySelector(".sub").textContent = sub;
+    if (more) el.appendChild(Object.assign(document.createElement("div"), { className: "sub more", textContent: more }));
+    if (n !== null && few(n) && n > 0) el.appendChild(fewNote(n));
     box.appendChild(el);
   }
+}
+
+/** The warning under a figure that rests on too few cases to trust. */
+function fewNote(n) {
+  const el = document.createElement("div");
+  el.className = "few";
+  el.textContent = `⚠ only ${num(n)}: under ${MIN_SAMPLE}, may be chance`;
+  return el;
+}
+/** A table cell's text with what it rests on ("33% of 3"), marked when that is too few. */
+function cellOfN(text, n) {
+  if (!isNum(n) || n === 0) return text;
+  const span = document.createElement("span");
+  span.textContent = `${text} of ${num(n)}`;
+  if (few(n)) {
+    const mark = document.createElement("span");
+    mark.className = "few-mark";
+    mark.textContent = " ⚠";
+    mark.title = `only ${n}: under ${MIN_SAMPLE}, may be chance`;
+    mark.setAttribute("aria-label", `(only ${n}: may be chance)`);
+    span.appendChild(mark);
+  }
+  return span;
 }
 
 function table(el, head, rows) {
@@ -199,8 +231,10 @@ function table(el, head, rows) {
 }
 
 function perClass(el, c) {
-  const rows = c.per_class.map((x) => ({ cells: [[x.label], [num(x.support), "num"], [pct(x.recall), "num"], [pct(x.precision), "num"]] }));
-  table(el, [["class"], ["n", "num"], ["recall", "num"], ["precision", "num"]], rows);
+  const rows = c.per_class.map((x) => ({
+    cells: [[x.label], [cellOfN(pct(x.recall), x.support), "num"], [cellOfN(pct(x.precision), x.guessed), "num"]],
+  }));
+  table(el, [["class"], ["recall (of labelled)", "num"], ["precision (of guessed)", "num"]], rows);
 }
 
 function reviewers(el, list) {
@@ -215,9 +249,11 @@ function reviewers(el, list) {
     bar.className = "bar";
     bar.style.width = Math.round(60 * (r.seconds_per_item || 0) / slowest) + "px";
     cellBox.append(bar, document.createTextNode(" " + secs(r.seconds_per_item)));
+    // Agreement only over items another person answered too: on an item settled alone it is agreement with oneself.
+    const agreement = r.agreement_items ? cellOfN(pct(r.agreement), r.agreement_items) : "– (none shared)";
     return {
       cells: [[r.username || r.account_id], [num(r.items), "num"], [num(r.skips), "num"], [cellBox, "num"],
-        [pct(r.agreement), "num"], [r.gold_answered ? `${pct(r.gold_accuracy)} of ${r.gold_answered}` : "–", "num"]],
+        [agreement, "num"], [r.gold_answered ? cellOfN(pct(r.gold_accuracy), r.gold_answered) : "–", "num"]],
     };
   });
   table(el, [["reviewer"], ["items", "num"], ["skips", "num"], ["time / item", "num"], ["agreement", "num"], ["gold", "num"]], rows);
@@ -242,17 +278,21 @@ function models(el, info) {
       b.type = "button";
       b.className = "small secondary";
       b.textContent = "Promote";
+      b.setAttribute("aria-label", `Promote ${v.version}`);
       b.disabled = !info.actions;
       b.addEventListener("click", () => modelAction(`/v1/operators/models/${encodeURIComponent(v.version)}/promote`, `Promote ${v.version}?`));
       actions.appendChild(b);
     }
     const m = Object.entries(v.metrics || {}).filter(([, x]) => typeof x !== "object").slice(0, 3).map(([k, x]) => `${k} ${typeof x === "number" && x <= 1 ? pct(x) : x}`).join(" · ");
+    const what = v.info && v.info.kind === "startup" ? " (start-up model)" : v.info && v.info.note ? ` (${v.info.note})` : "";
     return {
       className: v.serving ? "serving" : "",
-      cells: [[short(v.version, 42)], [v.created_at ? new Date(v.created_at).toLocaleString() : "–"], [m || "–"], [actions]],
+      cells: [[short(v.version, 42) + what], [v.created_at ? new Date(v.created_at).toLocaleString() : "–"], [m || "–"], [actions]],
     };
   });
   const body = table(el, [["version"], ["created"], ["metrics"], [""]], rows);
+  // Roll back only when there is a version to return to, and saying which.
+  if (!info.actions || !info.rollback_to) return;
   const tr = body.insertRow();
   const td = tr.insertCell();
   td.colSpan = 4;
@@ -260,21 +300,27 @@ function models(el, info) {
   rb.type = "button";
   rb.className = "small secondary";
   rb.id = "rollback";
-  rb.textContent = "Roll back to the previous version";
-  rb.disabled = !info.actions;
-  rb.addEventListener("click", () => modelAction("/v1/operators/models/rollback", "Roll back the serving model?"));
+  rb.textContent = `Roll back to ${short(info.rollback_to, 42)}`;
+  rb.title = `Serve ${info.rollback_to} again, instead of ${info.serving}`;
+  rb.addEventListener("click", () => modelAction("/v1/operators/models/rollback",
+    `Roll back: serve ${info.rollback_to} again instead of ${info.serving}?`));
   td.appendChild(rb);
 }
 
 async function modelAction(path, question) {
   if (!window.confirm(question)) return;
+  const done = $("models-done");
   try {
     const out = await api(path, { method: "POST" });
     models($("models"), out);
-    $("status").textContent = "Now serving " + out.serving;
+    done.textContent = out.done || `Now serving ${out.serving}`;
+    $("status").textContent = done.textContent;
     loadLoop(); // the serving mark and the policy follow the promotion
   } catch (err) {
-    if (!(err instanceof SignedOut)) $("status").textContent = "Model change failed: " + err.message;
+    if (!(err instanceof SignedOut)) {
+      done.textContent = "Model change failed: " + err.message;
+      $("status").textContent = done.textContent;
+    }
   }
 }
 
@@ -285,7 +331,7 @@ function renderLoop(data) {
   $("loop").dataset.versions = String(versions.length);
   loopPolicy($("loop-policy"), data);
   if (versions.length) loopChart($("chart-loop"), versions, data.policy || {});
-  else loopEmpty($("chart-loop"));
+  else loopEmpty($("chart-loop"), data.model_version);
   loopDays($("chart-loop-days"), data.by_day || []);
 }
 
@@ -336,29 +382,33 @@ function loopPolicy(box, data) {
       : typeof audit === "object" ? Object.entries(audit).map(([k, v]) => `${k} ${num(v)}`).join(" · ") : num(audit);
     fact(box, "audit", "audit labels", text);
   }
-  const live = data.live || {};
-  if (live.asks) {
-    fact(box, "live", "live coverage", `${pct(live.coverage)} of ${num(live.asks)} identify asks (${num(live.escalated)} escalated)`);
-  }
   const serving = data.serving || data.model_version;
   if (serving) fact(box, "serving", "serving", short(String(serving), 42));
 }
 
-function loopEmpty(container) {
+/** No trained version in the registry yet: the model serving now is the start-up one; say so, and what comes next. */
+function loopEmpty(container, serving) {
   clear(container);
   const box = document.createElement("div");
   box.className = "empty-state";
   box.setAttribute("role", "note");
   box.id = "loop-empty";
+  const line = document.createElement("div");
   const strong = document.createElement("strong");
-  strong.textContent = "No model versions yet";
   const code = document.createElement("code");
   code.textContent = "lookloop train";
+  if (serving) {
+    strong.textContent = "Serving the start-up model";
+    const id = document.createElement("code");
+    id.textContent = short(String(serving), 42);
+    line.append(strong, " ", id, document.createElement("br"), "No trained version to compare it with yet — run ", code);
+  } else {
+    strong.textContent = "No model serves yet";
+    line.append(strong, " — run ", code);
+  }
   const hint = document.createElement("div");
   hint.className = "muted small";
   hint.textContent = "Each trained version appears here as a point: labels seen against its held-out accuracy, coverage and error.";
-  const line = document.createElement("div");
-  line.append(strong, document.createTextNode(" — run "), code);
   box.append(line, hint);
   container.appendChild(box);
 }

@@ -18,7 +18,7 @@ const touchScreen = () => matchMedia("(hover: none), (pointer: coarse)").matches
 const HUD_LINES = 5;
 const HUD_CHARS = 34; // about what fits on a 480 px line
 const OUTBOX_KEY = "lookloop.sim.outbox";
-const sim = { spoken: [], statuses: [], asks: [], events: [], lastAnswer: null };
+const sim = { spoken: [], statuses: [], asks: [], events: [], lastAnswer: null, feedback: [], waits: [] };
 window.__sim = sim;
 
 // -- status: something is always on screen -------------------------------------------------------
@@ -144,7 +144,7 @@ function handleAnswer(body, item, live) {
   questions.set(askRec.id, heard);
   showHud(answer.hud && answer.hud.length ? answer.hud.slice(0, HUD_LINES) : [answer.text]);
   const escalated = answer.decision === "escalate";
-  addLog({ id: askRec.id, q: heard, a: answer.text, kind: escalated ? "escalate" : "answer",
+  addLog({ id: askRec.id, q: heard, a: answer.text, kind: escalated ? "escalate" : "answer", answer,
     meta: `${answer.skill} · ${Math.round(answer.confidence * 100)}%${live ? "" : " · sent from the outbox"}` });
   if (escalated) {
     startWaiting(askRec.id, item.at || Date.now());
@@ -223,8 +223,9 @@ function connectStream() {
     let ev;
     try { ev = JSON.parse(e.data); } catch (err) { return; }
     sim.events.push(ev);
-    if (ev.type === "answer") lateAnswer(ev.ask_id, ev.text, ev.hud, ev.source);
-    else if (ev.type === "status" && ev.status) helperStatus(ev.ask_id, ev.status);
+    if (ev.type === "answer") {
+      lateAnswer(ev.ask_id, ev.text, ev.hud, ev.source, { question: ev.question, thumb: ev.thumbnail_url });
+    } else if (ev.type === "status" && ev.status) helperStatus(ev);
   };
   socket.onclose = async (e) => {
     if (ws === socket) ws = null;
@@ -264,19 +265,25 @@ function streamState(s) {
   if (s !== "refused") els.tokenError.textContent = "";
 }
 
-// -- waiting for a helper: the time waited on the HUD, spoken updates, keep waiting / cancel -----------------
+// -- waiting for a helper: the time waited and the place in line on the HUD, spoken updates, keep waiting / cancel ---
+// The device stream's status events say where the ask stands (state, position, seconds waited, every ~10 s while it is
+// offered to helpers); Cancel and Keep waiting are the server's (POST /v1/asks/{id}/cancel and /keep-waiting).
 const questions = new Map(); // ask id → the question as asked: every late answer shows what it answers
-const waiting = new Map(); // ask id → { since, timedOut, kept }
+const waiting = new Map(); // ask id → { since, timedOut, kept, position, withHelper }
 const cancelled = new Set();
 const answered = new Set();
 const LOCAL_TIMEOUT_S = 60; // without the stream's word, offer "keep waiting" after this long
 let waitTicker = null;
 const clock = (s) => `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 const waitedS = (w) => Math.max(0, Math.floor((Date.now() - w.since) / 1000));
+function ordinal(n) {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  return n + (teen ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+}
 
 function startWaiting(askId, since) {
   if (cancelled.has(askId) || answered.has(askId)) return;
-  if (!waiting.has(askId)) waiting.set(askId, { since, timedOut: false, kept: false });
+  if (!waiting.has(askId)) waiting.set(askId, { since, timedOut: false, kept: false, position: null, withHelper: false });
   showWaiting();
 }
 /** The ask whose wait the HUD shows: the latest one. */
@@ -289,7 +296,14 @@ function waitingStatus() {
   const entry = shownWait();
   if (!entry) return "asking a helper";
   const w = entry[1];
-  return w.timedOut && !w.kept ? "no helper yet — still waiting" : "asking a helper";
+  if (w.timedOut && !w.kept) return "no helper yet — still waiting";
+  return w.withHelper ? "a helper is looking" : "asking a helper";
+}
+/** Where the ask stands in line, in words ("you're next", "3rd in line", "a helper is looking"). */
+function place(w) {
+  if (w.withHelper) return "a helper is looking";
+  if (!w.position) return "";
+  return w.position === 1 ? "you're next" : `${ordinal(w.position)} in line`;
 }
 function showWaiting() {
   const entry = shownWait();
@@ -304,17 +318,34 @@ function showWaiting() {
   if (!w.timedOut && s >= LOCAL_TIMEOUT_S && !(device.token && ws)) w.timedOut = true;
   const more = waiting.size > 1 ? ` · ${waiting.size - 1} more waiting` : "";
   const ask = w.timedOut && !w.kept;
-  els.waitText.textContent = `${ask ? "No helper yet" : w.kept ? "Still waiting" : "Finding a helper"} · ${clock(s)}${more}`;
+  const where = place(w);
+  const head = ask ? "No helper yet" : w.kept ? "Still waiting" : "Finding a helper";
+  els.waitText.textContent = `${head} · ${clock(s)}${where ? ` · ${where}` : ""}${more}`;
   els.waitKeep.hidden = !ask;
   els.hudWait.hidden = false;
   if (!waitTicker) waitTicker = setInterval(showWaiting, 1000);
 }
-/** A status event of the device stream: "asking a helper", then "no helper answered; still queued". */
-function helperStatus(askId, status) {
+/** A status event of the device stream: {state: asking | timed_out | cancelled | answered, position, waited_s}. */
+function helperStatus(ev) {
+  const askId = ev.ask_id;
+  if (askId && ev.question && !questions.has(askId)) questions.set(askId, ev.question);
   if (askId && (cancelled.has(askId) || answered.has(askId))) return;
-  if (askId) startWaiting(askId, waiting.has(askId) ? waiting.get(askId).since : Date.now());
+  if (ev.state === "answered") return; // the answer event brings the rest
+  if (askId && ev.state === "cancelled") { stopWaiting(askId); return; } // cancelled from another of its screens
+  const timedOut = ev.state ? ev.state === "timed_out" : /no helper|still queued|timed? ?out/i.test(ev.status);
+  if (askId) {
+    const known = Number.isFinite(ev.waited_s) ? Date.now() - ev.waited_s * 1000 : Date.now();
+    startWaiting(askId, waiting.has(askId) ? waiting.get(askId).since : known);
+  }
   const w = askId && waiting.get(askId);
-  if (w && /no helper|still queued|timed? ?out/i.test(status)) {
+  if (!w) { setStatus("asking", ev.status); return; }
+  if (Number.isFinite(ev.waited_s) && Math.abs(waitedS(w) - ev.waited_s) > 3) w.since = Date.now() - ev.waited_s * 1000;
+  const helperNow = Boolean(ev.with_helper) && !w.withHelper;
+  w.position = Number.isFinite(ev.position) ? ev.position : null;
+  w.withHelper = Boolean(ev.with_helper);
+  sim.waits.push({ askId, state: ev.state || "", position: w.position, waited: ev.waited_s });
+  if (timedOut) {
+    if (w.timedOut && !w.kept) { showWaiting(); return; } // told already: only the numbers change
     w.timedOut = true;
     w.kept = false;
     showWaiting();
@@ -324,21 +355,25 @@ function helperStatus(askId, status) {
     if (els.speak.checked) speakText(`No helper has answered yet, after ${spokenTime(waitedS(w))}. Still trying.`, null);
     return;
   }
-  setStatus("asking", status);
+  showWaiting();
+  setStatus("asking", waitingStatus());
+  if (helperNow && els.speak.checked) speakText("A helper is looking now.", null);
 }
 const spokenTime = (s) => (s < 60 ? `${s} seconds` : `${Math.floor(s / 60)} minute${s >= 120 ? "s" : ""}${s % 60 ? ` ${s % 60} seconds` : ""}`);
-function keepWaiting() {
+async function keepWaiting() {
   const entry = shownWait();
   if (!entry) return;
-  entry[1].kept = true;
+  const [askId, w] = entry;
+  w.kept = true;
   showWaiting();
   setStatus("asking", "asking a helper");
   if (els.speak.checked) speakText("OK, still waiting for a helper.", null);
+  try {
+    const now = await device.api(`/v1/asks/${askId}/keep-waiting`, { method: "POST" });
+    if (waiting.get(askId) === w) helperStatus({ ...now, ask_id: askId });
+  } catch (err) { /* answered meanwhile (its answer is on its way), or the server is away: the wait goes on */ }
 }
-function cancelWaiting() {
-  const entry = shownWait();
-  if (!entry) return;
-  const [askId] = entry;
+function stopWaiting(askId) {
   waiting.delete(askId);
   watched.delete(askId);
   cancelled.add(askId);
@@ -346,6 +381,14 @@ function cancelWaiting() {
   showHud(["Cancelled: you won't hear", "about that one."], { question: questions.get(askId) });
   if (els.speak.checked) speakText("Cancelled.", null).then(settle);
   else settle();
+}
+async function cancelWaiting() {
+  const entry = shownWait();
+  if (!entry) return;
+  const [askId] = entry;
+  stopWaiting(askId);
+  // The ask leaves the review queue: no helper spends time on it. An answer already on its way is logged quietly.
+  try { await device.api(`/v1/asks/${askId}/cancel`, { method: "POST" }); } catch (err) { /* answered already */ }
 }
 function watchForHelper(askId) {
   if (device.token && ws) return; // the stream will bring the answer
@@ -355,7 +398,12 @@ function watchForHelper(askId) {
     if (!watched.has(askId)) return;
     try {
       const rec = await device.api(`/v1/asks/${askId}`);
-      if (rec.final_answer) { lateAnswer(askId, rec.final_answer, [rec.final_answer], "human"); return; }
+      if (rec.final_answer) {
+        // An anonymous ask's frame needs no token; with one, an <img> could not send it.
+        lateAnswer(askId, rec.final_answer, [rec.final_answer], "human",
+          { question: rec.question, thumb: device.token ? null : rec.frame_url });
+        return;
+      }
     } catch (err) { /* try again */ }
     setTimeout(poll, 3000);
   };
@@ -367,17 +415,18 @@ async function askedQuestion(askId) {
   return questions.get(askId);
 }
 /** A helper's answer: shown and spoken with the question it answers (quietly logged if the wearer cancelled). */
-async function lateAnswer(askId, text, hud, sourceName) {
+async function lateAnswer(askId, text, hud, sourceName, { question = null, thumb = null } = {}) {
   if (answered.has(askId)) return; // the stream and the poller may both bring it
   answered.add(askId);
   watched.delete(askId);
   const w = waiting.get(askId);
   waiting.delete(askId);
   showWaiting();
-  const question = await askedQuestion(askId);
+  if (question && !questions.has(askId)) questions.set(askId, question);
+  question = question || (await askedQuestion(askId));
   const after = w ? ` after ${clock(waitedS(w))}` : "";
   const quiet = cancelled.has(askId);
-  addLog({ id: askId, q: question || "an earlier question", a: text, kind: "human",
+  addLog({ id: askId, q: question || "an earlier question", a: text, kind: "human", thumb,
     meta: `${sourceName || "human"} answered${after}${quiet ? " · you had cancelled" : ""}` });
   if (quiet) { settle(); return; }
   showHud(hud && hud.length ? hud : [text], { question });
@@ -430,33 +479,168 @@ async function flushOutbox() {
 }
 setInterval(() => { if (pendingOutbox().length) flushOutbox(); }, 3000);
 
-// -- the conversation log with right/wrong feedback ----------------------------------------------------
-function addLog({ id, q, a, kind, meta }) {
+// -- the conversation log with right/wrong feedback that fits the skill ------------------------------------------
+// "✗ wrong" never opens a browser prompt. identify and price: pick one of the AI's other candidates, or type a
+// catalogue name (suggested from GET /v1/catalog); read and translate: edit the text in place; any other skill:
+// right or wrong only.
+const PRODUCT_SKILLS = new Set(["identify", "price"]);
+const TEXT_SKILLS = new Set(["read", "translate"]);
+const shownName = (label) => String(label).replace(/[-_]/g, " ");
+let fixCount = 0;
+
+function addLog({ id, q, a, kind, meta, answer = null, thumb = null }) {
   const li = document.createElement("li");
   li.className = kind;
+  li.dataset.ask = id;
   const qd = document.createElement("div"); qd.className = "q"; qd.textContent = `“${q}”`;
   const ad = document.createElement("div"); ad.className = "a"; ad.textContent = a;
   const md = document.createElement("div"); md.className = "meta"; md.textContent = meta;
+  if (thumb) {
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.src = thumb;
+    img.alt = "what you asked about";
+    li.append(img);
+  }
   if (kind === "answer" || kind === "escalate") {
-    for (const [label, verdict] of [["✓ right", "right"], ["✗ wrong", "wrong"]]) {
-      const b = document.createElement("button");
-      b.type = "button"; b.textContent = label; b.title = `the answer was ${verdict}`;
-      b.onclick = () => feedback(id, verdict, md);
-      md.append(b);
-    }
+    const right = feedbackButton("✓ right", "the answer was right");
+    right.onclick = () => feedback(id, "right", null, md, { skill: answer && answer.skill });
+    const wrong = feedbackButton("✗ wrong", "the answer was wrong");
+    wrong.setAttribute("aria-expanded", "false");
+    wrong.onclick = () => wrongAnswer(li, id, answer, md, wrong);
+    md.append(right, wrong);
   }
   li.append(qd, ad, md);
   // Newest first, and the list scrolled to the top: the latest answer is where the eye is.
   els.log.prepend(li);
   els.log.scrollTop = 0;
 }
-async function feedback(askId, verdict, where) {
-  let correction = null;
-  if (verdict === "wrong") correction = prompt("What is it really? (optional)") || null;
+function feedbackButton(text, title) {
+  const b = document.createElement("button");
+  b.type = "button"; b.textContent = text; b.title = title;
+  return b;
+}
+
+/** "✗ wrong": what comes next depends on the skill that answered. */
+function wrongAnswer(li, askId, answer, where, button) {
+  const skill = answer ? answer.skill : "";
+  if (!PRODUCT_SKILLS.has(skill) && !TEXT_SKILLS.has(skill)) { feedback(askId, "wrong", null, where, { skill }); return; }
+  const open = li.querySelector(".fix");
+  if (open) { closeFix(open, button); return; }
+  const panel = PRODUCT_SKILLS.has(skill) ? productFix(askId, answer, where) : textFix(askId, answer, where);
+  panel.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); closeFix(panel, button); } });
+  li.append(panel);
+  button.setAttribute("aria-expanded", "true");
+  (panel.querySelector(".pick") || panel.querySelector("input, textarea")).focus();
+}
+function closeFix(panel, button) {
+  panel.remove();
+  button.setAttribute("aria-expanded", "false");
+  button.focus();
+}
+function fixPanel(title) {
+  const panel = document.createElement("form");
+  panel.className = "fix";
+  const id = `fix-title-${++fixCount}`;
+  panel.setAttribute("aria-labelledby", id);
+  const h = document.createElement("div");
+  h.className = "fix-title"; h.id = id; h.textContent = title;
+  panel.append(h);
+  return panel;
+}
+function fixActions(panel, sendLabel, onSend, onJustWrong) {
+  const row = document.createElement("div");
+  row.className = "fix-row";
+  const send = feedbackButton(sendLabel, "send the right answer");
+  send.type = "submit"; send.className = "send";
+  const plain = feedbackButton("just wrong", "say it was wrong without the right answer");
+  plain.onclick = onJustWrong;
+  row.append(send, plain);
+  panel.append(row);
+  panel.addEventListener("submit", (e) => { e.preventDefault(); onSend(); });
+}
+
+/** identify and price: the AI's other candidates as buttons, and a catalogue name typed with suggestions. */
+function productFix(askId, answer, where) {
+  const panel = fixPanel("What was it?");
+  const said = answer.result && answer.result.label;
+  const picks = document.createElement("div");
+  picks.className = "picks";
+  for (const c of (answer.candidates || []).filter((c) => c.label !== said).slice(0, 3)) {
+    const b = feedbackButton(shownName(c.label), `it was ${shownName(c.label)}`);
+    b.className = "pick";
+    b.onclick = () => feedback(askId, "wrong", c.label, where, { panel, skill: answer.skill });
+    picks.append(b);
+  }
+  if (picks.childElementCount) panel.append(picks);
+  const label = document.createElement("label");
+  label.className = "fix-field";
+  label.textContent = picks.childElementCount ? "or type its name" : "its name";
+  const input = document.createElement("input");
+  input.type = "text"; input.maxLength = 500; input.autocomplete = "off";
+  input.setAttribute("list", catalogList());
+  input.addEventListener("input", () => suggest(input.value));
+  label.append(input);
+  panel.append(label);
+  fixActions(panel, "send", () => {
+    const name = input.value.trim();
+    if (name) feedback(askId, "wrong", name, where, { panel, skill: answer.skill });
+    else input.focus();
+  }, () => feedback(askId, "wrong", null, where, { panel, skill: answer.skill }));
+  suggest("");
+  return panel;
+}
+/** read and translate: the text as the AI gave it, to put right. */
+function textFix(askId, answer, where) {
+  const panel = fixPanel("Put the text right");
+  const label = document.createElement("label");
+  label.className = "fix-field";
+  label.textContent = "the right text";
+  const area = document.createElement("textarea");
+  area.rows = Math.min(6, Math.max(2, answer.text.split("\n").length + 1));
+  area.maxLength = 500;
+  area.value = answer.text;
+  label.append(area);
+  panel.append(label);
+  const send = () => {
+    const text = area.value.trim();
+    feedback(askId, "wrong", text && text !== answer.text.trim() ? text : null, where, { panel, skill: answer.skill });
+  };
+  area.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(); } });
+  fixActions(panel, "send", send, () => feedback(askId, "wrong", null, where, { panel, skill: answer.skill }));
+  return panel;
+}
+
+// Catalogue names for the typed correction: one <datalist>, filled from GET /v1/catalog?q= as the wearer types.
+let catalogTimer = null, catalogAsked = null;
+function catalogList() {
+  if (!$("catalog-names")) document.body.append(Object.assign(document.createElement("datalist"), { id: "catalog-names" }));
+  return "catalog-names";
+}
+function suggest(text) {
+  clearTimeout(catalogTimer);
+  catalogTimer = setTimeout(async () => {
+    const q = text.trim();
+    if (q === catalogAsked) return;
+    catalogAsked = q;
+    let items = [];
+    try { items = await device.api(`/v1/catalog${q ? `?q=${encodeURIComponent(q)}` : ""}`); } catch (err) { return; }
+    $("catalog-names").replaceChildren(...items.slice(0, 20).map((i) => Object.assign(document.createElement("option"), {
+      value: i.name, label: shownName(i.name) + (i.price != null ? ` · ${i.price.toFixed(2)} ${i.currency}` : ""),
+    })));
+  }, 150);
+}
+
+async function feedback(askId, verdict, correction, where, { panel = null, skill = "" } = {}) {
   const sent = await device.api(`/v1/asks/${askId}/feedback`, {
     method: "POST", json: { verdict, correction }, headers: { "Idempotency-Key": uuid() },
   }).then(() => true, () => false);
-  where.textContent = sent ? `thanks — marked ${verdict}` : "feedback not sent";
+  sim.feedback.push({ askId, verdict, correction, sent });
+  const hadFocus = panel && panel.contains(document.activeElement);
+  if (panel) panel.remove();
+  const fixed = correction ? ` — it was ${PRODUCT_SKILLS.has(skill) ? shownName(correction) : `“${correction}”`}` : "";
+  where.textContent = sent ? `thanks — marked ${verdict}${fixed}` : "feedback not sent";
+  if (hadFocus) { where.tabIndex = -1; where.focus(); } // the keyboard stays on the answer it spoke about
 }
 
 // -- wiring -------------------------------------------------------------------------------------------

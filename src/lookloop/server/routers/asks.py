@@ -13,7 +13,7 @@ from lookloop.server.auth import Principal, current_principal
 from lookloop.server.deps import get_access, get_system
 from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
 from lookloop.server.policies import Access, idempotency_key, require
-from lookloop.server.schemas.asks import AskOut, LabelIn, RouteIn, RouteOut
+from lookloop.server.schemas.asks import AskOut, LabelIn, RouteIn, RouteOut, WaitOut
 from lookloop.server.schemas.errors import error_responses
 from lookloop.store import idempotency
 from lookloop.system import Lookloop
@@ -78,6 +78,20 @@ def get_frame(system: System, access: Policy, caller: Caller, ask_id: str) -> Re
     if record.frame_sha is None:
         raise NotFound("this ask has no frame")
     return Response(system.frame_bytes(record.frame_sha), media_type="image/jpeg")
+
+
+@router.post("/{ask_id}/cancel", response_model=WaitOut, responses=error_responses(401, 403, 404, 409),
+             summary="Stop waiting for a helper: the ask leaves the review queue")
+def cancel_ask(system: System, access: Policy, caller: Caller, ask_id: str) -> WaitOut:
+    access.own_waiting_ask(caller, system.get_ask(ask_id))
+    return WaitOut.of(system.humans.cancel(ask_id))
+
+
+@router.post("/{ask_id}/keep-waiting", response_model=WaitOut, responses=error_responses(401, 403, 404, 409),
+             summary="Keep waiting after no helper answered in time: the ask is offered to helpers again")
+def keep_waiting(system: System, access: Policy, caller: Caller, ask_id: str) -> WaitOut:
+    access.own_waiting_ask(caller, system.get_ask(ask_id))
+    return WaitOut.of(system.humans.keep_waiting(ask_id))
 
 
 @router.post("/{ask_id}/labels", response_model=AskOut, responses=_ERRORS, summary="Give the right answer")

@@ -43,8 +43,9 @@ def _reviewers(system: Lookloop) -> list[dict[str, Any]]:
     return [asdict(r) for r in system.humans.queue.stats()]
 
 
-def _models(system: Lookloop) -> ModelsOut:
-    return ModelsOut.of(system.model_version, system.registry.list())
+def _models(system: Lookloop, done: str | None = None) -> ModelsOut:
+    return ModelsOut.of(system.model_version, system.registry.list(), rollback_to=system.registry.rollback_target(),
+                        done=done)
 
 
 # -- endpoints --------------------------------------------------------------------------------------------
@@ -70,15 +71,20 @@ def models(system: System, _: Operator) -> ModelsOut:
 @router.post("/models/{version}/promote", response_model=ModelsOut, responses=_ERRORS,
              summary="Serve this model version (needs the model registry)")
 def promote(system: System, _: Operator, version: str) -> ModelsOut:
+    before = system.model_version
     system.serving.promote(version)
-    return _models(system)
+    now = system.model_version
+    if now == before:
+        return _models(system, f"{now} serves already")
+    return _models(system, f"Promoted {now}: it serves now instead of {before}; roll back returns to {before}")
 
 
 @router.post("/models/rollback", response_model=ModelsOut, responses=_ERRORS,
              summary="Go back to the previously served version (needs the model registry)")
 def rollback(system: System, _: Operator) -> ModelsOut:
+    before = system.model_version
     system.serving.rollback()
-    return _models(system)
+    return _models(system, f"Rolled back: {system.model_version} serves again instead of {before}")
 
 
 @router.get("/loop", responses=_ERRORS,

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from lookloop.domain import AskRecord
+from lookloop.humans.runtime import Waiting
 
 
 class CandidateOut(BaseModel):
@@ -78,3 +79,22 @@ class RouteIn(BaseModel):
 class RouteOut(BaseModel):
     question: str
     skill: str | None
+
+
+class WaitOut(BaseModel):
+    """Where an ask waiting for a person stands (the same as the status events of the device stream)."""
+
+    ask_id: str
+    question: str
+    state: str = Field(description="'asking' (offered to helpers now), 'timed_out' (nobody answered in time; still "
+                       "queued), 'cancelled' or 'answered'.")
+    status: str = Field(description="The state in words, as the device stream says it.")
+    position: int | None = Field(description="Place in the review queue (1: the next a helper gets); null when "
+                                 "it waits no more.")
+    waited_s: int = Field(description="Seconds since the ask.")
+    with_helper: bool = Field(description="Whether a helper has it on screen now.")
+
+    @classmethod
+    def of(cls, w: Waiting) -> WaitOut:
+        return cls(ask_id=w.ask_id, question=w.question, state=w.state, status=w.status, position=w.position,
+                   waited_s=w.waited_s, with_helper=w.with_helper)

@@ -93,9 +93,11 @@ class ReviewerStatsOut(BaseModel):
     items: int
     skips: int
     seconds_per_item: float | None
-    agreement: float | None
+    agreement: float | None = Field(description="Agreement with the consensus over the items at least two people "
+                                    "answered (null when there were none).")
     gold_answered: int
     gold_accuracy: float | None
+    agreement_items: int = Field(default=0, description="How many items the agreement rests on.")
 
     @classmethod
     def of(cls, r: ReviewerStats) -> ReviewerStatsOut:

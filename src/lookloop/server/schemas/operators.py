@@ -15,7 +15,8 @@ class PointOut(BaseModel):
     asks: int
     ai_answered: int
     escalated: int
-    coverage: float | None = Field(description="Share of asks the AI answered on its own.")
+    coverage: float | None = Field(description="Share of asks the AI answered without a person (the one "
+                                   "definition of coverage).")
     escalation_rate: float | None
     labelled: int
     correct: int
@@ -23,8 +24,15 @@ class PointOut(BaseModel):
     auto_labelled: int
     auto_correct: int
     auto_accuracy: float | None = Field(description="Accuracy over the asks answered without a human.")
-    human_answered: int
-    human_answer_p50_s: float | None
+    human_answered: int = Field(description="Escalations a person answered with a label.")
+    human_rejected: int = Field(description="Escalations a person could not answer (\"can't tell\").")
+    human_cancelled: int = Field(description="Escalations the wearer stopped waiting for.")
+    human_waiting: int = Field(description="Escalations nobody has settled yet (timed out, still queued).")
+    human_resolution_p50_s: float | None = Field(
+        description="Median seconds from an escalation until a person settled it (an answer or \"can't tell\"); "
+        "unsettled ones count with the time they waited (until cancelled, or until now).")
+    human_resolution_p95_s: float | None
+    human_answer_p50_s: float | None = Field(description="The same over the escalations a person answered only.")
     human_answer_p95_s: float | None
     labels_spent: int = Field(description="Labels people produced (not imports, not wearer feedback).")
     labels_by_source: dict[str, int]
@@ -32,9 +40,11 @@ class PointOut(BaseModel):
 
 class ClassStatsOut(BaseModel):
     label: str
-    support: int
+    support: int = Field(description="Labelled asks of this class: what the recall rests on.")
     recall: float | None
     precision: float | None
+    guessed: int = Field(default=0, description="Labelled asks the AI guessed as this class: what the precision "
+                         "rests on.")
 
 
 class ConfusionOut(BaseModel):
@@ -79,14 +89,21 @@ class ModelsOut(BaseModel):
     registry: bool = Field(description="Whether a model registry is installed (versions are listed from it).")
     actions: bool = Field(description="Whether promote and rollback are available here.")
     versions: list[ModelVersionOut]
+    rollback_to: str | None = Field(
+        default=None, description="The version a rollback would serve again; null when there is none.")
+    done: str | None = Field(default=None, description="What a promotion or rollback just did, in words.")
 
     @classmethod
-    def of(cls, serving: str, versions: list[ModelVersion]) -> ModelsOut:
+    def of(cls, serving: str, versions: list[ModelVersion], *, rollback_to: str | None = None,
+           done: str | None = None) -> ModelsOut:
         """The registered versions; the serving one first as 'not registered' when the registry lacks it."""
         entries = [ModelVersionOut.of(v, serving) for v in versions]
         if not any(v.serving for v in entries):
-            entries.insert(0, ModelVersionOut(version=serving, serving=True, info={"note": "serving (not registered)"}))
-        return cls(serving=serving, registry=True, actions=True, versions=entries)
+            entries.insert(0, ModelVersionOut(
+                version=serving, serving=True,
+                info={"note": "the start-up model (not registered until the first promotion keeps it)"}))
+        return cls(serving=serving, registry=True, actions=True, versions=entries, rollback_to=rollback_to,
+                   done=done)
 
 
 class OperatorSummaryOut(BaseModel):
