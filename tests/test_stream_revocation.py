@@ -107,8 +107,8 @@ def test_a_signed_out_reviewer_socket_closes_and_its_locks_go_back(
         assert ws.receive_json()["type"] == "hello"
         ask_id = _escalate(client, small_system, grocery, device)
         pushed = ws.receive_json()
-        assert pushed["type"] == "item" and pushed["item"]["ask_id"] == ask_id
-        item_id = pushed["item"]["id"]
+        item_id = pushed["item"]["id"]  # reviewers see items, not ask ids
+        assert pushed["type"] == "item" and small_system.humans.queue.get(item_id).ask_id == ask_id
         assert client.post(f"/v1/review/items/{item_id}/claim", headers=bearer(rob)).status_code == 409
 
         started = time.monotonic()
