@@ -111,7 +111,10 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
     run = Run()
     ws_base = base.replace("http://", "ws://")
     pending_by_ask: dict[str, Trip] = {}
-    early_items: dict[str, float] = {}  # items that beat the HTTP response home
+    # Reviewers see no ask ids: each ask's question carries a tag, and the item on the reviewer's socket is
+    # matched to its trip by the question.
+    pending_by_question: dict[str, Trip] = {}
+    early_items: dict[str, float] = {}  # items that beat the HTTP response home (by question)
     early_answers: dict[str, float] = {}
     dispatch: dict[str, float] = {}  # queue item created on the server → on the reviewer's socket
     total = len(creds["devices"]) * asks_per_wearer
@@ -131,10 +134,11 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
                     if ev.get("type") != "item":
                         continue
                     item = ev["item"]
-                    dispatch[item["ask_id"]] = (wall - float(item["escalated_at"])) * 1000
-                    trip = pending_by_ask.get(item["ask_id"])
+                    key = str(item["question"])
+                    dispatch[key] = (wall - float(item["escalated_at"])) * 1000
+                    trip = pending_by_question.get(key)
                     if trip is None:
-                        early_items[item["ask_id"]] = now
+                        early_items[key] = now
                     else:
                         trip.to_reviewer = now
                     label = item["candidates"][0]["label"] if item["candidates"] else "Banana"
@@ -142,7 +146,7 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
                     if trip is not None:
                         trip.answer_sent = sent
                     else:
-                        early_items[item["ask_id"] + ":answer"] = sent
+                        early_items[key + ":answer"] = sent
                     asyncio.create_task(answer(item["id"], label))
 
         async def answer(item_id: str, label: str) -> None:
@@ -177,8 +181,9 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
                 await asyncio.sleep(rng.uniform(0, period_s))
                 for k in range(asks_per_wearer):
                     photo = photos[(index * asks_per_wearer + k) % len(photos)]
+                    question = f"what is this? #{index}-{k}"
                     trip = Trip(sent=time.perf_counter())
-                    resp = await http.post("/v1/asks", data={"question": "what is this?"},
+                    resp = await http.post("/v1/asks", data={"question": question, "skill": "identify"},
                                            files={"image": (photo.name, photo.read_bytes())}, headers=headers)
                     if resp.status_code != 200:
                         run.errors.append(f"ask {resp.status_code}: {resp.text[:120]}")
@@ -186,9 +191,10 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
                     ask_id = resp.json()["id"]
                     run.trips[ask_id] = trip
                     pending_by_ask[ask_id] = trip
-                    if ask_id in early_items:
-                        trip.to_reviewer = early_items.pop(ask_id)
-                        trip.answer_sent = early_items.pop(ask_id + ":answer", None)
+                    pending_by_question[question] = trip
+                    if question in early_items:
+                        trip.to_reviewer = early_items.pop(question)
+                        trip.answer_sent = early_items.pop(question + ":answer", None)
                     if ask_id in early_answers:
                         trip.to_wearer = early_answers.pop(ask_id)
                     await asyncio.sleep(rng.uniform(0.5, 1.5) * period_s)
@@ -203,9 +209,9 @@ async def _drive(base: str, creds: dict[str, Any], photos: list[Path], asks_per_
         await asyncio.wait_for(asyncio.gather(*(wearer(t, i) for i, t in enumerate(creds["devices"]))),
                                deadline_s + period_s * (asks_per_wearer + 2))
         rev.cancel()
-    for ask_id, ms in dispatch.items():
-        if ask_id in run.trips:
-            run.trips[ask_id].dispatch_ms = ms
+    for question, ms in dispatch.items():
+        if question in pending_by_question:
+            pending_by_question[question].dispatch_ms = ms
     return run
 
 
