@@ -21,8 +21,12 @@ run: install
 	@scripts/apt-ensure.sh $(APT_RUN)
 	$(BIN)/lookloop serve
 
+# The layer contracts (import-linter), ruff and mypy run first: a broken layer fails the build in a minute.
 test: install-dev
 	@scripts/apt-ensure.sh $(APT_TEST)
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy --strict src/lookloop
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -44,6 +48,7 @@ $(DEV_STAMP): $(STAMP) pyproject.toml
 lint: install-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy --strict src/lookloop
+	$(BIN)/lint-imports --no-logo
 
 bench: install
 	@scripts/apt-ensure.sh $(APT_BENCH)
