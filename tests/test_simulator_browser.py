@@ -485,7 +485,8 @@ def test_simulator_keyboard_and_layout_at_1280x800(browser: Any, server: LiveSer
     photo = next(i for i in small_val(grocery) if i.label == PRODUCT).path
     page.evaluate("document.activeElement && document.activeElement.blur()")
     assert tab_to(page, "#upload-button"), "the photo upload cannot be reached with the keyboard"
-    with page.expect_file_chooser(timeout=10_000) as chooser:
+    page.focus("#upload-button")  # the camera's start may have moved the focus since: Enter goes to the button
+    with page.expect_file_chooser(timeout=20_000) as chooser:
         page.keyboard.press("Enter")
     chooser.value.set_files(str(photo))
     page.wait_for_selector("#still", state="visible")
