@@ -189,7 +189,7 @@ class JobQueue:
                 raise NotFound(f"no job {job_id!r}")
             return JobInfo.of(row)
 
-    def list(self, *, state: str | None = None, task: str | None = None, limit: int = 50) -> list[JobInfo]:
+    def recent(self, *, state: str | None = None, task: str | None = None, limit: int = 50) -> list[JobInfo]:
         """Newest first."""
         if state is not None and state not in {s.value for s in JobState}:
             raise BadInput(f"unknown job state {state!r}; one of {', '.join(s.value for s in JobState)}")
