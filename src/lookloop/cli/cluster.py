@@ -144,8 +144,8 @@ def stop_postgres(state: ClusterState) -> None:
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     # A session of its own: Ctrl-C reaches this process only, which then stops the others in order.
-    return subprocess.Popen([sys.executable, "-m", "lookloop.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "lookloop.cli", *args], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def children(pid: int) -> list[int]:
