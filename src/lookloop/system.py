@@ -22,6 +22,7 @@ from lookloop.humans.live import LiveHub
 from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
 from lookloop.humans.queue import ReviewQueue
 from lookloop.humans.runtime import Humans
+from lookloop.jobs import JobQueue, job_queue
 from lookloop.loop.asking import AskService, Hooks
 from lookloop.loop.calibration import AuditVerdict
 from lookloop.loop.labels import LabelService
@@ -29,6 +30,7 @@ from lookloop.loop.learner import IdentifyModel
 from lookloop.loop.policies import EscalationPolicy
 from lookloop.loop.registry import ModelRegistry
 from lookloop.loop.serving import ServingModel
+from lookloop.loop.training import TRAIN_JOB, TrainJob
 from lookloop.memory.store import MemoryStore, NoteStore
 from lookloop.models.backends import ChatBackend, chat_backend, vision_backend
 from lookloop.models.embcache import EmbeddingCache, ProgressFn
@@ -37,7 +39,8 @@ from lookloop.models.ocr import TextReader, shared_reader
 from lookloop.models.text import TextEmbedder, default_text_embedder
 from lookloop.privacy.consent import ConsentService
 from lookloop.privacy.deletion import Deletion
-from lookloop.privacy.storage import FramePrivacy
+from lookloop.privacy.retention import PURGE_JOB, PurgeJob
+from lookloop.privacy.storage import REDACT_JOB, FramePrivacy
 from lookloop.skills.base import Classifier, Skill
 from lookloop.skills.notes import ExtractiveSummariser, NoteService
 from lookloop.skills.registry import default_skills
@@ -104,6 +107,7 @@ class System:
 
     settings: Settings
     db: Database
+    jobs: JobQueue
     hooks: Hooks
     frames: FrameStore
     privacy: FramePrivacy
@@ -145,9 +149,11 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
     """Constructs every service of lookloop with its dependencies; nothing is loaded or migrated yet."""
     private_dir(settings.resolved_var_dir)  # 0700: the database, frames, keys and caches are the service's alone
     db = db or Database(settings.resolved_database_url)
+    jobs = job_queue(db, max_attempts=settings.job_max_attempts, retry_wait_s=settings.job_retry_wait_s,
+                     stalled_after_s=settings.job_stalled_after_s)
     hooks = Hooks()
     frames = FrameStore(settings.frames_dir)
-    privacy = FramePrivacy(settings, db, frames)
+    privacy = FramePrivacy(settings, db, frames, jobs=jobs)
     consent = ConsentService(db)
     catalogue = Catalogue(db)
     registry = ModelRegistry(db, settings.model_cache_dir / "versions")
@@ -179,7 +185,11 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
     hooks.labelled.append(release_frame)
     deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry, routing=routing)
     speech = SpeechService(settings)  # voice asks; spoken answers live as long as the system
-    return System(settings=settings, db=db, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
+    # Background work, run where jobs run (a thread of the server on SQLite, `lookloop worker` on Postgres).
+    jobs.register(REDACT_JOB, privacy.redact_job)
+    jobs.register(PURGE_JOB, PurgeJob(privacy, db), every_s=settings.purge_interval_s)
+    jobs.register(TRAIN_JOB, TrainJob(serving), max_attempts=2)
+    return System(settings=settings, db=db, jobs=jobs, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
                   notes=notes, asks=asks, labels=labels, humans=humans, deletion=deletion, speech=speech,
                   skill_set=skill_set)
@@ -196,6 +206,7 @@ class Lookloop:
         self.parts = parts
         self.settings = settings
         self.db = parts.db
+        self.jobs = parts.jobs
         self.hooks = parts.hooks
         self.frames = parts.frames
         self.privacy = parts.privacy
@@ -226,6 +237,7 @@ class Lookloop:
 
     def close(self) -> None:
         self.serving.save_cache()
+        self.jobs.close()
 
     # -- models -------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from lookloop.bench import asr, crash, intents, latency, loop, redact, redact_text, roundtrip, voice
-from lookloop.cli import ask, catalog, exports, humans, models, privacy, serve
+from lookloop.cli import ask, catalog, cluster, exports, humans, jobs, models, privacy, serve
 from lookloop.cli._shared import console, fail, make_progress, open_system, open_system_models
 from lookloop.cli.serve import ensure_demo
 from lookloop.errors import LookloopError
@@ -25,6 +25,8 @@ bench_app = typer.Typer(help="Benchmarks: figures printed, and written with --js
 
 # The order here is the order `lookloop --help` lists them in.
 serve.register(app)
+jobs.register(app)
+cluster.register(app)
 ask.register(app)
 catalog.register(app)
 app.add_typer(bench_app, name="bench")
