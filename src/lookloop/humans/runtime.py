@@ -176,8 +176,8 @@ class Humans:
 
     def on_escalated(self, record: AskRecord) -> None:
         item = self.queue.enqueue_ask(record, live=True)
-        self._send_status(item, record)
         self.offer(item)
+        self._send_status(item, record)
         self._start_waiting(item.id)
 
     def waiting(self, item: QueueItem, record: AskRecord) -> Waiting:
@@ -239,10 +239,10 @@ class Humans:
     def offer(self, item: QueueItem) -> str | None:
         """Offers a live item to this worker's on-duty reviewers and asks the other workers to offer it to theirs
         (the first lock wins: it is a compare-and-set in the database)."""
-        taken = self.dispatch(item)
-        if taken is None:
-            self.bus.publish(LIVE_CHANNEL, {"k": "offer", "item": item.id})
-        return taken
+        # Told first, so the other workers look for a reviewer while this one does (a worker without one on duty
+        # ignores it without reading the database).
+        self.bus.publish(LIVE_CHANNEL, {"k": "offer", "item": item.id})
+        return self.dispatch(item)
 
     def dispatch(self, item: QueueItem) -> str | None:
         """Offers a live item to the least-busy on-duty reviewer of this worker, locked to them; others hear the
@@ -256,7 +256,8 @@ class Humans:
                     return account_id
                 # Their last socket closed meanwhile (off duty, or signed out): the lock goes back.
                 self.queue.release_all(account_id)
-        self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
+        if self.hub.reviewers_on_duty():
+            self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
         return None
 
     def on_revoked(self, revocation: Revocation) -> None:
