@@ -142,7 +142,10 @@ def _until(ws: ClientConnection, kind: str, timeout: float = 10.0) -> dict[str, 
     while True:
         left = deadline - time.monotonic()
         assert left > 0, f"no {kind!r} event within {timeout} s"
-        event = json.loads(ws.recv(timeout=left))
+        try:
+            event = json.loads(ws.recv(timeout=left))
+        except TimeoutError:
+            raise AssertionError(f"no {kind!r} event within {timeout} s") from None
         if event.get("type") == kind:
             return dict(event)
 
@@ -153,7 +156,9 @@ def _figures(name: str, ms: list[float]) -> None:
 
 
 def _unknown(grocery: GroceryDataset) -> list[LabelledImage]:
-    return [i for i in grocery.split("val") if i.label in UNKNOWN]
+    """Photos of products outside the small catalogue (the model escalates most of them), a few per product."""
+    photos = [i for i in grocery.split("val") if i.label not in SMALL_CLASSES]
+    return [i for i in photos if i.label in UNKNOWN] + [i for i in photos if i.label not in UNKNOWN][::7]
 
 
 def test_an_escalation_on_one_worker_reaches_a_reviewer_on_the_other_and_the_answer_comes_back(
@@ -171,7 +176,7 @@ def test_an_escalation_on_one_worker_reaches_a_reviewer_on_the_other_and_the_ans
                 break
             asking = pool.submit(_ask, cluster.a, cluster.device, photo.path.read_bytes())
             try:  # the socket is read while A still answers the ask: the item may arrive before the reply
-                item = _until(reviewer, "item", timeout=1.0 if TRIES > 3 else 10.0)["item"]
+                item = _until(reviewer, "item", timeout=3.0 if TRIES > 3 else 10.0)["item"]
             except AssertionError:
                 item = None
             arrived = time.time()
@@ -187,12 +192,15 @@ def test_an_escalation_on_one_worker_reaches_a_reviewer_on_the_other_and_the_ans
             status = _until(wearer, "status")  # the wearer, also on B, hears a person is being asked
             assert status["ask_id"] == ask_id and status["state"] == "asking"
             # The reviewer answers through the other worker; the wearer's socket on B gets the answer.
-            r = httpx.post(f"{cluster.a}/v1/review/items/{item['id']}/answer",
-                           json={"action": "answer", "value": photo.label}, headers=_bearer(cluster.reviewer))
+            # After the first, "cannot tell": a taught model would stop escalating the photos still to come.
+            reply = {"action": "answer", "value": photo.label} if done == 0 else {"action": "reject"}
+            r = httpx.post(f"{cluster.a}/v1/review/items/{item['id']}/answer", json=reply,
+                           headers=_bearer(cluster.reviewer))
             assert r.status_code == 200 and r.json()["resolved"], r.text
             answer = _until(wearer, "answer")
             assert answer["ask_id"] == ask_id and answer["source"] == "human"
-            assert photo.label.replace("-", " ").lower() in answer["text"].lower()
+            expected = photo.label.replace("-", " ") if done == 0 else "could not tell"
+            assert expected.lower() in answer["text"].lower()
             done += 1
         assert done == TRIES, "too few escalated photos"
     pool.shutdown()
