@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_system.migrate()
         the_system.humans.hub.bind(asyncio.get_running_loop())  # live streams are served from this loop
+        the_system.listen()  # the other workers' escalations, answers and labels
         if warm:
             the_system.warm()
         # Background jobs: on SQLite this process runs them (unfinished ones first, then the periodic purge);
