@@ -248,3 +248,18 @@ def test_operators_approve_or_reject_proposals_over_http(client: TestClient, sma
                        headers=bearer(operator)).status_code == 404
     assert client.get("/v1/operators/proposals", headers=bearer(operator)).json() == []
     assert small_system.find_item("star fruit") is not None
+
+
+def test_exports_show_each_labels_provenance(small_system: Lookloop, grocery: GroceryDataset) -> None:
+    from lookloop.exports.episodes import load_episodes, pseudonym
+
+    system = small_system
+    ann = _wearer(system, "ann")
+    first = system.ask("what is this?", _photo(grocery), device_id=ann)
+    wrong = next(c for c in SMALL_CLASSES if c != first.answer.result["label"])
+    system.humans.feedback.give(first.id, "wrong", device_id=ann, correction=wrong)
+    [episode] = [e for e in load_episodes(system) if e.ask_id == first.id]
+    out = episode.to_json()
+    assert out["labels"][0]["source"] == "wearer" and out["labels"][0]["author"] == pseudonym(ann)
+    assert (out["labels"][0]["trust"], out["labels"][0]["status"]) == (0.0, "personal")
+    assert (out["lineage"]["label_status"], out["lineage"]["label_trust"]) == ("personal", 0.0)
