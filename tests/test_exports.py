@@ -112,7 +112,8 @@ def test_jsonl_has_episodes_labels_and_lineage(system: Lookloop, episodes: dict[
     assert human["answer"]["label"] == "Cucumber" and human["answer"]["decision"] == "escalate"
     assert human["label"] == "Granny-Smith" and human["ai_correct"] is False
     assert human["lineage"] == {"answered_by_model": "lite0+head-old", "label_source": "human",
-                                "label_author": "ana", "trained_in": ["v-0002"]}
+                                "label_author": "ana", "label_trust": None, "label_status": "applied",
+                                "trained_in": ["v-0002"]}
     assert rows[episodes["right"]["id"]]["lineage"]["trained_in"] == []
     assert human["outcome"] == "human_answered"
     # The frame written beside the file is the very photo that was asked about.

@@ -21,7 +21,7 @@ def test_ask_correct_ask_again_gives_the_corrected_answer(small_system: Lookloop
     first = small_system.ask("what is this?", data)
     wrong_label = next(c for c in SMALL_CLASSES if c != first.answer.result["label"])
     start = time.perf_counter()
-    small_system.add_label(first.id, wrong_label, source="reviewer")
+    small_system.add_label(first.id, wrong_label, source="operator")
     delay = time.perf_counter() - start
     second = small_system.ask("what is this?", data)
     assert second.answer.result["label"] == wrong_label
@@ -36,7 +36,7 @@ def test_a_human_answer_lifts_an_unsure_ask(small_system: Lookloop, grocery: Gro
     photo = small_val(grocery, per_class=1)[0]
     data = Path(photo.path).read_bytes()
     first = small_system.ask("what is this?", data)
-    small_system.add_label(first.id, photo.label, source="reviewer")
+    small_system.add_label(first.id, photo.label, source="operator")
     second = small_system.ask("what is this?", data)
     assert second.answer.result["label"] == photo.label
     assert second.answer.decision == Decision.ANSWER

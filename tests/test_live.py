@@ -24,8 +24,13 @@ def client(small_system: Lookloop) -> Iterator[TestClient]:
 def test_escalation_goes_to_the_reviewer_and_the_answer_to_the_wearer(
     client: TestClient, small_system: Lookloop, grocery  # type: ignore[no-untyped-def]
 ) -> None:
+    from lookloop.catalog import grocery_catalog
+
+    small_system.settings.trust_min_gold_answers = 0  # the reviewer's answer teaches everyone at once
     device, reviewer, _ = credentials(client, small_system)
     photo = unknown_photo(small_system, grocery)
+    # A product the catalogue lists but the model has never seen (a name it lacks would wait for an operator).
+    small_system.upsert_items([i for i in grocery_catalog(grocery.root) if i.name == photo.label])
     with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws, \
             client.websocket_connect(f"/v1/review/stream?token={reviewer}") as review_ws:
         assert wearer_ws.receive_json()["type"] == "hello"

@@ -28,7 +28,7 @@ def audited(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: GroceryDat
             database_url: str) -> Iterator[Lookloop]:
     """A small system on SQLite (and Postgres in CI) where every identify ask is an audit ask."""
     settings = make_settings(tmp_path, data_dir, model_dir, database_url=database_url, audit_rate=1.0,
-                             calibration_min_labels=4, review_gold_every=0)
+                             calibration_min_labels=4, review_gold_every=0, trust_min_gold_answers=0)
     system = build_small_system(settings, grocery, per_class=6)
     yield system
     system.privacy.flush()  # audit frames are redacted in the background: let the worker finish first
@@ -167,7 +167,7 @@ def test_audit_labels_recalibrate_the_serving_policy(audited: Lookloop, photos: 
     assert live.describe() == expected.describe()
     assert live.threshold > max(s or 0.0 for s in scores[:2])
     # A second, agreeing label of the same ask is not a second calibration point.
-    audited.add_label(records[2].id, str(records[2].answer.result["label"]), source="wearer")
+    audited.add_label(records[2].id, str(records[2].answer.result["label"]), source="operator")
     assert audited.policy is live
     figures = loop_figures(audited.serving)
     assert figures["audit"]["labels"] == 4 and figures["audit"]["labels_serving_version"] == 4

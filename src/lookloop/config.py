@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     review_lock_timeout_s: float = Field(default=120.0, description="An abandoned review lock returns after this.")
     review_consensus: int = Field(default=1, ge=1, le=9, description="Answers needed per queue item.")
     review_gold_every: int = Field(default=10, ge=0, description="Mix a gold item in every N items (0: never).")
+    trust_min_gold_answers: int = Field(
+        default=5, ge=0, description="Gold items a reviewer must have answered before their labels teach the model "
+        "on their own; until then a second agreeing reviewer is needed.",
+    )
+    trust_min_gold_accuracy: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="Gold accuracy a reviewer needs for their labels to teach the "
+        "model on their own; below it a second agreeing reviewer is needed.",
+    )
     live_answer_timeout_s: float = Field(default=30.0, description="Wearer told 'no helper answered' after this.")
     wait_update_s: float = Field(
         default=10.0, gt=0, description="While a helper is being found, the wearer's stream hears the queue "

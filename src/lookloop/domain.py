@@ -78,6 +78,11 @@ def clean_text(text: str) -> str:
     return "".join(kept).strip()
 
 
+# Where a label comes from. "human" is a person's answer given through the library without an account (trusted
+# like an operator's); "import" a labelled data set.
+LABEL_SOURCES = ("anonymous", "wearer", "reviewer", "consensus", "operator", "gold", "human", "import")
+
+
 def same_label(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and normalise_label(a) == normalise_label(b)
 
@@ -90,6 +95,13 @@ def ai_label(result: Mapping[str, Any] | None, answer_text: str) -> str:
 def display(name: str) -> str:
     """A catalogue name as people read it ("Regular-Tomato" → "Regular Tomato")."""
     return name.replace("-", " ").replace("_", " ")
+
+
+def class_name(text: str) -> str:
+    """The one stored form of an identify class: the catalogue's ("Regular-Tomato"), words joined by hyphens,
+    each started with a capital ("dragon fruit" → "Dragon-Fruit"). People read it through ``display``."""
+    words = _LABEL_SEPARATORS.sub(" ", unicodedata.normalize("NFKC", text or "")).split()
+    return "-".join(w[:1].upper() + w[1:] for w in words)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -178,7 +190,7 @@ class Label:
 
     ask_id: str
     value: str
-    source: str  # "human", "wearer", "import", "gold"
+    source: str  # one of LABEL_SOURCES
     created_at: dt.datetime = field(default_factory=utcnow)
 
 

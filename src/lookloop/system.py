@@ -22,11 +22,13 @@ from lookloop.humans.live import LiveHub
 from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
 from lookloop.humans.queue import QueueItem, ReviewQueue
 from lookloop.humans.runtime import Humans
+from lookloop.humans.trust import ReviewerTrust
 from lookloop.jobs import JobQueue, job_queue
 from lookloop.loop.asking import AskService, Hooks
 from lookloop.loop.calibration import AuditVerdict
 from lookloop.loop.labels import LabelService
 from lookloop.loop.learner import IdentifyModel
+from lookloop.loop.personal import PersonalMemory
 from lookloop.loop.policies import EscalationPolicy
 from lookloop.loop.registry import ModelRegistry
 from lookloop.loop.serving import ServingModel
@@ -205,9 +207,11 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
     )
     skill_set = _SkillSet(_SkillDeps(settings, serving, catalogue, consent, memory), notes)
     routing = SkillRouting(settings, skill_set.names)
+    personal = PersonalMemory(db, serving, consent)
     asks = AskService(settings, db, skills=skill_set, route=routing.route, serving=serving, consent=consent,
-                      frames=privacy, hooks=hooks, dictating=notes.is_dictating)
-    labels = LabelService(db, asks=asks, catalogue=catalogue, serving=serving, consent=consent, hooks=hooks)
+                      frames=privacy, hooks=hooks, dictating=notes.is_dictating, personal=personal.adjust)
+    labels = LabelService(db, asks=asks, catalogue=catalogue, serving=serving, consent=consent, hooks=hooks,
+                          personal=personal, trust=ReviewerTrust(settings, db))
     queue = ReviewQueue(settings, db, asks=asks, names=catalogue, frames=privacy)
     feedback = FeedbackService(settings, db, asks=asks, labels=labels, embeddings=serving.cached_embedding)
     throttle = LoginThrottle(db, BackoffPolicy(

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from lookloop.bench import asr, crash, intents, latency, loop, redact, redact_text, roundtrip, voice
+from lookloop.bench import asr, crash, intents, latency, loop, poison, redact, redact_text, roundtrip, voice
 from lookloop.cli import ask, catalog, cluster, exports, humans, jobs, models, privacy, serve
 from lookloop.cli._shared import console, fail, make_progress, open_system, open_system_models
 from lookloop.cli.serve import ensure_demo
@@ -40,6 +40,7 @@ crash.register(bench_app)
 intents.register(bench_app)
 latency.register(bench_app)
 loop.register(bench_app)
+poison.register(bench_app)
 redact.register(bench_app)
 redact_text.register(bench_app)
 roundtrip.register(bench_app)

@@ -42,6 +42,8 @@ class LabelInfo:
     source: str
     author: str
     created_at: dt.datetime
+    trust: float | None = None  # how far the author was trusted (0..1); None: stored before trust was kept
+    status: str = "applied"  # what the label did: applied, personal, pending, proposal or rejected
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ class Episode:
             "label": lab.value if lab else None,
             "ai_correct": self.ai_correct,
             "labels": [
-                {"value": x.value, "source": x.source, "author": x.author, "created_at": x.created_at.isoformat()}
+                {"value": x.value, "source": x.source, "author": x.author, "created_at": x.created_at.isoformat(),
+                 "trust": x.trust, "status": x.status}
                 for x in self.labels
             ],
             "feedback": [
@@ -125,6 +128,8 @@ class Episode:
                 "answered_by_model": self.model_version,
                 "label_source": lab.source if lab else None,
                 "label_author": lab.author if lab else None,
+                "label_trust": lab.trust if lab else None,
+                "label_status": lab.status if lab else None,
                 "trained_in": list(self.trained_in),
             },
         }
@@ -190,14 +195,16 @@ def load_episodes(
         ids = [r.id for r in rows]
         labels: dict[str, list[LabelInfo]] = defaultdict(list)
         for chunk in _chunks(ids):
-            for ask_id, value, source, author, created in s.execute(
-                select(LabelRow.ask_id, LabelRow.value, LabelRow.source, LabelRow.author, LabelRow.created_at)
+            for ask_id, value, source, author, created, trust, status in s.execute(
+                select(LabelRow.ask_id, LabelRow.value, LabelRow.source, LabelRow.author, LabelRow.created_at,
+                       LabelRow.trust, LabelRow.status)
                 .where(LabelRow.ask_id.in_(chunk), LabelRow.source.not_in(_NOT_EPISODE_LABELS))
                 .order_by(LabelRow.created_at, LabelRow.id)
             ).all():
                 # A wearer's label names their device as author: export the pseudonym instead.
                 who = pseudonym(author) if source == "wearer" and author else (author or "")
-                labels[str(ask_id)].append(LabelInfo(value, source, who, as_utc(created)))
+                labels[str(ask_id)].append(LabelInfo(value, source, who, as_utc(created), trust,
+                                                     status or "applied"))
         feedback = _feedback(s, ids)
         lineage = trained_in(s, ids)
     episodes = [

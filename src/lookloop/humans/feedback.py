@@ -10,8 +10,8 @@ import numpy as np
 from sqlalchemy import select
 
 from lookloop.config import Settings
-from lookloop.domain import AskRecord, Outcome, as_utc, clean_text, utcnow
-from lookloop.errors import BadInput, NotFound
+from lookloop.domain import ANONYMOUS, AskRecord, Outcome, as_utc, clean_text, utcnow
+from lookloop.errors import BadInput, Forbidden, NotFound, Unauthorized
 from lookloop.humans.tables import FeedbackRow
 from lookloop.loop.asking import AskService
 from lookloop.loop.labels import LabelService
@@ -93,6 +93,11 @@ class FeedbackService:
         if correction is not None and verdict == "right":
             raise BadInput("a correction goes with the verdict 'wrong'")
         record = self.asks.get(ask_id)
+        if correction is not None and record.device_id == ANONYMOUS:
+            if device_id == ANONYMOUS:
+                raise Unauthorized("a correction is a label: send the device token of the glasses that asked "
+                                   "(anonymous callers cannot give labels)")
+            raise Forbidden("an anonymous ask has no wearer to correct it: label it as an operator instead")
         with self.db.session() as s:
             row = FeedbackRow(id=new_id(), ask_id=ask_id, device_id=device_id, verdict=verdict,
                               correction=correction, implicit=implicit, created_at=utcnow())
@@ -103,7 +108,7 @@ class FeedbackService:
         label_key = request.key.derived("feedback") if request.key else None
         if correction is not None:
             self.labels.add(ask_id, correction, source="wearer", author=device_id, idempotency_key=label_key)
-        elif verdict == "right" and record.answer.skill == "identify":
+        elif verdict == "right" and record.answer.skill == "identify" and device_id != ANONYMOUS:
             label = str(record.answer.result.get("label") or "")
             if label and record.answer.decision.value == "answer":
                 self.labels.add(ask_id, label, source="wearer", author=device_id, idempotency_key=label_key)
@@ -128,7 +133,7 @@ class FeedbackService:
         never for the skills whose asks follow one another by nature (``NO_IMPLICIT_FEEDBACK``).
         """
         skill = record.answer.skill
-        if record.device_id == "anonymous" or record.frame_sha is None or skill in NO_IMPLICIT_FEEDBACK:
+        if record.device_id == ANONYMOUS or record.frame_sha is None or skill in NO_IMPLICIT_FEEDBACK:
             return None
         window = dt.timedelta(seconds=self.settings.reask_window_s)
         since = as_utc(record.created_at) - window

@@ -163,6 +163,26 @@ class ReviewQueue:
                 s.flush()
             return _item(row)
 
+    def enqueue_confirm(self, record: AskRecord) -> QueueItem:
+        """A second opinion on an ask's label (a wearer's correction, a reviewer not trusted alone yet): shown like
+        any item, without the label it checks, so the reviewer answers on their own. One open at a time per ask."""
+        with self.db.session() as s:
+            row = s.scalars(select(ReviewItemRow).where(
+                ReviewItemRow.ask_id == record.id, ReviewItemRow.kind == "confirm",
+                ReviewItemRow.status.in_(WAITING))).first()
+            if row is None:
+                a = record.answer
+                row = ReviewItemRow(
+                    ask_id=record.id, kind="confirm", question=record.question, frame_sha=record.frame_sha,
+                    skill=a.skill, ai_answer=a.text, ai_label=ai_label(a.result, a.text),
+                    confidence=a.confidence, candidates=[[c.label, c.score] for c in a.candidates][:10],
+                    live=False, priority=float(self.priority_fn(record)), status="open",
+                    needed=self.settings.review_consensus, created_at=self.clock(), reason="confirm",
+                )
+                s.add(row)
+                s.flush()
+            return _item(row)
+
     def add_gold(
         self, *, question: str, frame_sha: str | None, answer: str, ai_answer: str = "", ai_label: str = "",
         confidence: float = 0.0, candidates: list[tuple[str, float]] | None = None, skill: str = "identify",
@@ -201,7 +221,8 @@ class ReviewQueue:
     def resolved_label(self, ask_id: str) -> str | None:
         with self.db.session() as s:
             return s.scalars(select(ReviewItemRow.resolved_value).where(
-                ReviewItemRow.ask_id == ask_id, ReviewItemRow.status == "resolved")).first()
+                ReviewItemRow.ask_id == ask_id, ReviewItemRow.kind == "ask",
+                ReviewItemRow.status == "resolved")).first()
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -214,14 +235,16 @@ class ReviewQueue:
 
     def for_ask(self, ask_id: str) -> QueueItem | None:
         with self.db.session() as s:
-            row = s.scalars(select(ReviewItemRow).where(ReviewItemRow.ask_id == ask_id)).first()
+            row = s.scalars(select(ReviewItemRow).where(ReviewItemRow.ask_id == ask_id,
+                                                        ReviewItemRow.kind == "ask")).first()
             return _item(row) if row else None
 
     def is_open_for_ask(self, ask_id: str) -> bool:
         """Whether ``ask_id`` waits in the queue (open, or with an operator to decide)."""
         with self.db.session() as s:
             row = s.scalars(select(ReviewItemRow.id).where(
-                ReviewItemRow.ask_id == ask_id, ReviewItemRow.status.in_(("open", "operator")))).first()
+                ReviewItemRow.ask_id == ask_id, ReviewItemRow.kind == "ask",
+                ReviewItemRow.status.in_(("open", "operator")))).first()
         return row is not None
 
     def held_item(self, item_id: str, account_id: str) -> QueueItem | None:

@@ -120,6 +120,7 @@ class Humans:
         self.feedback = feedback
         self.max_pushed_locks = MAX_LOCKS_PER_REVIEWER  # a person handles the item on screen and the next
         self.queue.on_resolved.append(self.on_resolved)
+        self.labels.unconfirmed.append(self.on_unconfirmed)
         self.accounts.revoked.append(self.on_revoked)
         self._waits: dict[str, int] = {}  # item id → the generation of its running wait updates
         self._waits_lock = threading.Lock()
@@ -145,6 +146,12 @@ class Humans:
             self.feedback.on_asked(record)
         except Exception:  # feedback is data about the ask, never a reason to fail it
             log.exception("implicit feedback failed for ask %s", record.id)
+
+    def on_unconfirmed(self, ask_id: str) -> None:
+        """A label that may not teach everyone yet (a wearer's correction, a reviewer not trusted alone): a
+        reviewer is asked for a second opinion."""
+        self.queue.enqueue_confirm(self.asks.get(ask_id))
+        self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
 
     def on_labelled(self, ask_id: str, value: str, source: str) -> None:
         """A label given outside the queue (labels API, wearer correction) settles the ask's open item."""
@@ -329,11 +336,18 @@ class Humans:
         if item.ask_id is None:
             return
         author = ",".join(authors)[:64]
+        # Two or more reviewers agreeing are a consensus; one reviewer's label counts by their trust.
+        source = "consensus" if len(authors) >= 2 else "reviewer"
+        if item.kind == "confirm":
+            # A second opinion on a label given before: the episode stays as it ended.
+            if value is not None:
+                self.labels.add(item.ask_id, value, source=source, author=author, settle=False)
+            return
         record = self.asks.get(item.ask_id)
         if _spot_check(record):
             # The wearer's answer stays as it was; the verdict only recalibrates the policy.
             if value is not None:
-                self.labels.add(item.ask_id, value, source="human", author=author)
+                self.labels.add(item.ask_id, value, source=source, author=author)
             else:
                 self.labels.audit_cannot_tell(item.ask_id)
             return
@@ -343,7 +357,7 @@ class Humans:
                 else cannot_tell(record))
         self._send_answer(record, text, "human")
         if value is not None:
-            self.labels.add(item.ask_id, value, source="human", author=author)
+            self.labels.add(item.ask_id, value, source=source, author=author)
         else:
             self.labels.reject(item.ask_id, text)
 

@@ -76,7 +76,8 @@ class ReviewItemRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     ask_id: Mapped[str | None] = mapped_column(ForeignKey("asks.id", ondelete="CASCADE"), nullable=True, index=True)
-    kind: Mapped[str] = mapped_column(String(8), default="ask")  # "ask" | "gold"
+    # "ask" | "gold" | "confirm" (a second opinion on an ask's label before it teaches the shared model)
+    kind: Mapped[str] = mapped_column(String(8), default="ask")
     question: Mapped[str] = mapped_column(Text, default="")
     frame_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
     skill: Mapped[str] = mapped_column(String(32), default="identify")
@@ -96,7 +97,8 @@ class ReviewItemRow(Base):
     resolved_value: Mapped[str | None] = mapped_column(Text, nullable=True)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "escalated" | "audit"; None: older rows
+    # "escalated" | "audit" | "confirm"; None: older rows
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ReviewAnswerRow(Base):

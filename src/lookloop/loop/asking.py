@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 from sqlalchemy import func, select
 
 from lookloop.config import Settings
@@ -21,6 +22,7 @@ from lookloop.domain import (
     Decision,
     Frame,
     Outcome,
+    Prediction,
     clean_text,
     display,
     utcnow,
@@ -117,6 +119,7 @@ class AskService:
         hooks: Hooks,
         dictating: Callable[[str], bool] = lambda device_id: False,
         audit_rng: random.Random | None = None,
+        personal: Callable[[str, np.ndarray, Prediction], Prediction] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -128,6 +131,8 @@ class AskService:
         self.hooks = hooks
         self._dictating = dictating
         self._audit_rng = audit_rng or random.Random()
+        # The asking wearer's own corrections (``PersonalMemory.adjust``): (device id, embedding, prediction).
+        self.personal = personal
 
     def validate_question(self, question: str) -> str:
         q = clean_text(question)  # NUL, escape codes and zero-width characters are never stored
@@ -265,6 +270,8 @@ class AskService:
             return skill.run(ask), None
         q = skill.embed(ask)
         pred = skill.predict(ask, q)
+        if self.personal is not None:
+            pred = self.personal(ask.device_id, q, pred)
         base = skill.answer_for(pred, self.serving.model_version)
         policy = self.serving.policy  # one policy decides and names the score kind, even if a recalibration swaps it
         decision = policy.decide(pred.probs)

@@ -31,7 +31,7 @@ from lookloop.loop.registry import ModelArtifacts, ModelRegistry, ModelVersion, 
 from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
 from lookloop.store.db import Database
-from lookloop.store.tables import AskRow, LabelRow
+from lookloop.store.tables import AskRow, LabelRow, teaches_shared_model
 
 log = logging.getLogger("lookloop.serving")
 
@@ -145,7 +145,7 @@ class ServingModel:
         with self.db.session() as s:
             rows = s.execute(
                 select(LabelRow.id, LabelRow.value, LabelRow.image_path, LabelRow.frame_sha, LabelRow.ask_id)
-                .where(LabelRow.skill == "identify")
+                .where(LabelRow.skill == "identify", teaches_shared_model())
                 .order_by(LabelRow.created_at)
             ).all()
         no_training = self.consent.training_excluded_ask_ids()
@@ -410,8 +410,8 @@ class ServingModel:
         """A frame's embedding if one is cached (never computed here)."""
         return self._cache.get(frame_sha) if self._cache is not None else None
 
-    def learn_frame(self, frame_sha: str, label: str, *, key: str) -> None:
-        """Instant learning: the frame's embedding joins the example memory now."""
+    def frame_embedding(self, frame_sha: str) -> np.ndarray:
+        """A stored frame's embedding: cached, or computed from the redacted frame (and cached)."""
         cache = self.embedding_cache
         row = cache.get(frame_sha)
         if row is None:
@@ -419,7 +419,11 @@ class ServingModel:
             frame = decode_image(data, max_bytes=1 << 62, max_pixels=1 << 62)
             row = self.embedder.embed([frame.rgb])[0]
             cache.put(frame_sha, row)
-        self.model.learn(row[None, :], [label], [key])
+        return row
+
+    def learn_frame(self, frame_sha: str, label: str, *, key: str) -> None:
+        """Instant learning: the frame's embedding joins the example memory now."""
+        self.model.learn(self.frame_embedding(frame_sha)[None, :], [label], [key])
 
     def forget(self, keys: list[str], frame_shas: list[str]) -> int:
         """Removes examples and cached embeddings (delete-my-data); returns how many went.

@@ -25,6 +25,7 @@ from lookloop.server.routers import (
     operators,
     pages,
     privacy,
+    proposals,
     review,
     voice,
 )
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     pages.mount_page_assets(app)  # /pages/…: the pages' scripts and styles
     pages.mount_start_and_docs(app)  # /, /start, /docs, /redoc (local assets)
     app.include_router(operators.router)
+    app.include_router(proposals.router)  # /v1/operators/proposals
     operators.mount_dashboard_page(app)  # /dashboard
     app.include_router(privacy.router)
     edge.install_body_caps(app, settings)  # innermost: a body over its route's cap is refused (413)

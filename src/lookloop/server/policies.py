@@ -150,16 +150,35 @@ class Access:
             raise Forbidden("a route is corrected by the wearer who asked or by an operator")
         raise NotFound("no such ask")
 
-    def label_ask(self, principal: Principal | None, record: AskRecord, source: str) -> AskRecord:
-        """Who may label a readable ask: the wearer's labels come from the wearer's devices (or an operator);
-        every other source needs a reviewer or an operator."""
+    def label_source(self, principal: Principal | None, record: AskRecord, requested: str | None) -> str:
+        """Who may label a readable ask, and what the label counts as (its source is the caller's, never a
+        claim): a device gives its wearer's own label ("wearer"), a reviewer a reviewer's (counted by their gold
+        accuracy), an operator an operator's (or, asked for, a gold or a wearer label). Nobody without a token
+        labels: a label teaches the model."""
+        if principal is None:
+            raise Unauthorized("labels need a device token or a reviewer's sign-in: anonymous callers cannot "
+                               "teach the model")
         self.read_ask(principal, record)
-        if source == "wearer":
-            if principal is not None and principal.kind == "account" and not principal.allows("operator"):
-                raise Forbidden("the wearer's own labels come from the wearer's device")
-        elif principal is None or not principal.allows("reviewer"):
-            raise Forbidden(f"labels with source {source!r} need a reviewer or operator")
-        return record
+        if principal.kind == "device":
+            if requested not in (None, "wearer"):
+                raise Forbidden(f"labels with source {requested!r} need a reviewer or operator")
+            if record.device_id == ANONYMOUS:
+                raise Forbidden("an anonymous ask has no wearer: only reviewers and operators label it")
+            return "wearer"
+        if principal.allows("operator"):
+            return requested if requested in ("wearer", "gold") else "operator"
+        if requested == "wearer":
+            raise Forbidden("the wearer's own labels come from the wearer's device")
+        if requested in ("gold", "operator"):
+            raise Forbidden(f"labels with source {requested!r} need an operator")
+        return "reviewer"
+
+    def label_author(self, principal: Principal, author: str, source: str) -> str:
+        """Who gave a label, as this caller may see it: operators and reviewers see names; a wearer sees their
+        own device's labels by name and everyone else's only by role."""
+        if principal.kind == "account":
+            return author
+        return author if source == "wearer" and author == principal.device_id else ""
 
     def own_waiting_ask(self, principal: Principal | None, record: AskRecord) -> AskRecord:
         """Cancelling an ask or waiting on for its helper is for the device that asked, and nobody else (not its

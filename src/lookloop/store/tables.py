@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ColumnElement, DateTime, Float, ForeignKey, Index, Integer, String, Text, or_
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lookloop.domain import utcnow
@@ -54,8 +54,17 @@ class AskRow(Base):
     audit_correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # set once an audit ask is labelled
 
 
+# What a label does (``LabelRow.status``). None (labels stored before trust was recorded): as "applied".
+LABEL_APPLIED = "applied"  # teaches the shared model (the instant memory now, the head on the next train)
+LABEL_PERSONAL = "personal"  # the wearer's own correction: their answers only, until a review confirms it
+LABEL_PENDING = "pending"  # a reviewer not trusted on their own yet: waits for a second, agreeing reviewer
+LABEL_PROPOSAL = "proposal"  # names no catalogue item: waits for an operator to add the item (or reject it)
+LABEL_REJECTED = "rejected"  # overruled by a trusted review, or a proposal an operator rejected
+LABEL_STATUSES = (LABEL_APPLIED, LABEL_PERSONAL, LABEL_PENDING, LABEL_PROPOSAL, LABEL_REJECTED)
+
+
 class LabelRow(Base):
-    """A confirmed answer: from a human, the wearer, an import, or a gold item."""
+    """An answer for an ask or an imported photo, with where it came from and how far it is trusted."""
 
     __tablename__ = "labels"
 
@@ -67,9 +76,14 @@ class LabelRow(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     skill: Mapped[str] = mapped_column(String(32), default="identify")
     value: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(24))
+    source: Mapped[str] = mapped_column(String(24))  # one of lookloop.domain.LABEL_SOURCES
     author: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    # How far the author is trusted (0..1): operators, gold, imports and consensus 1; a reviewer their measured
+    # gold accuracy; a wearer 0 (their label is theirs alone until reviewed). None: stored before trust was kept.
+    trust: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(12), nullable=True, index=True)  # LABEL_STATUSES
+    wearer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # a wearer's own label
 
 
 class CatalogItemRow(Base):
@@ -116,3 +130,8 @@ class RateBucketRow(Base):
     tokens: Mapped[float] = mapped_column(Float)
     stamp: Mapped[float] = mapped_column(Float, index=True)
     allowed: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+def teaches_shared_model() -> ColumnElement[bool]:
+    """The labels the shared model learns from: applied ones (and those stored before trust was kept)."""
+    return or_(LabelRow.status.is_(None), LabelRow.status == LABEL_APPLIED)

@@ -1,5 +1,6 @@
 /* lookloop operator dashboard: data from /v1/operators/summary and /v1/operators/loop, charts in charts.js. */
 import { $, apiClient, signInForm, SignedOut } from "./api.js";
+import { loadProposals } from "./dashboard-proposals.js";
 import {
   clear, COLORS, confusion, few, isNum, lineChart, loopChart, loopDays, MIN_SAMPLE, num, ofN, pct, pctAxis, pctFine, plain,
   secAxis, secs, short, stackedBars, timeMax,
@@ -43,6 +44,7 @@ async function load() {
   const since = windowParam();
   // The learning loop is not windowed: it loads beside the summary, and its failure leaves the rest drawn.
   const loop = loadLoop();
+  loadProposals(api);
   try {
     const data = await api("/v1/operators/summary?since=" + encodeURIComponent(since));
     state.data = data;

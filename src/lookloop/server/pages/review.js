@@ -7,6 +7,7 @@ import { $, apiClient, signInForm } from "./api.js";
 const HOLD_MS = 4000;
 const state = {
   current: null, next: null, picked: 0, busy: false, done: [], ws: null, retry: 0, poll: null, held: null,
+  newItem: false,
 };
 window.__review = state; // for the browser tests
 const client = apiClient({ tokenKey: "lookloop.review.token", onSignedOut: showSignIn });
@@ -166,6 +167,7 @@ function show(item, { picked = 0, typed = "" } = {}) {
     return li;
   }));
   $("typed").value = typed;
+  newItemMode(false);
   pick(Math.min(picked, Math.max(0, item.candidates.length - 1)), hadFocus);
   showAge();
   nextInfo();
@@ -227,10 +229,12 @@ async function act(kind, value) {
   } finally { state.busy = false; }
 }
 
-const said = (h) => (h.kind === "reject" ? "can't tell" : `✓ ${h.value}`);
+const said = (h) => (h.kind === "reject" ? "can't tell"
+  : h.newItem ? `✓ ${h.value} (not in the catalogue: an operator decides)` : `✓ ${h.value}`);
 
 function hold(item, kind, value) {
-  const held = { item, kind, value, picked: state.picked, typed: $("typed").value, until: Date.now() + HOLD_MS };
+  const held = { item, kind, value, picked: state.picked, typed: $("typed").value, until: Date.now() + HOLD_MS,
+    newItem: kind === "answer" && !!state.newItem };
   held.timer = setTimeout(() => commit(held), HOLD_MS);
   held.tick = setInterval(() => showHeld(held), 250);
   state.held = held;
@@ -292,6 +296,18 @@ function undo() {
   flash("undone: nothing was sent");
 }
 
+/** "Not in the catalogue": the text box takes the thing's name without catalogue completion. The answer becomes a
+ * proposal an operator turns into a new catalogue item (or rejects); until then it teaches the model nothing. */
+function newItemMode(on) {
+  const box = $("typed");
+  state.newItem = on;
+  box.dataset.mode = on ? "new" : "";
+  if (on) box.removeAttribute("list"); else box.setAttribute("list", "catalog");
+  box.placeholder = on ? "not in the catalogue: type its name…" : "/  type a label…";
+  $("btn-new").setAttribute("aria-pressed", on ? "true" : "false");
+  if (on) box.focus();
+}
+
 function accept() {
   if (!state.current) return;
   const typed = $("typed").value.trim();
@@ -336,7 +352,7 @@ function keysAreOurs() {
 document.addEventListener("keydown", (ev) => {
   if (!client.token || $("workspace").hidden || ev.defaultPrevented) return;
   if (document.activeElement === $("typed")) {
-    if (ev.key === "Escape") { $("typed").blur(); ev.preventDefault(); }
+    if (ev.key === "Escape") { $("typed").blur(); newItemMode(false); ev.preventDefault(); }
     return; // Enter in the box submits the form; Ctrl+Z undoes typing
   }
   if (!$("help").hidden) {
@@ -355,6 +371,7 @@ document.addEventListener("keydown", (ev) => {
     if (onChoice) return; // the highlighted candidate's own click accepts it
     if (ev.key === "Enter") { accept(); ev.preventDefault(); }
   } else if (ev.key === "/" || ev.key === "t") { $("typed").focus(); ev.preventDefault(); }
+  else if (ev.key === "n") { newItemMode(true); ev.preventDefault(); }
   else if (ev.key === "r") { act("reject"); ev.preventDefault(); }
   else if (ev.key === "s") { act("skip"); ev.preventDefault(); }
   else if (ev.key === "u") { undo(); ev.preventDefault(); }
@@ -364,6 +381,7 @@ $("type-form").addEventListener("submit", (ev) => { ev.preventDefault(); $("type
 $("btn-accept").onclick = accept;
 $("btn-reject").onclick = () => act("reject");
 $("btn-skip").onclick = () => act("skip");
+$("btn-new").onclick = () => newItemMode(!state.newItem);
 $("btn-undo").onclick = undo;
 $("logout").onclick = async () => {
   if (state.held) await commit(state.held);

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from lookloop.domain import display
 from lookloop.errors import NotFound, TooLarge
 from lookloop.server.auth import Principal, current_principal
 from lookloop.server.deps import get_access, get_system
 from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
 from lookloop.server.policies import Access, idempotency_key, require
-from lookloop.server.schemas.asks import AskOut, LabelIn, RouteIn, RouteOut, WaitOut
+from lookloop.server.schemas.asks import AskOut, LabelIn, LabelOut, RouteIn, RouteOut, WaitOut
 from lookloop.server.schemas.errors import error_responses
 from lookloop.store import idempotency
 from lookloop.system import Lookloop
@@ -98,10 +99,21 @@ def keep_waiting(system: System, access: Policy, caller: Caller, ask_id: str) ->
 def label_ask(
     system: System, access: Policy, caller: Caller, ask_id: str, body: LabelIn, retry_key: RetryKey = None,
 ) -> AskOut:
-    access.label_ask(caller, system.get_ask(ask_id), body.source)
+    requested = None if body.source == "human" else body.source
+    source = access.label_source(caller, system.get_ask(ask_id), requested)
     return AskOut.of(system.add_label(
-        ask_id, body.value, source=body.source, author=caller.author if caller else "", idempotency_key=retry_key,
+        ask_id, body.value, source=source, author=caller.author if caller else "", idempotency_key=retry_key,
     ))
+
+
+@router.get("/{ask_id}/labels", response_model=list[LabelOut], responses=error_responses(401, 404),
+            summary="An ask's labels with their provenance (source, author, trust, status)")
+def list_labels(system: System, access: Policy, caller: Caller, ask_id: str) -> list[LabelOut]:
+    access.read_ask(caller, system.get_ask(ask_id))
+    return [LabelOut(id=x.id, ask_id=x.ask_id, value=x.value, display=display(x.value), source=x.source,
+                     author=access.label_author(caller, x.author, x.source) if caller else "",
+                     trust=x.trust, status=x.status, created_at=x.created_at)
+            for x in system.labels.of_ask(ask_id)]
 
 
 @router.post(

@@ -67,7 +67,28 @@ class AskOut(BaseModel):
 
 class LabelIn(BaseModel):
     value: str = Field(min_length=1, max_length=500)
-    source: str = Field(default="human", pattern="^(human|wearer|gold|import)$")
+    source: str | None = Field(
+        default=None, pattern="^(human|wearer|reviewer|operator|gold)$",
+        description="Leave out: the label counts as the caller's (a device: the wearer's own; a reviewer's; an "
+        "operator's). An operator may ask for 'gold' or 'wearer'; 'human' is the caller's too.")
+
+
+class LabelOut(BaseModel):
+    """A label with its provenance: where it came from, who gave it, how far it is trusted and what it does."""
+
+    id: str
+    ask_id: str | None
+    value: str
+    display: str = Field(description="The value as people read it ('Regular-Tomato' → 'Regular Tomato').")
+    source: str = Field(description="anonymous, wearer, reviewer, consensus, operator, gold, human (given through "
+                        "the library) or import.")
+    author: str = Field(description="Who gave it (empty where the caller may not see it).")
+    trust: float | None = Field(description="How far the author is trusted, 0..1: a reviewer's gold accuracy; 1 "
+                                "for operators, gold, consensus; 0 for a wearer's own label.")
+    status: str = Field(description="'applied' (teaches every wearer's answers), 'personal' (the wearer's own "
+                        "answers only, until reviewed), 'pending' (waits for a second reviewer), 'proposal' (names "
+                        "no catalogue item: waits for an operator) or 'rejected'.")
+    created_at: dt.datetime
 
 
 class RouteIn(BaseModel):
