@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from lookloop.errors import Unauthorized
 from lookloop.humans.accounts import Principal
 from lookloop.humans.queue import QueueItem
 from lookloop.system import Lookloop
-from tests.conftest import SMALL_CLASSES, small_val
+from tests.conftest import SMALL_CLASSES, build_small_system, small_val
 from tests.humans_util import bearer, credentials, unknown_photo
 
 
@@ -263,3 +264,41 @@ def test_exports_show_each_labels_provenance(small_system: Lookloop, grocery: Gr
     assert out["labels"][0]["source"] == "wearer" and out["labels"][0]["author"] == pseudonym(ann)
     assert (out["labels"][0]["trust"], out["labels"][0]["status"]) == (0.0, "personal")
     assert (out["lineage"]["label_status"], out["lineage"]["label_trust"]) == ("personal", 0.0)
+
+
+def test_across_workers_only_labels_that_teach_everyone_travel(tmp_path: Path, data_dir: Path, model_dir: Path,
+                                                               grocery: GroceryDataset) -> None:
+    """Two workers on one database: a wearer's personal correction on one never reaches the other's shared
+    model; a trusted label and a new catalogue item do."""
+    from lookloop.store.bus import LocalBus, LocalNetwork
+    from tests.conftest import make_settings
+
+    net = LocalNetwork()
+    settings = make_settings(tmp_path, data_dir, model_dir)
+    a = build_small_system(settings, grocery)
+    a.bus.close()
+    a = Lookloop(settings, bus=LocalBus(net))
+    b = Lookloop(settings, bus=LocalBus(net))
+    try:
+        for worker in (a, b):  # as each worker process starts
+            worker.migrate()
+            worker.build_identify()
+        data = _photo(grocery)
+        ann, bob = _wearer(a, "ann"), _wearer(a, "bob")
+        first = a.ask("what is this?", data, device_id=ann)
+        before = str(first.answer.result["label"])
+        wrong = next(c for c in SMALL_CLASSES if c != before)
+        a.humans.feedback.give(first.id, "wrong", device_id=ann, correction=display(wrong))
+        assert _label(a, ann, data) == wrong
+        assert _label(b, bob, data) == before  # the personal label stayed off the other worker's shared model
+
+        rita = _reviewer(a, "rita", gold_right=5)
+        item = _confirm_item(a, rita)
+        a.humans.queue.submit(item.id, rita, "answer", wrong)
+        assert _label(b, bob, data) == wrong  # confirmed by a trusted reviewer: the other worker learnt it
+
+        a.upsert_items([replace(a.catalogue.items()[0], id="dragon-fruit", name="Dragon-Fruit", images=())])
+        assert b.catalogue.find("dragon fruit") is not None  # the other worker's catalogue is not stale
+    finally:
+        a.close()
+        b.close()

@@ -153,12 +153,12 @@ LEARN_CHANNEL = "lookloop_learn"  # labels, audit verdicts, promotions and rollb
 
 
 def share_learning(bus: EventBus, *, hooks: Hooks, queue: ReviewQueue, registry: ModelRegistry,
-                   serving: ServingModel) -> None:
+                   serving: ServingModel, catalogue: Catalogue) -> None:
     """What one worker learns reaches the others within a second: after each change commits, its id goes on the
     bus and every other worker re-reads it from the database or the registry (never from another's memory).
     The registry poll on identify asks stays as the fallback."""
 
-    def label_stored(ask_id: str, _value: str, _source: str) -> None:
+    def label_applied(ask_id: str) -> None:
         bus.publish(LEARN_CHANNEL, {"k": "label", "ask": ask_id})
 
     def settled_without_label(item: QueueItem, value: str | None, _authors: list[str]) -> None:
@@ -168,13 +168,20 @@ def share_learning(bus: EventBus, *, hooks: Hooks, queue: ReviewQueue, registry:
     def version_changed(_version_id: str) -> None:
         bus.publish(LEARN_CHANNEL, {"k": "model"})
 
+    def catalogue_changed() -> None:
+        bus.publish(LEARN_CHANNEL, {"k": "catalogue"})
+
     def received(payload: dict[str, Any]) -> None:
-        if payload.get("k") == "model":
+        if payload.get("k") == "catalogue":
+            catalogue.reload()
+        elif payload.get("k") == "model":
             serving.sync(force=True)
         elif payload.get("k") == "label" and isinstance(payload.get("ask"), str):
             serving.apply_stored_label(payload["ask"])
 
-    hooks.labelled.insert(0, label_stored)  # first: the other workers start while this one tells its wearer
+    # Only what teaches everyone travels: a wearer's personal or a pending label stays on no worker's shared model.
+    hooks.taught.append(label_applied)
+    catalogue.changed.append(catalogue_changed)
     queue.on_resolved.append(settled_without_label)
     registry.changed.append(version_changed)
     bus.subscribe(LEARN_CHANNEL, received)
@@ -221,7 +228,7 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
     humans = Humans(settings, asks=asks, labels=labels, accounts=accounts, queue=queue, hub=LiveHub(),
                     feedback=feedback, frames=privacy, bus=bus)
     humans.subscribe(hooks)
-    share_learning(bus, hooks=hooks, queue=queue, registry=registry, serving=serving)
+    share_learning(bus, hooks=hooks, queue=queue, registry=registry, serving=serving, catalogue=catalogue)
     # Once a human answered, a frame kept only for review may go (consent without frame storage).
     def release_frame(ask_id: str, _value: str, _source: str) -> None:
         privacy.release_for_ask(ask_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class Catalogue:
         self._lock = threading.Lock()
         self._items: dict[str, CatalogItem] = {}
         self._by_norm: dict[str, CatalogItem] = {}
+        # Called after every change this process made (other workers reload: their copies are stale).
+        self.changed: list[Callable[[], None]] = []
 
     def reload(self) -> None:
         with self.db.session() as s:
@@ -44,6 +47,11 @@ class Catalogue:
         by_norm.update({normalise_label(i.id): i for i in items.values()})
         with self._lock:
             self._items, self._by_norm = items, by_norm
+
+    def _changed(self) -> None:
+        self.reload()
+        for hook in self.changed:
+            hook()
 
     def find(self, name: str) -> CatalogItem | None:
         return self._items.get(name) or self._by_norm.get(normalise_label(name))
@@ -103,7 +111,7 @@ class Catalogue:
                 row.currency = item.currency
                 row.barcode = item.barcode
                 row.images = list(item.images)
-        self.reload()
+        self._changed()
         return len(items)
 
     def delete(self, item_id: str) -> None:
@@ -112,7 +120,7 @@ class Catalogue:
             if row is None:
                 raise NotFound(f"no catalogue item {item_id!r}")
             s.delete(row)
-        self.reload()
+        self._changed()
 
     def import_grocery(self, root: Path, *, splits: tuple[str, ...] = ("train",)) -> tuple[int, int]:
         """The demo catalogue (81 products, iconic images, descriptions, demo prices) plus split labels."""

@@ -51,6 +51,9 @@ class Hooks:
     asked: list[Callable[[AskRecord], None]] = field(default_factory=list)  # every stored ask
     escalated: list[Callable[[AskRecord], None]] = field(default_factory=list)
     labelled: list[Callable[[str, str, str], None]] = field(default_factory=list)  # ask_id, value, source
+    # The shared model learned from an ask's labels (a trusted label, a confirmation, an approved proposal):
+    # every other worker must learn it too.
+    taught: list[Callable[[str], None]] = field(default_factory=list)  # ask_id
 
 
 class ConsentLookup(Protocol):

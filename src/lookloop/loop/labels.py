@@ -241,6 +241,8 @@ class LabelService:
                 self.serving.learn_frame(record.frame_sha, canonical, key=f"ask:{ask_id}")
             if record.audit:
                 self.serving.record_audit_verdict(ask_id, canonical)
+            for taught in self.hooks.taught:
+                taught(ask_id)
         if status == LABEL_PERSONAL and identify and self.personal is not None and wearer_id and record.frame_sha:
             self.personal.learn(wearer_id, record.frame_sha, canonical, key=f"ask:{ask_id}")
         corrects = not same_label(ai_label(record.answer.result, record.answer.text), canonical)
@@ -378,6 +380,8 @@ class LabelService:
             if self.consent.training_use(device):
                 self.serving.learn_frame(sha, item.name, key=f"ask:{ask_id}")
                 learnt += 1
+            for taught in self.hooks.taught:
+                taught(ask_id)
         return Approval(item, n, learnt)
 
     def reject_proposal(self, name: str) -> int:

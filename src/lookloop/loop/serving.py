@@ -243,8 +243,10 @@ class ServingModel:
             return False
         with self.db.session() as s:
             ask = s.get(AskRow, ask_id)
+            # Only labels that teach everyone (applied): personal, pending or proposed ones stay where they are.
             label = s.execute(select(LabelRow.value, LabelRow.frame_sha, LabelRow.skill)
-                              .where(LabelRow.ask_id == ask_id).order_by(LabelRow.created_at.desc()).limit(1)).first()
+                              .where(LabelRow.ask_id == ask_id, teaches_shared_model())
+                              .order_by(LabelRow.created_at.desc()).limit(1)).first()
             verdict = None
             if (ask is not None and ask.audit and ask.audit_correct is not None and ask.policy_score is not None
                     and ask.score_kind is not None):
@@ -253,6 +255,7 @@ class ServingModel:
         if verdict is not None:
             self._apply_verdict(verdict)
         if label is None or label.skill != "identify" or not label.frame_sha:
+            self._model.forget([f"ask:{ask_id}"])  # an example overruled meanwhile goes here too
             return False
         if ask_id in self.consent.training_excluded_ask_ids():
             return False
