@@ -231,7 +231,8 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
     speech = SpeechService(settings)  # voice asks; spoken answers live as long as the system
     # Background work, run where jobs run (a thread of the server on SQLite, `lookloop worker` on Postgres).
     jobs.register(REDACT_JOB, privacy.redact_job)
-    jobs.register(PURGE_JOB, PurgeJob(privacy, db), every_s=settings.purge_interval_s)
+    jobs.register(PURGE_JOB, PurgeJob(privacy, db, jobs=jobs, keep_jobs_days=settings.job_retention_days),
+                  every_s=settings.purge_interval_s)
     jobs.register(TRAIN_JOB, TrainJob(serving), max_attempts=2)
     return System(settings=settings, db=db, jobs=jobs, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
