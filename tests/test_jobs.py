@@ -168,6 +168,7 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (["jobs", "list", "--state", "exploded"], 2, "unknown job state"),
     (["jobs", "show", "nosuchjob"], 2, "no job"),
     (["train", "--job"], 2, "needs Postgres"),
+    (["export", "jsonl", "--out", "episodes.jsonl", "--job"], 2, "needs Postgres"),
     (["cluster", "status"], 1, "no cluster"),
     (["cluster", "down"], 1, "no cluster"),
     (["cluster", "up", "--workers", "0"], 2, "1..64"),

@@ -194,6 +194,11 @@ class Settings(BaseSettings):
         return self.resolved_var_dir / "frames"
 
     @property
+    def exports_dir(self) -> Path:
+        """Where exports asked over HTTP are written (shared with the job workers, like the frames)."""
+        return self.resolved_var_dir / "exports"
+
+    @property
     def resolved_key_dir(self) -> Path:
         return (self.key_dir or self.resolved_var_dir / "keys").resolve()
 
