@@ -104,3 +104,23 @@ def small_system(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Groce
     system = build_small_system(make_settings(tmp_path, data_dir, model_dir), grocery)
     yield system
     system.db.dispose()
+
+
+def run_queued_jobs(system: object, timeout: float = 300.0) -> None:
+    """Runs what ``system`` queued: this process's job thread on SQLite, a `lookloop worker --burst` on Postgres."""
+    import subprocess
+    import sys
+
+    from lookloop.jobs import InProcessJobs
+
+    jobs = system.jobs  # type: ignore[attr-defined]
+    if isinstance(jobs, InProcessJobs):
+        assert jobs.flush(timeout=timeout)
+        return
+    settings = system.settings  # type: ignore[attr-defined]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LOOKLOOP_DATABASE_URL": settings.database_url,
+           "LOOKLOOP_VAR_DIR": str(settings.var_dir), "LOOKLOOP_MODEL_DIR": str(settings.model_dir),
+           "LOOKLOOP_DATA_DIR": str(settings.data_dir)}
+    done = subprocess.run([sys.executable, "-m", "lookloop.cli", "worker", "--burst"], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]

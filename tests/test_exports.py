@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SMALL_CLASSES, make_settings, small_val
+from conftest import SMALL_CLASSES, make_settings, run_queued_jobs, small_val
 from episode_fixtures import add_episode
 from PIL import Image
 from typer.testing import CliRunner
@@ -294,3 +294,121 @@ def test_kto_corrections_answer_the_question_asked(system: Lookloop, grocery: An
     assert sorted(by_ask[ids["read"]]) == [("ROW B SPACE 42", True), ("ROWBSPACE42", False)]
     assert by_ask[ids["colour"]] == [("Yellow", False)]
     assert by_ask[ids["notes"]] == [("Taking notes.", False)]
+
+
+# -- exports as background jobs ---------------------------------------------------------------------------------
+
+
+def _operator(client: Any, system: Lookloop) -> dict[str, str]:
+    system.humans.accounts.add_account("op", "operator", "pw-12345678")
+    token = client.post("/v1/auth/login", json={"username": "op", "password": "pw-12345678"}).json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_export_asked_over_http_or_with_job_runs_as_a_job(system: Lookloop, episodes: dict[str, Any],
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookloop.exports.service import EXPORT_JOB
+    from lookloop.jobs import PostgresJobs
+    from lookloop.server.app import create_app
+
+    with TestClient(create_app(system.settings, system=system, warm=False)) as client:
+        headers = _operator(client, system)
+        assert client.post("/v1/operators/exports", json={"format": "jsonl"}).status_code == 401
+        r = client.post("/v1/operators/exports", json={"format": "jsonl", "name": "week.jsonl", "since": "1d"},
+                        headers=headers)
+        assert r.status_code == 202, r.text
+        job_id, path = r.json()["job_id"], Path(r.json()["path"])
+        assert path == system.settings.exports_dir / "week.jsonl" and r.json()["job"]["task"] == EXPORT_JOB
+        # Refused at once, with a message: a path outside the exports folder, a bad time, an unknown format.
+        for body, status, message in [({"format": "jsonl", "name": "../escape.jsonl"}, 422, "plain file name"),
+                                      ({"format": "kto", "since": "yesterday-ish"}, 422, "cannot read the time"),
+                                      ({"format": "csv"}, 422, "")]:
+            r = client.post("/v1/operators/exports", json=body, headers=headers)
+            assert r.status_code == status and message in r.text, r.text
+        cli_job = None
+        if isinstance(system.jobs, PostgresJobs):  # `lookloop export … --job` queues it for a worker
+            from lookloop.cli import app
+
+            for var, value in [("LOOKLOOP_DATABASE_URL", system.settings.database_url),
+                               ("LOOKLOOP_VAR_DIR", str(system.settings.var_dir)),
+                               ("LOOKLOOP_DATA_DIR", str(system.settings.data_dir)),
+                               ("LOOKLOOP_MODEL_DIR", str(system.settings.model_dir))]:
+                monkeypatch.setenv(var, value)
+            get_settings.cache_clear()
+            try:
+                r = CliRunner().invoke(app, ["export", "imagefolder", "--out", str(tmp_path / "tree"), "--job"])
+            finally:
+                get_settings.cache_clear()
+            assert r.exit_code == 0 and "queued export job" in r.output, r.output
+            [cli_job] = [j.id for j in system.jobs.recent(task=EXPORT_JOB) if j.args["format"] == "imagefolder"]
+        run_queued_jobs(system)
+        r = client.get(f"/v1/operators/jobs/{job_id}", headers=headers)
+    done = r.json()
+    assert done["state"] == "succeeded" and done["progress"] == 1.0 and done["attempts"] == 1, done
+    assert done["result"] == {"path": str(path), "records": 4, "labelled": 2, "frames": 0}
+    assert len(_read_jsonl(path)) == 4 and not list(path.parent.glob(".*"))  # whole, and nothing left beside it
+    if cli_job is not None:
+        assert system.jobs.get(cli_job).state == "succeeded"
+        assert (tmp_path / "tree" / "metadata.csv").is_file()
+
+
+def test_a_retried_export_replaces_what_an_interrupted_attempt_left(system: Lookloop, episodes: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from lookloop.exports.service import EXPORT_JOB
+    from lookloop.jobs import InProcessJobs
+    from lookloop.jobs.tables import JobRow
+
+    out, tree = tmp_path / "all.jsonl", tmp_path / "tree"
+    # What a worker killed during its first attempts left: one export renamed into place but never recorded as
+    # done, a torn temporary file, and a half-built folder.
+    out.write_text('{"ask_id": "from the first attempt"}\n')
+    (tmp_path / f".{out.name}.tmp").write_text('{"ask_id": "torn')
+    (tmp_path / ".tree.partial" / "export" / "Banana").mkdir(parents=True)
+    (tmp_path / ".tree.partial" / "export" / "Banana" / "half.jpg").write_bytes(b"\xff\xd8")
+    args = [dict(format="jsonl", out=str(out), since=None, until=None, labelled_only=False, frames=False,
+                 skill="identify", imports=False, force=False),
+            dict(format="imagefolder", out=str(tree), since=None, until=None, labelled_only=False, frames=False,
+                 skill="identify", imports=False, force=False)]
+    if isinstance(system.jobs, InProcessJobs):  # the rows as the killed process left them; the restart runs them
+        with system.db.session() as s:
+            for a in args:
+                s.add(JobRow(task=EXPORT_JOB, args=a, key=f"export:{a['out']}", state="running", attempts=1))
+        system.jobs.start()
+    else:  # queued (the paths were free then), then taken by a worker that died
+        out.unlink()
+        system.exports.queue("jsonl", out)
+        system.exports.queue("imagefolder", tree)
+        out.write_text('{"ask_id": "from the first attempt"}\n')
+        with system.db.session() as s:
+            s.execute(update(JobRow).values(state="running", attempts=1))
+    run_queued_jobs(system)
+    jobs = system.jobs.recent(task=EXPORT_JOB)
+    assert [(j.state, j.attempts) for j in jobs] == [("succeeded", 2)] * 2, jobs
+    rows = _read_jsonl(out)
+    assert len(rows) == len({r["ask_id"] for r in rows}) == 5  # every episode once: not doubled, not torn
+    assert {p.name for p in tree.iterdir()} == {"Banana", "Granny-Smith", "metadata.csv"}
+    assert not (tree / "Banana" / "half.jpg").exists()
+    assert sorted(p.name for p in tmp_path.glob(".*")) == []  # no temporary file or folder left
+
+
+def test_an_export_that_fails_mid_way_leaves_the_previous_one_whole(system: Lookloop, episodes: dict[str, Any],
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "tree"
+    first = export_imagefolder(system, tree)
+    before = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*"))
+
+    def unreadable(sha: str) -> bytes:
+        raise OSError("the shared volume went away")
+
+    monkeypatch.setattr(system.privacy, "redacted_bytes", unreadable)
+    with pytest.raises(OSError, match="went away"):
+        export_imagefolder(system, tree, force=True)
+    with pytest.raises(OSError, match="went away"):
+        export_hf(system, tmp_path / "hf")
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")) == before and first.records == 2
+    assert not (tmp_path / "hf").exists() and sorted(p.name for p in tmp_path.glob(".*")) == []

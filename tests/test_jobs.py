@@ -6,6 +6,7 @@ is killed (SIGKILL) mid-way runs again on another and its effect happens once.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import build_small_system, make_settings, reset_postgres
 from privacy_util import product_photo
-from sqlalchemy import update
+from sqlalchemy import text, update
 from typer.testing import CliRunner
 
 from lookloop.catalog import GroceryDataset
@@ -167,6 +168,7 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (["jobs", "list", "--state", "exploded"], 2, "unknown job state"),
     (["jobs", "show", "nosuchjob"], 2, "no job"),
     (["train", "--job"], 2, "needs Postgres"),
+    (["export", "jsonl", "--out", "episodes.jsonl", "--job"], 2, "needs Postgres"),
     (["cluster", "status"], 1, "no cluster"),
     (["cluster", "down"], 1, "no cluster"),
     (["cluster", "up", "--workers", "0"], 2, "1..64"),
@@ -232,6 +234,133 @@ def test_a_job_deferred_by_the_api_is_run_by_a_worker_process(tmp_path: Path, da
     assert done.worker.startswith(f"{os.uname().nodename}:{worker.pid}:")
     info = system.privacy.info(sha)
     assert info is not None and info.stage == "full"
+    system.jobs.close()
+    system.db.dispose()
+
+
+def _procrastinate_jobs(db: Database) -> list[dict[str, Any]]:
+    with db.session() as s:
+        rows = s.execute(text("SELECT id, task_name, args, status FROM procrastinate_jobs ORDER BY id")).mappings()
+        return [dict(r) for r in rows]
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[Database]:
+    url = _postgres()
+    reset_postgres(url)
+    db = Database(url)
+    db.migrate()
+    yield db
+    db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_process_dying_between_the_row_and_the_queue_leaves_neither(postgres_db: Database,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import procrastinate.jobs
+
+    jobs = PostgresJobs(postgres_db)
+    jobs.register("count", lambda ctx, n: {"n": n})
+    job_id = jobs.defer("count", n=1)
+    [queued] = _procrastinate_jobs(postgres_db)
+    assert queued["args"] == {"job_id": job_id} and queued["status"] == "todo"
+    with postgres_db.session() as s:
+        assert s.get(JobRow, job_id).queue_id == queued["id"]  # type: ignore[union-attr]
+
+    real_defer = procrastinate.jobs.JobDeferrer.defer
+
+    def defer_then_die(self: Any, **kwargs: Any) -> int:
+        real_defer(self, **kwargs)  # procrastinate's row is written ...
+        raise SystemExit("the API process died here")  # ... and the process dies before the commit
+
+    monkeypatch.setattr(procrastinate.jobs.JobDeferrer, "defer", defer_then_die)
+    with pytest.raises(SystemExit):
+        jobs.defer("count", n=2)
+    # Neither a row stuck "queued" for a job nobody runs, nor a queued job without its row.
+    assert [j.id for j in jobs.recent()] == [job_id]
+    assert [q["args"] for q in _procrastinate_jobs(postgres_db)] == [{"job_id": job_id}]
+
+
+@pytest.mark.postgres
+def test_two_processes_deferring_one_key_at_once_make_one_job(postgres_db: Database,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import procrastinate.jobs
+
+    first, second = PostgresJobs(postgres_db), PostgresJobs(postgres_db)  # two API processes' queues
+    for q in (first, second):
+        q.register("redact", lambda ctx, sha: None)
+    inserted, commit = threading.Event(), threading.Event()
+    real_defer = procrastinate.jobs.JobDeferrer.defer
+
+    def slow_commit(self: Any, **kwargs: Any) -> int:
+        queue_id: int = real_defer(self, **kwargs)
+        if threading.current_thread().name == "first":
+            inserted.set()  # written, not committed yet: the second process sees no job with the key
+            assert commit.wait(30)
+        return queue_id
+
+    monkeypatch.setattr(procrastinate.jobs.JobDeferrer, "defer", slow_commit)
+    ids: dict[str, str] = {}
+    a = threading.Thread(target=lambda: ids.update(first=first.defer("redact", key="redact:x", sha="x")),
+                         name="first")
+    a.start()
+    assert inserted.wait(30)
+    b = threading.Thread(target=lambda: ids.update(second=second.defer("redact", key="redact:x", sha="x")),
+                         name="second")
+    b.start()  # its insert waits on the key's lock until the first commits, then finds the first's job
+    time.sleep(0.5)
+    commit.set()
+    a.join(30)
+    b.join(30)
+    assert ids["first"] == ids["second"]
+    assert [j.id for j in first.recent()] == [ids["first"]]
+    assert len(_procrastinate_jobs(postgres_db)) == 1
+
+
+def test_the_periodic_purge_removes_rows_of_jobs_finished_long_ago(tmp_path: Path, data_dir: Path,
+                                                                     model_dir: Path, database_url: str) -> None:
+    from lookloop.domain import utcnow
+    from lookloop.jobs import JobContext
+    from lookloop.privacy.retention import PURGE_JOB, PurgeJob
+    from lookloop.system import Lookloop
+
+    system = Lookloop(make_settings(tmp_path, data_dir, model_dir, database_url=database_url))
+    system.migrate()
+    now = utcnow()
+    ages = {"old-ok": ("succeeded", 20), "old-failed": ("failed", 15), "recent": ("succeeded", 13),
+            "old-waiting": ("queued", None), "old-running": ("running", None)}
+    with system.db.session() as s:
+        for job_id, (state, days) in ages.items():
+            s.add(JobRow(id=job_id, task=TRAIN_JOB, state=state, created_at=now - dt.timedelta(days=30),
+                         finished_at=now - dt.timedelta(days=days) if days is not None else None))
+
+    def left() -> set[str]:
+        return {j.id for j in system.jobs.recent(limit=1000)}
+
+    keep = {"recent", "old-waiting", "old-running"}
+    if isinstance(system.jobs, InProcessJobs):  # SQLite: the job this process runs every purge interval
+        job_id = system.jobs.defer(PURGE_JOB, key=PURGE_JOB)
+        assert system.jobs.flush(timeout=60)
+        done = system.jobs.get(job_id)
+        assert done.state == "succeeded" and done.result["job_rows"] == 2, done
+        assert left() == keep | {job_id}
+    else:  # Postgres: what a worker runs, called here; procrastinate's old finished jobs go too
+        with system.db.session() as s:
+            s.execute(text("INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+                           "VALUES ('default', 'privacy.redact', '{}', 'todo')"))
+            s.execute(text("UPDATE procrastinate_jobs SET status = 'doing'"))
+            s.execute(text("UPDATE procrastinate_jobs SET status = 'failed'"))
+        with system.db.session() as s:
+            s.execute(text("UPDATE procrastinate_events SET at = now() - interval '20 days'"))
+        result = PurgeJob(system.privacy, system.db, jobs=system.jobs, keep_jobs_days=14)(
+            JobContext("purge", 1, lambda fraction, detail: None))
+        assert result["job_rows"] == 2 and left() == keep
+        assert _procrastinate_jobs(system.db) == []
+    # 0 keeps them for ever
+    assert PurgeJob(system.privacy, system.db, jobs=system.jobs, keep_jobs_days=0)(
+        JobContext("purge", 1, lambda fraction, detail: None)).get("job_rows") is None
     system.jobs.close()
     system.db.dispose()
 

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
         "lost) is put back and runs again (Postgres).",
     )
     job_concurrency: int = Field(default=1, ge=1, le=64, description="Jobs one `lookloop worker` runs at once.")
+    job_retention_days: float = Field(
+        default=14.0, ge=0, description="Rows of finished jobs (succeeded or failed) are removed by the periodic "
+        "purge this many days after they finished (0: kept for ever).",
+    )
     rate_limit_device_per_min: float = Field(default=120.0, ge=0, description="Requests per device (0: off).")
     rate_limit_account_per_min: float = Field(default=600.0, ge=0, description="Per reviewer/operator (0: off).")
     rate_limit_anonymous_per_min: float = Field(default=120.0, ge=0, description="Per client address (0: off).")
@@ -188,6 +192,11 @@ class Settings(BaseSettings):
     @property
     def frames_dir(self) -> Path:
         return self.resolved_var_dir / "frames"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where exports asked over HTTP are written (shared with the job workers, like the frames)."""
+        return self.resolved_var_dir / "exports"
 
     @property
     def resolved_key_dir(self) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 from lookloop.catalog import Catalogue, LabelledImage
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, CatalogItem, PolicyDecision
+from lookloop.exports.service import EXPORT_JOB, Exports
 from lookloop.humans.accounts import Accounts
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import LiveHub
@@ -104,6 +105,25 @@ class _SkillDeps:
         return self._memory
 
 
+class _ExportSource:
+    """``lookloop.exports.episodes.ExportSource`` over the running system's services."""
+
+    def __init__(self, db: Database, catalogue: Catalogue, privacy: FramePrivacy) -> None:
+        self._db = db
+        self._catalogue = catalogue
+        self._privacy = privacy
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    def find_item(self, name: str) -> CatalogItem | None:
+        return self._catalogue.find(name)
+
+    def frame_bytes(self, sha: str) -> bytes:
+        return self._privacy.redacted_bytes(sha)
+
+
 @dataclass(frozen=True)
 class System:
     """Every service of one running lookloop, wired."""
@@ -126,6 +146,7 @@ class System:
     humans: Humans
     deletion: Deletion
     speech: SpeechService
+    exports: Exports
     skill_set: _SkillSet
     bus: EventBus
 
@@ -238,12 +259,15 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
     speech = SpeechService(settings)  # voice asks; spoken answers live as long as the system
     # Background work, run where jobs run (a thread of the server on SQLite, `lookloop worker` on Postgres).
     jobs.register(REDACT_JOB, privacy.redact_job)
-    jobs.register(PURGE_JOB, PurgeJob(privacy, db), every_s=settings.purge_interval_s)
+    jobs.register(PURGE_JOB, PurgeJob(privacy, db, jobs=jobs, keep_jobs_days=settings.job_retention_days),
+                  every_s=settings.purge_interval_s)
     jobs.register(TRAIN_JOB, TrainJob(serving), max_attempts=2)
+    exports = Exports(_ExportSource(db, catalogue, privacy), jobs, settings.exports_dir)
+    jobs.register(EXPORT_JOB, exports.job)
     return System(settings=settings, db=db, jobs=jobs, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
                   notes=notes, asks=asks, labels=labels, humans=humans, deletion=deletion, speech=speech,
-                  skill_set=skill_set, bus=bus)
+                  exports=exports, skill_set=skill_set, bus=bus)
 
 
 class Lookloop:
@@ -274,6 +298,7 @@ class Lookloop:
         self.deletion = parts.deletion
         self.speech = parts.speech
         self.bus = parts.bus
+        self.exports = parts.exports
 
     # -- set-up -------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from lookloop.config import get_settings
 from lookloop.errors import LookloopError
 from lookloop.jobs import JobInfo, JobState, PostgresJobs
 
-jobs_app = typer.Typer(help="Background jobs: redaction, purges, training and their progress.",
+jobs_app = typer.Typer(help="Background jobs: redaction, purges, training, exports and their progress.",
                        no_args_is_help=True)
 
 NEEDS_POSTGRES = (

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from lookloop.exports.episodes import Episode, ExportSource, frame_of, load_episodes
-from lookloop.exports.output import ExportResult, prepare_dir
+from lookloop.exports.output import ExportResult, prepare_dir, staged_dir
+from lookloop.models.embcache import ProgressFn
 
 
 def features() -> Any:
@@ -82,6 +82,7 @@ def export_hf(
     until: dt.datetime | None = None,
     labelled_only: bool = False,
     force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> ExportResult:
     """Writes rows to an Arrow file one at a time (frames are never all held in memory), then saves."""
     from datasets import Dataset  # slow to import: loaded on first use
@@ -92,11 +93,13 @@ def export_hf(
     feats = features()
     images = 0
     # Scratch space beside the output, not the user's ~/.cache; the saved copy is self-contained.
-    with tempfile.TemporaryDirectory(prefix=".lookloop-hf-", dir=out.parent) as scratch:
-        arrow = Path(scratch) / "episodes.arrow"
+    with staged_dir(out) as staging:
+        arrow = staging.scratch / "episodes.arrow"
         writer = ArrowWriter(features=feats, path=str(arrow), writer_batch_size=64)
         try:
-            for ep in episodes:
+            for n, ep in enumerate(episodes):
+                if progress:
+                    progress("writing episodes", n, len(episodes))
                 r = row(system, ep)
                 images += r["image"] is not None
                 writer.write(feats.encode_example(r))
@@ -104,7 +107,7 @@ def export_hf(
         finally:
             writer.close()
         ds = Dataset.from_file(str(arrow))
-        ds.save_to_disk(str(out))
+        ds.save_to_disk(str(staging.folder))
         n = len(ds)
         del ds
     return ExportResult(out, n, {"labelled": sum(1 for e in episodes if e.labels), "images": images})

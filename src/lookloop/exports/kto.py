@@ -28,7 +28,8 @@ from typing import Any
 
 from lookloop.domain import same_label
 from lookloop.exports.episodes import Episode, ExportSource, load_episodes
-from lookloop.exports.output import ExportResult, prepare_file, write_frames
+from lookloop.exports.output import ExportResult, prepare_file, write_frames, written_file
+from lookloop.models.embcache import ProgressFn
 from lookloop.skills.identify import product_line
 from lookloop.skills.price import price_text
 
@@ -121,20 +122,22 @@ def export_kto(
     until: dt.datetime | None = None,
     frames: bool = False,
     force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> ExportResult:
     """Writes KTO records as JSONL; with ``frames`` each record also names its image file."""
     prepare_file(out, force=force)
     episodes = [e for e in load_episodes(system, since=since, until=until) if e.labels or e.feedback]
     records = [(ep, r) for ep in episodes for r in records_for(system, ep)]
-    files = write_frames(system, episodes, out.parent / f"{out.stem}_frames", out.parent) if frames else {}
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for ep, r in records:
+    files = (write_frames(system, episodes, out.parent / f"{out.stem}_frames", out.parent, progress)
+             if frames else {})
+    with written_file(out) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for n, (ep, r) in enumerate(records):
+            if progress:
+                progress("writing records", n, len(records))
             row = r.to_json()
             if frames:
                 row["image"] = files.get(ep.ask_id)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(out)
     return ExportResult(out, len(records), {
         "desirable": sum(1 for _, r in records if r.label),
         "undesirable": sum(1 for _, r in records if not r.label),

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from lookloop.domain import as_utc, utcnow
 from lookloop.errors import BadInput, LookloopError, NotFound
@@ -43,6 +44,7 @@ class JobState(StrEnum):
 
 
 ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.RETRYING.value)
+FINISHED = (JobState.SUCCEEDED.value, JobState.FAILED.value)
 
 
 @dataclass(frozen=True)
@@ -161,17 +163,15 @@ class JobQueue:
         existing = self._active(key) if key is not None else None
         if existing is not None:
             return existing
-        return self._enqueue(self._create(name, key, args), name, key)
+        return self._submit(name, key, _json_safe(args))
 
-    def _create(self, name: str, key: str | None, args: dict[str, Any]) -> str:
-        with self.db.session() as s:
-            row = JobRow(task=name, args=_json_safe(args), key=key, state=JobState.QUEUED.value,
-                         max_attempts=self._tasks[name].max_attempts)
-            s.add(row)
-        return row.id
+    def _row(self, name: str, key: str | None, args: dict[str, Any]) -> JobRow:
+        return JobRow(task=name, args=args, key=key, state=JobState.QUEUED.value,
+                      max_attempts=self._tasks[name].max_attempts)
 
-    def _enqueue(self, job_id: str, name: str, key: str | None) -> str:
-        """Hands a job (its row written) to whatever runs it; returns the id of the job that will do the work."""
+    def _submit(self, name: str, key: str | None, args: dict[str, Any]) -> str:
+        """Writes the job's row and hands the job to whatever runs it; returns the id of the job that will do
+        the work (another one's, when that one holds the key)."""
         raise NotImplementedError
 
     def _active(self, key: str) -> str | None:
@@ -274,6 +274,14 @@ class JobQueue:
                 row.finished_at = utcnow()
         return _Outcome.DONE
 
+    def prune(self, older_than: dt.timedelta) -> int:
+        """Deletes the rows of jobs that finished (succeeded or failed) longer than ``older_than`` ago; returns
+        how many. Jobs still waiting or running are never touched, however old."""
+        cutoff = utcnow() - older_than
+        with self.db.session() as s:
+            gone = s.execute(delete(JobRow).where(JobRow.state.in_(FINISHED), JobRow.finished_at < cutoff))
+        return int(getattr(gone, "rowcount", 0) or 0)
+
     def _unfinished(self) -> list[str]:
         with self.db.session() as s:
             return [str(x) for x in s.scalars(select(JobRow.id).where(JobRow.state.in_(ACTIVE))
@@ -299,7 +307,13 @@ class InProcessJobs(JobQueue):
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    def _enqueue(self, job_id: str, name: str, key: str | None) -> str:
+    def _submit(self, name: str, key: str | None, args: dict[str, Any]) -> str:
+        with self.db.session() as s:
+            row = self._row(name, key, args)
+            s.add(row)
+        return self._enqueue(row.id)
+
+    def _enqueue(self, job_id: str) -> str:
         with self._idle:
             self._pending += 1
         self._queue.put(job_id)
@@ -341,12 +355,7 @@ class InProcessJobs(JobQueue):
 
     def start(self) -> None:
         for job_id in self._unfinished():
-            with self.db.session() as s:
-                row = s.get(JobRow, job_id)
-                if row is None:
-                    continue
-                name, key = row.task, row.key
-            self._enqueue(job_id, name, key)
+            self._enqueue(job_id)
         periodic = [(name, t.every_s) for name, t in self._tasks.items() if t.every_s > 0]
         if periodic and self._ticker is None:
             self._stop.clear()
@@ -393,8 +402,9 @@ class PostgresJobs(JobQueue):
         conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1,
                                                                               max_size=4))
-        self._opened = False
-        self._open_lock = threading.Lock()
+        # Deferring runs procrastinate's insert on the connection of the session that writes the job's row
+        # (never opened: it borrows that connection), so the two commit or roll back together.
+        self._deferrer = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=conninfo))
 
     def register(self, name: str, fn: JobFn, *, max_attempts: int | None = None, every_s: float = 0.0) -> None:
         super().register(name, fn, max_attempts=max_attempts, every_s=every_s)
@@ -420,49 +430,42 @@ class PostgresJobs(JobQueue):
 
         self._app.task(name=name, pass_context=True, retry=_Retry())(run)
 
-    def _sync_app(self) -> Any:
-        with self._open_lock:
-            if not self._opened:
-                self._app.open()
-                self._opened = True
-        return self._app
-
-    def _enqueue(self, job_id: str, name: str, key: str | None) -> str:
-        try:
-            queue_id = self._sync_app().configure_task(name=name, queueing_lock=key).defer(job_id=job_id)
-        except Exception as exc:
-            return self._not_queued(job_id, key, exc)
-        return self._queued(job_id, queue_id)
-
-    def _queued(self, job_id: str, queue_id: int) -> str:
-        with self.db.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is not None:
-                row.queue_id = int(queue_id)
-        return job_id
-
-    def _not_queued(self, job_id: str, key: str | None, exc: Exception) -> str:
+    def _submit(self, name: str, key: str | None, args: dict[str, Any]) -> str:
+        """The row and procrastinate's job in one transaction: a process dying between the two leaves neither,
+        so no row waits "queued" for a job nobody will run."""
         from procrastinate.exceptions import AlreadyEnqueued
 
-        if isinstance(exc, AlreadyEnqueued):
-            with self.db.session() as s:  # the same work waits already (queued by another process)
-                row = s.get(JobRow, job_id)
-                if row is not None:
-                    s.delete(row)
-            return (self._active(key) if key else None) or job_id
+        for _ in range(3):
+            try:
+                with self.db.session() as s:
+                    row = self._row(name, key, args)
+                    s.add(row)
+                    s.flush()
+                    connection = _driver_connection(s)
+                    queue_id = self._deferrer.configure_task(name=name, queueing_lock=key,
+                                                             connection=connection).defer(job_id=row.id)
+                    row.queue_id = int(queue_id)
+                return row.id
+            except AlreadyEnqueued:
+                # Another process queued the same work first (its row and job committed together): that one.
+                existing = self._active(key) if key is not None else None
+                if existing is not None:
+                    return existing
+        raise LookloopError(f"job {name!r} with key {key!r} could not be queued: its key stayed taken")
+
+    def prune(self, older_than: dt.timedelta) -> int:
+        """Also deletes procrastinate's own finished jobs (failed ones stay there for inspection) as old."""
+        from procrastinate import sql
+
+        removed = super().prune(older_than)
         with self.db.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is not None:
-                row.state = JobState.FAILED.value
-                row.error = f"could not be queued: {type(exc).__name__}: {exc}"[:4000]
-                row.finished_at = utcnow()
-        raise exc
+            _driver_connection(s).execute(sql.queries["delete_old_jobs"], {
+                "nb_hours": max(1, int(older_than.total_seconds() // 3600)), "queue": None,
+                "statuses": ["succeeded", "failed", "cancelled", "aborted"]})
+        return removed
 
     def close(self) -> None:
-        with self._open_lock:
-            if self._opened:
-                self._app.close()
-                self._opened = False
+        """Nothing to close: deferring borrows the database session's connection, the worker opens its own."""
 
     # -- the worker ---------------------------------------------------------------------------------------
 
@@ -522,18 +525,17 @@ class PostgresJobs(JobQueue):
         while True:
             await asyncio.sleep(every_s)
             try:
-                if await asyncio.to_thread(self._active, task) is not None:
-                    continue  # the previous run still waits or runs
-                job_id = await asyncio.to_thread(self._create, task, task, {})
-                try:
-                    queue_id = await self._app.configure_task(name=task, queueing_lock=task).defer_async(
-                        job_id=job_id)
-                except Exception as exc:  # noqa: BLE001 - recorded on the job's row
-                    await asyncio.to_thread(self._not_queued, job_id, task, exc)
-                    continue
-                await asyncio.to_thread(self._queued, job_id, queue_id)
+                await asyncio.to_thread(self.defer, task, key=task)  # the previous run still waits or runs: that one
             except Exception:  # noqa: BLE001 - the next period tries again
                 log.exception("could not queue the periodic job %s", task)
+
+
+def _driver_connection(session: Session) -> Any:
+    """The psycopg connection under a session, inside the session's transaction."""
+    connection = session.connection().connection.driver_connection
+    if connection is None:
+        raise RuntimeError("the database session has no open connection")
+    return connection
 
 
 class _RetryLater(Exception):

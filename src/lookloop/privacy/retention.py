@@ -1,13 +1,15 @@
 """Retention: sealed originals expire after ``Settings.original_retention_days``; frames kept only for a
 human answer go once it came. ``lookloop privacy purge`` runs it once; the ``privacy.purge`` job runs it every
-``Settings.purge_interval_s`` seconds (in the server on SQLite, in a ``lookloop worker`` on Postgres)."""
+``Settings.purge_interval_s`` seconds (in the server on SQLite, in a ``lookloop worker`` on Postgres), and also
+removes the rows of jobs finished more than ``Settings.job_retention_days`` ago."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict
 from typing import Any
 
-from lookloop.jobs import JobContext
+from lookloop.jobs import JobContext, JobQueue
 from lookloop.privacy import audit
 from lookloop.privacy.storage import FramePrivacy, PurgeReport
 from lookloop.store.db import Database
@@ -30,11 +32,18 @@ def purge(system: Any, *, actor: str = "system", role: str = "") -> PurgeReport:
 
 
 class PurgeJob:
-    """The periodic purge as a job (idempotent: a second pass finds nothing left to remove)."""
+    """The periodic purge as a job (idempotent: a second pass finds nothing left to remove): expired frames, and
+    the rows of jobs that finished more than ``keep_jobs_days`` ago (0: kept)."""
 
-    def __init__(self, privacy: FramePrivacy, db: Database) -> None:
+    def __init__(self, privacy: FramePrivacy, db: Database, *, jobs: JobQueue | None = None,
+                 keep_jobs_days: float = 0.0) -> None:
         self._privacy = privacy
         self._db = db
+        self._jobs = jobs
+        self._keep_jobs_days = keep_jobs_days
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
-        return asdict(purge_frames(self._privacy, self._db))
+        out: dict[str, Any] = asdict(purge_frames(self._privacy, self._db))
+        if self._jobs is not None and self._keep_jobs_days > 0:
+            out["job_rows"] = self._jobs.prune(dt.timedelta(days=self._keep_jobs_days))
+        return out

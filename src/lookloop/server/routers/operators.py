@@ -1,4 +1,5 @@
-"""The operator API behind the dashboard: metrics over time, confusion, reviewers, model versions, PNG plots."""
+"""The operator API behind the dashboard: metrics over time, confusion, reviewers, model versions, PNG plots,
+background jobs and exports."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from fastapi.responses import FileResponse, Response
 
 from lookloop.errors import NotFound
 from lookloop.loop.figures import loop_figures
-from lookloop.metrics import PLOTS, metrics_between, plot_png
+from lookloop.metrics import PLOTS, metrics_between, parse_when, plot_png
 from lookloop.server.auth import Principal
 from lookloop.server.deps import get_system
 from lookloop.server.policies import require
 from lookloop.server.schemas.errors import error_responses
-from lookloop.server.schemas.operators import JobOut, MetricsOut, ModelsOut, OperatorSummaryOut
+from lookloop.server.schemas.operators import (
+    ExportIn,
+    ExportQueuedOut,
+    JobOut,
+    MetricsOut,
+    ModelsOut,
+    OperatorSummaryOut,
+)
 from lookloop.system import Lookloop
 
 log = logging.getLogger("lookloop.server.operators")
@@ -75,6 +83,16 @@ def jobs(system: System, _: Operator,
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="One background job")
 def job(system: System, _: Operator, job_id: str) -> JobOut:
     return JobOut.model_validate(asdict(system.jobs.get(job_id)))
+
+
+@router.post("/exports", response_model=ExportQueuedOut, status_code=202, responses=_ERRORS,
+             summary="Queue an export (JSONL, HF dataset, KTO, image folder) as a background job")
+def export(system: System, _: Operator, body: ExportIn) -> ExportQueuedOut:
+    out = system.exports.path_for(body.format, body.name)
+    job_id = system.exports.queue(
+        body.format, out, since=parse_when(body.since), until=parse_when(body.until), labelled_only=body.labelled_only,
+        frames=body.frames, skill=body.skill, imports=body.imports, force=body.force)
+    return ExportQueuedOut(job_id=job_id, path=str(out), job=JobOut.model_validate(asdict(system.jobs.get(job_id))))
 
 
 @router.get("/models", response_model=ModelsOut, responses=_ERRORS, summary="Model versions and which serves")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -117,7 +117,7 @@ class JobOut(BaseModel):
     """A background job as operators see it (``lookloop jobs list`` shows the same)."""
 
     id: str
-    task: str = Field(description="privacy.redact, privacy.purge, models.train …")
+    task: str = Field(description="privacy.redact, privacy.purge, models.train, exports.write …")
     args: dict[str, Any]
     key: str | None = Field(description="Jobs with one key are one piece of work (queued once at a time).")
     state: str = Field(description="queued, running, retrying, succeeded or failed")
@@ -131,3 +131,25 @@ class JobOut(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+
+
+class ExportIn(BaseModel):
+    """An export to write in the background (``lookloop export`` has the same options)."""
+
+    format: Literal["jsonl", "hf", "kto", "imagefolder"]
+    name: str | None = Field(default=None, max_length=100, description="A plain file name in the server's "
+                             "exports folder; default the format and the time.")
+    since: str | None = Field(default=None, max_length=40, description="Only asks from this time: a date, an ISO "
+                              "time, or a span back such as 7d.")
+    until: str | None = Field(default=None, max_length=40, description="Only asks before this time.")
+    labelled_only: bool = Field(default=False, description="jsonl, hf: only asks that have a label.")
+    frames: bool = Field(default=False, description="jsonl, kto: also write the frames beside the file.")
+    skill: str = Field(default="identify", max_length=64, description="imagefolder: which skill's frames.")
+    imports: bool = Field(default=False, description="imagefolder: add the imported labelled photos.")
+    force: bool = Field(default=False, description="Replace an export of that name.")
+
+
+class ExportQueuedOut(BaseModel):
+    job_id: str = Field(description="Follow it at /v1/operators/jobs/{job_id} (or `lookloop jobs show`).")
+    path: str = Field(description="Where the export is written, on the server's shared storage.")
+    job: JobOut
