@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from lookloop.bench import asr, crash, intents, latency, loop, redact, redact_text, roundtrip, voice
+from lookloop.bench import asr, cluster, crash, intents, latency, loop, redact, redact_text, roundtrip, voice
 from lookloop.cli import ask, catalog, exports, humans, models, privacy, serve
 from lookloop.cli._shared import console, fail, make_progress, open_system, open_system_models
 from lookloop.cli.serve import ensure_demo
@@ -34,6 +34,7 @@ privacy.register(app)
 exports.register(app)
 
 asr.register(bench_app)
+cluster.register(bench_app)
 crash.register(bench_app)
 intents.register(bench_app)
 latency.register(bench_app)
