@@ -300,3 +300,34 @@ def test_a_gold_item_looks_like_any_item_to_its_reviewer(system: Lookloop, queue
     assert queue.held_item(gold.id, ann.account_id or "") is None
     with pytest.raises(Conflict, match="you answered this item already"):
         queue.submit(gold.id, ann, "answer", "Banana")
+
+
+def test_reviewers_claiming_at_once_get_distinct_items_and_none_is_left_out(system: Lookloop,
+                                                                           queue: ReviewQueue) -> None:
+    """Four reviewers (as if on four workers) call ``next`` at once, twice each, over six items: every claim is a
+    different item, and the last two calls find the queue empty rather than an item someone holds (on Postgres
+    the claim skips rows another claim has locked instead of waiting for them)."""
+    import threading
+
+    queue.clock = utcnow  # real time: the racing threads share it
+    items = {queue.enqueue_ask(ask(system, 0.3)).id for _ in range(6)}
+    people = [reviewer(system, name) for name in ("ann", "bob", "cat", "dan")]
+    start = threading.Barrier(len(people))
+    got: list[str | None] = []
+    lock = threading.Lock()
+
+    def work(who: Principal) -> None:
+        start.wait()
+        for _ in range(2):
+            item = queue.next(who)
+            with lock:
+                got.append(item.id if item else None)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [g for g in got if g is not None]
+    assert len(claimed) == len(set(claimed)) == 6 and set(claimed) == items
+    assert got.count(None) == 2

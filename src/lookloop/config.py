@@ -96,7 +96,19 @@ class Settings(BaseSettings):
         description="Redaction of faces and personal text: 'background' keeps the ask fast (the upload stays "
         "sealed, encrypted, until a worker redacted it; no person sees it before). 'sync' redacts before the answer.",
     )
-    purge_interval_s: float = Field(default=3600.0, ge=0, description="Server's purge period (0: off).")
+    purge_interval_s: float = Field(
+        default=3600.0, ge=0, description="Purge period (0: off): a job run by the server on SQLite, by "
+        "`lookloop worker` on Postgres.",
+    )
+
+    # Background jobs (redaction, purges, training, exports)
+    job_max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts of a job before it fails.")
+    job_retry_wait_s: float = Field(default=5.0, ge=0, description="Wait before a failed job's next attempt.")
+    job_stalled_after_s: float = Field(
+        default=30.0, ge=1, description="A job whose worker sent no heartbeat for this long (killed, machine "
+        "lost) is put back and runs again (Postgres).",
+    )
+    job_concurrency: int = Field(default=1, ge=1, le=64, description="Jobs one `lookloop worker` runs at once.")
     rate_limit_device_per_min: float = Field(default=120.0, ge=0, description="Requests per device (0: off).")
     rate_limit_account_per_min: float = Field(default=600.0, ge=0, description="Per reviewer/operator (0: off).")
     rate_limit_anonymous_per_min: float = Field(default=120.0, ge=0, description="Per client address (0: off).")

@@ -20,8 +20,9 @@ from lookloop.humans.accounts import Accounts
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import LiveHub
 from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
-from lookloop.humans.queue import ReviewQueue
+from lookloop.humans.queue import QueueItem, ReviewQueue
 from lookloop.humans.runtime import Humans
+from lookloop.jobs import JobQueue, job_queue
 from lookloop.loop.asking import AskService, Hooks
 from lookloop.loop.calibration import AuditVerdict
 from lookloop.loop.labels import LabelService
@@ -29,6 +30,7 @@ from lookloop.loop.learner import IdentifyModel
 from lookloop.loop.policies import EscalationPolicy
 from lookloop.loop.registry import ModelRegistry
 from lookloop.loop.serving import ServingModel
+from lookloop.loop.training import TRAIN_JOB, TrainJob
 from lookloop.memory.store import MemoryStore, NoteStore
 from lookloop.models.backends import ChatBackend, chat_backend, vision_backend
 from lookloop.models.embcache import EmbeddingCache, ProgressFn
@@ -37,13 +39,15 @@ from lookloop.models.ocr import TextReader, shared_reader
 from lookloop.models.text import TextEmbedder, default_text_embedder
 from lookloop.privacy.consent import ConsentService
 from lookloop.privacy.deletion import Deletion
-from lookloop.privacy.storage import FramePrivacy
+from lookloop.privacy.retention import PURGE_JOB, PurgeJob
+from lookloop.privacy.storage import REDACT_JOB, FramePrivacy
 from lookloop.skills.base import Classifier, Skill
 from lookloop.skills.notes import ExtractiveSummariser, NoteService
 from lookloop.skills.registry import default_skills
 from lookloop.skills.routing import SkillRouting
 from lookloop.speech import SpeechService
 from lookloop.store import idempotency
+from lookloop.store.bus import EventBus, event_bus
 from lookloop.store.db import Database
 from lookloop.store.files import private_dir
 from lookloop.store.frames import FrameStore
@@ -104,6 +108,7 @@ class System:
 
     settings: Settings
     db: Database
+    jobs: JobQueue
     hooks: Hooks
     frames: FrameStore
     privacy: FramePrivacy
@@ -120,6 +125,7 @@ class System:
     deletion: Deletion
     speech: SpeechService
     skill_set: _SkillSet
+    bus: EventBus
 
 
 class _SkillSet:
@@ -141,13 +147,52 @@ class _SkillSet:
         return sorted(self())
 
 
-def build_system(settings: Settings, *, db: Database | None = None) -> System:
-    """Constructs every service of lookloop with its dependencies; nothing is loaded or migrated yet."""
+LEARN_CHANNEL = "lookloop_learn"  # labels, audit verdicts, promotions and rollbacks: other workers reload them
+
+
+def share_learning(bus: EventBus, *, hooks: Hooks, queue: ReviewQueue, registry: ModelRegistry,
+                   serving: ServingModel) -> None:
+    """What one worker learns reaches the others within a second: after each change commits, its id goes on the
+    bus and every other worker re-reads it from the database or the registry (never from another's memory).
+    The registry poll on identify asks stays as the fallback."""
+
+    def label_stored(ask_id: str, _value: str, _source: str) -> None:
+        bus.publish(LEARN_CHANNEL, {"k": "label", "ask": ask_id})
+
+    def settled_without_label(item: QueueItem, value: str | None, _authors: list[str]) -> None:
+        if item.ask_id is not None and value is None:  # "cannot tell": an audit verdict, no label
+            bus.publish(LEARN_CHANNEL, {"k": "label", "ask": item.ask_id})
+
+    def version_changed(_version_id: str) -> None:
+        bus.publish(LEARN_CHANNEL, {"k": "model"})
+
+    def received(payload: dict[str, Any]) -> None:
+        if payload.get("k") == "model":
+            serving.sync(force=True)
+        elif payload.get("k") == "label" and isinstance(payload.get("ask"), str):
+            serving.apply_stored_label(payload["ask"])
+
+    hooks.labelled.insert(0, label_stored)  # first: the other workers start while this one tells its wearer
+    queue.on_resolved.append(settled_without_label)
+    registry.changed.append(version_changed)
+    bus.subscribe(LEARN_CHANNEL, received)
+    bus.on_reconnect(serving.catch_up)
+
+
+def build_system(settings: Settings, *, db: Database | None = None, bus: EventBus | None = None) -> System:
+    """Constructs every service of lookloop with its dependencies; nothing is loaded or migrated yet.
+
+    ``bus``: how the workers sharing the database tell each other what changed (default: ``NOTIFY`` on Postgres,
+    in-process otherwise).
+    """
     private_dir(settings.resolved_var_dir)  # 0700: the database, frames, keys and caches are the service's alone
     db = db or Database(settings.resolved_database_url)
+    jobs = job_queue(db, max_attempts=settings.job_max_attempts, retry_wait_s=settings.job_retry_wait_s,
+                     stalled_after_s=settings.job_stalled_after_s)
+    bus = bus or event_bus(db.engine)
     hooks = Hooks()
     frames = FrameStore(settings.frames_dir)
-    privacy = FramePrivacy(settings, db, frames)
+    privacy = FramePrivacy(settings, db, frames, jobs=jobs)
     consent = ConsentService(db)
     catalogue = Catalogue(db)
     registry = ModelRegistry(db, settings.model_cache_dir / "versions")
@@ -170,8 +215,9 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
         base_s=settings.login_backoff_base_s, max_s=settings.login_backoff_max_s))
     accounts = Accounts(db, session_ttl_hours=settings.session_ttl_hours, throttle=throttle)
     humans = Humans(settings, asks=asks, labels=labels, accounts=accounts, queue=queue, hub=LiveHub(),
-                    feedback=feedback, frames=privacy)
+                    feedback=feedback, frames=privacy, bus=bus)
     humans.subscribe(hooks)
+    share_learning(bus, hooks=hooks, queue=queue, registry=registry, serving=serving)
     # Once a human answered, a frame kept only for review may go (consent without frame storage).
     def release_frame(ask_id: str, _value: str, _source: str) -> None:
         privacy.release_for_ask(ask_id)
@@ -179,10 +225,14 @@ def build_system(settings: Settings, *, db: Database | None = None) -> System:
     hooks.labelled.append(release_frame)
     deletion = Deletion(db, privacy=privacy, frames=frames, serving=serving, registry=registry, routing=routing)
     speech = SpeechService(settings)  # voice asks; spoken answers live as long as the system
-    return System(settings=settings, db=db, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
+    # Background work, run where jobs run (a thread of the server on SQLite, `lookloop worker` on Postgres).
+    jobs.register(REDACT_JOB, privacy.redact_job)
+    jobs.register(PURGE_JOB, PurgeJob(privacy, db), every_s=settings.purge_interval_s)
+    jobs.register(TRAIN_JOB, TrainJob(serving), max_attempts=2)
+    return System(settings=settings, db=db, jobs=jobs, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
                   notes=notes, asks=asks, labels=labels, humans=humans, deletion=deletion, speech=speech,
-                  skill_set=skill_set)
+                  skill_set=skill_set, bus=bus)
 
 
 class Lookloop:
@@ -191,11 +241,12 @@ class Lookloop:
     Each method is one line handing over to the service that owns the work; the services are attributes too.
     """
 
-    def __init__(self, settings: Settings, *, db: Database | None = None) -> None:
-        parts = build_system(settings, db=db)
+    def __init__(self, settings: Settings, *, db: Database | None = None, bus: EventBus | None = None) -> None:
+        parts = build_system(settings, db=db, bus=bus)
         self.parts = parts
         self.settings = settings
         self.db = parts.db
+        self.jobs = parts.jobs
         self.hooks = parts.hooks
         self.frames = parts.frames
         self.privacy = parts.privacy
@@ -211,6 +262,7 @@ class Lookloop:
         self.humans = parts.humans
         self.deletion = parts.deletion
         self.speech = parts.speech
+        self.bus = parts.bus
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -224,8 +276,15 @@ class Lookloop:
         self.routing.route("what is this?", True)  # the intent router (its ONNX export on a first run)
         self.speech.warm()  # Whisper, for the first voice ask
 
+    def listen(self) -> None:
+        """Starts hearing the other workers' events (the server does at start-up; a CLI command that only
+        publishes need not)."""
+        self.bus.start()
+
     def close(self) -> None:
+        self.bus.close()
         self.serving.save_cache()
+        self.jobs.close()
 
     # -- models -------------------------------------------------------------------------------------------
 

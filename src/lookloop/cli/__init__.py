@@ -11,8 +11,9 @@ import sys
 
 import typer
 
-from lookloop.bench import asr, cluster, crash, intents, latency, loop, redact, redact_text, roundtrip, voice
-from lookloop.cli import ask, catalog, exports, humans, models, privacy, serve
+from lookloop.bench import asr, crash, intents, latency, loop, redact, redact_text, roundtrip, voice
+from lookloop.bench import cluster as cluster_bench
+from lookloop.cli import ask, catalog, cluster, exports, humans, jobs, models, privacy, serve
 from lookloop.cli._shared import console, fail, make_progress, open_system, open_system_models
 from lookloop.cli.serve import ensure_demo
 from lookloop.errors import LookloopError
@@ -25,6 +26,8 @@ bench_app = typer.Typer(help="Benchmarks: figures printed, and written with --js
 
 # The order here is the order `lookloop --help` lists them in.
 serve.register(app)
+jobs.register(app)
+cluster.register(app)
 ask.register(app)
 catalog.register(app)
 app.add_typer(bench_app, name="bench")
@@ -34,7 +37,7 @@ privacy.register(app)
 exports.register(app)
 
 asr.register(bench_app)
-cluster.register(bench_app)
+cluster_bench.register(bench_app)
 crash.register(bench_app)
 intents.register(bench_app)
 latency.register(bench_app)

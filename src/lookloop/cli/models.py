@@ -10,9 +10,10 @@ from rich.table import Table
 
 from lookloop.cli._shared import console, fail, make_progress, open_system, reporter
 from lookloop.errors import LookloopError
+from lookloop.jobs import PostgresJobs
 from lookloop.loop.finetune import FinetuneConfig
 from lookloop.loop.registry import ModelVersion
-from lookloop.loop.training import train_versions
+from lookloop.loop.training import TRAIN_JOB, train_versions
 
 models_app = typer.Typer(help="Model versions: list, promote (gated), roll back.", no_args_is_help=True)
 
@@ -41,6 +42,8 @@ def train(
     holdout: Annotated[float, typer.Option(help="Share of labels held out for metrics and calibration.")]
     = 0.15,
     promote: Annotated[bool, typer.Option(help="Promote the best version when it passes the gate.")] = True,
+    job: Annotated[bool, typer.Option("--job", help="Queue it for a `lookloop worker` (Postgres) and return.")]
+    = False,
 ) -> None:
     """Retrain on every label: a new model version, evaluated, gated and (by default) promoted."""
     if not 0.0 < holdout < 0.9:
@@ -48,6 +51,13 @@ def train(
     if finetune_minutes <= 0:
         raise fail("--finetune-minutes must be positive")
     system = open_system(build=False)
+    if job:
+        if not isinstance(system.jobs, PostgresJobs):
+            raise fail("--job needs Postgres and a `lookloop worker`; with SQLite, train here (without --job)")
+        job_id = system.jobs.defer(TRAIN_JOB, key=TRAIN_JOB, finetune=finetune, finetune_minutes=finetune_minutes,
+                                   holdout=holdout, promote=promote)
+        console.print(f"queued training job {job_id}: follow it with `lookloop jobs show {job_id}`")
+        return
     with make_progress() as progress:
         try:
             result = train_versions(system.serving, finetune=finetune, holdout=holdout, promote=promote,

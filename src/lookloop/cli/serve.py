@@ -54,9 +54,18 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default from LOOKLOOP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from LOOKLOOP_PORT).")] = None,
     demo: Annotated[bool, typer.Option(help="Load the demo catalogue on first start.")] = True,
+    workers: Annotated[int, typer.Option(help="API worker processes (more than 1 needs Postgres).")] = 1,
 ) -> None:
     """Start the service (API, pages, sockets)."""
     settings = get_settings()
+    if workers < 1:
+        raise fail("--workers must be at least 1")
+    if workers > 1 and not settings.resolved_database_url.startswith("postgresql"):
+        raise fail(
+            f"--workers {workers} needs Postgres: SQLite is the one-process default. Set "
+            "LOOKLOOP_DATABASE_URL=postgresql://… and run `lookloop worker` beside the API (or try "
+            "`lookloop cluster up --workers N`)."
+        )
     try:
         system = open_system(settings, build=False)
         if demo:
@@ -76,7 +85,17 @@ def serve(
         console.print(f"  {what:<16} {base}{path}")
     if demo:
         print_demo_credentials(system)
-    uvicorn.run(create_app(settings, system=system), host=h, port=p, **server_options())
+    if workers == 1:
+        uvicorn.run(create_app(settings, system=system), host=h, port=p, **server_options())
+        return
+    # Stateless workers: each process builds its own system from the same settings (the models and caches
+    # were made above, once); the database holds what they share. This process only supervises them.
+    system.close()
+    system.db.dispose()
+    del system
+    console.print(f"  {workers} API worker processes; background jobs run in `lookloop worker` processes")
+    uvicorn.run("lookloop.server.app:create_app", factory=True, workers=workers, host=h, port=p,
+                **server_options())
 
 
 def server_options() -> dict[str, Any]:

@@ -290,6 +290,25 @@ class ReviewQueue:
                 "resolved": int(by_status.get("resolved", 0)), "gold": int(by_status.get("gold", 0)),
                 "locked": int(locked)}
 
+    def offerable(self) -> list[QueueItem]:
+        """Live items waiting with nobody holding them: what a worker offers its on-duty reviewers after it
+        may have missed an escalation (oldest first)."""
+        now = self.clock()
+        r = ReviewItemRow
+        with self.db.session() as s:
+            rows = s.scalars(select(r).where(r.kind == "ask", r.status.in_(WAITING), r.live.is_(True),
+                                             or_(r.locked_until.is_(None), r.locked_until <= now))
+                             .order_by(r.created_at).limit(200)).all()
+            return [_item(row) for row in rows]
+
+    def resolved_since(self, since: dt.datetime) -> list[QueueItem]:
+        """Asks' items settled at or after ``since`` (their answers may not have reached every stream)."""
+        r = ReviewItemRow
+        with self.db.session() as s:
+            rows = s.scalars(select(r).where(r.kind == "ask", r.status == "resolved", r.resolved_at >= since)
+                             .order_by(r.resolved_at).limit(500)).all()
+            return [_item(row) for row in rows]
+
     def locks_held(self, account_id: str) -> int:
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(
@@ -299,20 +318,42 @@ class ReviewQueue:
 
     def try_lock(self, item_id: str, account_id: str) -> bool:
         """Locks an open item for ``account_id`` unless someone else holds a live lock (compare-and-set)."""
+        return self._claim(account_id, [item_id]) is not None
+
+    def _claim(self, account_id: str, ids: list[str], *, statuses: tuple[str, ...] = WAITING,
+               later: frozenset[str] = frozenset()) -> str | None:
+        """Locks the first claimable item of ``ids`` for ``account_id`` (in the order of ``next``, those in
+        ``later`` last); returns its id, or None when none is free.
+
+        On Postgres the pick is ``SELECT … FOR UPDATE SKIP LOCKED``: reviewers claiming at once on any worker
+        never wait on each other's rows nor get the same one. The UPDATE is a compare-and-set as well, which is
+        what keeps it single-owner on SQLite (no row locks there).
+        """
+        if not ids:
+            return None
+        r = ReviewItemRow
         now = self.clock()
+        claimable = and_(r.id.in_(ids), r.status.in_(statuses),
+                         or_(r.locked_until.is_(None), r.locked_until <= now, r.locked_by == account_id))
+        order: list[Any] = [r.live.desc(), (r.status == "operator").desc(), r.priority.desc(), r.created_at]
+        if later:
+            order.insert(0, case((r.id.in_(sorted(later)), 1), else_=0))
+        picked: str | None = None
         with self.db.session() as s:
-            res = s.execute(
-                update(ReviewItemRow)
-                .where(ReviewItemRow.id == item_id, ReviewItemRow.status.in_(("open", "operator")),
-                       or_(ReviewItemRow.locked_until.is_(None), ReviewItemRow.locked_until <= now,
-                           ReviewItemRow.locked_by == account_id))
-                .values(locked_by=account_id, locked_at=now, locked_until=now + self.lock_timeout)
-                .execution_options(synchronize_session=False)
-            )
-            ok = bool(getattr(res, "rowcount", 0) == 1)
-        if ok:
-            self._mark_served(item_id, account_id, now)
-        return ok
+            for _ in range(3):  # SQLite: another worker's claim won the row between our read and write
+                candidate = s.scalars(select(r.id).where(claimable).order_by(*order).limit(1)
+                                      .with_for_update(skip_locked=True)).first()
+                if candidate is None:
+                    break
+                res = s.execute(update(r).where(r.id == candidate, claimable)
+                                .values(locked_by=account_id, locked_at=now, locked_until=now + self.lock_timeout)
+                                .execution_options(synchronize_session=False))
+                if getattr(res, "rowcount", 0) == 1:
+                    picked = candidate
+                    break
+        if picked is not None:
+            self._mark_served(picked, account_id, now)
+        return picked
 
     def claim(self, item_id: str, reviewer: Principal) -> QueueItem:
         """Locks a given item (e.g. one pushed over the socket) for the reviewer."""
@@ -355,10 +396,9 @@ class ReviewQueue:
             gold = self._gold_for(account_id, set(acted))
             if gold is not None:
                 return self._offer_gold(gold, account_id)
-        for c in ordered:
-            if self.try_lock(c.id, account_id):
-                return self.get(c.id)
-        return None
+        picked = self._claim(account_id, [c.id for c in ordered], statuses=statuses,
+                             later=frozenset(c.id for c in skipped))
+        return self.get(picked) if picked is not None else None
 
     def _gold_for(self, account_id: str, acted: set[str]) -> QueueItem | None:
         with self.db.session() as s:

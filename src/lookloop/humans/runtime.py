@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, Decision, as_utc, hud_lines
@@ -19,6 +21,7 @@ from lookloop.imaging import thumbnail_jpeg
 from lookloop.loop.asking import AskService, Hooks
 from lookloop.loop.calibration import AUDIT_PRIORITY
 from lookloop.loop.labels import LabelService
+from lookloop.store.bus import EventBus, LocalBus
 
 log = logging.getLogger("lookloop.humans")
 
@@ -28,6 +31,7 @@ STATUS_CANCELLED = "cancelled; no helper will answer"
 STATUS_ANSWERED = "a helper answered"
 CANNOT_TELL = "A helper could not tell what this is."
 THUMBNAIL_SIDE = 160  # pixels: the late answer's picture of what was asked about
+LIVE_CHANNEL = "lookloop_live"  # what the other workers' streams must hear: ids of rows to re-read
 
 
 def cannot_tell(record: AskRecord) -> str:
@@ -104,6 +108,7 @@ class Humans:
         hub: LiveHub,
         feedback: FeedbackService,
         frames: RedactedFrames | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.settings = settings
         self.frames = frames  # late answers carry a thumbnail of the (redacted) frame
@@ -118,6 +123,10 @@ class Humans:
         self.accounts.revoked.append(self.on_revoked)
         self._waits: dict[str, int] = {}  # item id → the generation of its running wait updates
         self._waits_lock = threading.Lock()
+        # Streams held by other workers hear through the bus; this worker's through its hub directly.
+        self.bus = bus or LocalBus()
+        self.bus.subscribe(LIVE_CHANNEL, self.on_live_event)
+        self.bus.on_reconnect(self.catch_up)
 
     def subscribe(self, hooks: Hooks) -> None:
         """Escalations reach the queue and the live hub; every ask and label is seen by feedback and the queue."""
@@ -144,8 +153,7 @@ class Humans:
             if _spot_check(record):
                 return  # the wearer has had the AI's answer; an audit is not news to them
             self._stop_waiting(self.queue.for_ask(ask_id))
-            self.hub.send_device(record.device_id, self._answer_event(
-                record, record.final_answer or value, "wearer" if source == "wearer" else "human"))
+            self._send_answer(record, record.final_answer or value, "wearer" if source == "wearer" else "human")
 
     def _answer_event(self, record: AskRecord, text: str, source: str) -> Event:
         """A person's answer for the wearer, with the question it answers and a thumbnail of what was asked about."""
@@ -168,8 +176,8 @@ class Humans:
 
     def on_escalated(self, record: AskRecord) -> None:
         item = self.queue.enqueue_ask(record, live=True)
-        self.hub.send_device(record.device_id, self.waiting(item, record).event())
-        self.dispatch(item)
+        self.offer(item)
+        self._send_status(item, record)
         self._start_waiting(item.id)
 
     def waiting(self, item: QueueItem, record: AskRecord) -> Waiting:
@@ -225,11 +233,20 @@ class Humans:
         if item.status not in WAITING or not item.live or item.ask_id is None:
             return  # answered, cancelled, or timed out (the wearer was told; keep waiting starts them again)
         record = self.asks.get(item.ask_id)
-        self.hub.send_device(record.device_id, self.waiting(item, record).event())
+        self._send_status(item, record)
         self._later(self.settings.wait_update_s, lambda: self.wait_update(item_id, generation))
 
+    def offer(self, item: QueueItem) -> str | None:
+        """Offers a live item to this worker's on-duty reviewers and asks the other workers to offer it to theirs
+        (the first lock wins: it is a compare-and-set in the database)."""
+        # Told first, so the other workers look for a reviewer while this one does (a worker without one on duty
+        # ignores it without reading the database).
+        self.bus.publish(LIVE_CHANNEL, {"k": "offer", "item": item.id})
+        return self.dispatch(item)
+
     def dispatch(self, item: QueueItem) -> str | None:
-        """Offers a live item to the least-busy on-duty reviewer, locked to them; others hear the queue grew."""
+        """Offers a live item to the least-busy on-duty reviewer of this worker, locked to them; others hear the
+        queue grew."""
         for account_id in sorted(self.hub.reviewers_on_duty(), key=self.queue.locks_held):
             if self.queue.locks_held(account_id) >= self.max_pushed_locks:
                 break
@@ -239,7 +256,8 @@ class Humans:
                     return account_id
                 # Their last socket closed meanwhile (off duty, or signed out): the lock goes back.
                 self.queue.release_all(account_id)
-        self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
+        if self.hub.reviewers_on_duty():
+            self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
         return None
 
     def on_revoked(self, revocation: Revocation) -> None:
@@ -259,18 +277,18 @@ class Humans:
             return
         self.queue.set_live(item_id, False)
         record = self.asks.get(item.ask_id)
-        self.hub.send_device(record.device_id, self.waiting(self.queue.get(item_id), record).event())
+        self._send_status(self.queue.get(item_id), record)
 
     def keep_waiting(self, ask_id: str) -> Waiting:
         """The wearer waits on after a time-out: the item is offered live again, with updates and a new time-out."""
         record = self.asks.get(ask_id)
         item = self._waiting_item(record)
         self.queue.set_live(item.id, True)
-        self.dispatch(self.queue.get(item.id))
+        self.offer(self.queue.get(item.id))
         self._start_waiting(item.id)
-        now = self.waiting(self.queue.get(item.id), record)
-        self.hub.send_device(record.device_id, now.event())
-        return now
+        current = self.queue.get(item.id)
+        self._send_status(current, record)
+        return self.waiting(current, record)
 
     def cancel(self, ask_id: str) -> Waiting:
         """The wearer stops waiting: the open item leaves the queue and no helper's answer will come.
@@ -286,13 +304,13 @@ class Humans:
             return self.waiting(item, record)  # cancelled before
         self._stop_waiting(before)
         self.labels.cancelled(ask_id)
-        now = self.waiting(self.queue.get(before.id), record)
-        self.hub.send_device(record.device_id, now.event())
+        current = self.queue.get(before.id)
+        self._send_status(current, record)
         if before.locked_by:  # the helper who has it on screen
-            self.hub.send_reviewer(before.locked_by, {"type": "withdrawn", "item_id": before.id,
-                                                      "reason": "the wearer stopped waiting"})
+            self.hub.send_reviewer(before.locked_by, _withdrawn(before.id))
         self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
-        return now
+        self.bus.publish(LIVE_CHANNEL, {"k": "withdrawn", "item": before.id, "account": before.locked_by})
+        return self.waiting(current, record)
 
     def _waiting_item(self, record: AskRecord, *, allow_cancelled: bool = False) -> QueueItem:
         item = self.queue.for_ask(record.id)
@@ -323,11 +341,114 @@ class Humans:
         self._stop_waiting(item)
         text = (self.labels.final_text(self.labels.canonical(record, value)) if value is not None
                 else cannot_tell(record))
-        self.hub.send_device(record.device_id, self._answer_event(record, text, "human"))
+        self._send_answer(record, text, "human")
         if value is not None:
             self.labels.add(item.ask_id, value, source="human", author=author)
         else:
             self.labels.reject(item.ask_id, text)
+
+    # -- across workers -------------------------------------------------------------------------------------
+
+    def _send_status(self, item: QueueItem, record: AskRecord) -> None:
+        """Where the ask stands, to the wearer's streams on this worker and (by id) on the others."""
+        self.hub.send_device(record.device_id, self.waiting(item, record).event())
+        self.bus.publish(LIVE_CHANNEL, {"k": "status", "item": item.id, "device": record.device_id})
+
+    def _send_answer(self, record: AskRecord, text: str, source: str) -> None:
+        """A person's answer, to the wearer's streams on this worker and (by id) on the others."""
+        self.hub.send_device(record.device_id, self._answer_event(record, text, source))
+        self.bus.publish(LIVE_CHANNEL, {"k": "answer", "ask": record.id, "device": record.device_id,
+                                        "source": source})
+
+    def on_live_event(self, payload: dict[str, Any]) -> None:
+        """Another worker changed the live path: re-read the rows it names and tell this worker's streams.
+
+        Nothing in the payload but ids (and which kind of answer) is used: texts, states and who holds an item
+        come from the database, and each stream still sees only what its own credentials allow.
+        """
+        kind = payload.get("k")
+        try:
+            if kind == "offer":
+                self._remote_offer(str(payload["item"]))
+            elif kind == "status":
+                self._remote_status(str(payload["item"]), str(payload["device"]))
+            elif kind == "answer":
+                source = "wearer" if payload.get("source") == "wearer" else "human"
+                self._remote_answer(str(payload["ask"]), str(payload["device"]), source)
+            elif kind == "withdrawn":
+                self._remote_withdrawn(str(payload["item"]), payload.get("account"))
+        except NotFound:
+            pass  # deleted meanwhile (delete-my-data): nothing left to tell
+
+    def _remote_offer(self, item_id: str) -> None:
+        if not self.hub.reviewers_on_duty():
+            return
+        item = self.queue.get(item_id)
+        now = self.queue.clock()
+        free = item.locked_until is None or item.locked_until <= now
+        if item.status in WAITING and item.live and free:
+            self.dispatch(item)
+
+    def _remote_status(self, item_id: str, device_id: str) -> None:
+        if not self.hub.wearer_online(device_id):
+            return
+        item = self.queue.get(item_id)
+        if item.ask_id is None:
+            return
+        record = self.asks.get(item.ask_id)
+        if record.device_id == device_id:
+            self.hub.send_device(device_id, self.waiting(item, record).event())
+
+    def _remote_answer(self, ask_id: str, device_id: str, source: str) -> None:
+        if not self.hub.wearer_online(device_id):
+            return
+        record = self.asks.get(ask_id)
+        if record.device_id != device_id or _spot_check(record):
+            return
+        text = self._settled_text(record)
+        if text is not None:
+            self.hub.send_device(device_id, self._answer_event(record, text, source))
+
+    def _settled_text(self, record: AskRecord) -> str | None:
+        """What a person settled the ask's item with, as the wearer hears it; None while it is not settled."""
+        item = self.queue.for_ask(record.id)
+        if item is None or item.status != "resolved":
+            return None
+        if item.resolved_value:
+            return self.labels.final_text(self.labels.canonical(record, item.resolved_value))
+        return cannot_tell(record)
+
+    def _remote_withdrawn(self, item_id: str, account_id: Any) -> None:
+        if not self.hub.reviewers_on_duty():
+            return
+        item = self.queue.get(item_id)
+        if item.status != "cancelled":
+            return
+        if isinstance(account_id, str):
+            self.hub.send_reviewer(account_id, _withdrawn(item_id))  # a no-op unless their socket is here
+        self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
+
+    def catch_up(self, since: dt.datetime) -> None:
+        """After this worker may have missed events (its listener reconnected): live items nobody holds are
+        offered to its reviewers, and answers settled since ``since`` reach its wearers' streams."""
+        if self.hub.reviewers_on_duty():
+            for item in self.queue.offerable():
+                self.dispatch(item)
+        for item in self.queue.resolved_since(since):
+            if item.ask_id is None:
+                continue
+            try:
+                record = self.asks.get(item.ask_id)
+            except NotFound:
+                continue
+            if self.hub.wearer_online(record.device_id) and not _spot_check(record):
+                text = self._settled_text(record)
+                if text is not None:
+                    self.hub.send_device(record.device_id, self._answer_event(record, text, "human"))
+
+
+def _withdrawn(item_id: str) -> Event:
+    return {"type": "withdrawn", "item_id": item_id, "reason": "the wearer stopped waiting"}
 
 
 def _spot_check(record: AskRecord) -> bool:

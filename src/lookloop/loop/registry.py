@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ class ModelRegistry:
         self.db = db
         self.root = Path(root)
         self.tolerance = tolerance  # how much worse (accuracy) a candidate may be and still pass the gate
+        # Called with the version id after a promotion or rollback committed (other processes are told).
+        self.changed: list[Callable[[str], None]] = []
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -232,6 +235,8 @@ class ModelRegistry:
         with self.db.session() as s:
             seq = (s.scalar(select(func.max(ModelEventRow.seq))) or 0) + 1
             s.add(ModelEventRow(seq=seq, version_id=version_id, action=action, previous_id=previous, reason=reason))
+        for hook in self.changed:
+            hook(version_id)
 
     def gate(self, candidate: ModelVersion) -> tuple[bool, str]:
         """Passes when the candidate is not worse than the serving version on the held-out slice."""

@@ -7,6 +7,7 @@ the training set's sources, frames, consent — is passed in.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -85,6 +86,7 @@ class ServingModel:
         self._serving_id: str | None = None  # the registry version loaded, if any
         self._unservable: str | None = None  # a promoted version whose artifacts failed to load
         self._checked = 0.0
+        self._sync_lock = threading.Lock()
         # Live calibration: swapped whole under ``_lock`` together with ``policy`` (never mutated in place).
         self._calibration = Calibration()
 
@@ -204,22 +206,69 @@ class ServingModel:
         return True
 
     def sync(self, *, force: bool = False) -> None:
-        """Picks up a version promoted by another process (cheap: one indexed query every few seconds)."""
+        """Picks up a version promoted or rolled back by another process: at once when told (``force``: the
+        registry's event), else by polling (cheap: one indexed query every few seconds).
+
+        One sync at a time: an ask that polls while another thread loads a version keeps the one serving.
+        """
         now = time.monotonic()
         if not force and now - self._checked < self.registry_poll_s:
             return
-        self._checked = now
-        try:
-            vid = self.registry.current_id()
-        except SQLAlchemyError:
+        if not self._sync_lock.acquire(blocking=force):
             return
-        if vid is not None and vid != self._serving_id and vid != self._unservable:
+        try:
+            self._checked = now
             try:
-                self.activate(vid)
-            except LookloopError as exc:
-                # Keep answering with what serves now rather than failing every ask.
-                self._unservable = vid
-                log.error("model version %s cannot serve (%s); keeping %s", vid, exc.message, self.model_version)
+                vid = self.registry.current_id()
+            except SQLAlchemyError:
+                return
+            if vid is not None and vid != self._serving_id and vid != self._unservable:
+                try:
+                    self.activate(vid)
+                except LookloopError as exc:
+                    # Keep answering with what serves now rather than failing every ask.
+                    self._unservable = vid
+                    log.error("model version %s cannot serve (%s); keeping %s", vid, exc.message,
+                              self.model_version)
+        finally:
+            self._sync_lock.release()
+
+    def apply_stored_label(self, ask_id: str) -> bool:
+        """Applies a label another process stored for ``ask_id``, read back from the database (never from the
+        other process): the ask's latest identify label is learned like ``learn_frame`` (its embedding from the
+        cache, else recomputed from the redacted frame) unless its wearer keeps it out of training, and an
+        audit ask's stored verdict recalibrates the policy. Nothing happens before a model is loaded: it is
+        built from the database anyway. True when the label was learned."""
+        if self._model is None:
+            return False
+        with self.db.session() as s:
+            ask = s.get(AskRow, ask_id)
+            label = s.execute(select(LabelRow.value, LabelRow.frame_sha, LabelRow.skill)
+                              .where(LabelRow.ask_id == ask_id).order_by(LabelRow.created_at.desc()).limit(1)).first()
+            verdict = None
+            if (ask is not None and ask.audit and ask.audit_correct is not None and ask.policy_score is not None
+                    and ask.score_kind is not None):
+                verdict = AuditVerdict(ask.id, ask.model_version, float(ask.policy_score), ask.score_kind,
+                                       bool(ask.audit_correct))
+        if verdict is not None:
+            self._apply_verdict(verdict)
+        if label is None or label.skill != "identify" or not label.frame_sha:
+            return False
+        if ask_id in self.consent.training_excluded_ask_ids():
+            return False
+        self.learn_frame(label.frame_sha, self.catalogue.canonical_label(label.value), key=f"ask:{ask_id}")
+        return True
+
+    def catch_up(self, since: dt.datetime) -> None:
+        """After this process may have missed events: the serving version re-read, and the labels stored since
+        ``since`` applied (applying one twice changes nothing)."""
+        self.sync(force=True)
+        with self.db.session() as s:
+            asks = s.scalars(select(LabelRow.ask_id).where(LabelRow.created_at >= since, LabelRow.ask_id.is_not(None))
+                             .distinct()).all()
+        for ask_id in asks:
+            if ask_id is not None:
+                self.apply_stored_label(ask_id)
 
     def activate(self, version_id: str) -> None:
         """Serves a registry version: its backbone, head, example memory and calibrated policy.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookloop.errors import BadInput
+from lookloop.jobs import JobContext
 from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
 from lookloop.loop.learner import IdentifyModel, train_identify_head
 from lookloop.loop.policies import ConformalPolicy, confidence_scores
@@ -141,11 +142,13 @@ def train_versions(
     promote: bool = True,
     exclude_keys: set[str] | None = None,
     progress: ProgressFn | None = None,
+    tag: dict[str, Any] | None = None,
 ) -> TrainReport:
     """Stage 1: a head on the pretrained embeddings; stage 2 (``finetune``): a tuned backbone and its head.
 
     The better candidate is offered to the evaluation gate; a pass promotes it, and the in-process
-    service switches to it at once (other processes pick it up on their next poll).
+    service switches to it at once (other processes pick it up on their next poll). ``tag`` goes into each
+    version's metrics (the training job's id: a retried job finds the versions its first attempt made).
     """
 
     start = time.perf_counter()
@@ -163,7 +166,7 @@ def train_versions(
     if progress:
         progress("training the head", 0, 1)
     v1 = _fit_and_register(serving, ts, x, emb.version, variant=variant, kind="head", parent=parent, backbone=None,
-                           serving_acc=serving_acc, alpha=alpha, extra={})
+                           serving_acc=serving_acc, alpha=alpha, extra=dict(tag or {}))
     report.versions.append(v1)
     if finetune:
 
@@ -179,7 +182,8 @@ def train_versions(
             v2 = _fit_and_register(
                 serving, ts, x2, ft.version, variant=cfg.variant, kind="finetune", parent=v1.id, backbone=onnx,
                 serving_acc=serving_acc, alpha=alpha,
-                extra={"finetune_seconds": round(result.train_seconds, 1), "finetune_epochs": result.epochs_run},
+                extra={"finetune_seconds": round(result.train_seconds, 1), "finetune_epochs": result.epochs_run,
+                       **(tag or {})},
             )
         report.versions.append(v2)
     if promote:
@@ -192,3 +196,43 @@ def train_versions(
             report.gate_message = exc.message
     report.seconds = time.perf_counter() - start
     return report
+
+
+TRAIN_JOB = "models.train"
+
+
+class TrainJob:
+    """``lookloop train`` as a background job (``models.train``), run where jobs run.
+
+    Idempotent: the versions an attempt registers carry the job's id, so an attempt after a crash that came
+    after registering does not train again; it only finishes the promotion.
+    """
+
+    def __init__(self, serving: ServingModel) -> None:
+        self._serving = serving
+
+    def __call__(self, ctx: JobContext, *, finetune: bool = False, finetune_minutes: float = 25.0,
+                 holdout: float = 0.15, promote: bool = True) -> dict[str, Any]:
+        if not 0.0 < holdout < 0.9:
+            raise BadInput("holdout must lie in (0, 0.9)")
+        if finetune_minutes <= 0:
+            raise BadInput("finetune_minutes must be positive")
+        registry = self._serving.registry
+        done = [v for v in registry.list(limit=100) if v.metrics.get("job") == ctx.job_id]
+        if done:
+            best = max(done, key=lambda v: v.accuracy if v.accuracy is not None else -1.0)
+            promoted, gate = None, "serves already"
+            if promote and registry.current_id() != best.id:
+                gate = registry.gate(best)[1]
+                try:
+                    self._serving.promote(best.id, reason="lookloop train (job)")
+                    promoted = best.id
+                except GateRefused as exc:
+                    gate = exc.message
+            return {"versions": [v.id for v in done], "promoted": promoted, "gate": gate,
+                    "resumed": True}
+        report = train_versions(self._serving, finetune=finetune, holdout=holdout, promote=promote,
+                                finetune_config=FinetuneConfig(time_budget_s=finetune_minutes * 60),
+                                progress=ctx.reporter(), tag={"job": ctx.job_id})
+        return {"versions": [v.id for v in report.versions], "promoted": report.promoted,
+                "gate": report.gate_message, "excluded": report.excluded, "seconds": round(report.seconds, 1)}

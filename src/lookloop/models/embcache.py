@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +39,7 @@ class EmbeddingCache:
                 with np.load(self.path, allow_pickle=False) as data:
                     keys, x = data["keys"], data["x"]
                     self._rows = {str(k): x[i] for i, k in enumerate(keys)}
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                 self._rows = {}  # a torn cache file is rebuilt, never trusted
 
     def __len__(self) -> int:
@@ -108,7 +109,9 @@ class EmbeddingCache:
                 return
             keys = np.array(list(self._rows))
             x = np.stack(list(self._rows.values())) if self._rows else np.zeros((0, self.dim), np.float32)
-            tmp = self.path.with_name(self.path.name + ".tmp")
+            # A name of its own per process and thread: workers sharing the cache directory may save at once,
+            # and each must replace the file whole, never interleave writes into one temporary file.
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
             with open_private(tmp) as fh:  # embeddings of wearers' frames: 0600 in a 0700 directory
                 np.savez(fh, keys=keys, x=x)
             os.replace(tmp, self.path)

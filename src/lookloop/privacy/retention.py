@@ -1,58 +1,40 @@
 """Retention: sealed originals expire after ``Settings.original_retention_days``; frames kept only for a
-human answer go once it came. ``lookloop privacy purge`` runs it once; the server runs it every
-``Settings.purge_interval_s`` seconds."""
+human answer go once it came. ``lookloop privacy purge`` runs it once; the ``privacy.purge`` job runs it every
+``Settings.purge_interval_s`` seconds (in the server on SQLite, in a ``lookloop worker`` on Postgres)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
-
+from lookloop.jobs import JobContext
 from lookloop.privacy import audit
-from lookloop.privacy.storage import PurgeReport
+from lookloop.privacy.storage import FramePrivacy, PurgeReport
+from lookloop.store.db import Database
 
-log = logging.getLogger("lookloop.privacy")
+PURGE_JOB = "privacy.purge"
 
 
-def purge(system: Any, *, actor: str = "system", role: str = "") -> PurgeReport:
+def purge_frames(privacy: FramePrivacy, db: Database, *, actor: str = "system", role: str = "") -> PurgeReport:
     """One purge pass, audited when it removed anything."""
-    report: PurgeReport = system.privacy.purge()
+    report = privacy.purge()
     if report.originals or report.transient_frames:
-        audit.record(system.db, actor=actor, role=role, action="privacy.purge", target="frames",
+        audit.record(db, actor=actor, role=role, action="privacy.purge", target="frames",
                      originals=report.originals, transient_frames=report.transient_frames)
     return report
 
 
-async def purge_forever(system: Any, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await run_in_threadpool(purge, system)
-        except Exception:  # the next pass retries; a failed purge must not stop the server
-            log.exception("the periodic purge failed")
+def purge(system: Any, *, actor: str = "system", role: str = "") -> PurgeReport:
+    """One purge pass over a system's frames (``system.privacy``, ``system.db``)."""
+    return purge_frames(system.privacy, system.db, actor=actor, role=role)
 
 
-def install_purge(app: FastAPI) -> None:
-    """Wraps the app's lifespan so a periodic purge runs while it serves."""
-    inner = app.router.lifespan_context
+class PurgeJob:
+    """The periodic purge as a job (idempotent: a second pass finds nothing left to remove)."""
 
-    @asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            system = a.state.system
-            await run_in_threadpool(system.privacy.resume)
-            interval = float(system.settings.purge_interval_s)
-            task = asyncio.create_task(purge_forever(system, interval)) if interval > 0 else None
-            try:
-                yield state
-            finally:
-                if task is not None:
-                    task.cancel()
-                system.privacy.flush(timeout=10)
+    def __init__(self, privacy: FramePrivacy, db: Database) -> None:
+        self._privacy = privacy
+        self._db = db
 
-    app.router.lifespan_context = lifespan
+    def __call__(self, ctx: JobContext) -> dict[str, Any]:
+        return asdict(purge_frames(self._privacy, self._db))

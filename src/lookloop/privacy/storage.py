@@ -1,9 +1,10 @@
 """Frames at rest: only redacted pixels are stored in the clear; consented originals are sealed and expire.
 
 The ask path calls ``FramePrivacy.store``. By default it seals the upload (AES-GCM, well under a millisecond)
-under the frame id (the sha256 of the uploaded bytes, also the embedding-cache key). Escalated frames go to a
-background worker at once that blurs faces and masks personal text (OCR, ~0.5-2 s); the others are redacted
-when first read, so the answer is never held up and OCR does not compete with answering.
+under the frame id (the sha256 of the uploaded bytes, also the embedding-cache key). Escalated frames get a
+redaction job at once (``lookloop.jobs``: a thread of the server on SQLite, a ``lookloop worker`` on Postgres)
+that blurs faces and masks personal text (OCR, ~0.5-2 s); the others are redacted when first read, so the
+answer is never held up and OCR does not compete with answering.
 No person sees a frame before that: every read goes through ``Lookloop.frame_bytes`` → ``ensure_full``, which
 runs the passes inline if the worker has not got to them yet. ``redact_text="sync"`` redacts on the ask path.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from sqlalchemy import select
 from lookloop.config import Settings
 from lookloop.domain import Consent, Frame, Outcome, as_utc, utcnow
 from lookloop.errors import NotFound
+from lookloop.jobs import InProcessJobs, JobContext, JobQueue
 from lookloop.privacy.crypto import decrypt_bytes, encrypt_bytes, key_dir_for, load_or_create_key, parse_key
 from lookloop.privacy.redact import default_redactor
 from lookloop.privacy.tables import RedactionRow, RevealGrantRow
@@ -36,6 +36,7 @@ from lookloop.store.tables import AskRow
 log = logging.getLogger("lookloop.privacy")
 
 ORIGINAL_SUFFIX = ".orig"
+REDACT_JOB = "privacy.redact"
 SEALED_SUFFIX = ".sealed"
 
 
@@ -80,6 +81,7 @@ class FramePrivacy:
         frames: FrameStore,
         *,
         redactor: Callable[[], Any] | None = None,
+        jobs: JobQueue | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -89,10 +91,10 @@ class FramePrivacy:
         self._key: bytes | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._queue: queue.Queue[str] = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._pending = 0
-        self._idle = threading.Condition()
+        if jobs is None:  # on its own (no system around it): its redactions run in a thread of this process
+            jobs = InProcessJobs(db)
+            jobs.register(REDACT_JOB, self.redact_job)
+        self._jobs = jobs
 
     # -- helpers ------------------------------------------------------------------------------------------
 
@@ -192,32 +194,17 @@ class FramePrivacy:
     # -- the text pass ------------------------------------------------------------------------------------
 
     def _enqueue(self, sha: str) -> None:
-        with self._idle:
-            self._pending += 1
-        self._queue.put(sha)
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._run, name="lookloop-redact-text", daemon=True)
-            self._worker.start()
-
-    def _run(self) -> None:
         try:
-            # Background work yields to answering asks (threads this one starts inherit the priority).
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (OSError, AttributeError):
-            pass
-        while True:
-            try:
-                sha = self._queue.get(timeout=30)
-            except queue.Empty:
-                return
-            try:
-                self.ensure_full(sha)
-            except Exception:  # one bad frame must not stop the worker; ensure_full retries on read
-                log.exception("text redaction failed for frame %s", sha[:12])
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+            self._jobs.defer(REDACT_JOB, key=f"redact:{sha}", sha=sha)
+        except Exception:  # noqa: BLE001 - the frame stays sealed and is redacted when first read
+            log.exception("could not queue the redaction of frame %s", sha[:12])
+
+    def redact_job(self, ctx: JobContext, sha: str) -> dict[str, Any]:
+        """The redaction job: idempotent (a frame redacted already is left as it is)."""
+        ctx.progress(0.0, "redacting faces and personal text", force=True)
+        self.ensure_full(sha)
+        info = self.info(sha)
+        return {"frame": sha[:12], "stage": info.stage if info else "gone"}
 
     def resume(self) -> int:
         """Queues the redaction of frames people are waiting to see that a restart left unredacted."""
@@ -237,9 +224,8 @@ class FramePrivacy:
         return len(pending)
 
     def flush(self, timeout: float = 120.0) -> bool:
-        """Waits until the worker has finished every queued frame (tests, shutdown)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending <= 0, timeout=timeout)
+        """Waits until the jobs this process runs are done (tests, shutdown; job workers run them on Postgres)."""
+        return self._jobs.flush(timeout=timeout)
 
     def ensure_full(self, sha: str) -> None:
         """Runs the redaction passes still due for a frame. Call before any person or model sees it."""

@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError, TooManyRequests
-from lookloop.privacy.retention import install_purge
 from lookloop.server import edge, ratelimit
 from lookloop.server.policies import Access
 from lookloop.server.routers import (
@@ -43,9 +43,15 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_system.migrate()
         the_system.humans.hub.bind(asyncio.get_running_loop())  # live streams are served from this loop
+        the_system.listen()  # the other workers' escalations, answers and labels
         if warm:
             the_system.warm()
+        # Background jobs: on SQLite this process runs them (unfinished ones first, then the periodic purge);
+        # on Postgres `lookloop worker` does, and this only queues what a restart left undone.
+        the_system.jobs.start()
+        await run_in_threadpool(the_system.privacy.resume)
         yield
+        the_system.privacy.flush(timeout=10)
         the_system.close()
 
     app = FastAPI(
@@ -101,5 +107,4 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     edge.install_body_caps(app, settings)  # innermost: a body over its route's cap is refused (413)
     ratelimit.install(app, settings)  # rate limits + audit of operators' writes
     edge.install_headers(app)  # outermost: security headers on every response
-    install_purge(app)  # periodic purge of expired frames
     return app

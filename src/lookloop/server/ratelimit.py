@@ -1,4 +1,7 @@
-"""Rate limits per device, per account and per client address (token buckets, in process).
+"""Rate limits per device, per account and per client address (token buckets).
+
+With Postgres the buckets live in the database (``lookloop.store.limits``), so N workers allow the rate once,
+not N times; one SQLite process keeps them in memory.
 
 The client address is the direct peer unless it is one of ``Settings.trusted_proxies`` (``server/clients.py``):
 a spoofed ``X-Forwarded-For`` buys no fresh bucket.
@@ -13,7 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -24,6 +27,12 @@ from lookloop.errors import LookloopError
 from lookloop.privacy.audit import WRITE_METHODS, audit_operator_write
 from lookloop.server.auth import current_principal
 from lookloop.server.clients import client_address
+from lookloop.store.db import Database
+from lookloop.store.limits import SharedBuckets
+
+
+class Limiter(Protocol):
+    def check(self, kind: str, who: str) -> float: ...
 
 
 class TokenBucket:
@@ -90,6 +99,30 @@ class RateLimiter:
             self._buckets.clear()
 
 
+class SharedRateLimiter:
+    """The same limits with the buckets in the database: every worker draws on one budget per client."""
+
+    def __init__(self, per_minute: dict[str, float], burst: int, buckets: SharedBuckets) -> None:
+        self.per_minute = per_minute
+        self.burst = burst
+        self.buckets = buckets
+
+    def check(self, kind: str, who: str) -> float:
+        """0.0 when the request may go ahead, else the seconds to wait (Retry-After); one statement."""
+        rate = self.per_minute.get(kind, 0.0)
+        if rate <= 0:
+            return 0.0
+        return self.buckets.take(f"{kind}:{who}", rate / 60.0, self.burst)
+
+
+def rate_limiter(settings: Settings, db: Database) -> Limiter:
+    """Shared buckets on Postgres (any number of workers), in-process ones otherwise (one process)."""
+    local = RateLimiter.from_settings(settings)
+    if db.engine.dialect.name != "postgresql":
+        return local
+    return SharedRateLimiter(local.per_minute, local.burst, SharedBuckets(db.engine))
+
+
 def _principal(request: Request) -> Any:
     """The caller (cached on the request), or None; a bad token here is left for the route to reject."""
     if hasattr(request.state, "principal"):
@@ -112,19 +145,23 @@ def _who(principal: Any, request: Request) -> tuple[str, str]:
     return "ip", client_address(request)
 
 
-def install(app: FastAPI, settings: Settings) -> RateLimiter:
+def install(app: FastAPI, settings: Settings) -> Limiter:
     """Adds the rate-limit + operator-audit middleware to ``app``; returns the limiter (tests inspect it)."""
 
-    limiter = RateLimiter.from_settings(settings)
+    limiter = rate_limiter(settings, app.state.system.db)
     app.state.rate_limiter = limiter
+
+    def admit(request: Request) -> tuple[Any, float]:
+        """Who calls and how long they must wait (in a worker thread: shared buckets are one statement)."""
+        principal = _principal(request)
+        kind, who = _who(principal, request)
+        return principal, limiter.check(kind, who)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if not request.url.path.startswith("/v1/"):
             return await call_next(request)
-        principal = await run_in_threadpool(_principal, request)
-        kind, who = _who(principal, request)
-        wait = limiter.check(kind, who)
+        principal, wait = await run_in_threadpool(admit, request)
         if wait > 0:
             return JSONResponse(
                 {"detail": f"too many requests; try again in {math.ceil(wait)} s"},

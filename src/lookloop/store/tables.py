@@ -103,3 +103,16 @@ class IdempotencyRow(Base):
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: stored before fingerprints
     result_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RateBucketRow(Base):
+    """A rate-limit token bucket every worker shares (``lookloop.store.limits``): tokens left, the database
+    clock's epoch seconds when they were counted, and whether the last request was let through.
+    On Postgres the table is UNLOGGED: buckets are throw-away state, not worth a disk write per request."""
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # "<kind>:<who>"
+    tokens: Mapped[float] = mapped_column(Float)
+    stamp: Mapped[float] = mapped_column(Float, index=True)
+    allowed: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -17,7 +17,7 @@ from lookloop.server.auth import Principal
 from lookloop.server.deps import get_system
 from lookloop.server.policies import require
 from lookloop.server.schemas.errors import error_responses
-from lookloop.server.schemas.operators import MetricsOut, ModelsOut, OperatorSummaryOut
+from lookloop.server.schemas.operators import JobOut, MetricsOut, ModelsOut, OperatorSummaryOut
 from lookloop.system import Lookloop
 
 log = logging.getLogger("lookloop.server.operators")
@@ -61,6 +61,20 @@ def metrics(system: System, _: Operator, since: Since = None, until: Until = Non
 @router.get("/reviewers", responses=_ERRORS, summary="Per-reviewer items, time per item, agreement, gold")
 def reviewers(system: System, _: Operator) -> list[dict[str, Any]]:
     return _reviewers(system)
+
+
+@router.get("/jobs", response_model=list[JobOut], responses=_ERRORS,
+            summary="Background jobs, newest first: state, progress, attempts, errors")
+def jobs(system: System, _: Operator,
+         state: Annotated[str | None, Query(pattern="^(queued|running|retrying|succeeded|failed)$")] = None,
+         task: Annotated[str | None, Query(max_length=64)] = None,
+         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[JobOut]:
+    return [JobOut.model_validate(asdict(j)) for j in system.jobs.recent(state=state, task=task, limit=limit)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="One background job")
+def job(system: System, _: Operator, job_id: str) -> JobOut:
+    return JobOut.model_validate(asdict(system.jobs.get(job_id)))
 
 
 @router.get("/models", response_model=ModelsOut, responses=_ERRORS, summary="Model versions and which serves")

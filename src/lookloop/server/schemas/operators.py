@@ -111,3 +111,23 @@ class OperatorSummaryOut(BaseModel):
     reviewers: list[dict[str, Any]]
     queue: dict[str, int]
     models: ModelsOut
+
+
+class JobOut(BaseModel):
+    """A background job as operators see it (``lookloop jobs list`` shows the same)."""
+
+    id: str
+    task: str = Field(description="privacy.redact, privacy.purge, models.train …")
+    args: dict[str, Any]
+    key: str | None = Field(description="Jobs with one key are one piece of work (queued once at a time).")
+    state: str = Field(description="queued, running, retrying, succeeded or failed")
+    progress: float = Field(description="0..1, as the job reported it")
+    detail: str = Field(description="What the job is doing now")
+    attempts: int
+    max_attempts: int
+    error: str = Field(description="The last attempt's error (a retried job keeps it until it succeeds)")
+    result: dict[str, Any]
+    worker: str = Field(description="host:pid of the process that ran the last attempt")
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 import lookloop.humans.tables  # noqa: F401 - registers the human-loop tables
+import lookloop.jobs.tables  # noqa: F401 - registers the job-progress table
 import lookloop.memory.tables  # noqa: F401 - registers the memory and notes tables
 from lookloop.store.tables import Base
 
