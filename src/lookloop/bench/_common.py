@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -87,13 +86,6 @@ def demo_system(var_dir: Path) -> Any:
     system.import_grocery(settings.grocery_dir)
     system.build_identify()
     return system
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:

@@ -15,6 +15,8 @@ Figures:
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import json
 import os
 import random
@@ -22,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,7 +37,7 @@ from sqlalchemy import select
 from lookloop.bench._common import (
     ServerProcess,
     console,
-    free_port,
+    fail,
     make_progress,
     percentile,
     print_figures,
@@ -42,8 +45,10 @@ from lookloop.bench._common import (
 )
 from lookloop.catalog import GroceryDataset
 from lookloop.config import Settings, get_settings
+from lookloop.errors import BadInput, LookloopError
 from lookloop.humans.accounts import Accounts
 from lookloop.store.db import Database
+from lookloop.store.localpg import NOT_INSTALLED, LocalPostgres, free_port, postgres_bin
 from lookloop.store.tables import AskRow, IdempotencyRow
 from lookloop.system import Lookloop
 
@@ -70,6 +75,7 @@ class Ledger:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     retries: int = 0
+    probe_problems: list[str] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -105,17 +111,31 @@ def prepare(settings: Settings, wearers: int) -> Prepared:
 class Workers:
     """N API worker processes on one database and one shared var dir."""
 
-    def __init__(self, env: dict[str, str], n: int, log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], n: int, log_dir: Path, job_workers: int = 0) -> None:
+        self.env, self.log_dir, self.n_jobs = env, log_dir, job_workers
         self.procs = [ServerProcess(env, free_port(), log_dir / f"api-{i}.log") for i in range(n)]
+        self.jobs: list[subprocess.Popen[bytes]] = []
         self.down: set[int] = set()
 
     def start(self) -> None:
-        for p in self.procs:
-            p.start()
+        with ThreadPoolExecutor(len(self.procs)) as pool:  # they load their models side by side
+            list(pool.map(lambda p: p.start(timeout=900.0), self.procs))
+        for i in range(self.n_jobs):
+            with (self.log_dir / f"jobs-{i}.log").open("ab") as log:
+                self.jobs.append(subprocess.Popen(
+                    [sys.executable, "-m", "lookloop.cli", "worker", "--name", f"bench-jobs-{i}"], env=self.env,
+                    stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self) -> None:
         for p in self.procs:
             p.stop()
+        for j in self.jobs:
+            j.terminate()
+        for j in self.jobs:
+            try:
+                j.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                j.kill()
 
     def url(self, i: int) -> str:
         return self.procs[i].base
@@ -171,47 +191,58 @@ async def _wearer(http: httpx.AsyncClient, workers: Workers, idx: int, token: st
 
 
 async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
-                          out: list[float]) -> None:
+                          out: list[float], problems: list[str]) -> None:
     """A reviewer on worker B; asks that need a person go to worker A; the time from escalation to the socket."""
     if len(workers.procs) < 2:
         return
     a, b = 0, 1
     ws_url = workers.url(b).replace("http://", "ws://") + f"/v1/review/stream?token={p.reviewer_token}"
+    device_url = workers.url(b).replace("http://", "ws://") + f"/v1/devices/stream?token={p.probe_token}"
     auth = {"Authorization": f"Bearer {p.reviewer_token}"}
     while not stop.is_set():
         if a in workers.down or b in workers.down:
             await asyncio.sleep(0.2)
             continue
         try:
-            async with websockets.connect(ws_url, max_size=2**22) as ws:
+            # The wearer keeps a device stream open (online: their asks are live and offered at once).
+            async with websockets.connect(ws_url, max_size=2**22) as ws, \
+                    websockets.connect(device_url, max_size=2**22) as device:
                 await ws.recv()  # hello
+                await device.recv()
                 n = 0
                 while not stop.is_set() and a not in workers.down:
                     n += 1
                     tag = uuid.uuid4().hex[:8]
-                    await http.post(workers.url(a) + "/v1/asks",
-                                    data={"question": f"please help me with {tag}", "skill": "human"},
-                                    headers={"Authorization": f"Bearer {p.probe_token}"})
+                    r = await http.post(workers.url(a) + "/v1/asks",
+                                        data={"question": f"please help me with {tag}", "skill": "human"},
+                                        headers={"Authorization": f"Bearer {p.probe_token}"})
+                    if r.status_code != 200:
+                        problems.append(f"dispatch ask {r.status_code}: {r.text[:120]}")
                     deadline = time.monotonic() + 5.0
                     while time.monotonic() < deadline:
                         try:
                             left = max(0.01, deadline - time.monotonic())
                             msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=left))
                         except TimeoutError:
+                            problems.append("dispatch: no item on the reviewer socket within 5 s")
                             break
                         item = msg.get("item") if msg.get("type") == "item" else None
                         if item and tag in str(item.get("question", "")):
                             out.append((time.time() - float(item["escalated_at"])) * 1000)
-                            await http.post(workers.url(b) + f"/v1/review/items/{item['id']}/answer",
-                                            json={"action": "answer", "value": "A helper is on it."}, headers=auth)
+                            r = await http.post(workers.url(b) + f"/v1/review/items/{item['id']}/answer",
+                                                json={"action": "answer", "value": "A helper is on it."},
+                                                headers=auth)
+                            if r.status_code != 200 or not r.json().get("resolved"):
+                                problems.append(f"dispatch answer {r.status_code}: {r.text[:120]}")
                             break
                     await asyncio.sleep(0.5)
-        except (OSError, websockets.WebSocketException, httpx.HTTPError):
+        except (OSError, websockets.WebSocketException, httpx.HTTPError) as exc:
+            problems.append(f"dispatch: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.3)
 
 
 async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
-                       out: list[float]) -> None:
+                       out: list[float], problems: list[str]) -> None:
     """A label posted to worker A, then the same photo asked on worker B until the answer uses it."""
     if len(workers.procs) < 2:
         return
@@ -229,14 +260,16 @@ async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, s
             r = await http.post(workers.url(a) + "/v1/asks", data={"question": "what is this?", "skill": "identify"},
                                 files={"image": ("f.jpg", image, "image/jpeg")}, headers=device)
             if r.status_code != 200:
+                problems.append(f"label probe ask {r.status_code}: {r.text[:120]}")
                 continue
             ask = r.json()
             before = str(ask["answer"]["result"].get("label", ""))
             wrong = rng.choice([lab for lab in p.labels if lab != before])
             t0 = time.perf_counter()
             r = await http.post(workers.url(a) + f"/v1/asks/{ask['id']}/labels",
-                                json={"value": wrong, "source": "operator"}, headers=operator)
+                                json={"value": wrong, "source": "human"}, headers=operator)
             if r.status_code != 200:
+                problems.append(f"label probe label {r.status_code}: {r.text[:120]}")
                 continue
             while time.perf_counter() - t0 < 10.0:
                 r = await http.post(workers.url(b) + "/v1/asks",
@@ -248,7 +281,8 @@ async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, s
                 await asyncio.sleep(0.05)
             else:
                 out.append(10_000.0)  # never took effect in 10 s: counted at the cap
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            problems.append(f"label probe: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.3)
         await asyncio.sleep(1.0)
 
@@ -266,8 +300,8 @@ async def _phase(workers: Workers, p: Prepared, *, wearers: int, duration: float
         tasks = [asyncio.create_task(_wearer(http, workers, i, p.wearer_tokens[i], p.images, ledger, stop, think_s,
                                              random.Random(seed * 1000 + i))) for i in range(wearers)]
         if probes:
-            tasks.append(asyncio.create_task(_dispatch_probe(http, workers, p, stop, dispatch)))
-            tasks.append(asyncio.create_task(_label_probe(http, workers, p, stop, effect)))
+            tasks.append(asyncio.create_task(_dispatch_probe(http, workers, p, stop, dispatch, ledger.probe_problems)))
+            tasks.append(asyncio.create_task(_label_probe(http, workers, p, stop, effect, ledger.probe_problems)))
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < duration:
             if kill_at is not None and killed_at is None and elapsed >= kill_at:
@@ -305,12 +339,31 @@ def _verify(db_url: str, devices: set[str], ledgers: list[Ledger]) -> tuple[int,
 
 def run_cluster_bench(
     *, workers: int, wearers: int, duration: float, kill_one: bool, database_url: str, think_s: float = 1.0,
-    seed: int = 0, var_dir: Path | None = None,
+    seed: int = 0, var_dir: Path | None = None, job_workers: int = 1,
 ) -> dict[str, Any]:
-    base = get_settings()
     tmp = tempfile.TemporaryDirectory(prefix="lookloop-cluster-") if var_dir is None else None
     var = Path(tmp.name) if tmp is not None else Path(var_dir or ".")
     var.mkdir(parents=True, exist_ok=True)
+    pg: LocalPostgres | None = None
+    if not database_url:
+        pg_bin = postgres_bin()
+        if pg_bin is None:
+            raise BadInput(NOT_INSTALLED)
+        pg = LocalPostgres.start(var, pg_bin, database="lookloop_bench")
+        database_url = pg.url
+    try:
+        return _run(var, database_url, workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
+                    think_s=think_s, seed=seed, job_workers=job_workers)
+    finally:
+        if pg is not None:
+            pg.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: float, kill_one: bool,
+         think_s: float, seed: int, job_workers: int) -> dict[str, Any]:
+    base = get_settings()
     settings = Settings(var_dir=var, data_dir=base.data_dir, model_dir=base.model_cache_dir, database_url=database_url)
     console.print(f"preparing {wearers} wearers and the demo catalogue on {database_url.split('@')[-1]}")
     p = prepare(settings, wearers)
@@ -321,10 +374,11 @@ def run_cluster_bench(
         "LOOKLOOP_RATE_LIMIT_DEVICE_PER_MIN": "0", "LOOKLOOP_RATE_LIMIT_ACCOUNT_PER_MIN": "0",
         "LOOKLOOP_RATE_LIMIT_ANONYMOUS_PER_MIN": "0", "LOOKLOOP_PURGE_INTERVAL_S": "0",
     }
-    figures: dict[str, Any] = {"workers": workers, "wearers": wearers, "duration_s": duration}
+    figures: dict[str, Any] = {"workers": workers, "wearers": wearers, "duration_s": duration,
+                               "job_workers": job_workers}
     with make_progress() as bar:
         one_s = max(10.0, duration / 3)
-        single = Workers(env, 1, var)
+        single = Workers(env, 1, var, job_workers)
         task = bar.add_task("1 worker (throughput baseline)", total=one_s)
         single.start()
         try:
@@ -333,7 +387,7 @@ def run_cluster_bench(
                 tick=lambda t: bar.update(task, completed=t)))
         finally:
             single.stop()
-        many = Workers(env, workers, var)
+        many = Workers(env, workers, var, job_workers)
         task = bar.add_task(f"{workers} workers" + (", one killed mid-run" if kill_one else ""), total=duration)
         many.start()
         try:
@@ -361,15 +415,17 @@ def run_cluster_bench(
         "lost": lost,
         "duplicated": duplicated,
         "killed": 1 if kill_one else 0,
+        "probe_problems": len(ledger.probe_problems),
         "retries": ledger.retries,
         "asks_per_s_1_worker": round(rate_1, 2),
         "throughput_ratio_2v1": round(rate / rate_1, 3) if rate_1 else float("nan"),
         "think_s": think_s,
     })
+    if ledger.probe_problems:
+        console.print(f"[yellow]{len(ledger.probe_problems)} probe problems, e.g.:[/yellow] "
+                      + " | ".join(sorted(set(ledger.probe_problems))[:6]))
     if ledger.error_samples:
         console.print("[yellow]errors, e.g.:[/yellow] " + " | ".join(ledger.error_samples))
-    if tmp is not None:
-        tmp.cleanup()
     return figures
 
 
@@ -379,6 +435,7 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int, typer.Option(min=1, max=16, help="API worker processes.")] = 2,
         wearers: Annotated[int, typer.Option(min=1, max=2000, help="Simulated wearers (closed loops).")] = 200,
         duration: Annotated[float, typer.Option(min=5.0, help="Seconds of load with all workers.")] = 60.0,
+        job_workers: Annotated[int, typer.Option(min=0, max=8, help="Job worker processes.")] = 1,
         kill_one: Annotated[bool, typer.Option("--kill-one", help="SIGKILL one API worker half-way.")] = False,
         think: Annotated[float, typer.Option(min=0.0, help="Mean seconds a wearer waits between asks.")] = 1.0,
         database_url: Annotated[str, typer.Option(help="Postgres to use (default: a local one in a temp dir).")] = "",
@@ -387,7 +444,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Wearers, a reviewer and label probes against N API workers on one Postgres."""
 
-        figures = run_cluster_bench(workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
-                                    database_url=database_url, think_s=think, seed=seed)
+        try:
+            figures = run_cluster_bench(workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
+                                        database_url=database_url, think_s=think, seed=seed,
+                                        job_workers=job_workers)
+        except LookloopError as exc:
+            raise fail(exc.message) from None
         print_figures("cluster", figures)
         write_json(json_path, figures)

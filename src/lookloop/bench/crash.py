@@ -25,11 +25,12 @@ import typer
 from rich.progress import Progress
 from sqlalchemy import func, select
 
-from lookloop.bench._common import ServerProcess, console, free_port, print_figures, write_json
+from lookloop.bench._common import ServerProcess, console, print_figures, write_json
 from lookloop.catalog import GroceryDataset, grocery_catalog
 from lookloop.config import Settings, get_settings
 from lookloop.humans.accounts import Accounts
 from lookloop.store.db import Database
+from lookloop.store.localpg import free_port
 from lookloop.store.tables import AskRow, IdempotencyRow, LabelRow
 from lookloop.system import Lookloop
 
