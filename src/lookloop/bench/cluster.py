@@ -15,11 +15,11 @@ Figures:
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
