@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -81,3 +86,42 @@ def demo_system(var_dir: Path) -> Any:
     system.import_grocery(settings.grocery_dir)
     system.build_identify()
     return system
+
+
+class ServerProcess:
+    """The server as a child process that can be killed with SIGKILL and started again."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.env, self.port, self.log = env, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = f"http://127.0.0.1:{port}"
+
+    def start(self, timeout: float = 120.0) -> float:
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "lookloop.server.app:create_app",
+               "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+        while time.perf_counter() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}; see {self.log}")
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1.0).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not come up in {timeout:.0f} s; see {self.log}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,19 +25,14 @@ import typer
 from rich.progress import Progress
 from sqlalchemy import func, select
 
-from lookloop.bench._common import console, print_figures, write_json
+from lookloop.bench._common import ServerProcess, console, print_figures, write_json
 from lookloop.catalog import GroceryDataset, grocery_catalog
 from lookloop.config import Settings, get_settings
 from lookloop.humans.accounts import Accounts
 from lookloop.store.db import Database
+from lookloop.store.localpg import free_port
 from lookloop.store.tables import AskRow, IdempotencyRow, LabelRow
 from lookloop.system import Lookloop
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -71,45 +62,6 @@ class Ledger:
     labels: dict[str, str] = field(default_factory=dict)  # label key -> ask id
     to_label: deque[tuple[str, str]] = field(default_factory=deque)  # (ask id, owner token)
     errors: int = 0
-
-
-class ServerProcess:
-    """The server as a child process that can be killed with SIGKILL and started again."""
-
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.env, self.port, self.log = env, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = f"http://127.0.0.1:{port}"
-
-    def start(self, timeout: float = 120.0) -> float:
-        t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "lookloop.server.app:create_app",
-               "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-        with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
-        while time.perf_counter() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}; see {self.log}")
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1.0).status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the server did not come up in {timeout:.0f} s; see {self.log}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def _prepare(
@@ -256,7 +208,7 @@ def run_crash(
             "LOOKLOOP_PURGE_INTERVAL_S": "0",
             "LOOKLOOP_DATABASE_URL": "",
         }
-        server = ServerProcess(env, _free_port(), var / "server.log")
+        server = ServerProcess(env, free_port(), var / "server.log")
         restart_s = [server.start()]
         ledger = Ledger()
         stop_new, done = threading.Event(), threading.Event()

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from lookloop.catalog import grocery_catalog
 from lookloop.config import Settings, get_settings
 from lookloop.domain import Decision, PolicyDecision
 from lookloop.server.app import create_app
+from lookloop.store.localpg import free_port
 from lookloop.system import Lookloop
 
 BENCH_CLASSES = ("Granny-Smith", "Banana", "Arla-Standard-Milk", "Red-Bell-Pepper", "Cucumber")
@@ -49,12 +49,6 @@ class AlwaysEscalate:
 
     def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
         return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _settings(var_dir: Path) -> Any:
@@ -224,7 +218,7 @@ def roundtrip(wearers: int, asks_per_wearer: int, period_s: float, deadline_s: f
     with tempfile.TemporaryDirectory(prefix="lookloop-roundtrip-") as tmp:
         var_dir = Path(tmp) / "var"
         creds = prepare(var_dir, wearers)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "lookloop.bench.roundtrip", str(var_dir), str(port)], env=env)
         base = f"http://127.0.0.1:{port}"

@@ -12,6 +12,7 @@ import sys
 import typer
 
 from lookloop.bench import asr, crash, intents, latency, loop, poison, redact, redact_text, roundtrip, voice
+from lookloop.bench import cluster as cluster_bench
 from lookloop.cli import ask, catalog, cluster, exports, humans, jobs, models, privacy, serve
 from lookloop.cli._shared import console, fail, make_progress, open_system, open_system_models
 from lookloop.cli.serve import ensure_demo
@@ -36,6 +37,7 @@ privacy.register(app)
 exports.register(app)
 
 asr.register(bench_app)
+cluster_bench.register(bench_app)
 crash.register(bench_app)
 intents.register(bench_app)
 latency.register(bench_app)

@@ -10,10 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,16 +23,13 @@ import typer
 from rich.table import Table
 
 from lookloop.cli._shared import console, err_console, fail
-from lookloop.config import Settings, get_settings
+from lookloop.config import get_settings
+from lookloop.store import localpg
 from lookloop.store.db import Database
-from lookloop.store.files import private_dir
+from lookloop.store.localpg import NOT_INSTALLED, LocalPostgres, cluster_dir, postgres_bin
 
 cluster_app = typer.Typer(help="A dev cluster on this machine: Postgres, N API workers, M job workers.",
                           no_args_is_help=True)
-
-NOT_INSTALLED = ("PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin nor on PATH): "
-                 "install it with scripts/apt-ensure.sh postgresql (Debian/Ubuntu: apt-get install postgresql)")
-
 
 @dataclass
 class Proc:
@@ -69,76 +63,8 @@ class ClusterState:
         path.chmod(0o600)
 
 
-def postgres_bin() -> Path | None:
-    """The newest PostgreSQL's bin folder (Debian layout first, then PATH)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.parent.name.split(".")])
-    if found:
-        return Path(found[-1]).parent
-    on_path = shutil.which("initdb")
-    return Path(on_path).parent if on_path else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_postgres(cmd: list[str], as_postgres: bool) -> list[str]:
-    # PostgreSQL refuses to run as root: as root, its commands run as the postgres user.
-    return ["su", "postgres", "-s", "/bin/sh", "-c", shlex.join(cmd)] if as_postgres else cmd
-
-
-def _cluster_dir(settings: Settings) -> Path:
-    return private_dir(settings.resolved_var_dir / "cluster")
-
-
-def _pg_dirs(settings: Settings, as_postgres: bool) -> tuple[Path, Path]:
-    """(data folder, socket folder). As root the postgres user cannot enter the private var/, so the server's
-    files go to a folder of its own under /tmp, named after this var/."""
-    if not as_postgres:
-        base = _cluster_dir(settings)
-        return base / "pg", base / "run"
-    import hashlib
-
-    tag = hashlib.sha256(str(settings.resolved_var_dir).encode()).hexdigest()[:10]
-    base = Path(f"/tmp/lookloop-cluster-{tag}")
-    base.mkdir(mode=0o700, exist_ok=True)
-    shutil.chown(base, "postgres", "postgres")
-    return base / "pg", base / "run"
-
-
-def start_postgres(settings: Settings, pg_bin: Path) -> tuple[Path, int, str, bool]:
-    """Initialises (once) and starts the cluster's PostgreSQL; returns (data dir, port, database URL, as root)."""
-    as_postgres = os.geteuid() == 0
-    data, run = _pg_dirs(settings, as_postgres)
-    for d in (data, run):
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if as_postgres:
-            shutil.chown(d, "postgres", "postgres")
-    if not (data / "PG_VERSION").is_file():
-        subprocess.run(_as_postgres([str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                     "-E", "UTF8"], as_postgres), check=True, capture_output=True)
-    port = free_port()
-    opts = f"-p {port} -k {run} -c listen_addresses=127.0.0.1"
-    subprocess.run(_as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"),
-                                 "-w", "start"], as_postgres), check=True, capture_output=True)
-    url = f"postgresql://postgres@127.0.0.1:{port}/lookloop"
-    admin = Database(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-    try:
-        with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            exists = conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = 'lookloop'").first()
-            if not exists:
-                conn.exec_driver_sql("CREATE DATABASE lookloop")
-    finally:
-        admin.dispose()
-    return data, port, url, as_postgres
-
-
 def stop_postgres(state: ClusterState) -> None:
-    subprocess.run(_as_postgres([str(Path(state.pg_bin) / "pg_ctl"), "-D", state.pg_data, "-m", "fast", "-w",
-                                 "stop"], state.run_as_postgres), capture_output=True)
+    localpg.stop_postgres(Path(state.pg_bin), Path(state.pg_data), state.run_as_postgres)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -253,7 +179,7 @@ def up(
     if port is not None and not 1 <= port <= 65535:
         raise fail("--port must lie in 1..65535")
     settings = get_settings()
-    state_file = _cluster_dir(settings) / "cluster.json"
+    state_file = cluster_dir(settings.resolved_var_dir) / "cluster.json"
     running = ClusterState.load(state_file)
     if running is not None and any(alive(p.pid) for p in running.procs):
         raise fail("a cluster runs already (see `lookloop cluster status`); stop it with `lookloop cluster down`")
@@ -263,15 +189,16 @@ def up(
     h, p = host or settings.host, port or settings.port
     with err_console.status("starting PostgreSQL…"):
         try:
-            data, pg_port, url, as_postgres = start_postgres(settings, pg_bin)
+            pg = LocalPostgres.start(settings.resolved_var_dir, pg_bin)
         except subprocess.CalledProcessError as exc:
             raise fail(f"PostgreSQL did not start: {(exc.stderr or b'').decode(errors='replace').strip()}") from None
-        Database(url).migrate()
-    state = ClusterState(pg_bin=str(pg_bin), pg_data=str(data), pg_port=pg_port, database_url=url,
-                         api_url=f"http://{h}:{p}", run_as_postgres=as_postgres)
+        Database(pg.url).migrate()
+    url = pg.url
+    state = ClusterState(pg_bin=str(pg_bin), pg_data=str(pg.data), pg_port=pg.port, database_url=url,
+                         api_url=f"http://{h}:{p}", run_as_postgres=pg.as_postgres)
     state.save(state_file)
     env = {**os.environ, "LOOKLOOP_DATABASE_URL": url, "LOOKLOOP_VAR_DIR": str(settings.resolved_var_dir)}
-    logs = _cluster_dir(settings)
+    logs = cluster_dir(settings.resolved_var_dir)
     api = _spawn(["serve", "--workers", str(workers), "--host", h, "--port", str(p),
                   "--demo" if demo else "--no-demo"], env, logs / "api.log")
     state.procs.append(Proc(api.pid, "api", p))
@@ -327,7 +254,7 @@ def _down(state: ClusterState, state_file: Path) -> None:
 
 def down() -> None:
     """Stop a detached cluster: the API and job workers, then PostgreSQL."""
-    state_file = _cluster_dir(get_settings()) / "cluster.json"
+    state_file = cluster_dir(get_settings().resolved_var_dir) / "cluster.json"
     state = ClusterState.load(state_file)
     if state is None:
         raise fail("no cluster is running here (no var/cluster/cluster.json)", code=1)
@@ -336,7 +263,7 @@ def down() -> None:
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The cluster's URLs and processes; exit code 1 when none runs or a process stopped."""
-    state = ClusterState.load(_cluster_dir(get_settings()) / "cluster.json")
+    state = ClusterState.load(cluster_dir(get_settings().resolved_var_dir) / "cluster.json")
     if state is None:
         raise fail("no cluster is running here", code=1)
     every_alive = all(alive(p.pid) for p in state.procs)

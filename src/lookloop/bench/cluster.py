@@ -1,0 +1,454 @@
+"""``lookloop bench cluster``: many wearers against N API workers sharing one Postgres, one worker killed mid-run.
+
+Each API worker is its own process on its own port (as on separate machines behind a load balancer), so the
+benchmark can send an ask to worker A and hold a reviewer socket on worker B. Wearers run closed loops (ask,
+think, ask again) from one asyncio process; every ask carries an ``Idempotency-Key`` and is resent to another
+worker when its worker dies, so ``lost`` and ``duplicated`` are checked against the database afterwards.
+
+Figures:
+- ``asks_per_s``, ``identify_p50_ms``, ``identify_p95_ms``: identify asks acknowledged, before the kill;
+- ``dispatch_p95_ms``: an escalation stored on worker A → the item on a reviewer socket held by worker B;
+- ``label_effect_p95_ms``: a label posted to worker A → the same photo answered with it by worker B;
+- ``throughput_ratio_2v1``: asks/s with ``--workers`` workers ÷ asks/s with one, same wearers, same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import websockets
+from sqlalchemy import select
+
+from lookloop.bench._common import (
+    ServerProcess,
+    console,
+    fail,
+    make_progress,
+    percentile,
+    print_figures,
+    write_json,
+)
+from lookloop.catalog import GroceryDataset
+from lookloop.config import Settings, get_settings
+from lookloop.errors import BadInput, LookloopError
+from lookloop.humans.accounts import Accounts
+from lookloop.store.db import Database
+from lookloop.store.localpg import NOT_INSTALLED, LocalPostgres, free_port, postgres_bin
+from lookloop.store.tables import AskRow, IdempotencyRow
+from lookloop.system import Lookloop
+
+
+@dataclass
+class Prepared:
+    wearer_tokens: list[str]
+    wearer_devices: list[str]
+    reviewer_token: str
+    operator_token: str
+    probe_token: str
+    images: list[bytes]
+    probe_images: list[bytes]
+    labels: list[str]
+
+
+@dataclass
+class Ledger:
+    """What the wearers sent and what came back."""
+
+    acked: dict[str, str] = field(default_factory=dict)  # idempotency key -> ask id
+    pending: set[str] = field(default_factory=set)  # keys sent, not acknowledged yet
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (finished at, ms)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    retries: int = 0
+    probe_problems: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what)
+
+
+def prepare(settings: Settings, wearers: int) -> Prepared:
+    """The demo catalogue and labels, device tokens and accounts, made in process before the workers start."""
+    system = Lookloop(settings)
+    try:
+        system.migrate()
+        system.import_grocery(settings.grocery_dir)
+        system.build_identify()  # embeddings and the head are cached: the workers start from the caches
+        accounts = Accounts(system.db)
+        made = [accounts.add_device(f"cluster-wearer-{i}") for i in range(wearers)]
+        probe = accounts.add_device("cluster-probe")[1]
+        accounts.add_account("cluster-reviewer", "reviewer", "cluster-password-1")
+        reviewer, _ = accounts.login("cluster-reviewer", "cluster-password-1")
+        accounts.add_account("cluster-operator", "operator", "cluster-password-1")
+        operator, _ = accounts.login("cluster-operator", "cluster-password-1")
+        val = GroceryDataset(settings.grocery_dir).split("val")
+        rng = random.Random(0)
+        rng.shuffle(val)
+        images = [i.path.read_bytes() for i in val[:40]]
+        probes = [i.path.read_bytes() for i in val[40:]]
+        labels = sorted({i.label for i in val})
+    finally:
+        system.close()
+    return Prepared([t for _, t in made], [d.id for d, _ in made], reviewer, operator, probe, images, probes, labels)
+
+
+class Workers:
+    """N API worker processes on one database and one shared var dir."""
+
+    def __init__(self, env: dict[str, str], n: int, log_dir: Path, job_workers: int = 0) -> None:
+        self.env, self.log_dir, self.n_jobs = env, log_dir, job_workers
+        self.procs = [ServerProcess(env, free_port(), log_dir / f"api-{i}.log") for i in range(n)]
+        self.jobs: list[subprocess.Popen[bytes]] = []
+        self.down: set[int] = set()
+
+    def start(self) -> None:
+        with ThreadPoolExecutor(len(self.procs)) as pool:  # they load their models side by side
+            list(pool.map(lambda p: p.start(timeout=900.0), self.procs))
+        for i in range(self.n_jobs):
+            with (self.log_dir / f"jobs-{i}.log").open("ab") as log:
+                self.jobs.append(subprocess.Popen(
+                    [sys.executable, "-m", "lookloop.cli", "worker", "--name", f"bench-jobs-{i}"], env=self.env,
+                    stdout=log, stderr=subprocess.STDOUT))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+        for j in self.jobs:
+            j.terminate()
+        for j in self.jobs:
+            try:
+                j.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                j.kill()
+
+    def url(self, i: int) -> str:
+        return self.procs[i].base
+
+    def alive(self, preferred: int) -> int:
+        """``preferred`` when it is up, else the next worker that is."""
+        n = len(self.procs)
+        for k in range(n):
+            i = (preferred + k) % n
+            if i not in self.down:
+                return i
+        return preferred
+
+
+async def _wearer(http: httpx.AsyncClient, workers: Workers, idx: int, token: str, images: list[bytes],
+                  ledger: Ledger, stop: asyncio.Event, think_s: float, rng: random.Random) -> None:
+    n = 0
+    home = idx % len(workers.procs)
+    while not stop.is_set():
+        n += 1
+        key = f"w{idx}-{n}-{uuid.uuid4().hex[:8]}"
+        image = images[rng.randrange(len(images))]
+        ledger.pending.add(key)
+        attempt = 0
+        while True:
+            target = workers.alive(home + attempt)
+            t0 = time.perf_counter()
+            try:
+                r = await http.post(workers.url(target) + "/v1/asks",
+                                    data={"question": "what is this?", "skill": "identify"},
+                                    files={"image": ("f.jpg", image, "image/jpeg")},
+                                    headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key})
+            except httpx.HTTPError:
+                r = None
+            if r is not None and r.status_code == 200:
+                ledger.acked[key] = str(r.json()["id"])
+                ledger.pending.discard(key)
+                if attempt == 0:
+                    ledger.latencies.append((time.monotonic(), (time.perf_counter() - t0) * 1000))
+                break
+            if r is not None and r.status_code < 500 and r.status_code != 429:
+                ledger.error(f"ask {r.status_code}: {r.text[:160]}")
+                ledger.pending.discard(key)
+                break
+            # The worker is gone (or overloaded): resend the same key to another one, as a device's outbox does.
+            attempt += 1
+            ledger.retries += 1
+            if attempt > 60:
+                break  # stays pending: counted lost
+            await asyncio.sleep(0.1)
+        if think_s > 0:
+            await asyncio.sleep(rng.uniform(0, 2 * think_s))
+
+
+async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
+                          out: list[float], problems: list[str]) -> None:
+    """A reviewer on worker B; asks that need a person go to worker A; the time from escalation to the socket."""
+    if len(workers.procs) < 2:
+        return
+    a, b = 0, 1
+    ws_url = workers.url(b).replace("http://", "ws://") + f"/v1/review/stream?token={p.reviewer_token}"
+    device_url = workers.url(b).replace("http://", "ws://") + f"/v1/devices/stream?token={p.probe_token}"
+    auth = {"Authorization": f"Bearer {p.reviewer_token}"}
+    while not stop.is_set():
+        if a in workers.down or b in workers.down:
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            # The wearer keeps a device stream open (online: their asks are live and offered at once).
+            async with websockets.connect(ws_url, max_size=2**22) as ws, \
+                    websockets.connect(device_url, max_size=2**22) as device:
+                await ws.recv()  # hello
+                await device.recv()
+                n = 0
+                while not stop.is_set() and a not in workers.down:
+                    n += 1
+                    tag = uuid.uuid4().hex[:8]
+                    r = await http.post(workers.url(a) + "/v1/asks",
+                                        data={"question": f"please help me with {tag}", "skill": "human"},
+                                        headers={"Authorization": f"Bearer {p.probe_token}"})
+                    if r.status_code != 200:
+                        problems.append(f"dispatch ask {r.status_code}: {r.text[:120]}")
+                    deadline = time.monotonic() + 5.0
+                    while time.monotonic() < deadline:
+                        try:
+                            left = max(0.01, deadline - time.monotonic())
+                            msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=left))
+                        except TimeoutError:
+                            problems.append("dispatch: no item on the reviewer socket within 5 s")
+                            break
+                        item = msg.get("item") if msg.get("type") == "item" else None
+                        if item and tag in str(item.get("question", "")):
+                            out.append((time.time() - float(item["escalated_at"])) * 1000)
+                            r = await http.post(workers.url(b) + f"/v1/review/items/{item['id']}/answer",
+                                                json={"action": "answer", "value": "A helper is on it."},
+                                                headers=auth)
+                            if r.status_code != 200 or not r.json().get("resolved"):
+                                problems.append(f"dispatch answer {r.status_code}: {r.text[:120]}")
+                            break
+                    await asyncio.sleep(0.5)
+        except (OSError, websockets.WebSocketException, httpx.HTTPError) as exc:
+            problems.append(f"dispatch: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.3)
+
+
+async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
+                       out: list[float], problems: list[str]) -> None:
+    """A label posted to worker A, then the same photo asked on worker B until the answer uses it."""
+    if len(workers.procs) < 2:
+        return
+    a, b = 0, 1
+    device = {"Authorization": f"Bearer {p.probe_token}"}
+    operator = {"Authorization": f"Bearer {p.operator_token}"}
+    rng = random.Random(1)
+    for image in p.probe_images:
+        if stop.is_set():
+            return
+        if a in workers.down or b in workers.down:
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            r = await http.post(workers.url(a) + "/v1/asks", data={"question": "what is this?", "skill": "identify"},
+                                files={"image": ("f.jpg", image, "image/jpeg")}, headers=device)
+            if r.status_code != 200:
+                problems.append(f"label probe ask {r.status_code}: {r.text[:120]}")
+                continue
+            ask = r.json()
+            before = str(ask["answer"]["result"].get("label", ""))
+            wrong = rng.choice([lab for lab in p.labels if lab != before])
+            t0 = time.perf_counter()
+            r = await http.post(workers.url(a) + f"/v1/asks/{ask['id']}/labels",
+                                json={"value": wrong, "source": "human"}, headers=operator)
+            if r.status_code != 200:
+                problems.append(f"label probe label {r.status_code}: {r.text[:120]}")
+                continue
+            while time.perf_counter() - t0 < 10.0:
+                r = await http.post(workers.url(b) + "/v1/asks",
+                                    data={"question": "what is this?", "skill": "identify"},
+                                    files={"image": ("f.jpg", image, "image/jpeg")}, headers=device)
+                if r.status_code == 200 and r.json()["answer"]["result"].get("label") == wrong:
+                    out.append((time.perf_counter() - t0) * 1000)
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                out.append(10_000.0)  # never took effect in 10 s: counted at the cap
+        except httpx.HTTPError as exc:
+            problems.append(f"label probe: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)
+
+
+async def _phase(workers: Workers, p: Prepared, *, wearers: int, duration: float, think_s: float,
+                 kill_at: float | None, probes: bool, seed: int,
+                 tick: Callable[[float], None]) -> tuple[Ledger, list[float], list[float], float | None]:
+    ledger = Ledger()
+    stop = asyncio.Event()
+    dispatch: list[float] = []
+    effect: list[float] = []
+    killed_at: float | None = None
+    limits = httpx.Limits(max_connections=wearers + 16, max_keepalive_connections=wearers + 16)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
+        tasks = [asyncio.create_task(_wearer(http, workers, i, p.wearer_tokens[i], p.images, ledger, stop, think_s,
+                                             random.Random(seed * 1000 + i))) for i in range(wearers)]
+        if probes:
+            tasks.append(asyncio.create_task(_dispatch_probe(http, workers, p, stop, dispatch, ledger.probe_problems)))
+            tasks.append(asyncio.create_task(_label_probe(http, workers, p, stop, effect, ledger.probe_problems)))
+        t0 = time.monotonic()
+        while (elapsed := time.monotonic() - t0) < duration:
+            if kill_at is not None and killed_at is None and elapsed >= kill_at:
+                victim = len(workers.procs) - 1
+                workers.down.add(victim)
+                workers.procs[victim].kill()
+                killed_at = time.monotonic()
+            tick(min(elapsed, duration))
+            await asyncio.sleep(0.25)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=120.0)
+    window_end = killed_at if killed_at is not None else time.monotonic()
+    ledger.latencies = [(t, ms) for t, ms in ledger.latencies if t <= window_end]
+    return ledger, dispatch, effect, (window_end - t0)
+
+
+def _verify(db_url: str, devices: set[str], ledgers: list[Ledger]) -> tuple[int, int]:
+    """(lost, duplicated): asks acknowledged but missing, or never acknowledged; asks stored twice for one key."""
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            receipts = dict(s.execute(select(IdempotencyRow.key, IdempotencyRow.result_id)
+                                      .where(IdempotencyRow.kind == "ask")).all())
+            stored = set(s.scalars(select(AskRow.id).where(AskRow.device_id.in_(devices))))
+    finally:
+        db.dispose()
+    lost = 0
+    for ledger in ledgers:
+        lost += len(ledger.pending)
+        lost += sum(1 for k, a in ledger.acked.items() if receipts.get(k) != a or a not in stored)
+    # Every wearer ask carries a key: a stored ask that no receipt names is a second copy of a keyed ask.
+    duplicated = len(stored - set(receipts.values()))
+    return lost, duplicated
+
+
+def run_cluster_bench(
+    *, workers: int, wearers: int, duration: float, kill_one: bool, database_url: str, think_s: float = 1.0,
+    seed: int = 0, var_dir: Path | None = None, job_workers: int = 1,
+) -> dict[str, Any]:
+    tmp = tempfile.TemporaryDirectory(prefix="lookloop-cluster-") if var_dir is None else None
+    var = Path(tmp.name) if tmp is not None else Path(var_dir or ".")
+    var.mkdir(parents=True, exist_ok=True)
+    pg: LocalPostgres | None = None
+    if not database_url:
+        pg_bin = postgres_bin()
+        if pg_bin is None:
+            raise BadInput(NOT_INSTALLED)
+        pg = LocalPostgres.start(var, pg_bin, database="lookloop_bench")
+        database_url = pg.url
+    try:
+        return _run(var, database_url, workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
+                    think_s=think_s, seed=seed, job_workers=job_workers)
+    finally:
+        if pg is not None:
+            pg.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: float, kill_one: bool,
+         think_s: float, seed: int, job_workers: int) -> dict[str, Any]:
+    base = get_settings()
+    settings = Settings(var_dir=var, data_dir=base.data_dir, model_dir=base.model_cache_dir, database_url=database_url)
+    console.print(f"preparing {wearers} wearers and the demo catalogue on {database_url.split('@')[-1]}")
+    p = prepare(settings, wearers)
+    env = {
+        **os.environ,
+        "LOOKLOOP_VAR_DIR": str(var), "LOOKLOOP_DATABASE_URL": database_url,
+        "LOOKLOOP_MODEL_DIR": str(base.model_cache_dir),
+        "LOOKLOOP_RATE_LIMIT_DEVICE_PER_MIN": "0", "LOOKLOOP_RATE_LIMIT_ACCOUNT_PER_MIN": "0",
+        "LOOKLOOP_RATE_LIMIT_ANONYMOUS_PER_MIN": "0", "LOOKLOOP_PURGE_INTERVAL_S": "0",
+    }
+    figures: dict[str, Any] = {"workers": workers, "wearers": wearers, "duration_s": duration,
+                               "job_workers": job_workers}
+    with make_progress() as bar:
+        one_s = max(10.0, duration / 3)
+        single = Workers(env, 1, var, job_workers)
+        task = bar.add_task("1 worker (throughput baseline)", total=one_s)
+        single.start()
+        try:
+            base_ledger, _, _, base_window = asyncio.run(_phase(
+                single, p, wearers=wearers, duration=one_s, think_s=think_s, kill_at=None, probes=False, seed=seed,
+                tick=lambda t: bar.update(task, completed=t)))
+        finally:
+            single.stop()
+        many = Workers(env, workers, var, job_workers)
+        task = bar.add_task(f"{workers} workers" + (", one killed mid-run" if kill_one else ""), total=duration)
+        many.start()
+        try:
+            ledger, dispatch, effect, window = asyncio.run(_phase(
+                many, p, wearers=wearers, duration=duration, think_s=think_s,
+                kill_at=duration / 2 if kill_one else None, probes=True, seed=seed + 1,
+                tick=lambda t: bar.update(task, completed=t)))
+        finally:
+            many.stop()
+    lost, duplicated = _verify(database_url, set(p.wearer_devices), [base_ledger, ledger])
+    lat = [ms for _, ms in ledger.latencies]
+    rate = len(lat) / window if window else 0.0
+    rate_1 = len(base_ledger.latencies) / base_window if base_window else 0.0
+    figures.update({
+        "asks_per_s": round(rate, 2),
+        "identify_p50_ms": round(percentile(lat, 50), 1),
+        "identify_p95_ms": round(percentile(lat, 95), 1),
+        "errors": ledger.errors + base_ledger.errors,
+        "dispatch_p95_ms": round(percentile(dispatch, 95), 1),
+        "dispatch_p50_ms": round(percentile(dispatch, 50), 1),
+        "dispatch_n": len(dispatch),
+        "label_effect_p95_ms": round(percentile(effect, 95), 1),
+        "label_effect_p50_ms": round(percentile(effect, 50), 1),
+        "label_effect_n": len(effect),
+        "lost": lost,
+        "duplicated": duplicated,
+        "killed": 1 if kill_one else 0,
+        "probe_problems": len(ledger.probe_problems),
+        "retries": ledger.retries,
+        "asks_per_s_1_worker": round(rate_1, 2),
+        "throughput_ratio_2v1": round(rate / rate_1, 3) if rate_1 else float("nan"),
+        "think_s": think_s,
+    })
+    if ledger.probe_problems:
+        console.print(f"[yellow]{len(ledger.probe_problems)} probe problems, e.g.:[/yellow] "
+                      + " | ".join(sorted(set(ledger.probe_problems))[:6]))
+    if ledger.error_samples:
+        console.print("[yellow]errors, e.g.:[/yellow] " + " | ".join(ledger.error_samples))
+    return figures
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("cluster")
+    def cluster(
+        workers: Annotated[int, typer.Option(min=1, max=16, help="API worker processes.")] = 2,
+        wearers: Annotated[int, typer.Option(min=1, max=2000, help="Simulated wearers (closed loops).")] = 200,
+        duration: Annotated[float, typer.Option(min=5.0, help="Seconds of load with all workers.")] = 60.0,
+        job_workers: Annotated[int, typer.Option(min=0, max=8, help="Job worker processes.")] = 1,
+        kill_one: Annotated[bool, typer.Option("--kill-one", help="SIGKILL one API worker half-way.")] = False,
+        think: Annotated[float, typer.Option(min=0.0, help="Mean seconds a wearer waits between asks.")] = 1.0,
+        database_url: Annotated[str, typer.Option(help="Postgres to use (default: a local one in a temp dir).")] = "",
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
+    ) -> None:
+        """Wearers, a reviewer and label probes against N API workers on one Postgres."""
+
+        try:
+            figures = run_cluster_bench(workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
+                                        database_url=database_url, think_s=think, seed=seed,
+                                        job_workers=job_workers)
+        except LookloopError as exc:
+            raise fail(exc.message) from None
+        print_figures("cluster", figures)
+        write_json(json_path, figures)
