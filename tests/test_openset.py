@@ -85,12 +85,13 @@ def test_a_model_that_knows_nothing_finds_everything_novel() -> None:
 
 def test_bursts_stay_together() -> None:
     paths = ["a/Apple_001.jpg", "a/Apple_002.jpg", "a/Apple_003.jpg", "a/Apple_010.jpg", "b/Apple_004.jpg"]
-    groups = burst_groups(paths)
+    groups = burst_groups(paths)  # names alone: consecutive numbers in one folder chain
     assert groups[0] == groups[1] == groups[2]
     assert len({groups[0], groups[3], groups[4]}) == 3
-    # near-duplicate embeddings chain across names
-    x = unit(np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0.99, 0.1, 0]], dtype=np.float32))
+    # with embeddings, consecutive names chain only when alike, and near-duplicates chain across names
+    x = unit(np.array([[1, 0, 0], [1, 0.1, 0], [0, 0, 1], [0, 1, 0], [0.99, 0.1, 0]], dtype=np.float32))
     groups = burst_groups(paths, x)
-    assert groups[4] == groups[0] and groups[3] != groups[0]
+    assert groups[0] == groups[1] == groups[4]
+    assert groups[2] != groups[0] and groups[3] != groups[0]
     with pytest.raises(ValueError):
         burst_groups(paths, x[:2])

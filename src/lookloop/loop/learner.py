@@ -148,7 +148,7 @@ class IdentifyModel:
         else:
             probs = self._prototype_probs(q, labels)
         idx, sims = self.memory.nearest(q)
-        novelty = novelty_scores(self, q)
+        novelty = novelty_scores(self, q, nearest=sims)
         out: list[Prediction] = []
         for r in range(q.shape[0]):
             p = probs[r].copy()
