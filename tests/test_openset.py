@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lookloop.loop.learner import IdentifyModel
 from lookloop.loop.openset import OutlierGate, burst_groups, novelty_scores
+from lookloop.loop.simulation import KNOWN, UNKNOWN, LiveCalibration, LoopData, judge_live
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -95,3 +97,36 @@ def test_bursts_stay_together() -> None:
     assert groups[2] != groups[0] and groups[3] != groups[0]
     with pytest.raises(ValueError):
         burst_groups(paths, x[:2])
+
+
+def _live_world(n_known: int = 300, seed: int = 0) -> tuple[IdentifyModel, np.ndarray, LoopData]:
+    """Two well-separated known classes in two families, and asks about an unknown third thing."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(3, 16)))
+    model = IdentifyModel(16)
+    train = unit(np.repeat(centres[:2], 20, axis=0) + 0.1 * rng.normal(size=(40, 16)))
+    model.learn(train, ["a"] * 20 + ["b"] * 20, [f"t{i}" for i in range(40)])
+    labels = [("a", "b")[i % 2] for i in range(n_known)] + ["c"] * 30
+    x = unit(centres[[{"a": 0, "b": 1, "c": 2}[y] for y in labels]] + 0.1 * rng.normal(size=(len(labels), 16)))
+    data = LoopData([], [], [Path(f"e{i}.jpg") for i in range(len(labels))], labels,
+                    eval_kinds=[KNOWN] * n_known + [UNKNOWN] * 30, families={"a": "Fruit", "b": "Packages"})
+    return model, x, data
+
+
+def test_live_asks_about_unknown_things_escalate_and_groups_hold() -> None:
+    model, x, data = _live_world()
+    res = judge_live(model, x, data, LiveCalibration(), seed=1)
+    assert res.calibration_labels == len(data.eval_labels)
+    assert res.coverage > 0.8 and res.auto_error == 0.0
+    assert res.unknown_auto_answer_rate == 0.0 and res.unknown_flagged == 1.0
+    assert set(res.groups) == {"Fruit", "Packages", "unknown"}
+    assert res.groups["unknown"].answered == 0 and res.worst_group_auto_error == 0.0
+    assert res.known_flagged <= 0.1
+
+
+def test_no_calibration_labels_no_answers() -> None:
+    model, x, data = _live_world()
+    res = judge_live(model, x, data, LiveCalibration(budget=0), seed=1)
+    assert res.calibration_labels == 0 and res.coverage == 0.0 and res.known_flagged == 0.0
+    # a small budget is counted as what it is
+    assert judge_live(model, x, data, LiveCalibration(budget=40), seed=1).calibration_labels == 40

@@ -172,7 +172,8 @@ def write_report(path: Path, figures: dict[str, Any], runs: list[LoopRun], basel
 
 MEAN_FIGURES = ("final_accuracy", "auto_error", "coverage", "coverage_at_10pct", "oracle_coverage",
                 "oracle_coverage_at_10pct", "head_only_accuracy", "error_bound", "unknown_auto_answer_rate",
-                "outlier_auto_answer_rate", "worst_group_auto_error", "known_flagged", "random_full_accuracy",
+                "outlier_auto_answer_rate", "worst_group_auto_error", "known_flagged", "unknown_flagged",
+                "outlier_flagged", "random_full_accuracy",
                 "labels_to_match_random_full", "labels_to_match_random_full_share")
 
 
@@ -204,6 +205,8 @@ def _run_figures(run: LoopRun, baseline: LoopRun | None, data: LoopData, live: L
         "unknown_asks": final.unknown_asks,
         "outlier_asks": final.outlier_asks,
         "known_flagged": final.known_flagged,
+        "unknown_flagged": final.unknown_flagged,
+        "outlier_flagged": final.outlier_flagged,
         "gate_threshold": final.gate_threshold,
         "unknown_classes_held_out": ";".join(data.held_out),
     }
@@ -274,8 +277,9 @@ def run_loop_bench(
 ) -> dict[str, Any]:
     """The whole benchmark; returns the flat figures (and writes plot and report when ``out`` is given).
 
-    With ``seeds`` > 1 every seed draws its own held-out classes, label order and calibration folds; the main
-    figures are the mean over seeds, each with its ``_sd``.
+    With ``seeds`` > 1 every seed draws its own held-out classes, label order, calibration folds and a bootstrap
+    of the eval asks (which photos happen to be asked); the main figures are the mean over seeds, each with its
+    ``_sd``.
     """
 
     started = time.perf_counter()
@@ -315,7 +319,10 @@ def run_loop_bench(
         task = progress.add_task(f"seeds ({strat.name}{' and random' if compare_random else ''})", total=seeds)
         for s in range(seed, seed + seeds):
             loop_data, train_idx, seed_idx = hold_out_classes(base, unknown_classes, s)
-            features: Features = (x_train[train_idx], x_eval, x_seed[seed_idx])
+            eval_idx = np.arange(len(base.eval_paths))
+            if seeds > 1:  # the spread must include the luck of which photos are asked, not just label order
+                loop_data, eval_idx = loop_data.resample_eval(s)
+            features: Features = (x_train[train_idx], x_eval[eval_idx], x_seed[seed_idx])
             refit = None
             if finetune:
                 refit = _make_refit(loop_data, out, cache_dir, finetune_minutes, s, finetune_info,
@@ -351,7 +358,7 @@ def _notes(data: LoopData, run: LoopRun, live: LiveCalibration, outliers: list[P
     """What a reader must know to trust the figures: how many live labels calibrated, what was held out."""
     n = len(data.eval_labels)
     final = run.final
-    notes = [f"Calibration used {final.calibration_labels} reviewer labels of the {n} live (eval) asks, "
+    notes = [f"Calibration used {final.calibration_labels} reviewer labels of the {n} distinct live (eval) asks, "
              "counted in `calibration_labels` and `labels_spent`."]
     if live.budget is None or live.budget >= n:
         notes.append("The calibration budget covers every eval ask: every live ask was labelled for calibration "
@@ -367,8 +374,10 @@ def _notes(data: LoopData, run: LoopRun, live: LiveCalibration, outliers: list[P
         notes.append("Groups with no auto-answers (their error is reported as 0): "
                      + ", ".join(f"{g} ({final.groups[g].asks} asks)" for g in empty) + ".")
     if seeds > 1:
-        notes.append(f"Main figures are means over {seeds} seeds, each with a sample standard deviation (`_sd`); "
-                     "the group and round tables show the first seed.")
+        notes.append(f"Main figures are means over {seeds} seeds, each with a sample standard deviation (`_sd`). "
+                     "Every seed draws its own held-out classes, label order, calibration labels and folds, and a "
+                     "bootstrap resample of the eval asks (which photos happen to be asked); the group and round "
+                     "tables show the first seed.")
     return notes
 
 

@@ -55,23 +55,47 @@ class LoopData:
     eval_kinds: list[str] = field(default_factory=list)  # KNOWN, UNKNOWN or OUTLIER per eval ask
     families: dict[str, str] = field(default_factory=dict)  # class → family (Fruit, Vegetables, Packages)
     held_out: tuple[str, ...] = ()  # classes kept out of the catalogue and of all training
+    # The original ask each eval row is (a bootstrap repeats asks; cross-fitting keeps repeats in one fold).
+    eval_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.train_keys:
             self.train_keys = [str(p) for p in self.train_paths]
         if not self.eval_kinds:
             self.eval_kinds = [KNOWN] * len(self.eval_paths)
-        if len(self.eval_kinds) != len(self.eval_paths):
-            raise ValueError("eval kinds and eval paths must line up")
+        if not self.eval_ids:
+            self.eval_ids = list(range(len(self.eval_paths)))
+        if not len(self.eval_kinds) == len(self.eval_ids) == len(self.eval_paths):
+            raise ValueError("eval kinds, ids and paths must line up")
 
     def family(self, label: str) -> str:
         """The group an answer ``label`` falls in: its family, or one pooled group where none is known."""
         return self.families.get(label) or POOLED
 
+    def resample_eval(self, seed: int) -> tuple[LoopData, np.ndarray]:
+        """A bootstrap of the eval asks (drawn with replacement, within each kind of ask): the luck of which
+        photos happen to be asked.
+
+        Returns the data and the eval rows drawn (to slice eval features).
+        """
+        rng = np.random.default_rng(seed + 202)
+        kinds = np.array(self.eval_kinds, dtype=object)
+        draws = []
+        for kind in (KNOWN, UNKNOWN, OUTLIER):  # within each kind, so every sample asks as many of each
+            rows = np.flatnonzero(kinds == kind)
+            draws.append(rows[rng.integers(0, rows.size, size=rows.size)] if rows.size else rows)
+        idx = np.sort(np.concatenate(draws)).astype(np.int64)
+        out = replace(self, eval_paths=[self.eval_paths[i] for i in idx],
+                      eval_labels=[self.eval_labels[i] for i in idx], eval_kinds=[self.eval_kinds[i] for i in idx],
+                      eval_ids=[self.eval_ids[i] for i in idx])
+        return out, idx
+
     def with_outliers(self, paths: list[Path]) -> LoopData:
         """The same data with far out-of-distribution photos asked as well (no answer to them is right)."""
+        first = max(self.eval_ids, default=-1) + 1
         return replace(self, eval_paths=[*self.eval_paths, *paths], eval_labels=[*self.eval_labels, *[""] * len(paths)],
-                       eval_kinds=[*self.eval_kinds, *[OUTLIER] * len(paths)])
+                       eval_kinds=[*self.eval_kinds, *[OUTLIER] * len(paths)],
+                       eval_ids=[*self.eval_ids, *range(first, first + len(paths))])
 
     def subset(self, classes: int, per_class: int, eval_per_class: int) -> LoopData:
         """A small slice (tests): the first ``classes`` classes, a few images each."""
@@ -112,7 +136,7 @@ def hold_out_classes(data: LoopData, k: int, seed: int) -> tuple[LoopData, np.nd
     out = LoopData([data.train_paths[i] for i in train_idx], [data.train_labels[i] for i in train_idx],
                    list(data.eval_paths), list(data.eval_labels), [data.seed_paths[i] for i in seed_idx],
                    [data.seed_labels[i] for i in seed_idx], [data.train_keys[i] for i in train_idx], kinds,
-                   dict(data.families), held)
+                   dict(data.families), held, list(data.eval_ids))
     return out, train_idx, seed_idx
 
 
@@ -224,6 +248,8 @@ class RoundResult:
     outlier_asks: int = 0
     gate_threshold: float = math.nan  # mean over folds; nan where the gate flagged nothing
     known_flagged: float = 0.0  # share of known-class asks the gate sent to the unknown group
+    unknown_flagged: float = 0.0  # share of asks about held-out classes the gate flagged
+    outlier_flagged: float = 0.0
     groups: dict[str, GroupFigures] = field(default_factory=dict)
 
 
@@ -282,9 +308,12 @@ def judge_live(
     novelty = np.array([p.novelty for p in preds])
     family = np.array([data.family(t) for t in top], dtype=object)
     known = np.array([k == KNOWN for k in kinds])
-    fold = np.random.default_rng(seed + 7).permutation(n) % how.folds
-    n_labelled = n if how.budget is None else min(how.budget, n)
-    labelled = np.random.default_rng(seed + 11).permutation(n) < n_labelled
+    ids = np.asarray(data.eval_ids, dtype=np.int64)
+    m = int(ids.max()) + 1  # the original asks: a repeated ask is one ask, labelled or not, in one fold
+    fold = (np.random.default_rng(seed + 7).permutation(m) % how.folds)[ids]
+    n_labelled = m if how.budget is None else min(how.budget, m)
+    labelled = (np.random.default_rng(seed + 11).permutation(m) < n_labelled)[ids]
+    n_labelled = int(np.unique(ids[labelled]).size)
     answered = np.zeros(n, dtype=bool)
     group = family.copy()
     thresholds, bounds, gates = [], [], []
@@ -321,9 +350,11 @@ def judge_live(
         figures[str(g)] = GroupFigures(int(at.sum()), int((at & answered).sum()), int((at & answered & ~right).sum()))
     k_ans = answered & known
 
-    def rate(kind: str) -> float:
+    def rate(kind: str, what: np.ndarray) -> float:
         of = np.array([k == kind for k in kinds])
-        return float(answered[of].mean()) if of.any() else 0.0
+        return float(what[of].mean()) if of.any() else 0.0
+
+    flagged_any = group == UNKNOWN_GROUP
 
     finite_gates = [g for g in gates if math.isfinite(g)]
     return RoundResult(
@@ -335,11 +366,12 @@ def judge_live(
         error_bound=float(max(bounds)) if bounds else 1.0,
         seconds=0.0,
         oracle_coverage=oracle_coverage(score[known], right[known], how.alpha),
-        unknown_auto_answer_rate=rate(UNKNOWN), outlier_auto_answer_rate=rate(OUTLIER),
+        unknown_auto_answer_rate=rate(UNKNOWN, answered), outlier_auto_answer_rate=rate(OUTLIER, answered),
         worst_group_auto_error=max((g.error for g in figures.values()), default=0.0),
         unknown_asks=int(sum(k == UNKNOWN for k in kinds)), outlier_asks=int(sum(k == OUTLIER for k in kinds)),
         gate_threshold=float(np.mean(finite_gates)) if finite_gates else math.nan,
-        known_flagged=float((known & (group == UNKNOWN_GROUP)).sum() / known.sum()) if known.any() else 0.0,
+        known_flagged=rate(KNOWN, flagged_any), unknown_flagged=rate(UNKNOWN, flagged_any),
+        outlier_flagged=rate(OUTLIER, flagged_any),
         groups=figures,
     )
 
