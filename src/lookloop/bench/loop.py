@@ -161,7 +161,7 @@ def write_report(path: Path, figures: dict[str, Any], runs: list[LoopRun], basel
         lines += _rounds_table(baselines[0])
     lines += ["", "![curves](loop.png)", "",
               "Coverage and auto-answer error are on asks about known classes. The policy (Mondrian: one "
-              "Learn-then-Test threshold per group, Clopper-Pearson) and the outlier gate are calibrated by five-fold "
+              "Learn-then-Test threshold per group, Clopper-Pearson) and the outlier gate are calibrated by ten-fold "
               "cross-fitting on reviewer labels of live (eval) asks: each ask is judged by thresholds set on the "
               "other folds' labelled asks only; eval labels never train the model. `bound` is the certified upper "
               "bound on the auto-answer error (the worst fold and group). `oracle coverage` is the most any "
@@ -231,6 +231,9 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     ones get a sample standard deviation next to each (``_sd``; 0.0 with one seed). A seed that never matched random's
     all-label accuracy is left out of that mean and counted in ``labels_to_match_random_full_unreached``."""
     out = dict(per_seed[0])
+    if len(per_seed) == 1:
+        out.update({f"{k}_sd": 0.0 for k in MEAN_FIGURES if k in out})
+        return out
     keys = [k for k in MEAN_FIGURES if k in out] + sorted(
         {k for f in per_seed for k in f if k.startswith("group_")})
     for k in keys:

@@ -7,7 +7,7 @@ measured after every round: accuracy, coverage (answered without a human) and th
 Calibration needs labels exchangeable with the asks it is applied to. Backlog labels are not (in the
 Grocery data the train photos come in near-duplicate bursts from other sessions than val, so a model is
 far surer of held-out train photos than of live ones), and strategy-picked labels are not either. So the
-policy is calibrated on reviewer spot checks of *live* asks, cross-fitted: the eval asks are split in five
+policy is calibrated on reviewer spot checks of *live* asks, cross-fitted: the eval asks are split in ten
 folds, each fold is answered by a policy calibrated on the other folds' labels only; no ask's own label ever
 sets the threshold it is judged by, and no eval label ever trains the model. ``calibration_budget`` caps how many
 live asks get such a label (the rest are judged by thresholds set on the labelled ones); they are counted.
@@ -284,7 +284,8 @@ class LiveCalibration:
     policy: str = "mondrian"  # or "conformal": one pooled threshold
     gate_rate: float | None = 0.05  # None: no outlier gate
     budget: int | None = None  # labelled live asks; None: every one
-    folds: int = 5
+    # Ten folds: each ask's policy calibrates on 90% of the labels, close to what a deployment has (all of them).
+    folds: int = 10
 
 
 def judge_live(
