@@ -130,3 +130,14 @@ def test_no_calibration_labels_no_answers() -> None:
     assert res.calibration_labels == 0 and res.coverage == 0.0 and res.known_flagged == 0.0
     # a small budget is counted as what it is
     assert judge_live(model, x, data, LiveCalibration(budget=40), seed=1).calibration_labels == 40
+
+
+def test_a_repeated_ask_calibrates_once() -> None:
+    """A bootstrap asks some photos twice: their labels must not count twice (that would certify too much)."""
+    model, x, data = _live_world(n_known=120)
+    twice = LoopData([], [], data.eval_paths * 2, data.eval_labels * 2, eval_kinds=data.eval_kinds * 2,
+                     families=data.families, eval_ids=list(range(len(data.eval_paths))) * 2)
+    once = judge_live(model, x, data, LiveCalibration(), seed=2)
+    doubled = judge_live(model, np.vstack([x, x]), twice, LiveCalibration(), seed=2)
+    assert doubled.calibration_labels == once.calibration_labels == len(data.eval_paths)
+    assert doubled.coverage == once.coverage and doubled.threshold == once.threshold

@@ -314,7 +314,11 @@ def judge_live(
     fold = (np.random.default_rng(seed + 7).permutation(m) % how.folds)[ids]
     n_labelled = m if how.budget is None else min(how.budget, m)
     labelled = (np.random.default_rng(seed + 11).permutation(m) < n_labelled)[ids]
-    n_labelled = int(np.unique(ids[labelled]).size)
+    # A repeated ask calibrates once: its label is one observation, however often the sample asks it.
+    first = np.zeros(n, dtype=bool)
+    first[np.unique(ids, return_index=True)[1]] = True
+    labelled &= first
+    n_labelled = int(labelled.sum())
     answered = np.zeros(n, dtype=bool)
     group = family.copy()
     thresholds, bounds, gates = [], [], []
