@@ -11,7 +11,7 @@ import pytest
 from conformance_util import cases
 
 from lookloop.domain import Decision, PolicyDecision
-from lookloop.loop.policies import ConformalPolicy, EscalationPolicy, FixedThreshold, all_policies
+from lookloop.loop.policies import ConformalPolicy, EscalationPolicy, FixedThreshold, MondrianPolicy, all_policies
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +33,8 @@ IMPLEMENTATIONS: dict[str, Callable[[], EscalationPolicy]] = {
     "conformal@0.05": lambda: calibrated(ConformalPolicy(0.05)),
     "conformal@0.05-top": lambda: calibrated(ConformalPolicy(0.05, score="top")),
     "conformal-uncalibrated": lambda: ConformalPolicy(0.05),
+    # Calibrated without groups: one pooled group, which an ask without a group is decided in.
+    "mondrian@0.05": lambda: calibrated(MondrianPolicy(0.05)),
 }
 
 SKIP = {

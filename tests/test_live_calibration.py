@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +69,10 @@ class _AlwaysAsk:
 
     name = "always-ask"
 
-    def decide(self, probs: np.ndarray) -> PolicyDecision:
+    def decide(self, probs: np.ndarray, group: str | None = None) -> PolicyDecision:
         return PolicyDecision(Decision.ESCALATE, float(np.max(probs)), 1.0, self.name)
 
-    def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
+    def calibrate(self, scores: np.ndarray, correct: np.ndarray, groups: Sequence[str] | None = None) -> None:
         pass
 
 

@@ -9,6 +9,7 @@ from lookloop.domain import Decision
 from lookloop.loop.policies import (
     ConformalPolicy,
     FixedThreshold,
+    MondrianPolicy,
     clopper_pearson_upper,
     confidence_score,
     confidence_scores,
@@ -105,3 +106,66 @@ def test_conformal_policy_thresholds_its_own_score_kind() -> None:
     assert margin.describe()["score"] == "margin"
     with pytest.raises(ValueError, match="unknown score"):
         ConformalPolicy(0.05, score="entropy")
+
+
+def _two_groups(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores of two kinds of item: "easy" is right with probability score, "hard" far less often at the
+    same score (a model overconfident on hard items). Most asks are easy."""
+    hard = rng.random(n) < 0.25
+    scores = rng.beta(5.0, 1.0, size=n)
+    p_right = np.where(hard, scores**6, scores**0.2)
+    correct = rng.random(n) < p_right
+    return scores, correct, np.where(hard, "hard", "easy")
+
+
+def test_mondrian_holds_the_bound_in_every_group_where_pooling_does_not() -> None:
+    alpha, delta, trials = 0.05, 0.1, 30
+    rng = np.random.default_rng(11)
+    ts, tc, tg = _two_groups(60_000, rng)
+    pooled_fail = {"easy": 0, "hard": 0}
+    mondrian_fail = {"easy": 0, "hard": 0}
+    answered_easy = []
+    for _ in range(trials):
+        s, c, g = _two_groups(3000, rng)
+        pooled = ConformalPolicy(alpha, delta)
+        pooled.calibrate(s, c, g.tolist())
+        mondrian = MondrianPolicy(alpha, delta)
+        mondrian.calibrate(s, c, g.tolist())
+        for group in ("easy", "hard"):
+            mine = tg == group
+            for policy, fails in ((pooled, pooled_fail), (mondrian, mondrian_fail)):
+                thr = policy.threshold if isinstance(policy, ConformalPolicy) else policy.threshold_for(group)
+                answered = mine & (ts >= thr)
+                err = float((~tc[answered]).mean()) if answered.any() else 0.0
+                fails[group] += err > alpha
+        answered_easy.append(float((ts[tg == "easy"] >= mondrian.threshold_for("easy")).mean()))
+    assert pooled_fail["hard"] > trials / 2  # the pooled guarantee breaks for the hard group
+    for group in ("easy", "hard"):
+        assert mondrian_fail[group] <= delta * trials + 2
+    assert np.mean(answered_easy) > 0.3  # and still answers the group it can
+
+
+def test_mondrian_escalates_thin_unseen_and_unknown_groups() -> None:
+    rng = np.random.default_rng(5)
+    scores = np.concatenate([rng.uniform(0.9, 1.0, 400), rng.uniform(0.9, 1.0, 20), rng.uniform(0.9, 1.0, 400)])
+    correct = np.ones(scores.size, dtype=bool)
+    groups = ["Fruit"] * 400 + ["Packages"] * 20 + ["unknown"] * 400
+    policy = MondrianPolicy(0.05)
+    policy.calibrate(scores, correct, groups)
+    sure = np.array([0.999, 0.001])
+    assert policy.decide(sure, "Fruit").decision == Decision.ANSWER
+    assert policy.decide(sure, "Packages").decision == Decision.ESCALATE  # 20 labels certify nothing
+    assert policy.decide(sure, "Vegetables").decision == Decision.ESCALATE  # never calibrated
+    assert policy.decide(sure, "unknown").decision == Decision.ESCALATE  # the gate's group never answers
+    assert policy.decide(sure).decision == Decision.ESCALATE  # calibrated per group: no pooled group
+    assert policy.decide(sure, "Fruit").policy == "mondrian@0.05"
+    described = policy.describe()
+    assert described["groups"]["Fruit"]["calibration_labels"] == 400
+    assert described["groups"]["Fruit"]["answers"] is True
+    assert described["groups"]["Packages"]["answers"] is False
+    assert described["groups"]["unknown"]["answers"] is False
+    assert described["calibration_labels"] == 820
+    policy.update(np.full(40, 0.95), np.ones(40, dtype=bool), ["Packages"] * 40)
+    assert policy.decide(sure, "Packages").decision == Decision.ANSWER
+    with pytest.raises(ValueError):
+        policy.calibrate(scores, correct, groups[:-1])

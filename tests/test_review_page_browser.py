@@ -202,7 +202,7 @@ class AlwaysAsk:
 
     name = "always-ask"
 
-    def decide(self, probs: Any) -> Any:
+    def decide(self, probs: Any, group: str | None = None) -> Any:
         from lookloop.domain import Decision
         from lookloop.loop.policies import PolicyDecision
 

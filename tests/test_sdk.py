@@ -139,7 +139,7 @@ def test_voice_ask_through_the_sdk(server: LiveServer, token: str, banana: bytes
 class AlwaysAsk:
     name = "always-ask"
 
-    def decide(self, probs: np.ndarray) -> PolicyDecision:
+    def decide(self, probs: np.ndarray, group: str | None = None) -> PolicyDecision:
         return PolicyDecision(Decision.ESCALATE, float(np.max(probs)), 1.0, self.name)
 
 

@@ -170,7 +170,7 @@ def test_late_human_answer_reaches_the_page_by_its_device_stream(page: Any, serv
     class AlwaysAsk:
         name = "always-ask"
 
-        def decide(self, probs: Any) -> PolicyDecision:
+        def decide(self, probs: Any, group: str | None = None) -> PolicyDecision:
             return PolicyDecision(Decision.ESCALATE, float(max(probs)), 1.0, self.name)
 
     page.goto(f"{server.url}/simulator")
@@ -206,7 +206,7 @@ def test_late_human_answer_reaches_the_page_by_its_device_stream(page: Any, serv
 class AlwaysAsk:
     name = "always-ask"
 
-    def decide(self, probs: Any) -> Any:
+    def decide(self, probs: Any, group: str | None = None) -> Any:
         from lookloop.domain import Decision
         from lookloop.loop.policies import PolicyDecision
 
@@ -296,7 +296,7 @@ def _until(check: Any, timeout: float = 10.0) -> None:
 class Unsure(AlwaysAsk):
     """Escalates with no confidence at all: the highest priority in the review queue."""
 
-    def decide(self, probs: Any) -> Any:
+    def decide(self, probs: Any, group: str | None = None) -> Any:
         from lookloop.domain import Decision
         from lookloop.loop.policies import PolicyDecision
 

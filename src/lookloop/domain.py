@@ -178,6 +178,7 @@ class CatalogItem:
     currency: str = "SEK"
     barcode: str | None = None
     images: tuple[str, ...] = ()
+    family: str = ""  # the broad kind of item (Fruit, Vegetables, Packages): the group its guarantees hold in
 
     @property
     def display_name(self) -> str:
@@ -213,6 +214,7 @@ class Prediction:
     probs: np.ndarray  # (n_labels,), sums to 1
     nearest_label: str | None
     nearest_similarity: float
+    novelty: float = 0.0  # higher = less like anything learnt (lookloop.loop.openset.novelty_scores)
 
     @property
     def top(self) -> tuple[str, float]:

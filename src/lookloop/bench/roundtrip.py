@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,11 +44,11 @@ class AlwaysEscalate:
 
     name = "bench-always-escalate"
 
-    def decide(self, probs: np.ndarray) -> Any:
+    def decide(self, probs: np.ndarray, group: str | None = None) -> Any:
         top = float(np.max(probs)) if probs.size else 0.0
         return PolicyDecision(Decision.ESCALATE, top, 1.01, self.name)
 
-    def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
+    def calibrate(self, scores: np.ndarray, correct: np.ndarray, groups: Sequence[str] | None = None) -> None:
         return None
 
 

@@ -20,12 +20,19 @@ class GroceryClass:
     coarse_id: int
     iconic_image: Path | None
     description: str
+    family: str = ""  # the top folder of the class's images: Fruit, Vegetables or Packages
 
 
 @dataclass(frozen=True)
 class LabelledImage:
     path: Path
     label: str
+
+
+def _family(relative: Path) -> str:
+    """``iconic-images-and-descriptions/Fruit/Apple/...`` → ``Fruit``: the folder below the set's own."""
+    parts = relative.parts
+    return parts[1] if len(parts) > 2 else ""
 
 
 class GroceryDataset:
@@ -49,7 +56,8 @@ class GroceryDataset:
             for row in reader:
                 if len(row) < 6:
                     continue
-                iconic = self.root / row[4].lstrip("/")
+                rel = Path(row[4].lstrip("/"))
+                iconic = self.root / rel
                 desc_path = self.root / row[5].lstrip("/")
                 desc = desc_path.read_text(encoding="utf-8", errors="replace").strip() if desc_path.is_file() else ""
                 out.append(
@@ -60,6 +68,7 @@ class GroceryDataset:
                         coarse_id=int(row[3]),
                         iconic_image=iconic if iconic.is_file() else None,
                         description=desc,
+                        family=_family(rel),
                     )
                 )
         return out
@@ -108,12 +117,13 @@ def grocery_catalog(root: Path) -> list[CatalogItem]:
                 price=price,
                 currency=currency,
                 images=(str(c.iconic_image),) if c.iconic_image else (),
+                family=c.family,
             )
         )
     return items
 
 
-_FIELDS = ("id", "name", "coarse_class", "description", "price", "currency", "barcode", "images")
+_FIELDS = ("id", "name", "coarse_class", "description", "price", "currency", "barcode", "images", "family")
 
 
 def _item_from_mapping(row: dict[str, object], where: str) -> CatalogItem:
@@ -139,6 +149,7 @@ def _item_from_mapping(row: dict[str, object], where: str) -> CatalogItem:
         currency=str(row.get("currency") or "SEK"),
         barcode=(str(row["barcode"]) if row.get("barcode") else None),
         images=tuple(str(p) for p in images) if isinstance(images, list | tuple) else (),
+        family=str(row.get("family") or "").strip(),
     )
 
 

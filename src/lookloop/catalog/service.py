@@ -26,6 +26,7 @@ def _row_to_item(row: CatalogItemRow) -> CatalogItem:
         currency=row.currency,
         barcode=row.barcode,
         images=tuple(row.images or ()),
+        family=row.family or "",
     )
 
 
@@ -111,6 +112,7 @@ class Catalogue:
                 row.currency = item.currency
                 row.barcode = item.barcode
                 row.images = list(item.images)
+                row.family = item.family
         self._changed()
         return len(items)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from lookloop.domain import Prediction
 from lookloop.errors import NotConfigured
+from lookloop.loop.openset import novelty_scores
 from lookloop.store.files import open_private
 
 
@@ -147,6 +148,7 @@ class IdentifyModel:
         else:
             probs = self._prototype_probs(q, labels)
         idx, sims = self.memory.nearest(q)
+        novelty = novelty_scores(self, q, nearest=sims)
         out: list[Prediction] = []
         for r in range(q.shape[0]):
             p = probs[r].copy()
@@ -158,7 +160,8 @@ class IdentifyModel:
                     onehot = np.zeros_like(p)
                     onehot[col[nearest]] = 1.0
                     p = (1 - w) * p + w * onehot
-            out.append(Prediction(labels=labels, probs=p, nearest_label=nearest, nearest_similarity=s))
+            out.append(Prediction(labels=labels, probs=p, nearest_label=nearest, nearest_similarity=s,
+                                  novelty=float(novelty[r])))
         return out
 
     def learn(self, x: np.ndarray, labels: list[str], keys: list[str]) -> None:

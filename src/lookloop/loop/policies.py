@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,12 +52,14 @@ def confidence_scores(probs: np.ndarray, kind: str = "margin") -> np.ndarray:
 class EscalationPolicy(Protocol):
     name: str
 
-    def decide(self, probs: np.ndarray) -> PolicyDecision:
-        """``probs``: the skill's class probabilities for one ask."""
+    def decide(self, probs: np.ndarray, group: str | None = None) -> PolicyDecision:
+        """``probs``: the skill's class probabilities for one ask; ``group``: the ask's group (its item's
+        family, or "unknown" when the outlier gate flags it), for policies that calibrate per group."""
         ...
 
-    def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
-        """Held-out labelled asks: the ``confidence_score`` of each and whether the top answer was right."""
+    def calibrate(self, scores: np.ndarray, correct: np.ndarray, groups: Sequence[str] | None = None) -> None:
+        """Held-out labelled asks: the ``confidence_score`` of each, whether the top answer was right, and
+        (for per-group policies) each ask's group."""
         ...
 
 
@@ -69,12 +72,12 @@ class FixedThreshold:
         self.threshold = threshold
         self.name = f"fixed@{threshold:g}"
 
-    def decide(self, probs: np.ndarray) -> PolicyDecision:
+    def decide(self, probs: np.ndarray, group: str | None = None) -> PolicyDecision:
         top = float(np.max(probs)) if probs.size else 0.0
         decision = Decision.ANSWER if top >= self.threshold else Decision.ESCALATE
         return PolicyDecision(decision, top, self.threshold, self.name)
 
-    def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
+    def calibrate(self, scores: np.ndarray, correct: np.ndarray, groups: Sequence[str] | None = None) -> None:
         if np.shape(scores) != np.shape(correct):
             raise ValueError("scores and correct must line up")
 
@@ -134,7 +137,7 @@ class ConformalPolicy:
     def n_calibration(self) -> int:
         return int(self._scores.size)
 
-    def decide(self, probs: np.ndarray) -> PolicyDecision:
+    def decide(self, probs: np.ndarray, group: str | None = None) -> PolicyDecision:
         score = confidence_score(probs, self.score)
         decision = Decision.ANSWER if score >= self.threshold else Decision.ESCALATE
         return PolicyDecision(decision, self.confidence(score), self.threshold, self.name)
@@ -143,8 +146,8 @@ class ConformalPolicy:
         """Calibrated probability that the top answer is right, given its score."""
         return float(np.interp(score, self._iso_x, self._iso_y))
 
-    def calibrate(self, scores: np.ndarray, correct: np.ndarray) -> None:
-        """Replaces the calibration set with these held-out asks."""
+    def calibrate(self, scores: np.ndarray, correct: np.ndarray, groups: Sequence[str] | None = None) -> None:
+        """Replaces the calibration set with these held-out asks (their groups play no part)."""
         s = np.asarray(scores, dtype=np.float64).ravel()
         c = np.asarray(correct, dtype=bool).ravel()
         if s.shape != c.shape:
@@ -195,6 +198,95 @@ class ConformalPolicy:
         }
 
 
+POOLED = "all"  # the one group of a per-group policy calibrated without groups
+UNKNOWN_GROUP = "unknown"  # asks the outlier gate flags as unlike anything learnt: never auto-answered
+
+
+class MondrianPolicy:
+    """Group-conditional (Mondrian) risk control: one ``ConformalPolicy`` per group, each calibrated on its
+    own group's labels only, so the auto-answer error is ≤ ``alpha`` within every group (each with
+    probability ≥ 1 - ``delta``), not just on average over groups.
+
+    A group with too few labels to certify ``alpha`` escalates everything, as does a group never seen in
+    calibration and the ``UNKNOWN_GROUP`` (whatever its labels say: an answer about something unlike anything
+    learnt is a guess). Calibrated without groups, every ask is in one pooled group and ``decide`` without a
+    group uses it: then it is the plain ``ConformalPolicy``.
+    """
+
+    def __init__(self, alpha: float = 0.05, delta: float = 0.1, *, score: str = "margin", min_answered: int = 50):
+        if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
+            raise ValueError("alpha and delta must lie in (0, 1)")
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
+        self.alpha = alpha
+        self.delta = delta
+        self.score = score
+        self.min_answered = min_answered
+        self.name = f"mondrian@{alpha:g}"
+        self.policies: dict[str, ConformalPolicy] = {}
+        self._calibration = (np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=object))
+        # The policy that answers nothing: an unseen group.
+        self._never = ConformalPolicy(alpha, delta, score=score, min_answered=min_answered)
+
+    @property
+    def n_calibration(self) -> int:
+        return sum(p.n_calibration for p in self.policies.values())
+
+    def _group_policy(self, group: str | None) -> ConformalPolicy:
+        if group == UNKNOWN_GROUP:
+            return self._never
+        return self.policies.get(POOLED if group is None else group, self._never)
+
+    def decide(self, probs: np.ndarray, group: str | None = None) -> PolicyDecision:
+        d = self._group_policy(group).decide(probs)
+        return PolicyDecision(d.decision, d.confidence, d.threshold, self.name)
+
+    def threshold_for(self, group: str | None) -> float:
+        return self._group_policy(group).threshold
+
+    def calibrate(self, scores: np.ndarray, correct: np.ndarray, groups: Sequence[str] | None = None) -> None:
+        """Replaces the calibration sets: each group's policy is fitted on that group's asks alone."""
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        c = np.asarray(correct, dtype=bool).ravel()
+        if s.shape != c.shape:
+            raise ValueError("scores and correct must line up")
+        g = np.array([POOLED] * s.size if groups is None else [str(x) for x in groups], dtype=object)
+        if g.shape != s.shape:
+            raise ValueError("scores and groups must line up")
+        policies: dict[str, ConformalPolicy] = {}
+        for name in sorted(set(g.tolist())):
+            mine = g == name
+            policy = ConformalPolicy(self.alpha, self.delta, score=self.score, min_answered=self.min_answered)
+            policy.calibrate(s[mine], c[mine])
+            policies[name] = policy
+        self.policies = policies
+        self._calibration = (s, c, g)
+
+    def update(self, scores: np.ndarray, correct: np.ndarray, groups: Sequence[str] | None = None) -> None:
+        """Adds newly labelled held-out asks and recalibrates."""
+        s0, c0, g0 = self._calibration
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        g = [POOLED] * s.size if groups is None else [str(x) for x in groups]
+        self.calibrate(np.concatenate([s0, s]), np.concatenate([c0, np.asarray(correct, dtype=bool).ravel()]),
+                       [*g0.tolist(), *g])
+
+    def describe(self) -> dict[str, Any]:
+        """The policy and, per group, its threshold, certified bound and number of calibration labels."""
+        return {
+            "policy": self.name,
+            "score": self.score,
+            "alpha": self.alpha,
+            "delta": self.delta,
+            "calibration_labels": self.n_calibration,
+            "groups": {
+                name: {"threshold": p.threshold, "error_upper_bound": p.upper_bound,
+                       "calibration_labels": p.n_calibration,
+                       "answers": p.threshold < NEVER and name != UNKNOWN_GROUP}
+                for name, p in sorted(self.policies.items())
+            },
+        }
+
+
 def all_policies(alpha: float = 0.05) -> list[EscalationPolicy]:
     """Every implementation, for the conformance test and the benchmark."""
-    return [FixedThreshold(0.5), ConformalPolicy(alpha)]
+    return [FixedThreshold(0.5), ConformalPolicy(alpha), MondrianPolicy(alpha)]

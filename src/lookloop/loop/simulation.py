@@ -7,9 +7,16 @@ measured after every round: accuracy, coverage (answered without a human) and th
 Calibration needs labels exchangeable with the asks it is applied to. Backlog labels are not (in the
 Grocery data the train photos come in near-duplicate bursts from other sessions than val, so a model is
 far surer of held-out train photos than of live ones), and strategy-picked labels are not either. So the
-policy is calibrated on reviewer spot checks of *live* asks, cross-fitted: the eval asks are split in five
+policy is calibrated on reviewer spot checks of *live* asks, cross-fitted: the eval asks are split in ten
 folds, each fold is answered by a policy calibrated on the other folds' labels only; no ask's own label ever
-sets the threshold it is judged by, and no eval label ever trains the model.
+sets the threshold it is judged by, and no eval label ever trains the model. ``calibration_budget`` caps how many
+live asks get such a label (the rest are judged by thresholds set on the labelled ones); they are counted.
+
+The world is open: classes held out of the catalogue and of all training (``hold_out_classes``) and far
+out-of-distribution photos (``LoopData.with_outliers``) are asked too; an answer to them is always wrong. The
+outlier gate (``OutlierGate``, calibrated on the labelled live asks of known classes) sends asks unlike anything
+learnt to the "unknown" group, which never auto-answers; the others fall in the family of their top answer, and
+a ``MondrianPolicy`` holds the error bound in each family.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +32,13 @@ import numpy as np
 from lookloop.catalog import GroceryDataset
 from lookloop.errors import BadInput
 from lookloop.loop.learner import IdentifyModel, train_identify_head
-from lookloop.loop.policies import ConformalPolicy, confidence_scores
+from lookloop.loop.openset import OutlierGate
+from lookloop.loop.policies import NEVER, POOLED, UNKNOWN_GROUP, ConformalPolicy, MondrianPolicy, confidence_scores
 from lookloop.loop.strategies import QueryStrategy
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+KNOWN, UNKNOWN, OUTLIER = "known", "unknown", "outlier"  # what an eval ask is about
+POLICIES = ("mondrian", "conformal")
 
 
 @dataclass
@@ -42,10 +52,50 @@ class LoopData:
     seed_paths: list[Path] = field(default_factory=list)
     seed_labels: list[str] = field(default_factory=list)
     train_keys: list[str] = field(default_factory=list)
+    eval_kinds: list[str] = field(default_factory=list)  # KNOWN, UNKNOWN or OUTLIER per eval ask
+    families: dict[str, str] = field(default_factory=dict)  # class → family (Fruit, Vegetables, Packages)
+    held_out: tuple[str, ...] = ()  # classes kept out of the catalogue and of all training
+    # The original ask each eval row is (a bootstrap repeats asks; cross-fitting keeps repeats in one fold).
+    eval_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.train_keys:
             self.train_keys = [str(p) for p in self.train_paths]
+        if not self.eval_kinds:
+            self.eval_kinds = [KNOWN] * len(self.eval_paths)
+        if not self.eval_ids:
+            self.eval_ids = list(range(len(self.eval_paths)))
+        if not len(self.eval_kinds) == len(self.eval_ids) == len(self.eval_paths):
+            raise ValueError("eval kinds, ids and paths must line up")
+
+    def family(self, label: str) -> str:
+        """The group an answer ``label`` falls in: its family, or one pooled group where none is known."""
+        return self.families.get(label) or POOLED
+
+    def resample_eval(self, seed: int) -> tuple[LoopData, np.ndarray]:
+        """A bootstrap of the eval asks (drawn with replacement, within each kind of ask): the luck of which
+        photos happen to be asked.
+
+        Returns the data and the eval rows drawn (to slice eval features).
+        """
+        rng = np.random.default_rng(seed + 202)
+        kinds = np.array(self.eval_kinds, dtype=object)
+        draws = []
+        for kind in (KNOWN, UNKNOWN, OUTLIER):  # within each kind, so every sample asks as many of each
+            rows = np.flatnonzero(kinds == kind)
+            draws.append(rows[rng.integers(0, rows.size, size=rows.size)] if rows.size else rows)
+        idx = np.sort(np.concatenate(draws)).astype(np.int64)
+        out = replace(self, eval_paths=[self.eval_paths[i] for i in idx],
+                      eval_labels=[self.eval_labels[i] for i in idx], eval_kinds=[self.eval_kinds[i] for i in idx],
+                      eval_ids=[self.eval_ids[i] for i in idx])
+        return out, idx
+
+    def with_outliers(self, paths: list[Path]) -> LoopData:
+        """The same data with far out-of-distribution photos asked as well (no answer to them is right)."""
+        first = max(self.eval_ids, default=-1) + 1
+        return replace(self, eval_paths=[*self.eval_paths, *paths], eval_labels=[*self.eval_labels, *[""] * len(paths)],
+                       eval_kinds=[*self.eval_kinds, *[OUTLIER] * len(paths)],
+                       eval_ids=[*self.eval_ids, *range(first, first + len(paths))])
 
     def subset(self, classes: int, per_class: int, eval_per_class: int) -> LoopData:
         """A small slice (tests): the first ``classes`` classes, a few images each."""
@@ -64,7 +114,40 @@ class LoopData:
         tp, tl = take(self.train_paths, self.train_labels, per_class)
         ep, el = take(self.eval_paths, self.eval_labels, eval_per_class)
         sp, sl = take(self.seed_paths, self.seed_labels, 1)
-        return LoopData(tp, tl, ep, el, sp, sl)
+        return LoopData(tp, tl, ep, el, sp, sl, families=dict(self.families))
+
+
+def hold_out_classes(data: LoopData, k: int, seed: int) -> tuple[LoopData, np.ndarray, np.ndarray]:
+    """``data`` with ``k`` classes (a seeded random draw) kept out of the catalogue and of all training.
+
+    Their eval photos stay: asks about things the model cannot know. Returns the data and the indices of the
+    train and catalogue images kept (to slice features computed for the whole set).
+    """
+    classes = sorted(set(data.train_labels) | set(data.seed_labels))
+    if k < 0 or k > len(classes) - 2:
+        raise BadInput(f"--unknown-classes must lie in 0..{max(len(classes) - 2, 0)} (the data has {len(classes)} "
+                       "classes and at least two must stay known)")
+    held = tuple(sorted(np.random.default_rng(seed + 101).choice(classes, size=k, replace=False).tolist())) if k else ()
+    drop = set(held)
+    train_idx = np.array([i for i, lab in enumerate(data.train_labels) if lab not in drop], dtype=np.int64)
+    seed_idx = np.array([i for i, lab in enumerate(data.seed_labels) if lab not in drop], dtype=np.int64)
+    kinds = [UNKNOWN if kind == KNOWN and lab in drop else kind
+             for kind, lab in zip(data.eval_kinds, data.eval_labels, strict=True)]
+    out = LoopData([data.train_paths[i] for i in train_idx], [data.train_labels[i] for i in train_idx],
+                   list(data.eval_paths), list(data.eval_labels), [data.seed_paths[i] for i in seed_idx],
+                   [data.seed_labels[i] for i in seed_idx], [data.train_keys[i] for i in train_idx], kinds,
+                   dict(data.families), held, list(data.eval_ids))
+    return out, train_idx, seed_idx
+
+
+def outlier_images(root: Path) -> list[Path]:
+    """Every image under ``root`` (recursively), in a fixed order."""
+    if not Path(root).is_dir():
+        raise BadInput(f"outlier folder {root} not found")
+    paths = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise BadInput(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    return paths
 
 
 def _folder_images(root: Path) -> list[tuple[Path, str]]:
@@ -92,7 +175,7 @@ def load_loop_data(dataset: Path, eval_split: str, *, exclude_keys: set[str] | N
         seed = ds.iconic()
         data = LoopData(
             [i.path for i in train], [i.label for i in train], [i.path for i in ev], [i.label for i in ev],
-            [i.path for i in seed], [i.label for i in seed],
+            [i.path for i in seed], [i.label for i in seed], families={c.name: c.family for c in ds.classes},
         )
     else:
         target = root / eval_split
@@ -119,10 +202,28 @@ def load_loop_data(dataset: Path, eval_split: str, *, exclude_keys: set[str] | N
     if excluded:
         keep = [i for i, p in enumerate(data.train_paths) if str(Path(p).resolve()) not in excluded]
         data = LoopData([data.train_paths[i] for i in keep], [data.train_labels[i] for i in keep],
-                        data.eval_paths, data.eval_labels, data.seed_paths, data.seed_labels)
+                        data.eval_paths, data.eval_labels, data.seed_paths, data.seed_labels,
+                        families=dict(data.families))
     if len(set(data.train_labels) | set(data.seed_labels)) < 2:
         raise BadInput("the dataset needs images of at least two classes")
     return data
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    """One decision-time group: asks in it, auto-answered, and wrong among those."""
+
+    asks: int
+    answered: int
+    wrong: int
+
+    @property
+    def error(self) -> float:
+        return self.wrong / self.answered if self.answered else 0.0
+
+    @property
+    def coverage(self) -> float:
+        return self.answered / self.asks if self.asks else 0.0
 
 
 @dataclass
@@ -140,6 +241,16 @@ class RoundResult:
     # The most any threshold could answer at error <= alpha, chosen by looking at the eval labels themselves:
     # not achievable, a ceiling that tells a weak model from a conservative policy.
     oracle_coverage: float = math.nan
+    unknown_auto_answer_rate: float = 0.0  # asks about held-out classes answered without a human
+    outlier_auto_answer_rate: float = 0.0
+    worst_group_auto_error: float = 0.0
+    unknown_asks: int = 0
+    outlier_asks: int = 0
+    gate_threshold: float = math.nan  # mean over folds; nan where the gate flagged nothing
+    known_flagged: float = 0.0  # share of known-class asks the gate sent to the unknown group
+    unknown_flagged: float = 0.0  # share of asks about held-out classes the gate flagged
+    outlier_flagged: float = 0.0
+    groups: dict[str, GroupFigures] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,7 +262,7 @@ class LoopRun:
     labelled_idx: list[int]
 
     def as_rows(self) -> list[dict[str, float | int | str]]:
-        return [asdict(r) for r in [*self.rounds, self.final]]
+        return [{k: v for k, v in asdict(r).items() if k != "groups"} for r in [*self.rounds, self.final]]
 
 
 def oracle_coverage(scores: np.ndarray, right: np.ndarray, alpha: float) -> float:
@@ -164,29 +275,110 @@ def oracle_coverage(scores: np.ndarray, right: np.ndarray, alpha: float) -> floa
     return float((ok.max() + 1) / scores.size) if ok.size else 0.0
 
 
-def cross_calibrated(
-    model: IdentifyModel, x: np.ndarray, labels: list[str], *, alpha: float, delta: float, seed: int = 0,
-    folds: int = 5,
-) -> tuple[float, float, float, float, float, float]:
-    """(accuracy, coverage, auto error, mean threshold, worst bound, oracle coverage), k-fold cross-calibrated."""
-    if not len(labels):
-        return math.nan, math.nan, math.nan, math.nan, math.nan, math.nan
+@dataclass(frozen=True)
+class LiveCalibration:
+    """How live asks are judged: the policy, the outlier gate's rate and the labels it may calibrate on."""
+
+    alpha: float = 0.05
+    delta: float = 0.1
+    policy: str = "mondrian"  # or "conformal": one pooled threshold
+    gate_rate: float | None = 0.05  # None: no outlier gate
+    budget: int | None = None  # labelled live asks; None: every one
+    # Ten folds: each ask's policy calibrates on 90% of the labels, close to what a deployment has (all of them).
+    folds: int = 10
+
+
+def judge_live(
+    model: IdentifyModel, x: np.ndarray, data: LoopData, how: LiveCalibration, *, seed: int = 0
+) -> RoundResult:
+    """The live asks judged the way the server would, cross-fitted: figures of a ``RoundResult`` (round 0).
+
+    ``how.budget`` asks (a seeded random draw) get a reviewer's label; the asks are split in ``how.folds``
+    folds, and each fold is decided by a gate and a policy calibrated on the labelled asks of the other folds
+    only. A known-class ask's label says it is in the catalogue, so the gate calibrates on those; the policy
+    calibrates on every labelled ask in its group (answers about unknown things are wrong ones).
+    """
+    labels, kinds = data.eval_labels, data.eval_kinds
+    n = len(labels)
+    if not n:
+        return RoundResult(0, 0, 0, math.nan, math.nan, math.nan, math.nan, math.nan, 0.0)
     preds = model.predict(x)
-    right = np.array([p.top[0] == y for p, y in zip(preds, labels, strict=True)])
-    top = confidence_scores(np.stack([p.probs for p in preds])) if preds else np.zeros(0)
-    fold = np.random.default_rng(seed + 7).permutation(len(labels)) % folds
-    answered = np.zeros(len(labels), dtype=bool)
-    thresholds, bounds = [], []
-    for f in range(folds):
-        policy = ConformalPolicy(alpha, delta)
-        policy.calibrate(top[fold != f], right[fold != f])
-        answered[fold == f] = top[fold == f] >= policy.threshold
-        thresholds.append(policy.threshold)
-        bounds.append(policy.upper_bound)
-    cov = float(answered.mean())
-    err = float((~right[answered]).mean()) if answered.any() else 0.0
-    return (float(right.mean()), cov, err, float(np.mean(thresholds)), float(max(bounds)),
-            oracle_coverage(top, right, alpha))
+    top = [p.top[0] for p in preds]
+    right = np.array([t == y for t, y in zip(top, labels, strict=True)])
+    score = confidence_scores(np.stack([p.probs for p in preds]), "margin")
+    novelty = np.array([p.novelty for p in preds])
+    family = np.array([data.family(t) for t in top], dtype=object)
+    known = np.array([k == KNOWN for k in kinds])
+    ids = np.asarray(data.eval_ids, dtype=np.int64)
+    m = int(ids.max()) + 1  # the original asks: a repeated ask is one ask, labelled or not, in one fold
+    fold = (np.random.default_rng(seed + 7).permutation(m) % how.folds)[ids]
+    n_labelled = m if how.budget is None else min(how.budget, m)
+    labelled = (np.random.default_rng(seed + 11).permutation(m) < n_labelled)[ids]
+    # A repeated ask calibrates once: its label is one observation, however often the sample asks it.
+    first = np.zeros(n, dtype=bool)
+    first[np.unique(ids, return_index=True)[1]] = True
+    labelled &= first
+    n_labelled = int(labelled.sum())
+    answered = np.zeros(n, dtype=bool)
+    group = family.copy()
+    thresholds, bounds, gates = [], [], []
+    for f in range(how.folds):
+        mine, cal = fold == f, (fold != f) & labelled
+        flagged = np.zeros(n, dtype=bool)
+        if how.gate_rate is not None:
+            gate = OutlierGate(how.gate_rate)
+            gate.calibrate(novelty[cal & known])
+            flagged = gate.flags(novelty)
+            gates.append(gate.threshold)
+        groups = np.where(flagged, UNKNOWN_GROUP, family)
+        policy = (MondrianPolicy(how.alpha, how.delta) if how.policy == "mondrian"
+                  else ConformalPolicy(how.alpha, how.delta))
+        policy.calibrate(score[cal], right[cal], groups[cal].tolist())
+        for g in sorted(set(groups[mine].tolist())):
+            at = mine & (groups == g)
+            if isinstance(policy, MondrianPolicy):
+                thr = NEVER if g == UNKNOWN_GROUP else policy.threshold_for(g)
+                sub = policy.policies.get(g)
+                bound = sub.upper_bound if sub is not None else 1.0
+            else:
+                thr = NEVER if g == UNKNOWN_GROUP else policy.threshold
+                bound = policy.upper_bound
+            answered[at] = score[at] >= thr
+            if g != UNKNOWN_GROUP:
+                thresholds.append(thr)
+                if thr < NEVER:
+                    bounds.append(bound)
+        group[mine] = groups[mine]
+    figures: dict[str, GroupFigures] = {}
+    for g in sorted(set(group.tolist())):
+        at = group == g
+        figures[str(g)] = GroupFigures(int(at.sum()), int((at & answered).sum()), int((at & answered & ~right).sum()))
+    k_ans = answered & known
+
+    def rate(kind: str, what: np.ndarray) -> float:
+        of = np.array([k == kind for k in kinds])
+        return float(what[of].mean()) if of.any() else 0.0
+
+    flagged_any = group == UNKNOWN_GROUP
+
+    finite_gates = [g for g in gates if math.isfinite(g)]
+    return RoundResult(
+        0, 0, n_labelled,
+        accuracy=float(right[known].mean()) if known.any() else math.nan,
+        coverage=float(k_ans.sum() / known.sum()) if known.any() else math.nan,
+        auto_error=float((~right[k_ans]).mean()) if k_ans.any() else 0.0,
+        threshold=float(np.mean(thresholds)) if thresholds else NEVER,
+        error_bound=float(max(bounds)) if bounds else 1.0,
+        seconds=0.0,
+        oracle_coverage=oracle_coverage(score[known], right[known], how.alpha),
+        unknown_auto_answer_rate=rate(UNKNOWN, answered), outlier_auto_answer_rate=rate(OUTLIER, answered),
+        worst_group_auto_error=max((g.error for g in figures.values()), default=0.0),
+        unknown_asks=int(sum(k == UNKNOWN for k in kinds)), outlier_asks=int(sum(k == OUTLIER for k in kinds)),
+        gate_threshold=float(np.mean(finite_gates)) if finite_gates else math.nan,
+        known_flagged=rate(KNOWN, flagged_any), unknown_flagged=rate(UNKNOWN, flagged_any),
+        outlier_flagged=rate(OUTLIER, flagged_any),
+        groups=figures,
+    )
 
 
 Features = tuple[np.ndarray, np.ndarray, np.ndarray]  # train, eval, seed embeddings (L2-normalised)
@@ -199,8 +391,7 @@ def simulate(
     *,
     rounds: int = 10,
     budget: int | None = None,
-    alpha: float = 0.05,
-    delta: float = 0.1,
+    live: LiveCalibration | None = None,
     seed: int = 0,
     final_refit: Callable[[list[int]], Features] | None = None,
     on_round: Callable[[RoundResult], None] | None = None,
@@ -232,11 +423,11 @@ def simulate(
             model.head = train_identify_head(x, y)
         return model
 
+    how = live or LiveCalibration()
+
     def measure(r: int, model: IdentifyModel, xt: np.ndarray, xe: np.ndarray, t0: float, stage: str) -> RoundResult:
-        acc, cov, err, thr, bound, oracle = cross_calibrated(model, xe, data.eval_labels, alpha=alpha, delta=delta,
-                                                             seed=seed)
-        res = RoundResult(r, len(labelled), len(data.eval_labels), acc, cov, err, thr, bound,
-                          time.perf_counter() - t0, stage, oracle)
+        res = replace(judge_live(model, xe, data, how, seed=seed), round=r, labels_used=len(labelled),
+                      seconds=time.perf_counter() - t0, stage=stage)
         if on_round:
             on_round(res)
         return res

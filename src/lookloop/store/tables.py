@@ -97,6 +97,7 @@ class CatalogItemRow(Base):
     currency: Mapped[str] = mapped_column(String(8), default="SEK")
     barcode: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     images: Mapped[list[Any]] = mapped_column(default=list)
+    family: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
