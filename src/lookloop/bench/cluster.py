@@ -43,7 +43,7 @@ from lookloop.bench._common import (
     print_figures,
     write_json,
 )
-from lookloop.catalog import GroceryDataset
+from lookloop.catalog import GroceryDataset, grocery_catalog
 from lookloop.config import Settings, get_settings
 from lookloop.errors import BadInput, LookloopError
 from lookloop.humans.accounts import Accounts
@@ -83,13 +83,23 @@ class Ledger:
             self.error_samples.append(what)
 
 
-def prepare(settings: Settings, wearers: int) -> Prepared:
-    """The demo catalogue and labels, device tokens and accounts, made in process before the workers start."""
+def prepare(settings: Settings, wearers: int, classes: int | None = None) -> Prepared:
+    """The demo catalogue and labels (or ``classes`` products, a few photos each), device tokens and accounts,
+    made in process before the workers start."""
     system = Lookloop(settings)
     try:
         system.migrate()
-        system.import_grocery(settings.grocery_dir)
+        ds = GroceryDataset(settings.grocery_dir)
+        if classes is None:
+            system.import_grocery(settings.grocery_dir)
+        else:
+            items = grocery_catalog(settings.grocery_dir)[:classes]
+            system.upsert_items(items)
+            names = {i.name for i in items}
+            system.import_labelled_images([i for i in ds.split("train") if i.label in names][: 6 * classes],
+                                          source="import")
         system.build_identify()  # embeddings and the head are cached: the workers start from the caches
+        known = {i.name for i in system.catalogue.items()}
         accounts = Accounts(system.db)
         made = [accounts.add_device(f"cluster-wearer-{i}") for i in range(wearers)]
         probe = accounts.add_device("cluster-probe")[1]
@@ -97,11 +107,12 @@ def prepare(settings: Settings, wearers: int) -> Prepared:
         reviewer, _ = accounts.login("cluster-reviewer", "cluster-password-1")
         accounts.add_account("cluster-operator", "operator", "cluster-password-1")
         operator, _ = accounts.login("cluster-operator", "cluster-password-1")
-        val = GroceryDataset(settings.grocery_dir).split("val")
+        val = [i for i in ds.split("val") if i.label in known]
         rng = random.Random(0)
         rng.shuffle(val)
-        images = [i.path.read_bytes() for i in val[:40]]
-        probes = [i.path.read_bytes() for i in val[40:]]
+        cut = min(40, len(val) // 2)  # the wearers' photos; the rest are each labelled once by the probe
+        images = [i.path.read_bytes() for i in val[:cut]]
+        probes = [i.path.read_bytes() for i in val[cut:]]
         labels = sorted({i.label for i in val})
     finally:
         system.close()
@@ -287,6 +298,12 @@ async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, s
         await asyncio.sleep(1.0)
 
 
+async def _restart(workers: Workers, i: int, after_s: float = 2.0) -> None:
+    await asyncio.sleep(after_s)
+    await asyncio.to_thread(workers.procs[i].start, 900.0)
+    workers.down.discard(i)
+
+
 async def _phase(workers: Workers, p: Prepared, *, wearers: int, duration: float, think_s: float,
                  kill_at: float | None, probes: bool, seed: int,
                  tick: Callable[[float], None]) -> tuple[Ledger, list[float], list[float], float | None]:
@@ -303,14 +320,18 @@ async def _phase(workers: Workers, p: Prepared, *, wearers: int, duration: float
             tasks.append(asyncio.create_task(_dispatch_probe(http, workers, p, stop, dispatch, ledger.probe_problems)))
             tasks.append(asyncio.create_task(_label_probe(http, workers, p, stop, effect, ledger.probe_problems)))
         t0 = time.monotonic()
+        restart: asyncio.Task[None] | None = None
         while (elapsed := time.monotonic() - t0) < duration:
             if kill_at is not None and killed_at is None and elapsed >= kill_at:
                 victim = len(workers.procs) - 1
                 workers.down.add(victim)
                 workers.procs[victim].kill()
                 killed_at = time.monotonic()
+                restart = asyncio.create_task(_restart(workers, victim))  # as a process supervisor would
             tick(min(elapsed, duration))
             await asyncio.sleep(0.25)
+        if restart is not None:
+            await restart
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=120.0)
     window_end = killed_at if killed_at is not None else time.monotonic()
@@ -339,7 +360,7 @@ def _verify(db_url: str, devices: set[str], ledgers: list[Ledger]) -> tuple[int,
 
 def run_cluster_bench(
     *, workers: int, wearers: int, duration: float, kill_one: bool, database_url: str, think_s: float = 1.0,
-    seed: int = 0, var_dir: Path | None = None, job_workers: int = 1,
+    seed: int = 0, var_dir: Path | None = None, job_workers: int = 1, classes: int | None = None,
 ) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory(prefix="lookloop-cluster-") if var_dir is None else None
     var = Path(tmp.name) if tmp is not None else Path(var_dir or ".")
@@ -353,7 +374,7 @@ def run_cluster_bench(
         database_url = pg.url
     try:
         return _run(var, database_url, workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
-                    think_s=think_s, seed=seed, job_workers=job_workers)
+                    think_s=think_s, seed=seed, job_workers=job_workers, classes=classes)
     finally:
         if pg is not None:
             pg.stop()
@@ -362,11 +383,11 @@ def run_cluster_bench(
 
 
 def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: float, kill_one: bool,
-         think_s: float, seed: int, job_workers: int) -> dict[str, Any]:
+         think_s: float, seed: int, job_workers: int, classes: int | None) -> dict[str, Any]:
     base = get_settings()
     settings = Settings(var_dir=var, data_dir=base.data_dir, model_dir=base.model_cache_dir, database_url=database_url)
     console.print(f"preparing {wearers} wearers and the demo catalogue on {database_url.split('@')[-1]}")
-    p = prepare(settings, wearers)
+    p = prepare(settings, wearers, classes)
     env = {
         **os.environ,
         "LOOKLOOP_VAR_DIR": str(var), "LOOKLOOP_DATABASE_URL": database_url,
@@ -436,6 +457,8 @@ def register(app: typer.Typer) -> None:
         wearers: Annotated[int, typer.Option(min=1, max=2000, help="Simulated wearers (closed loops).")] = 200,
         duration: Annotated[float, typer.Option(min=5.0, help="Seconds of load with all workers.")] = 60.0,
         job_workers: Annotated[int, typer.Option(min=0, max=8, help="Job worker processes.")] = 1,
+        classes: Annotated[int | None, typer.Option(min=2, help="Only this many products (default: the whole "
+                                                    "demo catalogue).")] = None,
         kill_one: Annotated[bool, typer.Option("--kill-one", help="SIGKILL one API worker half-way.")] = False,
         think: Annotated[float, typer.Option(min=0.0, help="Mean seconds a wearer waits between asks.")] = 1.0,
         database_url: Annotated[str, typer.Option(help="Postgres to use (default: a local one in a temp dir).")] = "",
@@ -447,7 +470,7 @@ def register(app: typer.Typer) -> None:
         try:
             figures = run_cluster_bench(workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
                                         database_url=database_url, think_s=think, seed=seed,
-                                        job_workers=job_workers)
+                                        job_workers=job_workers, classes=classes)
         except LookloopError as exc:
             raise fail(exc.message) from None
         print_figures("cluster", figures)
