@@ -283,6 +283,11 @@ def test_a_reviewer_not_trusted_yet_meets_gold_first_until_trusted(system: Lookl
     for _ in range(3):
         queue.enqueue_ask(ask(system, 0.3), live=False)
     ann = reviewer(system, "ann")
+    shown, preloaded = queue.next(ann), queue.next(ann)  # the page preloads the item behind the one shown
+    assert shown is not None and preloaded is not None and shown.kind == preloaded.kind == "gold"
+    assert shown.id != preloaded.id
+    queue.release(shown.id, ann)
+    queue.release(preloaded.id, ann)
     kinds = []
     for value in ("Cucumber", "Banana", "Banana", "Banana"):  # a slip first: below 90% however many follow here
         item = queue.next(ann)

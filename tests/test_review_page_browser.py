@@ -474,6 +474,9 @@ def test_the_trust_line_says_how_far_the_reviewer_is_trusted(server: str, small_
         trust = page.locator("#trust")
         expect(trust).to_have_text("2 gold answers to go: until then your answers wait for a second reviewer",
                                    timeout=15_000)
+        wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=15_000)
+        assert_accessible(page, "review page with the trust line")
+        screenshot(page, "review-gold-to-go", tmp_path)
         for line in ("1 gold answer to go (accuracy so far 100%): until then your answers wait for a second "
                      "reviewer", "trusted: your answers teach the model at once"):
             wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=15_000)
@@ -487,6 +490,5 @@ def test_the_trust_line_says_how_far_the_reviewer_is_trusted(server: str, small_
             expect(page.locator("#flash")).to_contain_text("waiting for a second reviewer who agrees",
                                                            timeout=10_000)
             expect(trust).to_have_text(line, timeout=10_000)
-        assert_accessible(page, "review page with the trust line")
         screenshot(page, "review-trusted", tmp_path)
         browser.close()

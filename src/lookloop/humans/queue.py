@@ -448,8 +448,13 @@ class ReviewQueue:
         return to_go is not None and to_go > 0
 
     def _gold_for(self, account_id: str, acted: set[str]) -> QueueItem | None:
+        """The oldest gold item the reviewer has neither answered nor holds now (the one on their screen, or
+        preloaded behind it)."""
+        held = select(ReviewOfferRow.item_id).where(ReviewOfferRow.account_id == account_id,
+                                                    ReviewOfferRow.expires_at > self.clock())
         with self.db.session() as s:
-            rows = s.scalars(select(ReviewItemRow).where(ReviewItemRow.status == "gold")
+            rows = s.scalars(select(ReviewItemRow).where(ReviewItemRow.status == "gold",
+                                                         ReviewItemRow.id.not_in(held))
                              .order_by(ReviewItemRow.created_at)).all()
             for r in rows:
                 if r.id not in acted:
