@@ -183,6 +183,8 @@ def test_bad_answers_are_refused(system: Lookloop, queue: ReviewQueue) -> None:
 
 def test_gold_items_are_mixed_in_and_score_reviewers(system: Lookloop, queue: ReviewQueue) -> None:
     system.settings.review_gold_every = 2
+    # No trust to earn: gold only every second item (reviewers not trusted yet meet it first, tested below).
+    system.settings.trust_min_gold_answers, system.settings.trust_min_gold_accuracy = 0, 0.0
     settled = ask(system, 0.3)
     gold_a = queue.gold_from_ask(settled.id, "Banana")
     gold_b = queue.add_gold(question="what is this?", frame_sha=None, answer="Cucumber")
@@ -273,6 +275,31 @@ def test_answering_needs_the_lock_or_takes_it(system: Lookloop, queue: ReviewQue
         queue.submit(item.id, reviewer(system, "cid"), "answer", "Banana")
     with pytest.raises(Conflict, match="answered already"):
         queue.claim(item.id, reviewer(system, "dan"))
+
+
+def test_a_reviewer_not_trusted_yet_meets_gold_first_until_trusted(system: Lookloop, queue: ReviewQueue) -> None:
+    system.settings.trust_min_gold_answers = 2
+    golds = [queue.add_gold(question="what is this?", frame_sha=None, answer="Banana") for _ in range(4)]
+    for _ in range(3):
+        queue.enqueue_ask(ask(system, 0.3), live=False)
+    ann = reviewer(system, "ann")
+    shown, preloaded = queue.next(ann), queue.next(ann)  # the page preloads the item behind the one shown
+    assert shown is not None and preloaded is not None and shown.kind == preloaded.kind == "gold"
+    assert shown.id != preloaded.id
+    queue.release(shown.id, ann)
+    queue.release(preloaded.id, ann)
+    kinds = []
+    for value in ("Cucumber", "Banana", "Banana", "Banana"):  # a slip first: below 90% however many follow here
+        item = queue.next(ann)
+        assert item is not None
+        kinds.append(item.kind)
+        queue.submit(item.id, ann, "answer", value)
+    # 3 right of 4 is below 90%: gold first until none is left, then the waiting items.
+    assert kinds == ["gold"] * 4
+    item = queue.next(ann)
+    assert item is not None and item.kind == "ask"
+    assert [(s.trusted, s.gold_to_go) for s in queue.stats(ann.account_id)] == [(False, 6)]  # 9 of 10 is 90%
+    assert len(golds) == 4
 
 
 def test_a_gold_item_looks_like_any_item_to_its_reviewer(system: Lookloop, queue: ReviewQueue) -> None:

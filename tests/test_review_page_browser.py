@@ -450,3 +450,45 @@ def test_review_page_is_accessible_and_fits_a_phone(desk: dict[str, Any], server
     screenshot(phone, "review-390", tmp_path)
     phone.locator("#btn-accept").scroll_into_view_if_needed()
     screenshot(phone, "review-390-answers", tmp_path)
+
+
+def test_the_trust_line_says_how_far_the_reviewer_is_trusted(server: str, small_system: Lookloop,
+                                                             tmp_path: Path) -> None:
+    """A new reviewer reads how many gold answers they have to go; each answer says what became of it; once
+    trusted, the line says their answers teach the model at once."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from lookloop.cli.serve import ensure_demo_gold
+    from lookloop.humans.tables import ReviewItemRow
+
+    small_system.settings.trust_min_gold_answers = 2
+    ensure_demo_gold(small_system, count=3)
+    small_system.humans.accounts.add_account("gina", "reviewer", "reviewer-pass")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(server + "/review")
+        page.fill("#username", "gina")
+        page.fill("#password", "reviewer-pass")
+        page.press("#password", "Enter")
+        trust = page.locator("#trust")
+        expect(trust).to_have_text("2 gold answers to go: until then your answers wait for a second reviewer",
+                                   timeout=15_000)
+        wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=15_000)
+        assert_accessible(page, "review page with the trust line")
+        screenshot(page, "review-gold-to-go", tmp_path)
+        for line in ("1 gold answer to go (accuracy so far 100%): until then your answers wait for a second "
+                     "reviewer", "trusted: your answers teach the model at once"):
+            wait_js(page, "document.getElementById('frame').naturalWidth > 0", timeout=15_000)
+            with small_system.db.session() as s:
+                row = s.get(ReviewItemRow, page.get_attribute("#panel", "data-item"))
+                assert row is not None
+                known = str(row.gold_answer)
+            page.keyboard.press("/")
+            page.keyboard.type(known)
+            page.keyboard.press("Enter")
+            expect(page.locator("#flash")).to_contain_text("waiting for a second reviewer who agrees",
+                                                           timeout=10_000)
+            expect(trust).to_have_text(line, timeout=10_000)
+        screenshot(page, "review-trusted", tmp_path)
+        browser.close()

@@ -45,6 +45,9 @@ def _label(record_or_system: Lookloop, device: str, data: bytes) -> str:
 
 def _confirm_item(system: Lookloop, who: Principal) -> QueueItem:
     item = system.humans.queue.next(who)
+    while item is not None and item.kind == "gold":  # a reviewer not trusted yet meets gold items first
+        system.humans.queue.skip(item.id, who)
+        item = system.humans.queue.next(who)
     assert item is not None and item.kind == "confirm"
     return item
 
@@ -302,3 +305,92 @@ def test_across_workers_only_labels_that_teach_everyone_travel(tmp_path: Path, d
     finally:
         a.close()
         b.close()
+
+
+# -- earning trust: the demo's gold items, gold first, what became of an answer ----------------------------------
+
+
+def _gold_answer(system: Lookloop, item_id: str) -> str:
+    from lookloop.humans.tables import ReviewItemRow
+
+    with system.db.session() as s:
+        row = s.get(ReviewItemRow, item_id)
+        assert row is not None and row.kind == "gold"
+        return str(row.gold_answer)
+
+
+def test_the_demo_starts_with_gold_items_once(small_system: Lookloop) -> None:
+    from lookloop.cli.serve import DEMO_GOLD, ensure_demo_gold
+
+    system = small_system
+    assert ensure_demo_gold(system) == DEMO_GOLD
+    assert ensure_demo_gold(system) == 0  # a restart adds nothing
+    assert system.humans.queue.counts()["gold"] == DEMO_GOLD
+    rita = _reviewer(system, "rita")
+    item = system.humans.queue.next(rita)
+    assert item is not None and item.kind == "gold" and item.frame_sha
+    assert item.candidates and item.ai_answer  # the AI's guess beside it, like any item
+    assert system.humans.queue.frame_bytes(item)[:2] == b"\xff\xd8"  # the redacted frame, as any reviewer sees it
+    info = system.privacy.info(item.frame_sha)
+    assert info is not None and info.stage == "full" and not info.original_kept
+    assert system.find_item(_gold_answer(system, item.id)) is not None
+
+
+def test_an_untrusted_reviewer_meets_gold_first_and_once_trusted_their_answer_applies_at_once(
+        small_system: Lookloop, grocery: GroceryDataset) -> None:
+    from lookloop.cli.serve import ensure_demo_gold
+    from lookloop.server.app import create_app
+
+    system = small_system
+    ensure_demo_gold(system)
+    data = _photo(grocery)
+    ann, bob = _wearer(system, "ann"), _wearer(system, "bob")
+    waiting = system.ask("what is this?", data, device_id=ann)
+    before = str(waiting.answer.result["label"])
+    wrong = next(c for c in SMALL_CLASSES if c != before)
+    system.humans.queue.enqueue_ask(system.get_ask(waiting.id), live=False)  # an item waiting in the queue
+    with TestClient(create_app(system=system, warm=False)) as client:
+        system.humans.accounts.add_account("gina", "reviewer", "reviewer-pass")
+        token = client.post("/v1/auth/login", json={"username": "gina", "password": "reviewer-pass"}).json()["token"]
+        h = bearer(token)
+        [me] = client.get("/v1/review/stats", headers=h).json()  # before any answer
+        assert (me["trusted"], me["gold_to_go"], me["gold_answered"]) == (False, 5, 0)
+        for to_go in (4, 3, 2, 1, 0):
+            item = client.post("/v1/review/next", headers=h).json()
+            assert system.humans.queue.get(item["id"]).kind == "gold"  # gold first, though the ask waits
+            r = client.post(f"/v1/review/items/{item['id']}/answer", headers=h,
+                            json={"action": "answer", "value": _gold_answer(system, item["id"])})
+            assert r.status_code == 200, r.text
+            assert r.json()["label"] == "pending"  # what an untrusted reviewer's answer to any item becomes
+            [me] = client.get("/v1/review/stats", headers=h).json()
+            assert (me["gold_to_go"], me["trusted"]) == (to_go, to_go == 0)
+        assert me["gold_accuracy"] == 1.0 and me["min_gold_accuracy"] == 0.9
+        item = client.post("/v1/review/next", headers=h).json()
+        assert system.humans.queue.get(item["id"]).ask_id == waiting.id  # trusted: no more gold first
+        r = client.post(f"/v1/review/items/{item['id']}/answer", headers=h, json={"action": "answer", "value": wrong})
+        assert (r.json()["status"], r.json()["label"]) == ("resolved", "applied")
+        assert _label(system, bob, data) == wrong  # every wearer's answer changed at once
+        [label] = system.labels.of_ask(waiting.id)
+        assert (label.source, label.author, label.status) == ("reviewer", "gina", "applied")
+
+        # A name the catalogue lacks is a proposal; "cannot tell" makes no label.
+        for value, became in (("dragon fruit", "proposal"), (None, None)):
+            record = system.ask("what is this?", data, device_id=ann)
+            queued = system.humans.queue.enqueue_ask(system.get_ask(record.id), live=True)
+            body = {"action": "answer", "value": value} if value else {"action": "reject"}
+            r = client.post(f"/v1/review/items/{queued.id}/answer", headers=h, json=body)
+            assert r.status_code == 200 and r.json()["label"] == became, r.text
+
+
+def test_a_gold_answer_reports_what_the_same_answer_to_an_ask_would_become(small_system: Lookloop,
+                                                                           grocery: GroceryDataset) -> None:
+    system = small_system
+    queue = system.humans.queue
+    nina = _reviewer(system, "nina")
+    gold = queue.add_gold(question="what is this?", frame_sha=None, answer="Banana")
+    record = system.ask("what is this?", _photo(grocery), device_id=_wearer(system, "ann"))
+    real = queue.enqueue_ask(system.get_ask(record.id), live=True)
+    replies = [system.humans.answer(i.id, nina, "answer", "Banana") for i in (gold, real)]
+    assert [(r.submission.status, r.label) for r in replies] == [("resolved", "pending")] * 2
+    new = queue.add_gold(question="what is this?", frame_sha=None, answer="Kiwi")
+    assert system.humans.answer(new.id, nina, "answer", "dragon fruit").label == "proposal"

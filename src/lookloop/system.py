@@ -19,6 +19,7 @@ from lookloop.domain import AskRecord, CatalogItem, PolicyDecision
 from lookloop.exports.service import EXPORT_JOB, Exports
 from lookloop.humans.accounts import Accounts
 from lookloop.humans.feedback import FeedbackService
+from lookloop.humans.gold import GoldPhotos
 from lookloop.humans.live import LiveHub
 from lookloop.humans.login_throttle import BackoffPolicy, LoginThrottle
 from lookloop.humans.queue import QueueItem, ReviewQueue
@@ -45,6 +46,7 @@ from lookloop.privacy.deletion import Deletion
 from lookloop.privacy.retention import PURGE_JOB, PurgeJob
 from lookloop.privacy.storage import REDACT_JOB, FramePrivacy
 from lookloop.skills.base import Classifier, Skill
+from lookloop.skills.identify import IdentifySkill
 from lookloop.skills.notes import ExtractiveSummariser, NoteService
 from lookloop.skills.registry import default_skills
 from lookloop.skills.routing import SkillRouting
@@ -144,6 +146,7 @@ class System:
     asks: AskService
     labels: LabelService
     humans: Humans
+    gold: GoldPhotos
     deletion: Deletion
     speech: SpeechService
     exports: Exports
@@ -233,22 +236,27 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
         ExtractiveSummariser(lambda: default_text_embedder(settings.model_cache_dir)),
         chat=lambda: chat_backend(settings),
     )
-    skill_set = _SkillSet(_SkillDeps(settings, serving, catalogue, consent, memory), notes)
+    skill_deps = _SkillDeps(settings, serving, catalogue, consent, memory)
+    skill_set = _SkillSet(skill_deps, notes)
     routing = SkillRouting(settings, skill_set.names)
     personal = PersonalMemory(db, serving, consent)
     asks = AskService(settings, db, skills=skill_set, route=routing.route, serving=serving, consent=consent,
                       frames=privacy, hooks=hooks, dictating=notes.is_dictating, personal=personal.adjust)
+    trust = ReviewerTrust(settings, db)
     labels = LabelService(db, asks=asks, catalogue=catalogue, serving=serving, consent=consent, hooks=hooks,
-                          personal=personal, trust=ReviewerTrust(settings, db))
-    queue = ReviewQueue(settings, db, asks=asks, names=catalogue, frames=privacy)
+                          personal=personal, trust=trust)
+    queue = ReviewQueue(settings, db, asks=asks, names=catalogue, frames=privacy, trust=trust)
     feedback = FeedbackService(settings, db, asks=asks, labels=labels, embeddings=serving.cached_embedding)
     throttle = LoginThrottle(db, BackoffPolicy(
         per_account=settings.login_failures_per_account, per_address=settings.login_failures_per_address,
         base_s=settings.login_backoff_base_s, max_s=settings.login_backoff_max_s))
     accounts = Accounts(db, session_ttl_hours=settings.session_ttl_hours, throttle=throttle)
     humans = Humans(settings, asks=asks, labels=labels, accounts=accounts, queue=queue, hub=LiveHub(),
-                    feedback=feedback, frames=privacy, bus=bus)
+                    feedback=feedback, trust=trust, frames=privacy, bus=bus)
     humans.subscribe(hooks)
+    # Gold items from labelled photos carry the identify model's guess, as an escalated ask would.
+    gold = GoldPhotos(settings, queue, privacy,
+                      IdentifySkill(skill_deps.image_embedder, skill_deps.classifier, skill_deps.find_item).run)
     share_learning(bus, hooks=hooks, queue=queue, registry=registry, serving=serving, catalogue=catalogue)
     # Once a human answered, a frame kept only for review may go (consent without frame storage).
     def release_frame(ask_id: str, _value: str, _source: str) -> None:
@@ -266,7 +274,7 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
     jobs.register(EXPORT_JOB, exports.job)
     return System(settings=settings, db=db, jobs=jobs, hooks=hooks, frames=frames, privacy=privacy, consent=consent,
                   catalogue=catalogue, registry=registry, serving=serving, routing=routing, memory=memory,
-                  notes=notes, asks=asks, labels=labels, humans=humans, deletion=deletion, speech=speech,
+                  notes=notes, asks=asks, labels=labels, humans=humans, gold=gold, deletion=deletion, speech=speech,
                   exports=exports, skill_set=skill_set, bus=bus)
 
 
@@ -295,6 +303,7 @@ class Lookloop:
         self.asks = parts.asks
         self.labels = parts.labels
         self.humans = parts.humans
+        self.gold = parts.gold
         self.deletion = parts.deletion
         self.speech = parts.speech
         self.bus = parts.bus

@@ -9,9 +9,11 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from lookloop.catalog import GroceryDataset
 from lookloop.cli._shared import Lookloop, console, err_console, fail, open_system, open_system_models
 from lookloop.config import get_settings
 from lookloop.errors import LookloopError
+from lookloop.humans.gold import gold_photos
 from lookloop.server.app import create_app
 
 PAGES = Path(__file__).resolve().parent.parent / "server" / "pages"
@@ -30,6 +32,23 @@ def ensure_demo(system: Lookloop) -> None:
         return
     items, labels = system.import_grocery(root)
     err_console.print(f"imported the demo catalogue: {items} products, {labels} labelled photos")
+
+
+DEMO_GOLD = 12  # gold items the demo starts with: enough for a reviewer to become trusted with one slip
+
+
+def ensure_demo_gold(system: Lookloop, count: int = DEMO_GOLD) -> int:
+    """First start: gold items from the Grocery Store ``val`` photos with their known labels, so a demo reviewer's
+    answers can make them trusted (their labels then teach every wearer at once). Returns how many were added:
+    none on a restart (each photo is added once) or without the demo data."""
+    root = system.settings.grocery_dir
+    if not (root / "val.txt").is_file():
+        return 0
+    photos = gold_photos(GroceryDataset(root), "val", count, lambda name: system.find_item(name) is not None)
+    added = sum(1 for p in photos if system.gold.add(Path(p.path).read_bytes(), p.label) is not None)
+    if added:
+        err_console.print(f"added {added} gold items (known answers that make a demo reviewer trusted)")
+    return added
 
 
 def print_demo_credentials(system: Lookloop, out: Console = console) -> dict[str, Any]:
@@ -72,6 +91,9 @@ def serve(
             with err_console.status("importing the demo catalogue and its labelled photos…"):
                 ensure_demo(system)
         open_system_models(system)  # a progress bar per embedding pass (minutes on a first start)
+        if demo:
+            with err_console.status("adding the demo's gold items…"):
+                ensure_demo_gold(system)
         with err_console.status("loading the intent router and the speech models…"):
             system.warm()
     except LookloopError as exc:

@@ -19,6 +19,7 @@ from lookloop.domain import AskRecord, ai_label, as_utc, clean_text, normalise_l
 from lookloop.errors import BadInput, Conflict, Forbidden, NotFound
 from lookloop.humans.accounts import Principal
 from lookloop.humans.tables import AccountRow, ReviewAnswerRow, ReviewItemRow, ReviewOfferRow
+from lookloop.humans.trust import ReviewerTrust, standing
 from lookloop.loop.strategies import ask_priority
 from lookloop.store.db import Database
 
@@ -72,6 +73,8 @@ class ReviewerStats:
     gold_answered: int
     gold_accuracy: float | None
     agreement_items: int = 0  # how many items the agreement rests on
+    trusted: bool = False  # their label teaches the shared model on its own (``lookloop.humans.trust``)
+    gold_to_go: int | None = None  # right gold answers still needed for that; None: out of reach
 
 
 def _item(row: ReviewItemRow) -> QueueItem:
@@ -116,8 +119,10 @@ class ReviewQueue:
         names: LabelNames,
         frames: RedactedFrames,
         priority: Callable[[AskRecord], float] = ask_priority,
+        trust: ReviewerTrust | None = None,
     ) -> None:
         self.settings = settings
+        self.trust = trust  # reviewers not trusted yet meet gold items first
         self.db = db
         self.asks = asks
         self.names = names
@@ -217,6 +222,12 @@ class ReviewQueue:
             ai_label=ai_label(a.result, a.text), confidence=a.confidence,
             candidates=[(c.label, c.score) for c in a.candidates], skill=a.skill, created_at=record.created_at,
         )
+
+    def is_gold_frame(self, frame_sha: str) -> bool:
+        """Whether a gold item shows the frame ``frame_sha``."""
+        with self.db.session() as s:
+            return s.scalars(select(ReviewItemRow.id).where(ReviewItemRow.kind == "gold",
+                                                            ReviewItemRow.frame_sha == frame_sha)).first() is not None
 
     def resolved_label(self, ask_id: str) -> str | None:
         with self.db.session() as s:
@@ -393,7 +404,12 @@ class ReviewQueue:
         return self.get(item_id)
 
     def next(self, reviewer: Principal) -> QueueItem | None:
-        """Claims the next item for the reviewer: live first, then by priority; a gold item every N."""
+        """Claims the next item for the reviewer: live first, then by priority; a gold item every N.
+
+        A reviewer not trusted yet gets the gold items they have not answered before anything but live items,
+        until their gold answers make them trusted (or none is left): their labels wait for a second reviewer
+        until then, so that is where their first answers count most.
+        """
         account_id = self._account_id(reviewer)
         now = self.clock()
         is_operator = reviewer.allows("operator")
@@ -414,7 +430,8 @@ class ReviewQueue:
         fresh = [c for c in candidates if c.id not in acted]
         skipped = [c for c in candidates if c.id in acted]  # skipped ones come back after everything else
         ordered = fresh + skipped
-        gold_due = self.settings.review_gold_every > 0 and (done_count + 1) % self.settings.review_gold_every == 0
+        every = self.settings.review_gold_every
+        gold_due = (every > 0 and (done_count + 1) % every == 0) or self._on_probation(account_id, is_operator)
         if gold_due and not (ordered and ordered[0].live):
             gold = self._gold_for(account_id, set(acted))
             if gold is not None:
@@ -423,9 +440,21 @@ class ReviewQueue:
                              later=frozenset(c.id for c in skipped))
         return self.get(picked) if picked is not None else None
 
+    def _on_probation(self, account_id: str, is_operator: bool) -> bool:
+        """Whether right gold answers would still make the reviewer trusted."""
+        if is_operator or self.trust is None:
+            return False
+        to_go = self.trust.standing(account_id).gold_to_go
+        return to_go is not None and to_go > 0
+
     def _gold_for(self, account_id: str, acted: set[str]) -> QueueItem | None:
+        """The oldest gold item the reviewer has neither answered nor holds now (the one on their screen, or
+        preloaded behind it)."""
+        held = select(ReviewOfferRow.item_id).where(ReviewOfferRow.account_id == account_id,
+                                                    ReviewOfferRow.expires_at > self.clock())
         with self.db.session() as s:
-            rows = s.scalars(select(ReviewItemRow).where(ReviewItemRow.status == "gold")
+            rows = s.scalars(select(ReviewItemRow).where(ReviewItemRow.status == "gold",
+                                                         ReviewItemRow.id.not_in(held))
                              .order_by(ReviewItemRow.created_at)).all()
             for r in rows:
                 if r.id not in acted:
@@ -644,37 +673,45 @@ class ReviewQueue:
     # -- reviewers ------------------------------------------------------------------------------------------
 
     def stats(self, account_id: str | None = None) -> list[ReviewerStats]:
-        """Per reviewer: items done, skips, seconds per item, agreement with consensus, gold accuracy.
+        """Per reviewer: items done, skips, seconds per item, agreement with consensus, gold accuracy, trust.
 
         Agreement counts only the items at least two people answered: on an item one person settled alone, the
-        consensus is that person's answer.
+        consensus is that person's answer. With ``account_id``, that reviewer's row even before their first answer.
         """
         a = ReviewAnswerRow
         done = a.action != "skip"
         shared = select(a.item_id).where(a.action != "skip").group_by(a.item_id).having(func.count() >= 2)
         counted = and_(a.agreed.is_not(None), a.item_id.in_(shared))
         stmt = (
-            select(a.account_id, AccountRow.username,
+            select(a.account_id, AccountRow.username, AccountRow.role,
                    func.sum(_case(done)), func.sum(_case(a.action == "skip")),
                    func.avg(func.nullif(a.duration_ms * _case(done), 0)),
                    func.sum(_case(and_(counted, a.agreed.is_(True)))), func.sum(_case(counted)),
                    func.sum(_case(and_(a.gold.is_(True), done))), func.sum(_case(a.correct.is_(True))))
             .join(AccountRow, AccountRow.id == a.account_id, isouter=True)
-            .group_by(a.account_id, AccountRow.username)
+            .group_by(a.account_id, AccountRow.username, AccountRow.role)
         )
         if account_id:
             stmt = stmt.where(a.account_id == account_id)
         out = []
         with self.db.session() as s:
-            for acc, name, items, skips, avg_ms, agreed, judged, gold_n, gold_ok in s.execute(stmt).all():
+            for acc, name, role, items, skips, avg_ms, agreed, judged, gold_n, gold_ok in s.execute(stmt).all():
+                now = standing(int(gold_n or 0), int(gold_ok or 0), self.settings, operator=role == "operator")
                 out.append(ReviewerStats(
                     account_id=acc, username=name or acc, items=int(items or 0), skips=int(skips or 0),
                     seconds_per_item=round(float(avg_ms) / 1000, 3) if avg_ms else None,
                     agreement=round(int(agreed or 0) / int(judged), 4) if judged else None,
                     gold_answered=int(gold_n or 0),
                     gold_accuracy=round(int(gold_ok or 0) / int(gold_n), 4) if gold_n else None,
-                    agreement_items=int(judged or 0),
+                    agreement_items=int(judged or 0), trusted=now.trusted, gold_to_go=now.gold_to_go,
                 ))
+            if account_id and not out:
+                account = s.execute(select(AccountRow.username, AccountRow.role)
+                                    .where(AccountRow.id == account_id)).first()
+                if account is not None:
+                    now = standing(0, 0, self.settings, operator=account.role == "operator")
+                    out.append(ReviewerStats(account_id, account.username, 0, 0, None, None, 0, None,
+                                             trusted=now.trusted, gold_to_go=now.gold_to_go))
         return sorted(out, key=lambda r: r.username)
 
     # -- helpers --------------------------------------------------------------------------------------------

@@ -13,15 +13,17 @@ from typing import Any
 from lookloop.config import Settings
 from lookloop.domain import AskRecord, Decision, as_utc, hud_lines
 from lookloop.errors import Conflict, NotFound
-from lookloop.humans.accounts import Accounts, Revocation
+from lookloop.humans.accounts import Accounts, Principal, Revocation
 from lookloop.humans.feedback import FeedbackService
 from lookloop.humans.live import Event, LiveHub
-from lookloop.humans.queue import MAX_LOCKS_PER_REVIEWER, WAITING, QueueItem, RedactedFrames, ReviewQueue
+from lookloop.humans.queue import MAX_LOCKS_PER_REVIEWER, WAITING, QueueItem, RedactedFrames, ReviewQueue, Submission
+from lookloop.humans.trust import ReviewerTrust
 from lookloop.imaging import thumbnail_jpeg
 from lookloop.loop.asking import AskService, Hooks
 from lookloop.loop.calibration import AUDIT_PRIORITY
 from lookloop.loop.labels import LabelService
 from lookloop.store.bus import EventBus, LocalBus
+from lookloop.store.tables import LABEL_APPLIED, LABEL_PENDING, LABEL_PROPOSAL
 
 log = logging.getLogger("lookloop.humans")
 
@@ -70,6 +72,16 @@ class Waiting:
                 "with_helper": self.with_helper}
 
 
+@dataclass(frozen=True)
+class Reviewed:
+    """A reviewer's answer and what became of it: ``label`` "applied" (it teaches every wearer's model now),
+    "pending" (it waits for a second reviewer who agrees), "proposal" (it names something the catalogue lacks:
+    an operator decides), or None (no label: "cannot tell")."""
+
+    submission: Submission
+    label: str | None
+
+
 def item_event(item: QueueItem) -> Event:
     """The reviewer-facing view of a queue item. Gold items look like any other: nothing here depends on the
     kind (no ask id, no queue priority, no kind or status of its own); a gold item handed to a reviewer carries
@@ -107,10 +119,12 @@ class Humans:
         queue: ReviewQueue,
         hub: LiveHub,
         feedback: FeedbackService,
+        trust: ReviewerTrust,
         frames: RedactedFrames | None = None,
         bus: EventBus | None = None,
     ) -> None:
         self.settings = settings
+        self.trust = trust
         self.frames = frames  # late answers carry a thumbnail of the (redacted) frame
         self.asks = asks
         self.labels = labels
@@ -134,6 +148,30 @@ class Humans:
         hooks.escalated.append(self.on_escalated)
         hooks.asked.append(self.on_asked)
         hooks.labelled.append(self.on_labelled)
+
+    # -- answering -----------------------------------------------------------------------------------------
+
+    def answer(self, item_id: str, reviewer: Principal, action: str, value: str | None = None) -> Reviewed:
+        """A reviewer's answer (``ReviewQueue.submit``), with what became of it."""
+        trusted = reviewer.account_id is not None and self.trust.standing(reviewer.account_id).trusted
+        sub = self.queue.submit(item_id, reviewer, action, value)
+        return Reviewed(sub, self._became(sub, reviewer, action, trusted))
+
+    def _became(self, sub: Submission, reviewer: Principal, action: str, trusted: bool) -> str | None:
+        if action == "reject" or (sub.resolved and sub.value is None):
+            return None  # "cannot tell", or the item settled as that: no label
+        if not sub.resolved:
+            return LABEL_PENDING  # other reviewers answer the item too (or an operator settles it)
+        if sub.gold:
+            # What the same answer to an escalated item would have become, measured as it was given (the
+            # answer to a gold item changes the trust it reports): the reply gives no gold item away.
+            if sub.value is not None and self.labels.is_proposal(sub.item.skill, sub.value):
+                return LABEL_PROPOSAL
+            return LABEL_APPLIED if trusted else LABEL_PENDING
+        if sub.item.ask_id is None:
+            return None
+        mine = [x for x in self.labels.of_ask(sub.item.ask_id) if reviewer.name in x.author.split(",")]
+        return mine[-1].status if mine else None
 
     # -- hooks (run in the thread that handled the ask) -----------------------------------------------------
 

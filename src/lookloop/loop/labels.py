@@ -215,9 +215,14 @@ class LabelService:
                 source, trust, status = "consensus", 1.0, LABEL_APPLIED
             else:
                 trust, status = t.level, LABEL_PENDING
-        if record.answer.skill == "identify" and self.catalogue.find(canonical) is None and source != "import":
+        if self.is_proposal(record.answer.skill, canonical) and source != "import":
             status = LABEL_PROPOSAL  # a new class needs an operator, whoever named it
         return source, trust, status
+
+    def is_proposal(self, skill: str, value: str) -> bool:
+        """Whether a label ``value`` for an ask of ``skill`` names a class the catalogue lacks (an operator decides
+        whether it becomes one)."""
+        return skill == "identify" and self.catalogue.find(value) is None
 
     def _agreeing_reviewer(self, ask_id: str, canonical: str, author: str) -> bool:
         with self.db.session() as s:

@@ -29,6 +29,7 @@ async function start() {
   $("login").hidden = true;
   $("workspace").hidden = $("stats").hidden = $("keys").hidden = false;
   loadCatalog();
+  refreshTrust();
   connect();
   await fill();
   clearInterval(state.poll);
@@ -268,10 +269,12 @@ async function commit(held, { keepalive = false } = {}) {
       client.request(`/v1/review/items/${item.id}/answer`, { method: "POST", json: body, keepalive: true });
       return;
     }
-    await client.post(`/v1/review/items/${item.id}/answer`, body);
+    const res = await client.post(`/v1/review/items/${item.id}/answer`, body);
     state.done.push(Date.now());
     $("st-done").textContent = state.done.length;
-    flash(`sent: ${said(held)}`);
+    const what = res && BECAME[res.label];
+    flash(`sent: ${said(held)}${what ? ` — ${what}` : ""}`, false, what ? 4000 : 2500);
+    refreshTrust();
     showRate();
     refreshCounts();
   } catch (e) {
@@ -315,6 +318,35 @@ function accept() {
   const c = state.current && state.current.candidates[state.picked];
   if (c) return act("answer", c.label);
   flash("pick a candidate or type a label", true);
+}
+
+// -- trust --------------------------------------------------------------------------------------------
+// What became of an answer (the answer API's "label").
+const BECAME = {
+  applied: "applied: it teaches the model now",
+  pending: "waiting for a second reviewer who agrees",
+  proposal: "proposed as a new item: an operator decides",
+};
+
+/** The reviewer's trust, from their stats: trusted, or how many right gold answers are still to go. */
+function trustLine(me) {
+  if (me.trusted) return "trusted: your answers teach the model at once";
+  const acc = me.gold_accuracy === null ? "" : ` (accuracy so far ${Math.round(me.gold_accuracy * 100)}%)`;
+  if (me.gold_to_go === null) {
+    return `gold accuracy${acc} below ${Math.round(me.min_gold_accuracy * 100)}%: your answers wait for a second reviewer`;
+  }
+  const n = me.gold_to_go;
+  return `${n} gold answer${n === 1 ? "" : "s"} to go${acc}: until then your answers wait for a second reviewer`;
+}
+
+async function refreshTrust() {
+  try {
+    const [me] = await client.api("/v1/review/stats");
+    if (!me) return;
+    const line = trustLine(me);
+    if ($("trust").textContent !== line) $("trust").textContent = line; // announced only when it changes
+    $("trust").classList.toggle("trusted", !!me.trusted);
+  } catch (_) { /* offline: the line stays as it was */ }
 }
 
 // -- numbers ------------------------------------------------------------------------------------------

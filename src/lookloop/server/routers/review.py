@@ -69,8 +69,10 @@ def claim(system: System, item_id: str, reviewer: Reviewer) -> ReviewItemOut:
 
 @router.post("/items/{item_id}/answer", response_model=ReviewAnswerOut, responses=_ERRORS)
 def answer(system: System, item_id: str, body: ReviewAnswerIn, reviewer: Reviewer) -> ReviewAnswerOut:
-    sub = system.humans.queue.submit(item_id, reviewer, body.action, body.value)
-    return ReviewAnswerOut(item_id=item_id, resolved=sub.resolved, status=sub.status, value=sub.value)
+    done = system.humans.answer(item_id, reviewer, body.action, body.value)
+    sub = done.submission
+    return ReviewAnswerOut(item_id=item_id, resolved=sub.resolved, status=sub.status, value=sub.value,
+                           label=done.label)
 
 
 @router.post("/items/{item_id}/skip", status_code=204, responses=_ERRORS)
@@ -86,9 +88,10 @@ def release(system: System, item_id: str, reviewer: Reviewer) -> Response:
 
 
 @router.get("/stats", response_model=list[ReviewerStatsOut], responses=_ERRORS,
-            summary="Per-reviewer stats (operators see everyone, reviewers themselves)")
+            summary="Per-reviewer stats and trust (operators see everyone, reviewers themselves)")
 def stats(system: System, access: Policy, principal: Reviewer) -> list[ReviewerStatsOut]:
-    return [ReviewerStatsOut.of(r) for r in system.humans.queue.stats(access.stats_scope(principal))]
+    bar = system.settings.trust_min_gold_accuracy
+    return [ReviewerStatsOut.of(r, bar) for r in system.humans.queue.stats(access.stats_scope(principal))]
 
 
 @router.post("/gold", response_model=ReviewItemOut, status_code=201, responses=_ERRORS,

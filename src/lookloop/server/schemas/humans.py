@@ -76,6 +76,11 @@ class ReviewAnswerOut(BaseModel):
     resolved: bool
     status: str
     value: str | None = None
+    label: str | None = Field(
+        default=None, pattern="^(applied|pending|proposal)$",
+        description="What became of the answer: 'applied' (it teaches every wearer's model now), 'pending' (it "
+        "waits for a second reviewer who agrees), 'proposal' (it names something the catalogue lacks: an operator "
+        "decides); null: no label (\"cannot tell\").")
 
 
 class QueueCountsOut(BaseModel):
@@ -98,10 +103,15 @@ class ReviewerStatsOut(BaseModel):
     gold_answered: int
     gold_accuracy: float | None
     agreement_items: int = Field(default=0, description="How many items the agreement rests on.")
+    trusted: bool = Field(default=False, description="Whether the reviewer's answers teach every wearer's model at "
+                          "once; until then each waits for a second reviewer who agrees.")
+    gold_to_go: int | None = Field(default=None, description="Right answers to known (gold) items still needed to "
+                                   "be trusted (0 when trusted; null when the accuracy bar is out of reach).")
+    min_gold_accuracy: float = Field(default=0.0, description="The gold accuracy a reviewer needs to be trusted.")
 
     @classmethod
-    def of(cls, r: ReviewerStats) -> ReviewerStatsOut:
-        return cls(**r.__dict__)
+    def of(cls, r: ReviewerStats, min_gold_accuracy: float) -> ReviewerStatsOut:
+        return cls(**r.__dict__, min_gold_accuracy=min_gold_accuracy)
 
 
 class GoldIn(BaseModel):
