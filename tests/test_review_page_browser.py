@@ -152,8 +152,14 @@ def test_wearer_to_reviewer_page_and_back(server: str, small_system: Lookloop, g
         assert answer["ask_id"] == first["id"] and answer["source"] == "human" and answer["final"] is True
         assert photo.label.split("-")[0] in answer["text"]
 
-        again = httpx.post(server + "/v1/asks", data={"question": "what is this?"}, headers=headers, timeout=60,
-                           files={"image": ("photo.jpg", photo.path.read_bytes())}).json()
+        def ask() -> dict[str, Any]:
+            return dict(httpx.post(server + "/v1/asks", data={"question": "what is this?"}, headers=headers,
+                                   timeout=60, files={"image": ("photo.jpg", photo.path.read_bytes())}).json())
+
+        # The name is not in the catalogue: a proposal, which teaches nobody before an operator approves it.
+        assert ask()["answer"]["decision"] == "escalate"
+        small_system.labels.approve(photo.label)
+        again = ask()
         assert again["answer"]["decision"] == "answer"
         assert again["answer"]["result"]["label"] == photo.label
         assert small_system.humans.queue.for_ask(again["id"]) is None
