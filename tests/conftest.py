@@ -21,6 +21,9 @@ SMALL_CLASSES = ("Granny-Smith", "Banana", "Arla-Standard-Milk", "Red-Bell-Peppe
 # Audit asks are drawn at random (5% by default): off in tests unless a test asks for them
 # (tests/test_live_calibration.py), so queue contents and outcomes elsewhere stay deterministic.
 os.environ.setdefault("LOOKLOOP_AUDIT_RATE", "0")
+# The start-up model calibrates by cross-fitting (several heads): off unless a test asks for it, so small systems
+# answer with the fixed threshold (with a few dozen labels no group could hold a certificate, and all would ask).
+os.environ.setdefault("LOOKLOOP_STARTUP_CALIBRATION", "0")
 
 
 @pytest.fixture(scope="session")

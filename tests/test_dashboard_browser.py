@@ -385,6 +385,33 @@ def test_dashboard_draws_the_learning_loop(fresh: tuple[str, Lookloop], browser:
     page.close()
 
 
+def test_dashboard_shows_guarantees_per_group(tmp_path: Path, data_dir: Path, model_dir: Path, grocery: Any,
+                                              browser: Any) -> None:
+    """The demo as it starts (calibrated per group at once): each group's figures and "no guarantee yet"."""
+    from conftest import build_small_system
+
+    system = build_small_system(make_settings(tmp_path, data_dir, model_dir, startup_calibration=True), grocery)
+    for p in small_val(grocery, per_class=1):
+        system.ask("what is this?", Path(p.path).read_bytes())
+    system.humans.accounts.add_account("olga", "operator", password=PASSWORD)
+    with _serving(system) as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        _sign_in(page, base)
+        fruit = page.locator("#groups tr[data-group=Fruit]")
+        to_go = system.serving.guarantees()["Fruit"].to_go
+        assert f"no guarantee yet: {to_go} audit labels to go" in fruit.text_content()
+        assert page.locator("#groups tr[data-group=unknown]").count() == 1
+        assert "certified in 0 of 3 groups" in page.text_content("#loop-policy [data-fact=bound]")
+        page.locator("#groups-card").screenshot(path=str(tmp_path / "groups.png"))
+        if os.environ.get("LOOKLOOP_DOCS_SCREENSHOTS"):
+            shutil.copyfile(tmp_path / "groups.png", REPO / "docs" / "dashboard-groups.png")
+        assert not errors, errors
+        page.close()
+    system.db.dispose()
+
+
 # -- issue 14: the PNG report signed in, accessibility, a phone ---------------------------------------------------
 
 

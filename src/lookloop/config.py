@@ -60,7 +60,28 @@ class Settings(BaseSettings):
     )
     calibration_min_labels: int = Field(
         default=200, ge=1,
-        description="Audit labels of the serving model needed before they replace the fixed threshold.",
+        description="Audit labels of the serving model needed before they replace the fixed threshold "
+        "(where no held-out calibration set exists: start-up calibration off).",
+    )
+    delta: float = Field(
+        default=0.1, gt=0.0, lt=1.0,
+        description="Risk that a certified auto-answer error bound fails (the bound holds with 1 - delta).",
+    )
+    startup_calibration: bool = Field(
+        default=True,
+        description="Calibrate the start-up model at once (cross-fitting on the labelled photos, near-duplicate "
+        "bursts kept whole): a per-group conformal policy and the outlier gate serve from the first start. "
+        "Off: the fixed threshold serves until a trained version is promoted or audit labels calibrate it.",
+    )
+    outlier_rate: float = Field(
+        default=0.05, gt=0.0, lt=1.0,
+        description="False-escalation rate of the outlier gate: the share of asks about known items it may "
+        "flag as unknown.",
+    )
+    promotion_max_unknown_auto_answer: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Promotion gate: the largest share of asks about classes held out of training (leave classes "
+        "out) a candidate may answer without a person, flagged as unknown or escalated.",
     )
 
     # Humans in the loop (accounts, review queue, live answers, feedback)

@@ -14,7 +14,11 @@ Definitions (each per time bucket, by the ask's creation time unless said otherw
 - human answer time: the same, over the escalations a person answered with a label only;
 - labels spent: labels people produced (every source except free ones: imports and wearer feedback),
   bucketed by the label's creation time;
-- confusion: (label, AI guess) counts over labelled identify asks.
+- confusion: (label, AI guess) counts over labelled identify asks;
+- per group (the family of the predicted item, or "unknown" when the outlier gate flagged the ask), over identify
+  asks: coverage and escalation rate, the auto-answer error measured on audit asks (random spot checks, so an
+  unbiased sample) the AI answered, and what the serving policy certifies there — a bound, or
+  "no guarantee yet: N audit labels to go".
 
 Everything is computed in Python over plain column selects so that SQLite and Postgres agree.
 """
@@ -25,7 +29,7 @@ import datetime as dt
 import io
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +39,8 @@ from sqlalchemy.orm import Session
 from lookloop.domain import Outcome, ai_label, as_utc, normalise_label, percentile, utcnow
 from lookloop.errors import BadInput
 from lookloop.humans.tables import ReviewItemRow
+from lookloop.loop.calibration import Guarantee
+from lookloop.loop.policies import UNKNOWN_GROUP
 from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow
 
@@ -139,6 +145,25 @@ class Confusion:
 
 
 @dataclass
+class GroupFigures:
+    """One group's identify asks in the window, and what the serving policy certifies in it."""
+
+    group: str
+    asks: int = 0
+    answered: int = 0
+    escalated: int = 0
+    coverage: float | None = None
+    escalation_rate: float | None = None
+    audit_answered: int = 0  # labelled audit asks the AI answered: what ``error`` rests on
+    audit_wrong: int = 0
+    error: float | None = None
+    bound: float | None = None  # the certified auto-answer error bound; None: none
+    calibration_labels: int = 0  # what the bound rests on (held-out and audit labels of the group)
+    labels_to_go: int | None = None
+    guarantee: str = ""
+
+
+@dataclass
 class Metrics:
     since: dt.datetime
     until: dt.datetime
@@ -146,6 +171,7 @@ class Metrics:
     points: list[Point]
     totals: Point
     confusion: Confusion
+    groups: list[GroupFigures] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _jsonable(asdict(self))
@@ -299,6 +325,39 @@ def confusion(facts: Iterable[_AskFacts], *, top: int = 12) -> Confusion:
     return Confusion(classes=classes, matrix=matrix, per_class=per_class, total=len(pairs))
 
 
+def group_figures(
+    session: Session, since: dt.datetime, until: dt.datetime, guarantees: Mapping[str, Guarantee] | None = None,
+) -> list[GroupFigures]:
+    """Per group: identify asks in [since, until) and their audit verdicts, with the serving guarantees."""
+    rows = session.execute(
+        select(AskRow.result, AskRow.decision, AskRow.audit, AskRow.audit_correct)
+        .where(AskRow.created_at >= since, AskRow.created_at < until, AskRow.skill == "identify")
+    ).all()
+    out: dict[str, GroupFigures] = {g: GroupFigures(g) for g in (guarantees or {})}
+    for result, decision, audit, audit_correct in rows:
+        group = (result or {}).get("group")
+        if not group:
+            continue  # decided before asks had groups
+        f = out.setdefault(str(group), GroupFigures(str(group)))
+        f.asks += 1
+        if decision == "answer":
+            f.answered += 1
+            if audit and audit_correct is not None:
+                f.audit_answered += 1
+                f.audit_wrong += not audit_correct
+        elif decision == "escalate":
+            f.escalated += 1
+    for f in out.values():
+        f.coverage = _ratio(f.answered, f.asks)
+        f.escalation_rate = _ratio(f.escalated, f.asks)
+        f.error = _ratio(f.audit_wrong, f.audit_answered)
+        g = (guarantees or {}).get(f.group)
+        if g is not None:
+            f.bound, f.calibration_labels, f.labels_to_go, f.guarantee = g.bound, g.labels, g.to_go, g.text
+    # Families first, then the catch-alls.
+    return sorted(out.values(), key=lambda f: (f.group in ("other", UNKNOWN_GROUP), f.group == UNKNOWN_GROUP, f.group))
+
+
 def compute_metrics(
     session: Session,
     *,
@@ -306,8 +365,12 @@ def compute_metrics(
     until: dt.datetime | None = None,
     bucket: str = "auto",
     top_classes: int = 12,
+    guarantees: Mapping[str, Guarantee] | None = None,
 ) -> Metrics:
-    """Metrics over [since, until), bucketed; the default window is the last 14 days."""
+    """Metrics over [since, until), bucketed; the default window is the last 14 days.
+
+    ``guarantees``: what the serving policy certifies per group (``ServingModel.guarantees``), shown per group.
+    """
     until = as_utc(until) if until else utcnow()
     since = as_utc(since) if since else until - dt.timedelta(days=14)
     if since >= until:
@@ -336,16 +399,18 @@ def compute_metrics(
     totals = Point(start=since)
     _fill(totals, facts, labels, now)
     return Metrics(since=since, until=until, bucket=bucket, points=points, totals=totals,
-                   confusion=confusion(facts, top=top_classes))
+                   confusion=confusion(facts, top=top_classes),
+                   groups=group_figures(session, since, until, guarantees))
 
 
 def metrics_between(
-    db: Database, since: str | None = None, until: str | None = None, *, bucket: str = "auto", top_classes: int = 12
+    db: Database, since: str | None = None, until: str | None = None, *, bucket: str = "auto", top_classes: int = 12,
+    guarantees: Mapping[str, Guarantee] | None = None,
 ) -> Metrics:
     """``compute_metrics`` over a window written as ``parse_when`` reads it (a date, an ISO time, or ``7d``)."""
     with db.session() as s:
         return compute_metrics(s, since=parse_when(since), until=parse_when(until), bucket=bucket,
-                               top_classes=top_classes)
+                               top_classes=top_classes, guarantees=guarantees)
 
 
 # -- plots (PNG, for reports) ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from lookloop.loop.labels import LabelService
 from lookloop.loop.learner import IdentifyModel
 from lookloop.loop.personal import PersonalMemory
 from lookloop.loop.policies import EscalationPolicy
-from lookloop.loop.registry import ModelRegistry
+from lookloop.loop.registry import GateLimits, ModelRegistry
 from lookloop.loop.serving import ServingModel
 from lookloop.loop.training import TRAIN_JOB, TrainJob
 from lookloop.memory.store import MemoryStore, NoteStore
@@ -228,7 +228,8 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
     privacy = FramePrivacy(settings, db, frames, jobs=jobs)
     consent = ConsentService(db)
     catalogue = Catalogue(db)
-    registry = ModelRegistry(db, settings.model_cache_dir / "versions")
+    registry = ModelRegistry(db, settings.model_cache_dir / "versions", limits=GateLimits(
+        max_error=settings.alpha, max_unknown_auto_answer=settings.promotion_max_unknown_auto_answer))
     serving = ServingModel(settings, db, catalogue, privacy, consent, registry)
     memory = MemoryStore(db)
     notes = NoteService(

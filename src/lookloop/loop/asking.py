@@ -22,6 +22,7 @@ from lookloop.domain import (
     Decision,
     Frame,
     Outcome,
+    PolicyDecision,
     Prediction,
     clean_text,
     display,
@@ -31,7 +32,7 @@ from lookloop.domain import (
 from lookloop.errors import BadInput, NotFound
 from lookloop.imaging import decode_image
 from lookloop.loop.calibration import draw_audit, score_kind
-from lookloop.loop.policies import confidence_score
+from lookloop.loop.policies import UNKNOWN_GROUP, confidence_score
 from lookloop.loop.serving import ServingModel
 from lookloop.skills.base import HandToHuman, Skill
 from lookloop.skills.identify import IdentifySkill
@@ -39,6 +40,9 @@ from lookloop.store import idempotency
 from lookloop.store.db import Database
 from lookloop.store.frames import frame_id
 from lookloop.store.tables import AskRow, LabelRow, new_id
+
+# What the wearer hears about a frame unlike anything learnt: no product name, no price.
+UNKNOWN_TEXT = "I don't know this one — asking a helper."
 
 # Sealing the upload is disk-bound (fsync): a small pool lets it overlap the model's forward pass.
 _STORE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookloop-store")
@@ -268,7 +272,12 @@ class AskService:
         return record
 
     def _answer(self, skill: Skill, ask: Ask) -> tuple[Answer, _Scored | None]:
-        """The answer, and for identify asks the score the policy decided on."""
+        """The answer, and for identify asks the score the policy decided on.
+
+        An identify ask the outlier gate flags (unlike anything learnt) escalates in the "unknown" group with no
+        product name or price; the rest are decided by the policy within the group of the predicted item's
+        family — a group without a certificate yet escalates and says how many audit labels it still needs.
+        """
         if not isinstance(skill, IdentifySkill):
             return skill.run(ask), None
         q = skill.embed(ask)
@@ -276,15 +285,33 @@ class AskService:
         if self.personal is not None:
             pred = self.personal(ask.device_id, q, pred)
         base = skill.answer_for(pred, self.serving.model_version)
-        policy = self.serving.policy  # one policy decides and names the score kind, even if a recalibration swaps it
-        decision = policy.decide(pred.probs)
+        # One policy and gate decide and name the score kind, even if a recalibration swaps them meanwhile.
+        policy, gate = self.serving.policy, self.serving.gate
+        label = str(base.result.get("label", ""))
+        unknown = gate is not None and gate.is_unknown(pred.novelty)
+        group = UNKNOWN_GROUP if unknown else self.serving.group_of(label)
+        decision = policy.decide(pred.probs, group)
+        if unknown:  # whatever a hand-set policy says: a guess about an unknown thing is never answered
+            decision = PolicyDecision(Decision.ESCALATE, decision.confidence, decision.threshold, decision.policy)
         kind = score_kind(policy)
-        scored = _Scored(confidence_score(pred.probs, kind), kind, str(base.result.get("label", "")))
+        scored = _Scored(confidence_score(pred.probs, kind), kind, label)
         if ask.frame is not None:
             self.serving.remember_query(frame_id(ask.device_id, ask.frame.data), q[0])
-        if decision.decision == Decision.ESCALATE:
-            guess = display(str(base.result.get("label", "")))
-            text = f"Not sure — maybe {guess}; asking a helper."
+        result: dict[str, object] = {**base.result, "raw_confidence": round(base.confidence, 4),
+                                     "threshold": decision.threshold, "group": group,
+                                     "novelty": round(float(pred.novelty), 4), "unknown": unknown}
+        guarantee = self.serving.guarantee(group)
+        if guarantee is not None:
+            result["guarantee"] = guarantee.text
+        if unknown:
+            text = UNKNOWN_TEXT
+            result.update(name=None, price=None, currency=None)
+        elif decision.decision == Decision.ESCALATE:
+            guess = display(label)
+            if guarantee is not None and guarantee.bound is None:
+                text = f"Maybe {guess} — {guarantee.text}; asking a helper."
+            else:
+                text = f"Not sure — maybe {guess}; asking a helper."
         else:
             text = base.text
         return Answer(
@@ -293,7 +320,7 @@ class AskService:
             confidence=round(decision.confidence, 4),
             decision=decision.decision,
             model_version=base.model_version,
-            result={**base.result, "raw_confidence": round(base.confidence, 4), "threshold": decision.threshold},
+            result=result,
             candidates=base.candidates,
             policy=decision.policy,
         ), scored

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from lookloop.domain import Decision
 from lookloop.loop.calibration import audit_counts
-from lookloop.loop.policies import ConformalPolicy
+from lookloop.loop.policies import ConformalPolicy, MondrianPolicy
 from lookloop.loop.serving import ServingModel
 from lookloop.store.tables import AskRow
 
@@ -17,7 +17,8 @@ def loop_figures(serving: ServingModel) -> dict[str, Any]:
     """Curves per model version (labels seen → held-out accuracy, coverage, auto error) and live rates.
 
     Shape: ``{"serving": id|None, "policy": {...}, "versions": [{id, created_at, labels, accuracy, coverage,
-    auto_error, kind}], "live": {"asks", "answered", "escalated", "coverage"}, "by_day": [{day, asks,
+    auto_error, kind}], "gate": the outlier gate or None, "live": {"asks", "answered", "escalated", "coverage"},
+    "by_day": [{day, asks,
     answered, coverage}], "audit": {"rate", "asks", "labels", "labels_serving_version", "min_labels"}}``.
     ``policy`` is the live one: audit labels move its threshold, calibration_labels and error_upper_bound.
     """
@@ -25,10 +26,14 @@ def loop_figures(serving: ServingModel) -> dict[str, Any]:
     versions = sorted(registry.list(limit=500), key=lambda v: v.created_at)
     policy = serving.policy
     described: dict[str, Any] = (
-        dict(policy.describe()) if isinstance(policy, ConformalPolicy)
+        dict(policy.describe()) if isinstance(policy, ConformalPolicy | MondrianPolicy)
         else {"policy": policy.name, "threshold": getattr(policy, "threshold", None), "calibration_labels": 0,
               "error_upper_bound": None}
     )
+    if isinstance(policy, MondrianPolicy):
+        # Per group, in the words the answers use ("no guarantee yet: N audit labels to go").
+        described["guarantees"] = {g: v.as_dict() for g, v in serving.guarantees().items()}
+    gate = serving.gate
     audit_asks, audit_labels, audit_serving = audit_counts(serving.db, serving.model_version)
     # Coverage has one definition everywhere (``lookloop.metrics``): the share of asks, of every skill, the AI
     # answered without a person.
@@ -49,6 +54,7 @@ def loop_figures(serving: ServingModel) -> dict[str, Any]:
         "serving": registry.current_id(),
         "model_version": serving.model_version,
         "policy": described,
+        "gate": gate.describe() if gate is not None else None,
         "versions": [
             {"id": v.id, "created_at": v.created_at.isoformat(), "kind": v.kind, "labels": v.label_count,
              "accuracy": v.metrics.get("accuracy"), "coverage": v.metrics.get("coverage"),

@@ -24,7 +24,15 @@ from lookloop.store.files import open_private, private_dir, tighten_file
 
 
 class GateRefused(Conflict):
-    """The evaluation gate: a candidate worse than the serving version is not promoted."""
+    """The evaluation gate: a candidate that fails a check is not promoted."""
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """What the evaluation gate asks of a candidate's held-out figures."""
+
+    max_error: float = 0.05  # known-class auto-answer error, overall and within each group
+    max_unknown_auto_answer: float = 0.05  # share of asks about held-out classes answered without a person
 
 
 @dataclass
@@ -39,6 +47,11 @@ class ModelArtifacts:
     calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # held-out top scores
     calibration_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     calibration_score: str = "margin"  # what the scores are (lookloop.loop.policies.confidence_score)
+    # Per held-out ask: the predicted label (its family is the ask's group) and the novelty score (the outlier
+    # gate's calibration). None: a version without them calibrates one pooled policy and no gate.
+    calibration_predicted: tuple[str, ...] | None = None
+    calibration_novelty: np.ndarray | None = None
+    calibration_known: np.ndarray | None = None  # per held-out ask: its class was learnt (default: all were)
     backbone_onnx: Path | None = None  # a fine-tuned backbone; None means the pretrained one
     variant: str = "lite0"  # the EfficientNet-Lite variant of the backbone, tuned or not
 
@@ -88,6 +101,9 @@ class LoadedVersion:
     calibration_scores: np.ndarray
     calibration_correct: np.ndarray
     calibration_score: str = "top"
+    calibration_predicted: tuple[str, ...] | None = None
+    calibration_novelty: np.ndarray | None = None
+    calibration_known: np.ndarray | None = None
 
 
 def label_set_hash(keys: list[str], labels: list[str]) -> str:
@@ -115,10 +131,11 @@ def _to_version(row: ModelVersionRow, serving_id: str | None) -> ModelVersion:
 class ModelRegistry:
     """Versions in the database, artifacts on disk under ``root/<version id>/``."""
 
-    def __init__(self, db: Database, root: Path, *, tolerance: float = 0.0) -> None:
+    def __init__(self, db: Database, root: Path, *, tolerance: float = 0.0, limits: GateLimits | None = None) -> None:
         self.db = db
         self.root = Path(root)
         self.tolerance = tolerance  # how much worse (accuracy) a candidate may be and still pass the gate
+        self.limits = limits or GateLimits()
         # Called with the version id after a promotion or rollback committed (other processes are told).
         self.changed: list[Callable[[str], None]] = []
 
@@ -201,9 +218,15 @@ class ModelRegistry:
         with open_private(directory / "memory.npz") as fh:
             np.savez(fh, x=artifacts.memory_x.astype(np.float32), labels=np.array(artifacts.memory_labels),
                      keys=np.array(artifacts.memory_keys))
+        arrays = {"scores": artifacts.calibration_scores.astype(np.float64),
+                  "correct": artifacts.calibration_correct.astype(bool), "score": np.array(artifacts.calibration_score)}
+        if artifacts.calibration_predicted is not None and artifacts.calibration_novelty is not None:
+            arrays["predicted"] = np.array(artifacts.calibration_predicted, dtype=str)
+            arrays["novelty"] = np.asarray(artifacts.calibration_novelty, dtype=np.float64)
+            if artifacts.calibration_known is not None:
+                arrays["known"] = np.asarray(artifacts.calibration_known, dtype=bool)
         with open_private(directory / "calibration.npz") as fh:
-            np.savez(fh, scores=artifacts.calibration_scores.astype(np.float64),
-                     correct=artifacts.calibration_correct.astype(bool), score=np.array(artifacts.calibration_score))
+            np.savez(fh, allow_pickle=False, **arrays)
         if artifacts.backbone_onnx is not None:
             target = directory / "backbone.onnx"
             if artifacts.backbone_onnx.resolve() != target.resolve():
@@ -239,7 +262,66 @@ class ModelRegistry:
             hook(version_id)
 
     def gate(self, candidate: ModelVersion) -> tuple[bool, str]:
-        """Passes when the candidate is not worse than the serving version on the held-out slice."""
+        """Passes when every check passes; the message names each failed check and by how much.
+
+        The checks (each on the candidate's held-out figures, skipped when the trainer did not measure it):
+        known-class auto-answer error ≤ ``max_error``; the error within each group ≤ ``max_error``; the share of
+        asks about classes held out of training answered without a person ≤ ``max_unknown_auto_answer``; and
+        held-out accuracy not worse than the serving version's.
+        """
+        checks = [*self._error_checks(candidate.metrics), self._unknown_check(candidate.metrics),
+                  self._accuracy_check(candidate)]
+        failed = [why for ok, why in checks if not ok]
+        if failed:
+            return False, "; ".join(failed)
+        return True, "; ".join(why for _, why in checks)
+
+    def _error_checks(self, metrics: dict[str, Any]) -> builtins.list[tuple[bool, str]]:
+        limit = self.limits.max_error
+        out: builtins.list[tuple[bool, str]] = []
+        known = metrics.get("known_error")
+        if isinstance(known, int | float):
+            n = metrics.get("known_answered", "?")
+            if known <= limit:
+                out.append((True, f"known-class error {known:.3f} ≤ {limit:.3f} ({n} answered)"))
+            else:
+                out.append((False, f"known-class error {known:.3f} > {limit:.3f} by {known - limit:.3f} "
+                                   f"({n} answered)"))
+        groups = metrics.get("group_error")
+        if isinstance(groups, dict):
+            for name, fig in sorted(groups.items()):
+                err = fig.get("error") if isinstance(fig, dict) else None
+                if not isinstance(err, int | float):
+                    continue  # nothing answered in this group: no error to check
+                n = fig.get("answered", "?")
+                if err > limit:
+                    out.append((False, f"group {name} error {err:.3f} > {limit:.3f} by {err - limit:.3f} "
+                                       f"({n} answered)"))
+            if all(ok for ok, _ in out):
+                out.append((True, f"every group's error ≤ {limit:.3f}"))
+        return out
+
+    def _unknown_check(self, metrics: dict[str, Any]) -> tuple[bool, str]:
+        """Asks about classes held out of training: how many would be answered without a person.
+
+        What matters is that such asks are not answered, whether the outlier gate flags them or the policy
+        escalates them; the share the gate flags is said beside it.
+        """
+        rate = metrics.get("unknown_auto_answer_rate")
+        limit = self.limits.max_unknown_auto_answer
+        if not isinstance(rate, int | float):
+            return True, "unknown detection not measured"
+        n = metrics.get("unknown_asks", "?")
+        flagged = metrics.get("unknown_detection")
+        said = f"; the outlier gate flags {flagged:.3f}" if isinstance(flagged, int | float) else ""
+        if rate <= limit:
+            return True, (f"asks about held-out classes answered without a person {rate:.3f} ≤ {limit:.3f} "
+                          f"({n} asks{said})")
+        return False, (f"asks about held-out classes answered without a person {rate:.3f} > {limit:.3f} by "
+                       f"{rate - limit:.3f} ({n} asks{said})")
+
+    def _accuracy_check(self, candidate: ModelVersion) -> tuple[bool, str]:
+        """Not worse than the serving version on the held-out slice."""
         serving = self.current()
         if serving is None:
             return True, "nothing serves yet"
@@ -253,7 +335,7 @@ class ModelRegistry:
         base = float(base_raw)
         if cand + self.tolerance >= base:
             return True, f"accuracy {cand:.4f} ≥ serving {base:.4f}"
-        return False, f"accuracy {cand:.4f} < serving {base:.4f}"
+        return False, f"accuracy {cand:.4f} < serving {base:.4f} by {base - cand:.4f}"
 
     def mark(self, version_ids: builtins.list[str], *, reason: str, wearer_ref: str = "", n_items: int = 0) -> None:
         """Marks versions trained on data that has since been deleted: none of them may serve again."""
@@ -282,6 +364,10 @@ class ModelRegistry:
                 if row is not None:
                     row.status = "rejected"
             raise GateRefused(f"the evaluation gate refused {version_id}: {why} (use --force to override)")
+        if not ok:
+            # Forced past a refusal: the event says so, and what the gate said.
+            why = f"forced past the evaluation gate ({why})"
+            reason = f"{reason}: {why}" if reason else why
         self._event(version_id, "promote", current, reason or why)
         return self.get(version_id)
 
@@ -314,6 +400,9 @@ class ModelRegistry:
                 scores, correct = cal["scores"], cal["correct"]
                 # Versions stored before the margin score calibrated the top probability.
                 score_kind = str(cal["score"]) if "score" in cal.files else "top"
+                predicted = tuple(str(v) for v in cal["predicted"]) if "predicted" in cal.files else None
+                novelty = cal["novelty"].astype(np.float64) if "novelty" in cal.files else None
+                known = cal["known"].astype(bool) if "known" in cal.files else None
             lineage = json.loads((d / "lineage.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError) as exc:
             raise NotFound(f"the artifacts of {version_id} are missing or damaged in {d}") from exc
@@ -330,6 +419,9 @@ class ModelRegistry:
             calibration_scores=scores,
             calibration_correct=correct,
             calibration_score=score_kind,
+            calibration_predicted=predicted,
+            calibration_novelty=novelty,
+            calibration_known=known,
         )
 
 

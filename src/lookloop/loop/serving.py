@@ -24,9 +24,19 @@ from lookloop.config import Settings
 from lookloop.domain import PolicyDecision, same_label
 from lookloop.errors import LookloopError
 from lookloop.imaging import decode_image
-from lookloop.loop.calibration import AuditVerdict, Calibration, audit_verdicts, replaceable
+from lookloop.loop.calibration import (
+    AuditVerdict,
+    Calibration,
+    CalibrationParams,
+    Guarantee,
+    ask_group,
+    audit_verdicts,
+    replaceable,
+)
+from lookloop.loop.crossfit import HeldOut, crossfit
 from lookloop.loop.learner import IdentifyModel, cached_identify_head
-from lookloop.loop.policies import EscalationPolicy, FixedThreshold
+from lookloop.loop.openset import OutlierGate
+from lookloop.loop.policies import UNKNOWN_GROUP, EscalationPolicy, FixedThreshold
 from lookloop.loop.registry import ModelArtifacts, ModelRegistry, ModelVersion, serving_embedder
 from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
@@ -34,6 +44,8 @@ from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow, teaches_shared_model
 
 log = logging.getLogger("lookloop.serving")
+
+OTHER_GROUP = "other"  # the group of a predicted label that is no catalogue item with a family
 
 class FrameSource(Protocol):
     """Redacted frames by id (``lookloop.privacy.storage.FramePrivacy`` in the running system)."""
@@ -89,6 +101,10 @@ class ServingModel:
         self._sync_lock = threading.Lock()
         # Live calibration: swapped whole under ``_lock`` together with ``policy`` (never mutated in place).
         self._calibration = Calibration()
+        # Flags asks unlike anything learnt (None: not calibrated, nothing is flagged); swapped with the policy.
+        self.gate: OutlierGate | None = None
+        self._startup_heldout: HeldOut | None = None  # the start-up model's cross-fitted calibration set
+        self._families: dict[str, str] | None = None  # label → its item's family (the group of its asks)
 
     # -- models -------------------------------------------------------------------------------------------
 
@@ -121,8 +137,40 @@ class ServingModel:
         """Whether a model is in memory (deletion must not build one just to delete from it)."""
         return self._model is not None
 
-    def decide(self, probs: np.ndarray) -> PolicyDecision:
-        return self.policy.decide(probs)
+    def decide(self, probs: np.ndarray, group: str | None = None) -> PolicyDecision:
+        """The serving policy's decision; without ``group``, that of the top label of the serving model."""
+        if group is None and self._model is not None:
+            labels = self._model.labels()
+            if len(labels) == np.size(probs):
+                group = self.group_of(labels[int(np.argmax(probs))])
+        return self.policy.decide(probs, group)
+
+    # -- groups and guarantees ------------------------------------------------------------------------------------
+
+    def group_of(self, label: str) -> str:
+        """The group an ask predicted as ``label`` is decided in: its catalogue item's family."""
+        families = self._families
+        if families is None:
+            self._refresh_families()
+            families = self._families or {}
+        return families.get(label, OTHER_GROUP)
+
+    def guarantees(self) -> dict[str, Guarantee]:
+        """Per group, what the serving policy certifies (empty: the policy is not per group)."""
+        return dict(self._calibration.guarantees)
+
+    def guarantee(self, group: str) -> Guarantee | None:
+        return self._calibration.guarantees.get(group)
+
+    def _params(self) -> CalibrationParams:
+        return CalibrationParams(self.settings.alpha, self.settings.delta, self.settings.calibration_min_labels,
+                                 groups=tuple(sorted(set((self._families or {}).values()))))
+
+    def _refresh_families(self) -> None:
+        try:
+            self._families = {item.name: item.family or OTHER_GROUP for item in self.catalogue.items()}
+        except SQLAlchemyError as exc:  # a database not migrated yet
+            log.warning("catalogue unavailable (%s); every ask is in group %r", exc, OTHER_GROUP)
 
     def save_cache(self) -> None:
         if self._cache is not None:
@@ -184,12 +232,19 @@ class ServingModel:
             model.head, model.head_version = cached_identify_head(
                 x, data.labels, data.keys, embedder_version=emb.version, cache_dir=self.settings.model_cache_dir
             )
+        held: HeldOut | None = None
+        if self._serving_id is None and self.settings.startup_calibration:
+            # Trained on every label, so no held-out slice: cross-fitting makes one (cached like the head).
+            held = crossfit(x, data.labels, data.keys, data.paths, embedder_version=emb.version,
+                            cache_dir=self.settings.model_cache_dir, progress=progress)
         with self._lock:
             self._model = model
             self.model_version = f"{emb.version}+{model.head_version}"
             if self._serving_id is None:
-                # No held-out set here: audit labels of this very model may still replace the fixed threshold.
-                self._recalibrate(self.model_version, "margin", np.zeros(0), np.zeros(0, dtype=bool))
+                self._startup_heldout = held
+                # Without start-up calibration: audit labels of this very model may still replace the fixed
+                # threshold.
+                self._recalibrate(self.model_version, held)
         return model
 
     # -- versions ---------------------------------------------------------------------------------------------
@@ -251,7 +306,8 @@ class ServingModel:
             if (ask is not None and ask.audit and ask.audit_correct is not None and ask.policy_score is not None
                     and ask.score_kind is not None):
                 verdict = AuditVerdict(ask.id, ask.model_version, float(ask.policy_score), ask.score_kind,
-                                       bool(ask.audit_correct))
+                                       bool(ask.audit_correct), ask_group(ask.result, ask.predicted_label,
+                                                                          self.group_of))
         if verdict is not None:
             self._apply_verdict(verdict)
         if label is None or label.skill != "identify" or not label.frame_sha:
@@ -295,8 +351,17 @@ class ServingModel:
             self._model = model
             self.model_version = version_id
             self._serving_id = version_id
-            self._recalibrate(version_id, loaded.calibration_score, loaded.calibration_scores,
-                              loaded.calibration_correct)
+            held: HeldOut | None = None
+            if loaded.calibration_predicted is not None and loaded.calibration_novelty is not None:
+                scores = np.asarray(loaded.calibration_scores, dtype=np.float64)
+                learnt = (loaded.calibration_known if loaded.calibration_known is not None
+                          else np.ones(scores.size, dtype=bool))
+                held = HeldOut(scores, np.asarray(loaded.calibration_correct, dtype=bool), loaded.calibration_predicted,
+                               loaded.calibration_novelty, kind=loaded.calibration_score, known=learnt)
+            served_as = loaded.version.metrics.get("served_as")
+            self._recalibrate(version_id, held, kind=loaded.calibration_score,
+                              pooled=(loaded.calibration_scores, loaded.calibration_correct),
+                              also=(str(served_as),) if served_as else ())
 
     def promote(self, version_id: str, *, force: bool = False, reason: str = "") -> ModelVersion:
         """Promotes and serves at once; a version whose artifacts cannot serve is refused before the switch.
@@ -321,36 +386,68 @@ class ServingModel:
         if model.head is None:
             return  # fewer than two products: nothing a rollback could serve
         memory = model.memory
+        held = self._startup_heldout
         artifacts = ModelArtifacts(
             head=model.head, embedder_version=self.embedder.version, memory_x=memory.matrix,
             memory_labels=memory.labels, memory_keys=memory.keys, variant=self.settings.embedder,
+            # Its calibration travels with it: served again after a rollback, it keeps its policy and gate.
+            calibration_scores=held.scores if held is not None else np.zeros(0),
+            calibration_correct=held.correct if held is not None else np.zeros(0, dtype=bool),
+            calibration_score=held.kind if held is not None else "margin",
+            calibration_predicted=held.predicted if held is not None else None,
+            calibration_novelty=held.novelty if held is not None else None,
+            calibration_known=held.known if held is not None else None,
         )
-        kept = self.registry.register(artifacts, metrics={}, label_keys=memory.keys, label_values=memory.labels,
+        # ``served_as``: its audit labels, given under the start-up name, keep counting after a rollback.
+        kept = self.registry.register(artifacts, metrics={"served_as": self.model_version},
+                                      label_keys=memory.keys, label_values=memory.labels,
                                       parent_id=None, kind="startup",
                                       notes="the model that served before the first promotion")
         self.registry.promote(kept.id, force=True, reason="kept so that a rollback can return to it")
 
     # -- calibration --------------------------------------------------------------------------------------
 
-    def _recalibrate(self, version: str, kind: str, heldout_scores: np.ndarray, heldout_correct: np.ndarray) -> None:
-        """Rebuilds the serving policy of ``version`` from its held-out set and stored audit labels.
+    def _recalibrate(
+        self, version: str, held: HeldOut | None, *, kind: str = "margin",
+        pooled: tuple[np.ndarray, np.ndarray] | None = None, also: tuple[str, ...] = (),
+    ) -> None:
+        """Rebuilds the serving policy (and outlier gate) of ``version`` from its held-out set and audit labels.
 
-        Call holding ``_lock`` (with the model swap): a label stored meanwhile is either read here or, once this
-        state serves, applied on top of it, never lost or counted twice.
+        ``held``: per held-out ask its score, verdict, predicted label and novelty — a per-group (Mondrian)
+        policy and a calibrated gate. None: ``pooled`` (scores, verdicts) of a version stored before groups, or
+        nothing — one pooled policy, no gate. ``also``: other names the version served under (audit labels given
+        then count). Call holding ``_lock`` (with the model swap): a label stored meanwhile is either read here or,
+        once this state serves, applied on top of it, never lost or counted twice.
         """
+        self._refresh_families()
+        kind = held.kind if held is not None else kind
         try:
-            found = audit_verdicts(self.db, version, kind)
+            found = audit_verdicts(self.db, (version, *also), kind, self.group_of)
         except SQLAlchemyError as exc:  # a database not migrated yet: no audit labels to read
             log.warning("audit labels unavailable (%s); calibrating on the held-out set only", exc)
             found = []
-        state = Calibration(version, kind, np.asarray(heldout_scores, dtype=np.float64).ravel(),
-                            np.asarray(heldout_correct, dtype=bool).ravel(),
-                            {v.ask_id: (v.score, v.correct) for v in found})
-        policy = state.fit(self.settings.alpha, self.settings.calibration_min_labels)
+        verdicts = {v.ask_id: (v.score, v.correct, v.group) for v in found}
+        gate: OutlierGate | None = None
+        if held is not None:
+            gate = OutlierGate(self.settings.outlier_rate)
+            # A new ask of a known class is flagged with probability ≤ the rate (asks about classes their model
+            # never learnt only raise the threshold: conservative).
+            gate.calibrate(held.novelty)
+            known = held.known_only()  # the known-class error is calibrated on asks about learnt classes only
+            flagged = gate.flags(known.novelty)
+            groups = tuple(UNKNOWN_GROUP if f else self.group_of(p)
+                           for f, p in zip(flagged.tolist(), known.predicted, strict=True))
+            state = Calibration(version, kind, known.scores, known.correct, groups, verdicts)
+        else:
+            scores, correct = pooled if pooled is not None else (np.zeros(0), np.zeros(0, dtype=bool))
+            state = Calibration(version, kind, np.asarray(scores, dtype=np.float64).ravel(),
+                                np.asarray(correct, dtype=bool).ravel(), None, verdicts)
+        fitted = state.fit(self._params())
+        policy = fitted.policy
         previous = self._calibration
-        self._calibration = Calibration(state.version, state.kind, state.heldout_scores, state.heldout_correct,
-                                        state.verdicts, policy)
-        if policy is not None and (state.heldout_scores.size or replaceable(self.policy, previous)):
+        self._calibration = fitted
+        self.gate = gate
+        if policy is not None and (state.heldout_scores.size or state.grouped or replaceable(self.policy, previous)):
             self.policy = policy
         elif policy is None and previous.policy is not None and self.policy is previous.policy:
             # Calibrated for another model version: its threshold says nothing about this one.
@@ -371,7 +468,8 @@ class ServingModel:
                     return None
                 correct = label is not None and same_label(row.predicted_label, label)
                 row.audit_correct = correct
-                verdict = AuditVerdict(row.id, row.model_version, float(row.policy_score), row.score_kind, correct)
+                verdict = AuditVerdict(row.id, row.model_version, float(row.policy_score), row.score_kind, correct,
+                                       ask_group(row.result, row.predicted_label, self.group_of))
             self._apply_verdict(verdict)
             return verdict
         except Exception:  # noqa: BLE001 - the label is stored already; the next rebuild reads the verdict
@@ -380,11 +478,11 @@ class ServingModel:
 
     def _apply_verdict(self, verdict: AuditVerdict) -> None:
         """Refits off the lock (asks keep being answered), then swaps in if nothing changed meanwhile."""
-        alpha, min_labels = self.settings.alpha, self.settings.calibration_min_labels
+        params = self._params()
         for _ in range(3):
             with self._lock:
                 state, current = self._calibration, self.policy
-            new = state.with_verdict(verdict, alpha, min_labels)
+            new = state.with_verdict(verdict, params)
             if new is None:
                 return
             with self._lock:
@@ -393,7 +491,7 @@ class ServingModel:
                     return
         with self._lock:  # contended: refit under the lock so the verdict is never dropped
             state, current = self._calibration, self.policy
-            new = state.with_verdict(verdict, alpha, min_labels)
+            new = state.with_verdict(verdict, params)
             if new is not None:
                 self._install(state, current, new)
 

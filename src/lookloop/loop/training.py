@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,9 +15,11 @@ import numpy as np
 
 from lookloop.errors import BadInput
 from lookloop.jobs import JobContext
+from lookloop.loop.crossfit import HeldOut, crossfit, fit_identify_model, fold_of, held_out_predictions
 from lookloop.loop.finetune import FinetuneConfig, export_finetuned, finetune_backbone
 from lookloop.loop.learner import IdentifyModel, train_identify_head
-from lookloop.loop.policies import ConformalPolicy, confidence_scores
+from lookloop.loop.openset import OutlierGate
+from lookloop.loop.policies import UNKNOWN_GROUP, MondrianPolicy
 from lookloop.loop.registry import GateRefused, ModelArtifacts, ModelVersion, serving_embedder
 from lookloop.loop.serving import ServingModel
 from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
@@ -67,28 +71,118 @@ def training_set(
     return ts, len(keys) - len(keep)
 
 
-def _metrics(model: IdentifyModel, x: np.ndarray, labels: list[str], alpha: float) -> tuple[dict[str, Any],
-                                                                                             np.ndarray, np.ndarray]:
-    if not labels:
-        return {"heldout": 0}, np.zeros(0), np.zeros(0, dtype=bool)
-    preds = model.predict(x)
-    top = confidence_scores(np.stack([p.probs for p in preds]))
-    right = np.array([p.top[0] == y for p, y in zip(preds, labels, strict=True)])
-    policy = ConformalPolicy(alpha)
-    policy.calibrate(top, right)
-    answered = top >= policy.threshold
-    return (
-        {
-            "accuracy": float(right.mean()),
-            "heldout": len(labels),
-            "threshold": policy.threshold,
-            # In-sample on the calibration slice: indicative only, the bench measures it out of sample.
-            "coverage": float(answered.mean()),
-            "auto_error": float((~right[answered]).mean()) if answered.any() else 0.0,
-        },
-        top,
-        right,
-    )
+@dataclass(frozen=True)
+class GateFigures:
+    """How the per-group policy and the outlier gate are calibrated on held-out asks (for the figures)."""
+
+    alpha: float
+    delta: float
+    outlier_rate: float
+    group_of: Callable[[str], str]
+
+    def calibrate(self, held: HeldOut) -> tuple[OutlierGate, MondrianPolicy]:
+        """As serving calibrates: the gate on every ask's novelty, the policy on asks about learnt classes."""
+        gate = OutlierGate(self.outlier_rate)
+        gate.calibrate(held.novelty)
+        known = held.known_only()
+        policy = MondrianPolicy(self.alpha, self.delta, score=held.kind)
+        policy.calibrate(known.scores, known.correct, self.groups(known, gate))
+        return gate, policy
+
+    def groups(self, held: HeldOut, gate: OutlierGate) -> list[str]:
+        flagged = gate.flags(held.novelty)
+        return [UNKNOWN_GROUP if f else self.group_of(p) for f, p in zip(flagged.tolist(), held.predicted,
+                                                                          strict=True)]
+
+    def answered(self, held: HeldOut, gate: OutlierGate, policy: MondrianPolicy) -> tuple[np.ndarray, list[str]]:
+        groups = self.groups(held, gate)
+        thresholds = np.array([policy.threshold_for(g) for g in groups], dtype=np.float64)
+        ok = (held.scores >= thresholds) & np.array([g != UNKNOWN_GROUP for g in groups], dtype=bool)
+        return ok, groups
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def _out_of_sample(held: HeldOut, fold: np.ndarray, figures: GateFigures) -> dict[str, Any]:
+    """Two-fold cross-conformal: each half decided by the policy and gate calibrated on the other half.
+
+    In-sample figures would flatter the candidate (its thresholds were chosen on those very asks).
+    """
+    asks: Counter[str] = Counter()
+    answered: Counter[str] = Counter()
+    wrong: Counter[str] = Counter()
+    flagged = 0
+    for f in (0, 1):
+        cal, test = held.take(np.flatnonzero(fold != f)), held.take(np.flatnonzero((fold == f) & held.known))
+        if not len(test):
+            continue
+        gate, policy = figures.calibrate(cal)
+        ok, groups = figures.answered(test, gate, policy)
+        flagged += int(gate.flags(test.novelty).sum())
+        for g, a, right in zip(groups, ok.tolist(), test.correct.tolist(), strict=True):
+            asks[g] += 1
+            answered[g] += a
+            wrong[g] += a and not right
+    n, n_answered, n_wrong = sum(asks.values()), sum(answered.values()), sum(wrong.values())
+    return {
+        "coverage": _ratio(n_answered, n) or 0.0,
+        "auto_error": _ratio(n_wrong, n_answered) or 0.0,
+        "known_error": _ratio(n_wrong, n_answered),
+        "known_answered": n_answered,
+        "known_flagged": _ratio(flagged, n),  # the gate's false escalations
+        "group_error": {g: {"asks": asks[g], "answered": answered[g], "error": _ratio(wrong[g], answered[g])}
+                        for g in sorted(asks) if g != UNKNOWN_GROUP},
+    }
+
+
+def _unknown_detection(ts: TrainingSet, x: np.ndarray, figures: GateFigures, gate: OutlierGate,
+                       policy: MondrianPolicy, share: float = 0.1) -> dict[str, Any]:
+    """Leave classes out: a model that never learnt a seeded draw of the classes, and the candidate's own gate
+    and thresholds; the share of the left-out classes' photos flagged as unknown, and the share answered."""
+    classes = sorted(set(ts.labels))
+    k = max(1, round(len(classes) * share))
+    if len(classes) - k < 2:
+        return {}
+    out = {str(c) for c in np.random.default_rng(0).choice(classes, size=k, replace=False)}
+    known = [i for i in range(len(ts.keys)) if ts.labels[i] not in out]
+    novel = [i for i in range(len(ts.keys)) if ts.labels[i] in out and not ts.keys[i].startswith("catalog:")]
+    if not novel:
+        return {}
+    model = fit_identify_model(x[known], [ts.labels[i] for i in known], [ts.keys[i] for i in known])
+    asks = held_out_predictions(model, x[novel], [ts.labels[i] for i in novel])
+    answered, _ = figures.answered(asks, gate, policy)
+    return {
+        "unknown_detection": round(float(gate.flags(asks.novelty).mean()), 4),
+        "unknown_auto_answer_rate": round(float(answered.mean()), 4),
+        "unknown_asks": len(novel),
+        "unknown_classes": sorted(out),
+        "unknown_gate_active": bool(np.isfinite(gate.threshold)),
+    }
+
+
+def _metrics(model: IdentifyModel, ts: TrainingSet, x: np.ndarray, figures: GateFigures,
+             calibration: HeldOut) -> dict[str, Any]:
+    """Held-out accuracy (comparable between versions) and, on the cross-fitted calibration set, the per-group
+    policy and gate: their out-of-sample error and coverage, and how they treat classes never learnt."""
+    held_rows = ts.rows(True)
+    metrics: dict[str, Any] = {"heldout": len(held_rows), "calibration_labels": len(calibration)}
+    if held_rows:
+        held = held_out_predictions(model, x[held_rows], [ts.labels[i] for i in held_rows])
+        metrics["accuracy"] = float(held.correct.mean())
+    if not len(calibration):
+        return metrics
+    gate, policy = figures.calibrate(calibration)
+    scored = [i for i, key in enumerate(ts.keys) if not key.startswith("catalog:")]  # the rows crossfit scores
+    fold = fold_of([ts.paths[i] for i in scored], x[scored], folds=2)
+    metrics.update({
+        "policy": policy.describe(),
+        "gate": gate.describe(),
+        **_out_of_sample(calibration, fold, figures),
+        **_unknown_detection(ts, x, figures, gate, policy),
+    })
+    return metrics
 
 
 def _serving_accuracy(serving: ServingModel, ts: TrainingSet) -> float | None:
@@ -108,16 +202,22 @@ def _serving_accuracy(serving: ServingModel, ts: TrainingSet) -> float | None:
 
 def _fit_and_register(
     serving: ServingModel, ts: TrainingSet, x: np.ndarray, embedder_version: str, *, variant: str, kind: str,
-    parent: str | None, backbone: Path | None, serving_acc: float | None, alpha: float, extra: dict[str, Any],
+    parent: str | None, backbone: Path | None, serving_acc: float | None, figures: GateFigures,
+    extra: dict[str, Any],
 ) -> ModelVersion:
-    train, held = ts.rows(False), ts.rows(True)
+    train = ts.rows(False)
     y = [ts.labels[i] for i in train]
     if len(set(y)) < 2:
         raise BadInput("training needs labels of at least two products outside the held-out slice")
     head = train_identify_head(x[train], y)
     model = IdentifyModel(x.shape[1], head=head)
     model.learn(x[train], y, [ts.keys[i] for i in train])
-    metrics, top, right = _metrics(model, x[held], [ts.labels[i] for i in held], alpha)
+    # Calibrated like the start-up model: cross-fitted over every labelled photo, bursts kept whole (a hash
+    # split would put near-duplicates on both sides and flatter the certificate). Cached: a head-only version
+    # on the start-up model's labels reuses the start-up calibration.
+    calibration = crossfit(x, ts.labels, ts.keys, ts.paths, embedder_version=embedder_version,
+                           cache_dir=serving.settings.model_cache_dir)
+    metrics = _metrics(model, ts, x, figures, calibration)
     if serving_acc is not None:
         metrics["serving_accuracy"] = serving_acc
     metrics.update(extra)
@@ -125,7 +225,10 @@ def _fit_and_register(
         head=head, embedder_version=embedder_version,
         # Serving recalls every label, held-out ones included (instant learning must not regress).
         memory_x=x, memory_labels=list(ts.labels), memory_keys=list(ts.keys),
-        calibration_scores=top, calibration_correct=right, backbone_onnx=backbone, variant=variant,
+        calibration_scores=calibration.scores, calibration_correct=calibration.correct,
+        calibration_score=calibration.kind, calibration_predicted=calibration.predicted,
+        calibration_novelty=calibration.novelty, calibration_known=calibration.known, backbone_onnx=backbone,
+        variant=variant,
     )
     return serving.registry.register(
         artifacts, metrics=metrics, label_keys=[ts.keys[i] for i in train], label_values=y, parent_id=parent,
@@ -156,7 +259,8 @@ def train_versions(
     if len(set(ts.labels)) < 2:
         raise BadInput("nothing to train on: import a catalogue or label some asks first")
     report = TrainReport(excluded=excluded)
-    alpha = serving.settings.alpha
+    settings = serving.settings
+    figures = GateFigures(settings.alpha, settings.delta, settings.outlier_rate, serving.group_of)
     parent = serving.registry.current_id()
     serving_acc = _serving_accuracy(serving, ts)
     variant = serving.settings.embedder
@@ -166,7 +270,7 @@ def train_versions(
     if progress:
         progress("training the head", 0, 1)
     v1 = _fit_and_register(serving, ts, x, emb.version, variant=variant, kind="head", parent=parent, backbone=None,
-                           serving_acc=serving_acc, alpha=alpha, extra=dict(tag or {}))
+                           serving_acc=serving_acc, figures=figures, extra=dict(tag or {}))
     report.versions.append(v1)
     if finetune:
 
@@ -181,7 +285,7 @@ def train_versions(
             x2 = embed_paths(ft_cache, ft, ts.paths, progress=progress, what="embedding with the tuned backbone")
             v2 = _fit_and_register(
                 serving, ts, x2, ft.version, variant=cfg.variant, kind="finetune", parent=v1.id, backbone=onnx,
-                serving_acc=serving_acc, alpha=alpha,
+                serving_acc=serving_acc, figures=figures,
                 extra={"finetune_seconds": round(result.train_seconds, 1), "finetune_epochs": result.epochs_run,
                        **(tag or {})},
             )

@@ -151,6 +151,7 @@ function render(data) {
   stackedBars($("chart-labels"), pts, m.bucket);
   confusion($("chart-confusion"), m.confusion);
   perClass($("per-class"), m.confusion);
+  groups($("groups"), m.groups || []);
   reviewers($("reviewers"), data.reviewers || []);
   models($("models"), data.models);
 }
@@ -237,6 +238,31 @@ function perClass(el, c) {
     cells: [[x.label], [cellOfN(pct(x.recall), x.support), "num"], [cellOfN(pct(x.precision), x.guessed), "num"]],
   }));
   table(el, [["class"], ["recall (of labelled)", "num"], ["precision (of guessed)", "num"]], rows);
+}
+
+/** Per group: coverage, escalation, the error measured on audit labels, and what the policy certifies there. */
+function groups(el, list) {
+  if (!list.length) {
+    table(el, [["No ask about a product decided per group yet, and no per-group policy serves."]], []);
+    return;
+  }
+  const rows = list.map((g) => {
+    const certified = isNum(g.bound);
+    const promise = document.createElement("span");
+    promise.className = certified ? "certified" : g.group === "unknown" ? "muted" : "no-guarantee";
+    promise.textContent = g.guarantee || (certified ? `error ≤ ${pct(g.bound)}` : "–");
+    if (g.group !== "unknown") promise.title = `calibrated on ${num(g.calibration_labels || 0)} labels of this group`;
+    return {
+      className: certified ? "" : "uncertified",
+      cells: [[g.group], [num(g.asks), "num"], [g.asks ? cellOfN(pct(g.coverage), g.asks) : "–", "num"],
+        [g.asks ? pct(g.escalation_rate) : "–", "num"],
+        [g.audit_answered ? cellOfN(pct(g.error), g.audit_answered) : "– (no audit labels)", "num"],
+        [g.group === "unknown" ? "–" : num(g.calibration_labels || 0), "num"], [promise]],
+    };
+  });
+  const body = table(el, [["group"], ["asks", "num"], ["coverage", "num"], ["escalation", "num"],
+    ["error (audit labels)", "num"], ["calibration labels", "num"], ["guarantee"]], rows);
+  body.querySelectorAll("tr").forEach((tr, i) => { tr.dataset.group = list[i].group; });
 }
 
 function reviewers(el, list) {
@@ -369,7 +395,13 @@ function loopPolicy(box, data) {
   }
   if (isNum(p.alpha)) fact(box, "alpha", "target error α", pctFine(p.alpha));
   if (p.calibration_labels !== undefined) fact(box, "calibration", "calibration labels", num(p.calibration_labels));
-  if (isNum(p.threshold) && p.threshold > 1 && isNum(p.alpha)) {
+  if (p.guarantees) {
+    // Per group (Mondrian): each group has its own threshold and bound; the table says which.
+    const all = Object.values(p.guarantees).filter((g) => g.group !== "unknown");
+    const held = all.filter((g) => isNum(g.bound)).length;
+    fact(box, "bound", "auto-answer error", `certified in ${held} of ${all.length} groups (see Guarantees per group)`,
+      "Clopper–Pearson upper bound per group, from that group's calibration labels");
+  } else if (isNum(p.threshold) && p.threshold > 1 && isNum(p.alpha)) {
     fact(box, "bound", "auto-answer error", "not certified yet (too few calibration labels)");
   } else if (isNum(p.error_upper_bound)) {
     const conf = isNum(p.delta) ? ` with ${pctFine(1 - p.delta)} confidence` : "";
@@ -383,6 +415,11 @@ function loopPolicy(box, data) {
     const text = Array.isArray(audit) ? num(audit.length)
       : typeof audit === "object" ? Object.entries(audit).map(([k, v]) => `${k} ${num(v)}`).join(" · ") : num(audit);
     fact(box, "audit", "audit labels", text);
+  }
+  if (data.gate) {
+    const g = data.gate;
+    fact(box, "gate", "outlier gate", g.active ? `flags novelty > ${plain(g.threshold)} (false escalations ≤ ${pctFine(g.rate)})`
+      : g.note || "inactive", "Asks unlike anything learnt escalate as unknown");
   }
   const serving = data.serving || data.model_version;
   if (serving) fact(box, "serving", "serving", short(String(serving), 42));

@@ -44,7 +44,9 @@ Top = Annotated[int, Query(ge=2, le=40, description="Classes shown in the confus
 
 
 def _metrics(system: Lookloop, since: str | None, until: str | None, bucket: str, top: int) -> MetricsOut:
-    return MetricsOut.model_validate(metrics_between(system.db, since, until, bucket=bucket, top_classes=top).to_dict())
+    figures = metrics_between(system.db, since, until, bucket=bucket, top_classes=top,
+                              guarantees=system.serving.guarantees())
+    return MetricsOut.model_validate(figures.to_dict())
 
 
 def _reviewers(system: Lookloop) -> list[dict[str, Any]]:
@@ -60,7 +62,8 @@ def _models(system: Lookloop, done: str | None = None) -> ModelsOut:
 
 
 @router.get("/metrics", response_model=MetricsOut, responses=_ERRORS,
-            summary="Accuracy, coverage, escalation, human answer time and labels spent over time")
+            summary="Accuracy, coverage, escalation, human answer time and labels spent over time; per-group "
+            "error, coverage, escalation and guarantee")
 def metrics(system: System, _: Operator, since: Since = None, until: Until = None, bucket: Bucket = "auto",
             top: Top = 12) -> MetricsOut:
     return _metrics(system, since, until, bucket, top)

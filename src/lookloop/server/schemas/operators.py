@@ -54,6 +54,27 @@ class ConfusionOut(BaseModel):
     total: int
 
 
+class GroupOut(BaseModel):
+    group: str = Field(description="The family of the predicted item (Fruit, Vegetables, Packages, other), or "
+                       "'unknown': asks the outlier gate found unlike anything learnt.")
+    asks: int = Field(description="Identify asks decided in this group in the window.")
+    answered: int
+    escalated: int
+    coverage: float | None = Field(description="Share of the group's asks answered without a person.")
+    escalation_rate: float | None
+    audit_answered: int = Field(description="Labelled audit asks (random spot checks) the AI answered: what the "
+                                "error rests on.")
+    audit_wrong: int
+    error: float | None = Field(description="Auto-answer error measured on audit labels.")
+    bound: float | None = Field(description="The certified auto-answer error bound of the serving policy in this "
+                                "group; null: no guarantee yet.")
+    calibration_labels: int = Field(default=0, description="Labels of the group the policy is calibrated on "
+                                    "(cross-fitted labelled photos and audit labels): what the bound rests on.")
+    labels_to_go: int | None = Field(description="Audit labels still needed before a certificate can exist (at "
+                                     "least this many, if every one is a right answer); 0: it has one.")
+    guarantee: str = Field(description="The same in words, e.g. 'no guarantee yet: 12 audit labels to go'.")
+
+
 class MetricsOut(BaseModel):
     since: dt.datetime
     until: dt.datetime
@@ -61,6 +82,7 @@ class MetricsOut(BaseModel):
     points: list[PointOut]
     totals: PointOut
     confusion: ConfusionOut
+    groups: list[GroupOut] = Field(default_factory=list, description="Per group, over identify asks.")
 
 
 class ModelVersionOut(BaseModel):
