@@ -13,6 +13,7 @@ Each rule raises the error the API has always answered with:
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Annotated, Protocol
 
@@ -94,6 +95,13 @@ class Access:
         if roles and not principal.allows(*roles):
             raise Forbidden(f"this stream needs the role {' or '.join(roles)}")
         return principal
+
+    def metrics_reader(self, token: str | None, principal: Callable[[str], Principal]) -> None:
+        """Who may read /metrics: the configured metrics token (a scraper), or an operator; never anonymous."""
+        configured = self.settings.metrics_token
+        if token and configured and hmac.compare_digest(token.encode(), configured.encode()):
+            return
+        self.role(principal(token) if token else None, ("operator",))
 
     # -- asks ---------------------------------------------------------------------------------------------
 
