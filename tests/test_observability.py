@@ -145,9 +145,30 @@ def test_figures_of_several_workers_add_up(tmp_path: Path) -> None:
 
 
 def test_prepare_multiprocess_starts_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(telemetry.MULTIPROC_ENV, raising=False)
+    monkeypatch.setenv(telemetry.MULTIPROC_ENV, "")  # restored (unset) after the test, whatever sets it
     directory = tmp_path / "prom"
     directory.mkdir()
     (directory / "counter_123.db").write_bytes(b"old")
     telemetry.prepare_multiprocess(directory)
     assert os.environ[telemetry.MULTIPROC_ENV] == str(directory) and not any(directory.iterdir())
+
+
+def test_jobs_run_by_the_queue_are_timed(tmp_path: Path) -> None:
+    from lookloop.jobs import InProcessJobs
+    from lookloop.store.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db.migrate()
+    jobs = InProcessJobs(db)
+    jobs.register("test.ok", lambda ctx: {"fine": True})
+    jobs.register("test.bad", lambda ctx: 1 / 0)
+    count = ("lookloop_job_seconds_count", (("job", "test.ok"),))
+    failed = ("lookloop_job_failures_total", (("job", "test.bad"),))
+    before = samples(telemetry.render().decode())
+    jobs.defer("test.ok", key="ok-1")
+    jobs.defer("test.bad", key="bad-1")
+    assert jobs.flush(timeout=60)
+    after = samples(telemetry.render().decode())
+    assert after[count] == before.get(count, 0.0) + 1
+    assert after[failed] >= before.get(failed, 0.0) + 1
+    db.dispose()
