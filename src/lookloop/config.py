@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     vision_api_key: str = Field(default="", description="Bearer key of the vision backend; empty: chat_api_key.")
     backend_timeout_s: float = 20.0
 
+    # Observability
+    metrics_token: str = Field(
+        default="", description="A bearer token that may read /metrics (a Prometheus scraper); operators always "
+        "may. Empty: operators only.")
+    worker_id: str = Field(default="", description="This process's name in /metrics; empty: host:pid.")
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies(cls, value: Any) -> Any:

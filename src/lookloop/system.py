@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from lookloop import telemetry
 from lookloop.catalog import Catalogue, LabelledImage
 from lookloop.config import Settings
-from lookloop.domain import AskRecord, CatalogItem, PolicyDecision
+from lookloop.domain import AskRecord, CatalogItem, Decision, PolicyDecision
 from lookloop.exports.service import EXPORT_JOB, Exports
 from lookloop.humans.accounts import Accounts
 from lookloop.humans.feedback import FeedbackService
@@ -26,7 +27,7 @@ from lookloop.humans.queue import QueueItem, ReviewQueue
 from lookloop.humans.runtime import Humans
 from lookloop.humans.trust import ReviewerTrust
 from lookloop.jobs import JobQueue, job_queue
-from lookloop.loop.asking import AskService, Hooks
+from lookloop.loop.asking import After, AskService, Hooks
 from lookloop.loop.calibration import AuditVerdict
 from lookloop.loop.labels import LabelService
 from lookloop.loop.learner import IdentifyModel
@@ -173,6 +174,11 @@ class _SkillSet:
         return sorted(self())
 
 
+def _observe(record: AskRecord) -> None:
+    telemetry.observe_ask(record.answer.skill, (record.latency_ms or 0.0) / 1000.0,
+                          escalated=record.answer.decision == Decision.ESCALATE)
+
+
 LEARN_CHANNEL = "lookloop_learn"  # labels, audit verdicts, promotions and rollbacks: other workers reload them
 
 
@@ -224,6 +230,7 @@ def build_system(settings: Settings, *, db: Database | None = None, bus: EventBu
                      stalled_after_s=settings.job_stalled_after_s)
     bus = bus or event_bus(db.engine)
     hooks = Hooks()
+    hooks.asked.append(_observe)  # /metrics: latency by skill and escalations
     frames = FrameStore(settings.frames_dir)
     privacy = FramePrivacy(settings, db, frames, jobs=jobs)
     consent = ConsentService(db)
@@ -422,9 +429,9 @@ class Lookloop:
 
     def ask(self, question: str, image: bytes | None, *, device_id: str = "anonymous",
             idempotency_key: idempotency.Key | None = None, skill: str | None = None,
-            request: idempotency.Request | None = None) -> AskRecord:
+            request: idempotency.Request | None = None, after: After | None = None) -> AskRecord:
         return self.asks.ask(question, image, device_id=device_id, idempotency_key=idempotency_key, skill=skill,
-                             request=request)
+                             request=request, after=after)
 
     def replayed(self, request: idempotency.Request) -> AskRecord | None:
         """The ask already stored for a keyed request (a resent voice ask), else None."""

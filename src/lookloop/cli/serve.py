@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from lookloop import telemetry
 from lookloop.catalog import GroceryDataset
 from lookloop.cli._shared import Lookloop, console, err_console, fail, open_system, open_system_models
 from lookloop.config import get_settings
@@ -116,6 +118,9 @@ def serve(
     system.db.dispose()
     del system
     console.print(f"  {workers} API worker processes; background jobs run in `lookloop worker` processes")
+    # /metrics of any worker adds up every worker's figures (the workers inherit the directory's name).
+    telemetry.prepare_multiprocess(Path(os.environ.get(telemetry.MULTIPROC_ENV) or
+                                        settings.resolved_var_dir / "prometheus"))
     uvicorn.run("lookloop.server.app:create_app", factory=True, workers=workers, host=h, port=p,
                 **server_options())
 

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from lookloop import telemetry
 from lookloop.domain import as_utc, utcnow
 from lookloop.errors import BadInput, LookloopError, NotFound
 from lookloop.jobs.tables import JobRow
@@ -248,10 +249,13 @@ class JobQueue:
             row.worker = worker
             row.started_at = row.started_at or utcnow()
             args = dict(row.args or {})
+            name = row.task
         ctx = JobContext(job_id, attempt, self._report(job_id))
+        started = time.perf_counter()
         try:
             result = task.fn(ctx, **args)
         except Exception as exc:  # noqa: BLE001 - recorded on the job; retried unless it is bad input
+            telemetry.observe_job(name, time.perf_counter() - started, failed=True)
             final = isinstance(exc, LookloopError) or attempt >= task.max_attempts
             message = exc.message if isinstance(exc, LookloopError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, LookloopError):
@@ -264,6 +268,7 @@ class JobQueue:
                     if final:
                         row.finished_at = utcnow()
             return _Outcome.FAILED if final else _Outcome.RETRY
+        telemetry.observe_job(name, time.perf_counter() - started)
         with self.db.session() as s:
             row = s.get(JobRow, job_id)
             if row is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from lookloop.domain import (
     without_human_review,
 )
 from lookloop.errors import BadInput, NotFound
-from lookloop.imaging import decode_image
+from lookloop.imaging import MAX_FRAME_SIDE, decode_image
 from lookloop.loop.calibration import draw_audit, score_kind
 from lookloop.loop.policies import UNKNOWN_GROUP, confidence_score
 from lookloop.loop.serving import ServingModel
@@ -43,6 +44,24 @@ from lookloop.store.tables import AskRow, LabelRow, new_id
 
 # What the wearer hears about a frame unlike anything learnt: no product name, no price.
 UNKNOWN_TEXT = "I don't know this one — asking a helper."
+
+After = Callable[[Callable[[], None]], None]
+"""Takes work that may run once the reply has gone (``AskService.ask``'s ``after``)."""
+
+
+def _logged(fn: Callable[[], None], ask_id: str) -> Callable[[], None]:
+    """``fn``, logging a failure instead of raising it: nobody is waiting for it any more."""
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - the ask is stored and answered; its follow-up is best effort
+            log.exception("follow-up of ask %s failed", ask_id)
+
+    return run
+
+
+log = logging.getLogger("lookloop.asking")
 
 # Sealing the upload is disk-bound (fsync): a small pool lets it overlap the model's forward pass.
 _STORE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookloop-store")
@@ -158,19 +177,25 @@ class AskService:
         idempotency_key: idempotency.Key | None = None,
         skill: str | None = None,
         request: idempotency.Request | None = None,
+        after: After | None = None,
     ) -> AskRecord:
         """Answers an ask, stores the episode, and escalates it when the policy is not sure.
 
         With ``idempotency_key`` (the caller's key) a resent ask is answered once: the same request gets the
         stored ask back, another request under the same key is refused. ``request`` replaces the keyed
         request made from the question, the frame and the skill (a voice ask keys the clip it heard).
+
+        ``after``: what runs once the answer is stored but need not hold back the reply (the subscribers'
+        hooks, queueing the frame's redaction) is handed to it, e.g. to run after the HTTP response is sent;
+        without it, that work runs before this returns.
         """
         start = time.perf_counter()
         q = self.validate_question(question)
         if request is None:
             request = self.request(q, image, device_id=device_id, skill=skill, key=idempotency_key)
-        return idempotency.once(self.db, request, lambda: self._ask(q, image, device_id, skill, request, start),
-                                self.get)
+        return idempotency.once(
+            self.db, request, lambda: self._ask(q, image, device_id, skill, request, start, after), self.get
+        )
 
     @staticmethod
     def request(
@@ -188,24 +213,28 @@ class AskService:
 
     def _ask(
         self, q: str, image: bytes | None, device_id: str, skill: str | None, request: idempotency.Request,
-        start: float,
+        start: float, after: After | None,
     ) -> AskRecord:
-        frame = (
-            decode_image(image, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
-            if image is not None
-            else None
-        )
+        # Before the reply: decode, the skill (embed, head, policy for identify) and one durable write.
         skills = self._skills()
-        name = skill or self._route(q, frame is not None)
+        name = skill or self._route(q, image is not None)
         if name is None and self._dictating(device_id):
             name = "notes"  # a sentence said while taking notes is dictation: it stays with the wearer
         if name is None:
             name = HandToHuman.name  # out of scope: a person answers rather than a wrong skill
-        if name not in skills:
+        chosen = skills.get(name)
+        if chosen is None:
             raise BadInput(f"unknown skill {name!r}; available: {', '.join(sorted(skills))}")
+        # Decoded once, no larger than the skill reads (a JPEG at a reduced scale straight from its DCT).
+        side = chosen.frame_side if isinstance(chosen, IdentifySkill) else MAX_FRAME_SIDE
+        frame = (
+            decode_image(image, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
+                         max_side=side)
+            if image is not None
+            else None
+        )
         if name == "identify":
             self.serving.sync()
-        chosen = skills[name]
         if chosen.needs_frame and frame is None:
             raise BadInput(f"the {name} skill needs an image: send one with the question")
         ask = Ask(question=q, frame=frame, device_id=device_id)
@@ -227,9 +256,7 @@ class AskService:
             and draw_audit(self._audit_rng, self.settings.audit_rate)
         )
         if stored is not None:
-            frame_sha = stored.result()
-            if frame_sha is not None and (escalated or audit):
-                self.frames.redact_soon(frame_sha)  # a person will look at it
+            frame_sha = stored.result()  # sealed while the skill ran: the ask never points at a missing frame
         elif frame is not None and fid is not None:
             frame_sha = self.frames.store(frame, frame_id=fid, wearer_id=wearer_id, consent=consent,
                                           needs_human=escalated or audit)
@@ -264,11 +291,23 @@ class AskService:
             s.add(row)
             request.claim(s, row.id)  # the episode and its receipt commit together
         record = record_of(row)
-        for asked in self.hooks.asked:
-            asked(record)
-        if escalated:
-            for hook in self.hooks.escalated:
-                hook(record)
+        redact = stored is not None and frame_sha is not None and (escalated or audit)
+
+        def follow_up() -> None:
+            # After the reply: a person will look at the frame, so its redaction goes ahead of the others;
+            # then the subscribers (the review queue, the live hub, feedback, figures).
+            if redact and frame_sha is not None:
+                self.frames.redact_soon(frame_sha)
+            for asked in self.hooks.asked:
+                asked(record)
+            if escalated:
+                for hook in self.hooks.escalated:
+                    hook(record)
+
+        if after is None:
+            follow_up()
+        else:
+            after(_logged(follow_up, record.id))
         return record
 
     def _answer(self, skill: Skill, ask: Ask) -> tuple[Answer, _Scored | None]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +19,7 @@ from lookloop.errors import NotConfigured
 from lookloop.loop.openset import novelty_scores
 from lookloop.store.files import open_private
 
+log = logging.getLogger("lookloop.learner")
 
 @dataclass(frozen=True)
 class LinearHead:
@@ -46,64 +50,339 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
-class ExampleMemory:
-    """Labelled embeddings, keyed by a source id so that they can be removed again (delete-my-data)."""
+# Example memory search: an exact scan below EXACT_BELOW live examples; above, candidates from an HNSW graph in
+# a GRAPH_DIM-dimensional PCA space, re-ranked exactly. New examples are scanned exactly until MERGE_EVERY of
+# them are merged into the graph. GRAPH_* are faiss's HNSW parameters; recall@1 against the exact scan is
+# checked in tests/test_example_memory.py.
+EXACT_BELOW = 4096
+MERGE_EVERY = 1024
+GRAPH_DIM = 128
+GRAPH_M = 16
+GRAPH_EF_CONSTRUCTION = 40
+GRAPH_EF_SEARCH = 64
+GRAPH_CANDIDATES = 32
+PCA_SAMPLE = 20_000
 
-    def __init__(self, dim: int) -> None:
+
+def _faiss() -> Any:
+    """faiss, imported on first use: only a memory that outgrows the exact scan needs the native library."""
+    import faiss
+
+    return faiss
+
+
+class _Graph:
+    """An HNSW graph over the memory's rows below ``upto`` (those alive when it was built), in a PCA space.
+
+    Immutable once published, except that a removed row's point is zeroed in place: searches running on it
+    meanwhile see either the old point or zeros, and both are filtered out by the tombstones anyway.
+    """
+
+    def __init__(self, index: Any, mean: np.ndarray, components: np.ndarray, rows: np.ndarray, upto: int,
+                 fitted_on: int) -> None:
+        self.index = index
+        self.mean = mean
+        self.components = components  # (graph dim, dim)
+        self.rows = rows  # the memory row of each graph point, increasing
+        self.upto = upto
+        self.fitted_on = fitted_on  # live rows when the projection was fitted: refitted once they double
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((x - self.mean) @ self.components.T, dtype=np.float32)
+
+    def search(self, q: np.ndarray, k: int) -> np.ndarray:
+        """Memory rows of up to ``k`` approximate neighbours per query row (-1 where fewer)."""
+        faiss = _faiss()
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(GRAPH_EF_SEARCH, k)
+        _, ids = self.index.search(self.project(q), min(k, len(self.rows)), params=params)
+        return np.where(ids >= 0, self.rows[np.maximum(ids, 0)], -1)
+
+    def erase(self, rows: np.ndarray) -> None:
+        """Zeroes the points of removed rows (their projected data leaves the graph at once)."""
+        faiss = _faiss()
+        at = np.searchsorted(self.rows, rows)
+        at = at[(at < len(self.rows)) & (self.rows[np.minimum(at, len(self.rows) - 1)] == rows)]
+        if at.size:
+            storage = faiss.downcast_index(self.index.storage)
+            points = faiss.rev_swig_ptr(storage.get_xb(), self.index.ntotal * self.index.d)
+            points.reshape(self.index.ntotal, self.index.d)[at] = 0.0
+
+
+def _fit_projection(x: np.ndarray, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top ``dim`` principal axes of (a sample of) ``x``: neighbours are searched in this space."""
+    sample = x[rng.choice(len(x), PCA_SAMPLE, replace=False)] if len(x) > PCA_SAMPLE else x
+    mean = sample.mean(axis=0)
+    centred = (sample - mean).astype(np.float64)
+    values, vectors = np.linalg.eigh(centred.T @ centred)  # the covariance's eigenvectors, ascending
+    top = np.argsort(values)[::-1][:dim]
+    return mean.astype(np.float32), np.ascontiguousarray(vectors[:, top].T, dtype=np.float32)
+
+
+class ExampleMemory:
+    """Labelled embeddings, keyed by a source id so that they can be removed again (delete-my-data).
+
+    Nearest-neighbour search costs the same whatever the number of examples: below ``exact_below`` live
+    examples it is an exact scan; above, an HNSW graph (faiss) in a ``GRAPH_DIM``-dimensional PCA space
+    proposes candidates that are re-ranked exactly, so the similarity returned is always the exact cosine.
+    Examples added since the graph was built are scanned exactly until a background thread merges them
+    into a copy of the graph, which then replaces the old one: reads never wait for a build.
+
+    Removal is a tombstone: the row's embedding is zeroed at once (in the memory and in the graph) and never
+    returned again; the graph is rebuilt without removed rows in the background once they are many.
+    Row numbers (``nearest``'s indices, ``label_at``) stay valid for the memory's lifetime.
+    """
+
+    def __init__(self, dim: int, *, exact_below: int = EXACT_BELOW, merge_every: int = MERGE_EVERY,
+                 background: bool = True) -> None:
         self.dim = dim
-        self._x = np.zeros((0, dim), dtype=np.float32)
+        self.exact_below = exact_below
+        self.merge_every = merge_every
+        self.background = background  # False: graphs are built in the calling thread (tests, benchmarks)
+        self._x = np.zeros((0, dim), dtype=np.float32)  # capacity grows by doubling; rows below _n are used
+        self._alive = np.zeros(0, dtype=bool)
+        self._n = 0
         self._labels: list[str] = []
-        self._keys: list[str] = []
+        self._keys: list[str | None] = []
+        self._row: dict[str, int] = {}
+        self._counts: Counter[str] = Counter()
+        self._dead = 0
+        self._graph: _Graph | None = None
+        self._removed: list[int] = []  # rows removed, in order (a build in flight erases them before publishing)
         self._lock = threading.RLock()
+        self._builder: threading.Thread | None = None
+        self._rng = np.random.default_rng(0)
 
     def __len__(self) -> int:
-        return len(self._labels)
+        return len(self._row)
 
     @property
     def labels(self) -> list[str]:
-        return list(self._labels)
+        with self._lock:
+            return [self._labels[i] for i in self._live_rows()]
 
     @property
     def keys(self) -> list[str]:
-        return list(self._keys)
+        with self._lock:
+            return [str(self._keys[i]) for i in self._live_rows()]
+
+    def label_set(self) -> set[str]:
+        """The distinct labels of the live examples (cheap: kept as counts)."""
+        with self._lock:
+            return set(self._counts)
 
     @property
     def matrix(self) -> np.ndarray:
-        return self._x
+        """The live examples' embeddings, in the order of ``labels`` and ``keys``."""
+        with self._lock:
+            x = self._x[: self._n]
+            return x if self._dead == 0 else x[self._alive[: self._n]]
+
+    def _live_rows(self) -> np.ndarray:
+        return np.flatnonzero(self._alive[: self._n])
 
     def add(self, x: np.ndarray, labels: list[str], keys: list[str]) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim or len(labels) != x.shape[0] or len(keys) != x.shape[0]:
             raise ValueError("embeddings, labels and keys must line up")
+        if len(set(keys)) != len(keys):
+            # The last of a repeated key wins, as when the same key is labelled twice in a row.
+            last = {k: i for i, k in enumerate(keys)}
+            pick = sorted(last.values())
+            x, labels, keys = x[pick], [labels[i] for i in pick], [keys[i] for i in pick]
         with self._lock:
             # A key labelled again replaces its old label: the newest human answer wins.
-            if set(keys) & set(self._keys):
-                self.remove(keys)
-            self._x = np.vstack([self._x, x.astype(np.float32)])
+            self.remove([k for k in keys if k in self._row])
+            n, m = self._n, x.shape[0]
+            if n + m > self._x.shape[0]:
+                cap = max(n + m, 2 * self._x.shape[0], 1024)
+                grown = np.zeros((cap, self.dim), dtype=np.float32)
+                grown[:n] = self._x[:n]
+                alive = np.zeros(cap, dtype=bool)
+                alive[:n] = self._alive[:n]
+                self._x, self._alive = grown, alive  # readers holding the old arrays keep a consistent view
+            self._x[n : n + m] = x
+            self._alive[n : n + m] = True
             self._labels.extend(labels)
             self._keys.extend(keys)
+            self._row.update((k, n + i) for i, k in enumerate(keys))
+            self._counts.update(labels)
+            self._n = n + m
+        self._maybe_build()
 
     def remove(self, keys: list[str]) -> int:
-        drop = set(keys)
         with self._lock:
-            keep = [i for i, k in enumerate(self._keys) if k not in drop]
-            removed = len(self._keys) - len(keep)
-            self._x = self._x[keep]
-            self._labels = [self._labels[i] for i in keep]
-            self._keys = [self._keys[i] for i in keep]
-            return removed
+            rows = np.array(sorted({self._row.pop(k) for k in keys if k in self._row}), dtype=np.int64)
+            if rows.size == 0:
+                return 0
+            self._alive[rows] = False
+            self._x[rows] = 0.0  # the embedding itself is gone, not just hidden
+            for r in rows:
+                label = self._labels[r]
+                self._counts[label] -= 1
+                if self._counts[label] <= 0:
+                    del self._counts[label]
+                self._keys[r] = None
+            self._dead += int(rows.size)
+            self._removed.extend(int(r) for r in rows)
+            if self._graph is not None:
+                self._graph.erase(rows)
+        self._maybe_build()
+        return int(rows.size)
 
-    def nearest(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index and cosine similarity of the nearest example for each query row."""
-        with self._lock:
-            if len(self._labels) == 0:
-                n = q.shape[0]
-                return np.full(n, -1), np.zeros(n, dtype=np.float32)
-            sims = q @ self._x.T
-            idx = np.argmax(sims, axis=1)
-            return idx, sims[np.arange(q.shape[0]), idx]
+    def nearest(self, q: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Row and cosine similarity of the nearest example(s) for each query row.
+
+        ``k`` = 1: two arrays of shape (n,); otherwise (n, k), best first. Row -1 (similarity 0) where the
+        memory holds fewer examples.
+        """
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        with self._lock:  # one consistent view; the search itself runs unlocked
+            x, alive, n, graph, live = self._x, self._alive, self._n, self._graph, len(self._row)
+        rows = np.full((q.shape[0], k), -1, dtype=np.int64)
+        sims = np.zeros((q.shape[0], k), dtype=np.float32)
+        if live > 0:
+            if graph is None:
+                self._exact(q, x[:n], alive[:n], 0, rows, sims)
+            else:
+                self._approximate(q, x, alive, n, graph, rows, sims)
+        return (rows[:, 0], sims[:, 0]) if k == 1 else (rows, sims)
+
+    @staticmethod
+    def _exact(q: np.ndarray, x: np.ndarray, alive: np.ndarray, offset: int, rows: np.ndarray,
+               sims: np.ndarray) -> None:
+        k = rows.shape[1]
+        s = q @ x.T
+        if not alive.all():
+            s[:, ~alive] = -np.inf
+        kk = min(k, int(alive.sum()))
+        if kk == 0:
+            return
+        if kk == 1:
+            top = np.argmax(s, axis=1)[:, None]
+        elif kk < s.shape[1]:
+            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        else:
+            top = np.broadcast_to(np.arange(s.shape[1]), s.shape)
+        ts = np.take_along_axis(s, top, axis=1)
+        order = np.argsort(-ts, axis=1)[:, :kk]
+        rows[:, :kk] = np.take_along_axis(top, order, axis=1) + offset
+        sims[:, :kk] = np.take_along_axis(ts, order, axis=1)
+
+    def _approximate(self, q: np.ndarray, x: np.ndarray, alive: np.ndarray, n: int, graph: _Graph,
+                     rows: np.ndarray, sims: np.ndarray) -> None:
+        k = rows.shape[1]
+        proposed = graph.search(q, max(GRAPH_CANDIDATES, 2 * k))
+        tail = np.arange(graph.upto, n)
+        for r in range(q.shape[0]):
+            cand = np.concatenate([proposed[r][proposed[r] >= 0], tail])
+            cand = cand[alive[cand]]
+            if cand.size == 0:
+                continue
+            s = x[cand] @ q[r]
+            order = np.argsort(-s)[:k]
+            rows[r, : order.size] = cand[order]
+            sims[r, : order.size] = s[order]
 
     def label_at(self, i: int) -> str:
         return self._labels[i]
+
+    # -- the graph ------------------------------------------------------------------------------------------
+
+    @property
+    def searched_by_graph(self) -> bool:
+        return self._graph is not None
+
+    def graph_rows(self) -> np.ndarray:
+        """The rows the current graph holds (empty when the memory is scanned exactly)."""
+        graph = self._graph
+        return graph.rows.copy() if graph is not None else np.zeros(0, dtype=np.int64)
+
+    def settle(self) -> None:
+        """Waits for a graph build in flight and does any that is due: then the graph covers every row."""
+        while True:
+            with self._lock:
+                builder = self._builder
+            if builder is not None:
+                builder.join()
+                continue
+            if not self._due():
+                return
+            self._build()
+
+    def _due(self) -> bool:
+        with self._lock:
+            live, graph = len(self._row), self._graph
+            if graph is None:
+                return live >= self.exact_below
+            if live < self.exact_below // 2:
+                return True  # shrunk back: exact search again
+            return self._n - graph.upto >= self.merge_every or self._dead_in(graph) * 5 > len(graph.rows)
+
+    def _dead_in(self, graph: _Graph) -> int:
+        return int((~self._alive[graph.rows]).sum())
+
+    def _maybe_build(self) -> None:
+        if not self._due():
+            return
+        if not self.background:
+            self._build()
+            return
+        with self._lock:
+            if self._builder is not None:
+                return  # the running build looks again when it ends
+            self._builder = threading.Thread(target=self._build_loop, name="lookloop-memory-graph", daemon=True)
+            self._builder.start()
+
+    def _build_loop(self) -> None:
+        try:
+            while self._due():
+                self._build()
+        except Exception:  # noqa: BLE001 - searches fall back to the exact scan of rows the graph lacks
+            log.exception("building the example memory's search graph failed")
+        finally:
+            with self._lock:
+                self._builder = None
+            if self._due():
+                self._maybe_build()
+
+    def _build(self) -> None:
+        """Builds the next graph off the lock, then publishes it: a merge of new rows into a copy of the graph,
+        or a fresh graph when there is none, many rows were removed, or the memory doubled since the fit."""
+        faiss = _faiss()
+        with self._lock:
+            x, alive, n, old = self._x, self._alive.copy(), self._n, self._graph
+            live, removed_seen = len(self._row), len(self._removed)
+        if live < self.exact_below // 2:
+            with self._lock:
+                if self._graph is old:
+                    self._graph = None
+            return
+        fresh = old is None or self._dead_in(old) * 5 > len(old.rows) or live >= 2 * old.fitted_on
+        if fresh:
+            rows = np.flatnonzero(alive[:n])
+            mean, comps = _fit_projection(x[rows], min(GRAPH_DIM, self.dim), self._rng)
+            index = faiss.IndexHNSWFlat(comps.shape[0], GRAPH_M)
+            index.hnsw.efConstruction = GRAPH_EF_CONSTRUCTION
+            graph_rows = np.zeros(0, dtype=np.int64)
+            fitted_on = int(rows.size)
+        else:
+            assert old is not None
+            rows = np.arange(old.upto, n)[alive[old.upto : n]]
+            mean, comps, index = old.mean, old.components, faiss.clone_index(old.index)
+            graph_rows, fitted_on = old.rows, old.fitted_on
+        for start in range(0, rows.size, 8192):  # bounded temporary memory for the projection
+            chunk = rows[start : start + 8192]
+            index.add((x[chunk] - mean) @ comps.T)
+        graph = _Graph(index, mean, comps, np.concatenate([graph_rows, rows]), n, fitted_on)
+        with self._lock:
+            if self._graph is not old:
+                return  # another build published meanwhile; the loop looks again
+            late = np.array(self._removed[removed_seen:], dtype=np.int64)
+            if late.size:
+                graph.erase(late)  # removed while this graph was being built
+            self._graph = graph
 
 
 class IdentifyModel:
@@ -120,7 +399,7 @@ class IdentifyModel:
         self.head_version = "untrained"
 
     def labels(self) -> list[str]:
-        known = set(self.memory.labels)
+        known = self.memory.label_set()
         if self.head is not None:
             known.update(self.head.classes)
         return sorted(known)

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from lookloop import telemetry
 from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError, TooManyRequests
 from lookloop.server import edge, ratelimit
@@ -22,6 +23,7 @@ from lookloop.server.routers import (
     capabilities,
     catalog,
     devices,
+    health,
     operators,
     pages,
     privacy,
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
         the_system.migrate()
         the_system.humans.hub.bind(asyncio.get_running_loop())  # live streams are served from this loop
         the_system.listen()  # the other workers' escalations, answers and labels
+        telemetry.register_worker(settings.worker_id)
         if warm:
             the_system.warm()
         # Background jobs: on SQLite this process runs them (unfinished ones first, then the periodic purge);
@@ -91,6 +94,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model_version": the_system.model_version}
 
+    app.include_router(health.router)  # /healthz/live, /healthz/ready, /metrics
     app.include_router(devices.router)  # before asks: /v1/asks/{id}/feedback lives there
     app.include_router(voice.router)  # before asks: POST /v1/asks/voice, /v1/speech, /v1/tts
     voice.mount_simulator_page(app)  # /simulator

@@ -8,6 +8,7 @@ WebSockets carry the token as ``?token=…`` because browsers cannot set headers
 from __future__ import annotations
 
 from fastapi import Request, Security, WebSocket
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lookloop.errors import Unauthorized
@@ -40,15 +41,22 @@ BEARER = HTTPBearer(
 )
 
 
-def current_principal(
+async def current_principal(
     request: Request, declared: HTTPAuthorizationCredentials | None = Security(BEARER)  # noqa: B008
 ) -> Principal | None:
-    """The caller, or None when no token was sent; a bad token is a 401, never a silent anonymous."""
+    """The caller, or None when no token was sent; a bad token is a 401, never a silent anonymous.
+
+    Async, so that a request without a token is told apart without a thread; the token's lookup (a database
+    read) runs in one, once per request: a caller the rate limiter already looked up is reused.
+    """
     token = bearer_token(request)
     if token is None:
         return None
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
     system: Lookloop = request.app.state.system
-    return principal_for_token(system, token)
+    return await run_in_threadpool(principal_for_token, system, token)
 
 
 def websocket_token(websocket: WebSocket) -> str:

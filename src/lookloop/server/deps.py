@@ -9,12 +9,13 @@ from lookloop.speech import SpeechService
 from lookloop.system import Lookloop
 
 
-def get_system(connection: HTTPConnection) -> Lookloop:
+# Async: looked up on the event loop, with no thread per request (FastAPI runs a plain def dependency in one).
+async def get_system(connection: HTTPConnection) -> Lookloop:
     system: Lookloop = connection.app.state.system
     return system
 
 
-def get_access(connection: HTTPConnection) -> Access:
+async def get_access(connection: HTTPConnection) -> Access:
     access: Access = connection.app.state.access
     return access
 

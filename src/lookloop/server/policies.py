@@ -13,7 +13,8 @@ Each rule raises the error the API has always answered with:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hmac
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Header
@@ -94,6 +95,13 @@ class Access:
         if roles and not principal.allows(*roles):
             raise Forbidden(f"this stream needs the role {' or '.join(roles)}")
         return principal
+
+    def metrics_reader(self, token: str | None, principal: Callable[[str], Principal]) -> None:
+        """Who may read /metrics: the configured metrics token (a scraper), or an operator; never anonymous."""
+        configured = self.settings.metrics_token
+        if token and configured and hmac.compare_digest(token.encode(), configured.encode()):
+            return
+        self.role(principal(token) if token else None, ("operator",))
 
     # -- asks ---------------------------------------------------------------------------------------------
 
@@ -323,7 +331,7 @@ class Access:
         return device_id in self.wearers.devices_of_wearer(principal.wearer_id)
 
 
-def idempotency_key(
+async def idempotency_key(
     caller: Annotated[Principal | None, Depends(current_principal)],
     idempotency_key: Annotated[str | None, Header(
         max_length=128, description="Resend a write with the same key to have it applied once (needs a token)."
@@ -333,11 +341,11 @@ def idempotency_key(
     return Access.retry_key(caller, idempotency_key)
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits only callers holding one of ``roles`` (any signed-in caller without roles)."""
     allowed = roles or ROLES
 
-    def dependency(principal: Principal | None = Depends(current_principal)) -> Principal:  # noqa: B008
+    async def dependency(principal: Principal | None = Depends(current_principal)) -> Principal:  # noqa: B008
         return Access.role(principal, allowed)
 
     dependency.__name__ = f"require_{'_'.join(allowed)}"

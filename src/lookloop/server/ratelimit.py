@@ -6,7 +6,7 @@ not N times; one SQLite process keeps them in memory.
 The client address is the direct peer unless it is one of ``Settings.trusted_proxies`` (``server/clients.py``):
 a spoofed ``X-Forwarded-For`` buys no fresh bucket.
 
-Installed as one HTTP middleware that also audits operators' state-changing requests, because both need
+Installed as one ASGI middleware that also audits operators' state-changing requests, because both need
 to know who is calling. The limits come from ``Settings.rate_limit_*`` (0 turns one off).
 """
 
@@ -15,17 +15,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookloop.config import Settings
 from lookloop.errors import LookloopError
 from lookloop.privacy.audit import WRITE_METHODS, audit_operator_write
-from lookloop.server.auth import current_principal
+from lookloop.server.auth import bearer_token, principal_for_token
 from lookloop.server.clients import client_address
 from lookloop.store.db import Database
 from lookloop.store.limits import SharedBuckets
@@ -129,8 +129,8 @@ def _principal(request: Request) -> Any:
         return request.state.principal
     principal = None
     try:
-
-        principal = current_principal(request)
+        token = bearer_token(request)
+        principal = principal_for_token(request.app.state.system, token) if token else None
     except (LookloopError, ImportError):
         principal = None
     request.state.principal = principal
@@ -145,35 +145,64 @@ def _who(principal: Any, request: Request) -> tuple[str, str]:
     return "ip", client_address(request)
 
 
+class Guard:
+    """ASGI middleware: the rate limit of the caller, then the audit of an operator's write once it is answered.
+
+    A plain ASGI middleware (not ``@app.middleware``): no extra task or response copy per request. A caller
+    without a token, limited in this process's memory (one SQLite process), needs no thread at all.
+    """
+
+    def __init__(self, app: ASGIApp, *, limiter: Limiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    def admit(self, request: Request) -> tuple[Any, float]:
+        """Who calls and how long they must wait (in a worker thread: shared buckets are one statement)."""
+        principal = _principal(request)
+        kind, who = _who(principal, request)
+        return principal, self.limiter.check(kind, who)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if "authorization" not in request.headers and isinstance(self.limiter, RateLimiter):
+            request.state.principal = None  # no token, buckets in memory: nothing that blocks
+            principal, wait = self.admit(request)
+        else:
+            principal, wait = await run_in_threadpool(self.admit, request)
+        if wait > 0:
+            refused = JSONResponse(
+                {"detail": f"too many requests; try again in {math.ceil(wait)} s"},
+                status_code=429,
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+            await refused(scope, receive, send)
+            return
+        if principal is None or request.method not in WRITE_METHODS or principal.role != "operator":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            system = request.app.state.system
+            await run_in_threadpool(audit_operator_write, system.db, principal, request.method, request.url.path,
+                                    status)
+
+
 def install(app: FastAPI, settings: Settings) -> Limiter:
     """Adds the rate-limit + operator-audit middleware to ``app``; returns the limiter (tests inspect it)."""
 
     limiter = rate_limiter(settings, app.state.system.db)
     app.state.rate_limiter = limiter
-
-    def admit(request: Request) -> tuple[Any, float]:
-        """Who calls and how long they must wait (in a worker thread: shared buckets are one statement)."""
-        principal = _principal(request)
-        kind, who = _who(principal, request)
-        return principal, limiter.check(kind, who)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if not request.url.path.startswith("/v1/"):
-            return await call_next(request)
-        principal, wait = await run_in_threadpool(admit, request)
-        if wait > 0:
-            return JSONResponse(
-                {"detail": f"too many requests; try again in {math.ceil(wait)} s"},
-                status_code=429,
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-        response = await call_next(request)
-        if principal is not None and request.method in WRITE_METHODS and principal.role == "operator":
-            system = request.app.state.system
-            await run_in_threadpool(
-                audit_operator_write, system.db, principal, request.method, request.url.path, response.status_code
-            )
-        return response
-
+    app.add_middleware(Guard, limiter=limiter)
     return limiter

@@ -34,6 +34,11 @@ class IdentifySkill:
         self._model = model
         self._catalog = catalog
 
+    @property
+    def frame_side(self) -> int:
+        """The largest frame side worth decoding: twice the model's input, so the resize to it stays sharp."""
+        return 2 * self._embedder().image_size
+
     def embed(self, ask: Ask) -> np.ndarray:
         if ask.frame is None:
             raise BadInput("identify needs an image")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -41,6 +41,7 @@ async def create_ask(
     system: System,
     access: Policy,
     caller: Caller,
+    background: BackgroundTasks,
     question: Annotated[str, Form(description="What the wearer asked, e.g. 'what is this?'")],
     image: Annotated[UploadFile | None, File(description="The camera frame (JPEG, PNG, WebP)")] = None,
     device_id: Annotated[str, Form(max_length=64)] = "anonymous",
@@ -49,8 +50,10 @@ async def create_ask(
 ) -> AskOut:
     device_id = access.ask_device(caller, device_id)
     data = await _read_limited(image, system.settings.max_image_bytes) if image is not None else None
+    # The queue, the live hub and the rest hear of the ask once the answer has gone back.
     record = await run_in_threadpool(
-        system.ask, question, data, device_id=device_id, idempotency_key=retry_key, skill=skill
+        system.ask, question, data, device_id=device_id, idempotency_key=retry_key, skill=skill,
+        after=background.add_task,
     )
     return AskOut.of(record)
 
