@@ -406,7 +406,8 @@ def test_a_job_whose_worker_is_killed_runs_again_and_its_effect_happens_once(
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_cluster_up_detached_status_and_down(tmp_path: Path, data_dir: Path, model_dir: Path) -> None:
-    from lookloop.cli.cluster import alive, free_port, postgres_bin
+    from lookloop.cli.cluster import alive
+    from lookloop.store.localpg import free_port, postgres_bin
 
     _postgres()  # CI, where PostgreSQL is installed
     if postgres_bin() is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import threading
 import time
@@ -20,19 +19,14 @@ from lookloop.config import get_settings
 from lookloop.errors import LookloopError
 from lookloop.imaging import decode_image
 from lookloop.server.app import create_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from lookloop.store.localpg import free_port
 
 
 class _Server:
     """uvicorn in a background thread, on loopback, for the HTTP figures."""
 
     def __init__(self, app: Any) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
