@@ -45,12 +45,14 @@ class _Server:
         self.thread.join(timeout=10)
 
 
-def _http_identify(client: httpx.Client, payloads: list[bytes], progress: Any, what: str) -> list[float]:
+def _http_asks(client: httpx.Client, payloads: list[bytes], progress: Any, what: str,
+                   question: str = "what is this?", skill: str = "identify") -> list[float]:
+    """Milliseconds of each ask through HTTP, one photo after another."""
     times: list[float] = []
     task = progress.add_task(what, total=len(payloads))
     for data in payloads:
         t = time.perf_counter()
-        r = client.post("/v1/asks", data={"question": "what is this?", "skill": "identify"},
+        r = client.post("/v1/asks", data={"question": question, "skill": skill},
                         files={"image": ("f.jpg", data, "image/jpeg")})
         times.append((time.perf_counter() - t) * 1000)
         r.raise_for_status()
@@ -130,7 +132,6 @@ def run_latency(val: list[Path], read_images: list[Path], progress: Any, *, at_s
         system.privacy.flush(timeout=900)
         backlog_s = time.perf_counter() - t
         examples = float(len(system.serving.model.memory))
-        http_read: list[float] = []
         # The server's warm start loads what its first asks need (the intent router among them), as served;
         # a slow ask is then a figure, not a timeout.
         with _Server(create_app(settings, system=system, warm=True)) as url, \
@@ -138,15 +139,8 @@ def run_latency(val: list[Path], read_images: list[Path], progress: Any, *, at_s
             for data in payloads[:3]:
                 r = client.post("/v1/asks", data={"question": "what is this?"}, files={"image": ("f.jpg", data)})
                 r.raise_for_status()
-            http_ident = _http_identify(client, payloads, progress, "identify, HTTP")
-            task = progress.add_task("read, HTTP", total=len(read_payloads))
-            for data in read_payloads:
-                t = time.perf_counter()
-                r = client.post("/v1/asks", data={"question": "read this", "skill": "read"},
-                                files={"image": ("f.jpg", data, "image/jpeg")})
-                http_read.append((time.perf_counter() - t) * 1000)
-                r.raise_for_status()
-                progress.advance(task)
+            http_ident = _http_asks(client, payloads, progress, "identify, HTTP")
+            http_read = _http_asks(client, read_payloads, progress, "read, HTTP", "read this", "read")
             # The same identify asks with the example memory grown to ``at_scale`` labelled examples.
             system.privacy.flush(timeout=900)
             task = progress.add_task(f"growing the example memory to {at_scale:,}", total=1)
@@ -155,7 +149,7 @@ def run_latency(val: list[Path], read_images: list[Path], progress: Any, *, at_s
             grow_s = time.perf_counter() - t
             progress.advance(task)
             examples_at_scale = float(len(system.serving.model.memory))
-            http_scale = _http_identify(client, payloads, progress,
+            http_scale = _http_asks(client, payloads, progress,
                                         f"identify, HTTP, {examples_at_scale:,.0f} examples")
         system.privacy.flush(timeout=900)
         system.db.dispose()

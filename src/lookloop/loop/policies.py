@@ -93,6 +93,13 @@ def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
     return float(beta.ppf(1.0 - delta, errors + 1, n - errors))
 
 
+def _check(alpha: float, delta: float, score: str) -> None:
+    if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
+        raise ValueError("alpha and delta must lie in (0, 1)")
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
+
+
 NEVER = 1.01  # a threshold no probability reaches: escalate everything (finite, so it stays valid JSON)
 
 # Fixed in advance (Learn-then-Test needs the order of hypotheses not to depend on the data):
@@ -116,10 +123,7 @@ class ConformalPolicy:
 
     def __init__(self, alpha: float = 0.05, delta: float = 0.1, *, min_answered: int = 50, max_calibration: int = 5000,
                  score: str = "margin"):
-        if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
-            raise ValueError("alpha and delta must lie in (0, 1)")
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
+        _check(alpha, delta, score)
         self.score = score
         self.alpha = alpha
         self.delta = delta
@@ -214,10 +218,7 @@ class MondrianPolicy:
     """
 
     def __init__(self, alpha: float = 0.05, delta: float = 0.1, *, score: str = "margin", min_answered: int = 50):
-        if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
-            raise ValueError("alpha and delta must lie in (0, 1)")
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
+        _check(alpha, delta, score)
         self.alpha = alpha
         self.delta = delta
         self.score = score
