@@ -302,3 +302,16 @@ def test_audit_error_per_group_counts_answered_audit_asks_only(guarded: Lookloop
                  if g.group == "Fruit")
     assert fruit.audit_answered >= 1 and fruit.audit_wrong == wrong
     assert fruit.error == round(wrong / fruit.audit_answered, 4)
+
+
+def test_held_out_predictions_of_a_registry_version_keep_no_truth_and_still_split() -> None:
+    """A version loaded from the registry keeps scores, verdicts and predictions but no true labels: taking the
+    asks about learnt classes must not need them (a promotion failed on it)."""
+    import numpy as np
+
+    from lookloop.loop.crossfit import HeldOut
+
+    held = HeldOut(np.array([0.9, 0.2, 0.5]), np.array([True, False, True]), ("A", "B", "A"),
+                   np.array([0.1, 0.4, 0.2]), kind="margin", known=np.array([True, False, True]))
+    known = held.known_only()
+    assert len(known) == 2 and known.predicted == ("A", "A") and known.truth == ()

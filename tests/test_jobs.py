@@ -393,7 +393,7 @@ def test_a_job_whose_worker_is_killed_runs_again_and_its_effect_happens_once(
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(timeout=60)
     done = system.jobs.get(job_id)
-    assert done.state == "succeeded", done
+    assert done.state == "succeeded", (done.error, done)
     assert done.attempts == 2 and str(second.pid) in done.worker
     tagged = [v for v in system.registry.list(limit=100) if v.metrics.get("job") == job_id]
     assert len(tagged) == 1, [v.id for v in tagged]  # trained and registered once

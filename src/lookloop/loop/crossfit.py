@@ -51,8 +51,10 @@ class HeldOut:
 
     def take(self, rows: Sequence[int] | np.ndarray) -> HeldOut:
         idx = np.asarray(rows, dtype=np.int64)
+        # A registry version keeps no true labels (``truth`` empty): a subset keeps none either.
+        truth = tuple(self.truth[i] for i in idx) if self.truth else ()
         return HeldOut(self.scores[idx], self.correct[idx], tuple(self.predicted[i] for i in idx),
-                       self.novelty[idx], tuple(self.truth[i] for i in idx), self.kind, self.known[idx])
+                       self.novelty[idx], truth, self.kind, self.known[idx])
 
     def known_only(self) -> HeldOut:
         """The asks about classes their model had learnt: what known-class error is calibrated on."""
