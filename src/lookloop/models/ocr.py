@@ -125,17 +125,20 @@ class RapidOcrReader:
 
     version = "rapidocr-onnxruntime-ppocr"
 
-    def __init__(self, min_score: float = 0.5) -> None:
+    def __init__(self, min_score: float = 0.5, *, threads: int | None = None) -> None:
         self._engine: Any = None
         self._lock = threading.Lock()
         self.min_score = min_score
+        self.threads = threads  # None: ONNX Runtime's default (every core)
 
     def _get(self) -> Any:
         with self._lock:
             if self._engine is None:
                 from rapidocr_onnxruntime import RapidOCR  # slow to import: loaded on first use
 
-                self._engine = RapidOCR()
+                options = {} if self.threads is None else {"intra_op_num_threads": self.threads,
+                                                            "inter_op_num_threads": 1}
+                self._engine = RapidOCR(**options)
             return self._engine
 
     def read(self, rgb: np.ndarray) -> list[TextLine]:

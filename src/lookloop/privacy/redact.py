@@ -164,9 +164,9 @@ class Redactor:
 
         with self._lock:
             if self._reader is None:
-                # Its own OCR engine, apart from the read skill's: created on the (low-priority) redaction
-                # worker, its threads inherit that priority and never slow down answering.
-                self._reader = RapidOcrReader()
+                # Its own OCR engine, apart from the read skill's, on one thread: it runs on the low-priority
+                # redaction worker, and a pool of its own would spin on the cores that answer asks.
+                self._reader = RapidOcrReader(threads=1)
             reader = self._reader
         out: list[tuple[str, np.ndarray]] = []
         lines = reader.read(np.ascontiguousarray(bgr[:, :, ::-1]))
