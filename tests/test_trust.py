@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lookloop.catalog import GroceryDataset
-from lookloop.domain import class_name, display
+from lookloop.domain import AskRecord, class_name, display
 from lookloop.errors import Unauthorized
 from lookloop.humans.accounts import Principal
 from lookloop.humans.queue import QueueItem
@@ -43,6 +43,15 @@ def _label(record_or_system: Lookloop, device: str, data: bytes) -> str:
     return str(record_or_system.ask("what is this?", data, device_id=device).answer.result["label"])
 
 
+def _asked(system: Lookloop, grocery: GroceryDataset) -> tuple[bytes, str, str, AskRecord, str, str]:
+    """Wearers ann and bob; ann's ask about a photo: (photo, ann, bob, ask, its answer, another product)."""
+    data = _photo(grocery)
+    ann, bob = _wearer(system, "ann"), _wearer(system, "bob")
+    first = system.ask("what is this?", data, device_id=ann)
+    before = str(first.answer.result["label"])
+    return data, ann, bob, first, before, next(c for c in SMALL_CLASSES if c != before)
+
+
 def _confirm_item(system: Lookloop, who: Principal) -> QueueItem:
     item = system.humans.queue.next(who)
     while item is not None and item.kind == "gold":  # a reviewer not trusted yet meets gold items first
@@ -55,11 +64,7 @@ def _confirm_item(system: Lookloop, who: Principal) -> QueueItem:
 def test_a_wearers_correction_changes_only_their_answers_until_a_trusted_reviewer_confirms(
         small_system: Lookloop, grocery: GroceryDataset) -> None:
     system = small_system
-    data = _photo(grocery)
-    ann, bob = _wearer(system, "ann"), _wearer(system, "bob")
-    first = system.ask("what is this?", data, device_id=ann)
-    before = str(first.answer.result["label"])
-    wrong = next(c for c in SMALL_CLASSES if c != before)
+    data, ann, bob, first, before, wrong = _asked(system, grocery)
     system.humans.feedback.give(first.id, "wrong", device_id=ann, correction=display(wrong))
     assert _label(system, ann, data) == wrong  # the wearer's own next answer, at once
     assert _label(system, bob, data) == before  # nobody else's
@@ -80,11 +85,7 @@ def test_a_wearers_correction_changes_only_their_answers_until_a_trusted_reviewe
 def test_a_trusted_reviewer_who_disagrees_keeps_the_correction_personal(small_system: Lookloop,
                                                                        grocery: GroceryDataset) -> None:
     system = small_system
-    data = _photo(grocery)
-    ann, bob = _wearer(system, "ann"), _wearer(system, "bob")
-    first = system.ask("what is this?", data, device_id=ann)
-    before = str(first.answer.result["label"])
-    wrong = next(c for c in SMALL_CLASSES if c != before)
+    data, ann, bob, first, before, wrong = _asked(system, grocery)
     system.humans.feedback.give(first.id, "wrong", device_id=ann, correction=wrong)
     rita = _reviewer(system, "rita", gold_right=5)
     system.humans.queue.submit(_confirm_item(system, rita).id, rita, "answer", before)
@@ -97,11 +98,7 @@ def test_a_trusted_reviewer_who_disagrees_keeps_the_correction_personal(small_sy
 def test_a_reviewer_without_enough_gold_needs_a_second_agreeing_reviewer(small_system: Lookloop,
                                                                          grocery: GroceryDataset) -> None:
     system = small_system
-    data = _photo(grocery)
-    ann, bob = _wearer(system, "ann"), _wearer(system, "bob")
-    first = system.ask("what is this?", data, device_id=ann)
-    before = str(first.answer.result["label"])
-    wrong = next(c for c in SMALL_CLASSES if c != before)
+    data, ann, bob, first, before, wrong = _asked(system, grocery)
     new, poor = _reviewer(system, "nina", gold_right=1), _reviewer(system, "paul", gold_right=5)
     # paul answered his gold wrong: below the accuracy bar however many he answered.
     system.humans.queue.submit(system.humans.queue.add_gold(question="g", frame_sha=None, answer="Kiwi").id,

@@ -125,14 +125,18 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: flo
     return False
 
 
-def stop_procs(procs: list[Proc], grace_s: float = 20.0) -> None:
-    """SIGTERM to each (job workers finish their job, API workers their requests), SIGKILL after ``grace_s``."""
+def _signal_all(procs: list[Proc], sig: signal.Signals) -> None:
     for p in procs:
         if alive(p.pid):
             try:
-                os.killpg(p.pid, signal.SIGTERM)
+                os.killpg(p.pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def stop_procs(procs: list[Proc], grace_s: float = 20.0) -> None:
+    """SIGTERM to each (job workers finish their job, API workers their requests), SIGKILL after ``grace_s``."""
+    _signal_all(procs, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(alive(p.pid) for p in procs):
         for p in procs:
@@ -141,12 +145,7 @@ def stop_procs(procs: list[Proc], grace_s: float = 20.0) -> None:
             except ChildProcessError:
                 pass
         time.sleep(0.2)
-    for p in procs:
-        if alive(p.pid):
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    _signal_all(procs, signal.SIGKILL)
 
 
 def process_table(state: ClusterState) -> Table:
