@@ -119,9 +119,6 @@ def test_the_demo_serves_a_per_group_policy_from_its_first_start_and_says_where_
     again.db.dispose()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'Open defect: computed afresh (no cross-fit cache), the outlier gate of a small system flags '
-    'about half of its known val photos as unknown; an older cross-fit cache hid it'))
 def test_audit_verdicts_join_the_calibration_of_their_group(guarded: Lookloop, grocery: GroceryDataset) -> None:
     before = guarded.serving.guarantees()
     record = guarded.ask("what is this?", _photo(grocery, "Cucumber"))
@@ -149,9 +146,6 @@ def test_an_out_of_catalogue_photo_escalates_honestly_at_start_up(guarded: Lookl
 # -- train, promote, roll back -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'Open defect: computed afresh (no cross-fit cache), the outlier gate of a small system flags '
-    'about half of its known val photos as unknown; an older cross-fit cache hid it'))
 def test_out_of_catalogue_photos_escalate_after_train_and_promote(
     tmp_path: Path, data_dir: Path, model_dir: Path, grocery: GroceryDataset
 ) -> None:

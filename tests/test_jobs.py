@@ -123,6 +123,51 @@ def test_a_key_makes_one_piece_of_work_and_a_crashed_job_runs_at_the_next_start(
     again.close()
 
 
+_EXIT_MID_JOB = """
+import sys, time
+import cv2, numpy as np
+from lookloop.jobs import InProcessJobs
+from lookloop.store.db import Database
+
+db = Database(sys.argv[1])
+db.migrate()
+jobs = InProcessJobs(db)
+started = []
+
+def blur(ctx):
+    started.append(1)
+    img = np.random.default_rng(0).integers(0, 255, (1500, 1500, 3), dtype=np.uint8)
+    for _ in range(15):  # native code that lets go of the GIL, as redaction does
+        img = cv2.GaussianBlur(img, (31, 31), 0)
+
+jobs.register("blur", blur)
+for i in range(3):
+    jobs.defer("blur", key=f"blur:{sys.argv[2]}:{i}")
+while not started:
+    time.sleep(0.01)
+print("exiting mid-job", flush=True)
+"""
+
+
+def test_a_process_that_exits_mid_job_stops_cleanly_and_keeps_the_rest_queued(tmp_path: Path) -> None:
+    """A daemon job thread inside native code while the interpreter finalises used to abort the process."""
+    url = f"sqlite:///{tmp_path / 'exit.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    for run in range(2):
+        done = subprocess.run([sys.executable, "-c", _EXIT_MID_JOB, url, str(run)], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "exiting mid-job" in done.stdout
+    db = Database(url)
+    try:
+        jobs = InProcessJobs(db)
+        states = sorted(j.state for j in jobs.recent())
+        assert states and "running" not in states  # the job under way finished; the rest wait for the next start
+        assert set(states) <= {"queued", "succeeded"}
+    finally:
+        db.dispose()
+
+
 def test_unknown_jobs_and_states_are_refused(sqlite_db: Database) -> None:
     jobs = InProcessJobs(sqlite_db)
     with pytest.raises(BadInput, match="unknown job"):

@@ -90,9 +90,14 @@ def test_bursts_stay_together() -> None:
     groups = burst_groups(paths)  # names alone: consecutive numbers in one folder chain
     assert groups[0] == groups[1] == groups[2]
     assert len({groups[0], groups[3], groups[4]}) == 3
-    # with embeddings, consecutive names chain only when alike, and near-duplicates chain across names
+    # A numbered sequence is one session even where two of its photos look unalike; near-duplicates chain
+    # across names and folders.
     x = unit(np.array([[1, 0, 0], [1, 0.1, 0], [0, 0, 1], [0, 1, 0], [0.99, 0.1, 0]], dtype=np.float32))
     groups = burst_groups(paths, x)
+    assert groups[0] == groups[1] == groups[2] == groups[4]
+    assert groups[3] != groups[0]
+    # With ``link``, consecutive names chain only when alike.
+    groups = burst_groups(paths, x, link=0.8)
     assert groups[0] == groups[1] == groups[4]
     assert groups[2] != groups[0] and groups[3] != groups[0]
     with pytest.raises(ValueError):

@@ -9,6 +9,7 @@ outcome go to the ``jobs`` table either way.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime as dt
 import json
 import logging
@@ -17,6 +18,7 @@ import queue
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -293,11 +295,17 @@ class JobQueue:
                                               .order_by(JobRow.created_at))]
 
 
+# Job threads still open: stopped when the interpreter exits (see ``InProcessJobs.close``).
+_OPEN: weakref.WeakSet[InProcessJobs] = weakref.WeakSet()
+# Wakes the job thread to see that it must stop.
+_STOP = ""
+
+
 class InProcessJobs(JobQueue):
     """SQLite, one process: jobs run in a background thread of the server (lower priority than asks).
 
-    A job is written to the ``jobs`` table before it runs, so one that a crash interrupted runs again when the
-    server starts (``start``).
+    A job is written to the ``jobs`` table before it runs, so one that a crash interrupted — or that was still
+    queued when the process stopped — runs again when the server starts (``start``).
     """
 
     kind = "in-process"
@@ -311,6 +319,7 @@ class InProcessJobs(JobQueue):
         self._idle = threading.Condition()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        _OPEN.add(self)
 
     def _submit(self, name: str, key: str | None, args: dict[str, Any]) -> str:
         with self.db.session() as s:
@@ -323,7 +332,7 @@ class InProcessJobs(JobQueue):
             self._pending += 1
         self._queue.put(job_id)
         with self._guard:
-            if self._thread is None or not self._thread.is_alive():
+            if not self._stop.is_set() and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="lookloop-jobs", daemon=True)
                 self._thread.start()
         return job_id
@@ -344,6 +353,8 @@ class InProcessJobs(JobQueue):
                         self._thread = None
                         return
                 continue
+            if self._stop.is_set():
+                return  # what is still queued stays in the jobs table for the next start
             outcome = _Outcome.FAILED
             try:
                 outcome = self._execute(job_id, name)
@@ -384,9 +395,26 @@ class InProcessJobs(JobQueue):
         with self._idle:
             return self._idle.wait_for(lambda: self._pending <= 0, timeout=timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stops the job thread once its current job is done (the queued ones run at the next start).
+
+        Called at interpreter exit too: a daemon thread still inside native code (OpenCV, ONNX Runtime) while
+        the interpreter finalises aborts the process.
+        """
         self._stop.set()
         self._ticker = None
+        with self._guard:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            self._queue.put(_STOP)
+            thread.join(timeout)
+        _OPEN.discard(self)
+
+
+@atexit.register
+def _close_open_queues() -> None:
+    for jobs in list(_OPEN):
+        jobs.close()
 
 
 class PostgresJobs(JobQueue):

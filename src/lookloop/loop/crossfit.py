@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from lookloop.loop.learner import HEAD_RECIPE, IdentifyModel, head_digest, train_identify_head
-from lookloop.loop.openset import burst_groups
+from lookloop.loop.openset import BURST_SIMILARITY, burst_groups
 from lookloop.loop.policies import confidence_scores
 from lookloop.models.embcache import ProgressFn
 from lookloop.store.files import open_private
 
 FOLDS = 5
 # Named in the cache key: a changed recipe never serves scores cached by the old one.
-CROSSFIT_RECIPE = f"crossfit{FOLDS}-seed0-bursts-link0.8-{HEAD_RECIPE}"
+CROSSFIT_RECIPE = f"crossfit{FOLDS}-seed0-sessions-sim{BURST_SIMILARITY}-{HEAD_RECIPE}"
 
 
 @dataclass(frozen=True)
