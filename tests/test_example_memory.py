@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -143,9 +144,46 @@ def test_empty_memory_and_labels() -> None:
     assert rows.tolist() == [[1, -1, -1]]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'Open defect: after concurrent adds, removals and background merges the graph can return wrong '
-    'rows or none for exact queries (seen on a clean machine)'))
+def test_examples_merged_after_removals_are_found() -> None:
+    """Removed examples stay in the graph, erased, until many are removed: examples merged into it
+    meanwhile, and those already in it, are still found by a search for their very embedding."""
+    rng = np.random.default_rng(7)
+    mem, x = filled(2000, 32, exact_below=1500, merge_every=1500)
+    mem.remove([f"k{i}" for i in range(1700, 2000)])  # 15%: too few for a rebuild
+    new = unit(rng, 1500, 32)
+    mem.add(new, ["new"] * 1500, [f"n{i}" for i in range(1500)])
+    assert mem.graph_rows().size == 3500  # merged into the graph that holds the removed rows
+    rows, _ = mem.nearest(np.concatenate([x[:1700], new]))
+    assert rows.tolist() == [*range(1700), *range(2000, 3500)]
+
+
+def test_examples_removed_while_a_merge_reads_them_stay_out_of_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Examples removed after a background merge took its snapshot, before it read them, are left out of
+    the graph; the examples merged with them, and those already in it, are still found."""
+    rng = np.random.default_rng(8)
+    mem = ExampleMemory(32, exact_below=1500, merge_every=1500)
+    x = unit(rng, 2000, 32)
+    mem.add(x, ["a"] * 2000, [f"k{i}" for i in range(2000)])
+    mem.settle()
+    clone_index, removed = faiss.clone_index, threading.Event()
+
+    def removal_meanwhile(index: object) -> object:
+        if not removed.is_set():  # the merge copies the graph after its snapshot, before reading the rows
+            removed.set()
+            mem.remove([f"n{i}" for i in range(0, 1500, 3)])
+        return clone_index(index)
+
+    monkeypatch.setattr(faiss, "clone_index", removal_meanwhile)
+    new = unit(rng, 1500, 32)
+    mem.add(new, ["new"] * 1500, [f"n{i}" for i in range(1500)])
+    mem.settle()
+    assert removed.is_set() and len(mem) == 3000
+    kept = [i for i in range(1500) if i % 3]
+    rows, _ = mem.nearest(np.concatenate([x, new[kept]]))
+    assert rows.tolist() == [*range(2000), *(2000 + i for i in kept)]
+    assert mem.graph_rows().size == 3000  # the removed examples never went in
+
+
 def test_reads_go_on_while_examples_are_added_and_removed() -> None:
     """Searches never fail nor return a removed or half-added example while a label stream is learned."""
     rng = np.random.default_rng(5)

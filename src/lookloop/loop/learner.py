@@ -62,6 +62,11 @@ GRAPH_EF_CONSTRUCTION = 40
 GRAPH_EF_SEARCH = 64
 GRAPH_CANDIDATES = 32
 PCA_SAMPLE = 20_000
+# A removed example's graph point is overwritten with this value in every coordinate, far from the projection
+# of any unit vector (whose norm is at most 2). Not zero: zero is the projection's mean, nearer to every query
+# than its true neighbours, so zeroed points fill the search's candidate list and, in a later merge, become
+# the only neighbours the new points keep (HNSW's neighbour selection prunes the rest as "behind" them).
+TOMBSTONE = 1e4
 
 
 def _faiss() -> Any:
@@ -74,8 +79,8 @@ def _faiss() -> Any:
 class _Graph:
     """An HNSW graph over the memory's rows below ``upto`` (those alive when it was built), in a PCA space.
 
-    Immutable once published, except that a removed row's point is zeroed in place: searches running on it
-    meanwhile see either the old point or zeros, and both are filtered out by the tombstones anyway.
+    Immutable once published, except that a removed row's point is overwritten in place by ``TOMBSTONE``:
+    searches running on it meanwhile see either the old point or the tombstone, and the memory filters both.
     """
 
     def __init__(self, index: Any, mean: np.ndarray, components: np.ndarray, rows: np.ndarray, upto: int,
@@ -99,14 +104,15 @@ class _Graph:
         return np.where(ids >= 0, self.rows[np.maximum(ids, 0)], -1)
 
     def erase(self, rows: np.ndarray) -> None:
-        """Zeroes the points of removed rows (their projected data leaves the graph at once)."""
+        """Moves the points of removed rows far from every query: their projected data leaves the graph at
+        once, and the graph's searches and later merges pass them by."""
         faiss = _faiss()
         at = np.searchsorted(self.rows, rows)
         at = at[(at < len(self.rows)) & (self.rows[np.minimum(at, len(self.rows) - 1)] == rows)]
         if at.size:
             storage = faiss.downcast_index(self.index.storage)
             points = faiss.rev_swig_ptr(storage.get_xb(), self.index.ntotal * self.index.d)
-            points.reshape(self.index.ntotal, self.index.d)[at] = 0.0
+            points.reshape(self.index.ntotal, self.index.d)[at] = TOMBSTONE
 
 
 def _fit_projection(x: np.ndarray, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -372,10 +378,18 @@ class ExampleMemory:
             rows = np.arange(old.upto, n)[alive[old.upto : n]]
             mean, comps, index = old.mean, old.components, faiss.clone_index(old.index)
             graph_rows, fitted_on = old.rows, old.fitted_on
+        added = [graph_rows]
         for start in range(0, rows.size, 8192):  # bounded temporary memory for the projection
             chunk = rows[start : start + 8192]
-            index.add((x[chunk] - mean) @ comps.T)
-        graph = _Graph(index, mean, comps, np.concatenate([graph_rows, rows]), n, fitted_on)
+            points = x[chunk]  # a copy, read off the lock
+            with self._lock:
+                # A row removed since the snapshot may have been read as zeros, which would put a point at the
+                # projection's mean, next to every other, into the graph's links: only rows still alive after
+                # the read go in (a row never comes back, so those were read whole).
+                kept = self._alive[chunk]
+            index.add((points[kept] - mean) @ comps.T)
+            added.append(chunk[kept])
+        graph = _Graph(index, mean, comps, np.concatenate(added), n, fitted_on)
         with self._lock:
             if self._graph is not old:
                 return  # another build published meanwhile; the loop looks again
