@@ -115,9 +115,10 @@ class _Graph:
             points.reshape(self.index.ntotal, self.index.d)[at] = TOMBSTONE
 
 
-def _fit_projection(x: np.ndarray, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and top ``dim`` principal axes of (a sample of) ``x``: neighbours are searched in this space."""
-    sample = x[rng.choice(len(x), PCA_SAMPLE, replace=False)] if len(x) > PCA_SAMPLE else x
+def _fit_projection(x: np.ndarray, rows: np.ndarray, dim: int, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top ``dim`` principal axes of (a sample of) ``x[rows]``: neighbours are searched in this space."""
+    sample = x[rows[rng.choice(len(rows), PCA_SAMPLE, replace=False)] if len(rows) > PCA_SAMPLE else rows]
     mean = sample.mean(axis=0)
     centred = (sample - mean).astype(np.float64)
     values, vectors = np.linalg.eigh(centred.T @ centred)  # the covariance's eigenvectors, ascending
@@ -368,7 +369,7 @@ class ExampleMemory:
         fresh = old is None or self._dead_in(old) * 5 > len(old.rows) or live >= 2 * old.fitted_on
         if fresh:
             rows = np.flatnonzero(alive[:n])
-            mean, comps = _fit_projection(x[rows], min(GRAPH_DIM, self.dim), self._rng)
+            mean, comps = _fit_projection(x, rows, min(GRAPH_DIM, self.dim), self._rng)
             index = faiss.IndexHNSWFlat(comps.shape[0], GRAPH_M)
             index.hnsw.efConstruction = GRAPH_EF_CONSTRUCTION
             graph_rows = np.zeros(0, dtype=np.int64)
