@@ -210,6 +210,7 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (["serve", "--workers", "0"], 2, "at least 1"),
     (["worker"], 2, "needs Postgres"),
     (["worker", "--concurrency", "0"], 2, "1..64"),
+    (["worker", "--nice", "25"], 2, "0..19"),
     (["jobs", "list", "--state", "exploded"], 2, "unknown job state"),
     (["jobs", "show", "nosuchjob"], 2, "no job"),
     (["train", "--job"], 2, "needs Postgres"),
@@ -271,7 +272,7 @@ def test_a_job_deferred_by_the_api_is_run_by_a_worker_process(tmp_path: Path, da
     sha = system.get_ask(r.json()["id"]).frame_sha
     [job] = system.jobs.recent(task=REDACT_JOB)
     assert job.state == "queued"  # the API process does not run it
-    worker = _worker(_env(settings), "--burst")  # runs what is queued, then stops
+    worker = _worker(_env(settings), "--burst", "--nice", "5")  # runs what is queued, then stops
     out, _ = worker.communicate(timeout=300)
     assert worker.returncode == 0, out.decode(errors="replace")[-3000:]
     done = system.jobs.get(job.id)

@@ -134,8 +134,9 @@ class Workers:
         for i in range(self.n_jobs):
             with (self.log_dir / f"jobs-{i}.log").open("ab") as log:
                 self.jobs.append(subprocess.Popen(
-                    [sys.executable, "-m", "lookloop.cli", "worker", "--name", f"bench-jobs-{i}"], env=self.env,
-                    stdout=log, stderr=subprocess.STDOUT))
+                    # On this one machine background jobs yield to answering asks, as in the one-process server.
+                    [sys.executable, "-m", "lookloop.cli", "worker", "--name", f"bench-jobs-{i}", "--nice", "10"],
+                    env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self) -> None:
         for p in self.procs:
@@ -161,8 +162,17 @@ class Workers:
         return preferred
 
 
-async def _wearer(http: httpx.AsyncClient, workers: Workers, idx: int, token: str, images: list[bytes],
-                  ledger: Ledger, stop: asyncio.Event, think_s: float, rng: random.Random) -> None:
+async def _wearer(workers: Workers, idx: int, token: str, images: list[bytes], ledger: Ledger,
+                  stop: asyncio.Event, think_s: float, rng: random.Random) -> None:
+    # Each wearer is its own device with its own connection, as on the road; one pool shared by hundreds of
+    # wearers would also cost the load generator time that grows with the square of their number (the pool scans
+    # every connection for every request).
+    async with httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=2)) as http:
+        await _wearer_loop(http, workers, idx, token, images, ledger, stop, think_s, rng)
+
+
+async def _wearer_loop(http: httpx.AsyncClient, workers: Workers, idx: int, token: str, images: list[bytes],
+                       ledger: Ledger, stop: asyncio.Event, think_s: float, rng: random.Random) -> None:
     n = 0
     home = idx % len(workers.procs)
     while not stop.is_set():
@@ -298,6 +308,23 @@ async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, s
         await asyncio.sleep(1.0)
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of the whole machine since boot, or None where /proc/stat is not there."""
+    try:
+        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + waiting for I/O
+    return sum(fields) - idle, sum(fields)
+
+
+def _busy_share(start: tuple[float, float] | None, end: tuple[float, float] | None) -> float:
+    """The share of the machine's CPU time that was busy between two readings (NaN where unknown)."""
+    if start is None or end is None or end[1] <= start[1]:
+        return float("nan")
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
 async def _restart(workers: Workers, i: int, after_s: float = 2.0) -> None:
     await asyncio.sleep(after_s)
     await asyncio.to_thread(workers.procs[i].start, 900.0)
@@ -306,23 +333,25 @@ async def _restart(workers: Workers, i: int, after_s: float = 2.0) -> None:
 
 async def _phase(workers: Workers, p: Prepared, *, wearers: int, duration: float, think_s: float,
                  kill_at: float | None, probes: bool, seed: int,
-                 tick: Callable[[float], None]) -> tuple[Ledger, list[float], list[float], float | None]:
+                 tick: Callable[[float], None]) -> tuple[Ledger, list[float], list[float], float, float]:
+    """One load phase: (ledger, dispatch ms, label effect ms, seconds measured, busy share of the CPU)."""
     ledger = Ledger()
     stop = asyncio.Event()
     dispatch: list[float] = []
     effect: list[float] = []
     killed_at: float | None = None
-    limits = httpx.Limits(max_connections=wearers + 16, max_keepalive_connections=wearers + 16)
-    async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
-        tasks = [asyncio.create_task(_wearer(http, workers, i, p.wearer_tokens[i], p.images, ledger, stop, think_s,
+    async with httpx.AsyncClient(timeout=30.0) as http:  # the probes'
+        tasks = [asyncio.create_task(_wearer(workers, i, p.wearer_tokens[i], p.images, ledger, stop, think_s,
                                              random.Random(seed * 1000 + i))) for i in range(wearers)]
         if probes:
             tasks.append(asyncio.create_task(_dispatch_probe(http, workers, p, stop, dispatch, ledger.probe_problems)))
             tasks.append(asyncio.create_task(_label_probe(http, workers, p, stop, effect, ledger.probe_problems)))
         t0 = time.monotonic()
+        cpu_start, cpu_end = _cpu_times(), None
         restart: asyncio.Task[None] | None = None
         while (elapsed := time.monotonic() - t0) < duration:
             if kill_at is not None and killed_at is None and elapsed >= kill_at:
+                cpu_end = _cpu_times()
                 victim = len(workers.procs) - 1
                 workers.down.add(victim)
                 workers.procs[victim].kill()
@@ -330,13 +359,15 @@ async def _phase(workers: Workers, p: Prepared, *, wearers: int, duration: float
                 restart = asyncio.create_task(_restart(workers, victim))  # as a process supervisor would
             tick(min(elapsed, duration))
             await asyncio.sleep(0.25)
+        if cpu_end is None:
+            cpu_end = _cpu_times()
         if restart is not None:
             await restart
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=120.0)
     window_end = killed_at if killed_at is not None else time.monotonic()
     ledger.latencies = [(t, ms) for t, ms in ledger.latencies if t <= window_end]
-    return ledger, dispatch, effect, (window_end - t0)
+    return ledger, dispatch, effect, (window_end - t0), _busy_share(cpu_start, cpu_end)
 
 
 def _verify(db_url: str, devices: set[str], ledgers: list[Ledger]) -> tuple[int, int]:
@@ -403,7 +434,7 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
         task = bar.add_task("1 worker (throughput baseline)", total=one_s)
         single.start()
         try:
-            base_ledger, _, _, base_window = asyncio.run(_phase(
+            base_ledger, _, _, base_window, base_busy = asyncio.run(_phase(
                 single, p, wearers=wearers, duration=one_s, think_s=think_s, kill_at=None, probes=False, seed=seed,
                 tick=lambda t: bar.update(task, completed=t)))
         finally:
@@ -412,7 +443,7 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
         task = bar.add_task(f"{workers} workers" + (", one killed mid-run" if kill_one else ""), total=duration)
         many.start()
         try:
-            ledger, dispatch, effect, window = asyncio.run(_phase(
+            ledger, dispatch, effect, window, busy = asyncio.run(_phase(
                 many, p, wearers=wearers, duration=duration, think_s=think_s,
                 kill_at=duration / 2 if kill_one else None, probes=True, seed=seed + 1,
                 tick=lambda t: bar.update(task, completed=t)))
@@ -440,6 +471,11 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
         "retries": ledger.retries,
         "asks_per_s_1_worker": round(rate_1, 2),
         "throughput_ratio_2v1": round(rate / rate_1, 3) if rate_1 else float("nan"),
+        # How busy the whole machine was (load generator, Postgres and job workers included): a ratio near 1
+        # with the one-worker phase already near 1.0 means the machine, not the API worker, was the limit.
+        "cpu_busy_share": round(busy, 3),
+        "cpu_busy_share_1_worker": round(base_busy, 3),
+        "cpu_cores": os.cpu_count() or 0,
         "think_s": think_s,
     })
     if ledger.probe_problems:

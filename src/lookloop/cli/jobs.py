@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -28,11 +29,17 @@ def worker(
     = None,
     name: Annotated[str, typer.Option(help="This worker's name in the logs and the jobs table.")] = "worker",
     burst: Annotated[bool, typer.Option("--burst", help="Stop once the queue is empty.")] = False,
+    nice: Annotated[int, typer.Option(help="Lower this worker's CPU priority by N (0-19): on a machine shared with "
+                                           "API workers, jobs then yield to answering asks.")] = 0,
 ) -> None:
     """Run background jobs from the Postgres queue until SIGINT/SIGTERM (any number of workers, any machine)."""
     settings = get_settings()
     if concurrency is not None and not 1 <= concurrency <= 64:
         raise fail("--concurrency must lie in 1..64")
+    if not 0 <= nice <= 19:
+        raise fail("--nice must lie in 0..19")
+    if nice:
+        os.nice(nice)  # threads started from here on (the job runners) inherit it
     if not settings.resolved_database_url.startswith("postgresql"):
         raise fail(NEEDS_POSTGRES)
     try:
