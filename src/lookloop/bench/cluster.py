@@ -175,6 +175,8 @@ async def _wearer_loop(http: httpx.AsyncClient, workers: Workers, idx: int, toke
                        ledger: Ledger, stop: asyncio.Event, think_s: float, rng: random.Random) -> None:
     n = 0
     home = idx % len(workers.procs)
+    if think_s > 0:  # wearers come online over one pause, not all in the same instant
+        await asyncio.sleep(rng.uniform(0, 2 * think_s))
     while not stop.is_set():
         n += 1
         key = f"w{idx}-{n}-{uuid.uuid4().hex[:8]}"
