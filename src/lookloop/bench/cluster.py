@@ -250,7 +250,12 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
                             problems.append("dispatch: no item on the reviewer socket within 5 s")
                             break
                         item = msg.get("item") if msg.get("type") == "item" else None
-                        if item and tag in str(item.get("question", "")):
+                        if item and tag not in str(item.get("question", "")):
+                            # A wearer's ask: this reviewer leaves it to others, so the items pushed to them
+                            # (a reviewer holds only a few at once) never crowd out the probe's.
+                            await http.post(workers.url(b) + f"/v1/review/items/{item['id']}/skip", headers=auth)
+                            continue
+                        if item:
                             out.append((time.time() - float(item["escalated_at"])) * 1000)
                             r = await http.post(workers.url(b) + f"/v1/review/items/{item['id']}/answer",
                                                 json={"action": "answer", "value": "A helper is on it."},
