@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, inspect, or_, select, true
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from lookloop.domain import ANONYMOUS, Consent
@@ -31,17 +30,9 @@ from lookloop.store.tables import AskRow
 DEFAULT = Consent()
 
 
-def _has_devices_table(session: Session) -> bool:
-    try:
-        return bool(inspect(session.get_bind()).has_table("devices"))
-    except (OperationalError, ProgrammingError):
-        return False
-
-
 def wearer_of(session: Session, device_id: str) -> str:
     """The wearer a device belongs to; a device unknown to the devices table stands for itself."""
-    if device_id and device_id != ANONYMOUS and _has_devices_table(session):
-
+    if device_id and device_id != ANONYMOUS:
         wearer = session.scalar(select(DeviceRow.wearer_id).where(DeviceRow.id == device_id))
         if wearer:
             return str(wearer)
@@ -51,9 +42,7 @@ def wearer_of(session: Session, device_id: str) -> str:
 def devices_of(session: Session, wearer_id: str) -> list[str]:
     """Every device id whose data belongs to the wearer (the wearer id itself too, for tokenless devices)."""
     ids = {wearer_id}
-    if _has_devices_table(session):
-
-        ids.update(str(d) for d in session.scalars(select(DeviceRow.id).where(DeviceRow.wearer_id == wearer_id)))
+    ids.update(str(d) for d in session.scalars(select(DeviceRow.id).where(DeviceRow.wearer_id == wearer_id)))
     return sorted(ids)
 
 
