@@ -184,3 +184,57 @@ def test_pages_have_no_inline_script_handler_or_style(page: str) -> None:
     assert not re.search(r"\son[a-z]+\s*=", html, flags=re.I), f"{page}: inline event handler"
     assert not re.search(r"\sstyle\s*=", html, flags=re.I), f"{page}: inline style attribute"
     assert "javascript:" not in html.lower()
+
+
+# -- ask threads --------------------------------------------------------------------------------------------
+
+def test_asks_take_turns_on_their_own_threads_and_other_routes_are_not_held_up(
+        tmp_path: Path, data_dir: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    from voice_util import LiveServer
+
+    system = Lookloop(make_settings(tmp_path, data_dir, model_dir, ask_threads=2))
+    system.migrate()
+    release = threading.Event()
+    lock = threading.Lock()
+    inside = [0, 0]  # now, most at once
+    answer = system.ask
+
+    def slow_ask(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            inside[0] += 1
+            inside[1] = max(inside[1], inside[0])
+        try:
+            release.wait(30)
+            return answer(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(system, "ask", slow_ask)
+    with LiveServer(create_app(system=system, warm=False)) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as http:
+        replies: list[int] = []
+
+        def ask(i: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as own:
+                replies.append(own.post("/v1/asks", data={"question": f"hello {i}"}).status_code)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while inside[0] < 2:
+            assert time.monotonic() < deadline, "the asks never reached the worker"
+            time.sleep(0.01)
+        time.sleep(0.5)
+        assert inside[0] == 2  # the other three wait their turn on the event loop, not on threads of their own
+        t0 = time.monotonic()
+        assert http.get("/v1/catalog").status_code == 200
+        assert time.monotonic() - t0 < 5  # a route on the shared threads is answered while the asks wait
+        release.set()
+        for t in threads:
+            t.join(60)
+        assert sorted(replies) == [200] * 5
+        assert inside[1] == 2
+    system.db.dispose()

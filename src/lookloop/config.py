@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         default=14.0, ge=0, description="Rows of finished jobs (succeeded or failed) are removed by the periodic "
         "purge this many days after they finished (0: kept for ever).",
     )
+    ask_threads: int = Field(
+        default=6, ge=1, le=64,
+        description="Asks one API worker answers at once; the rest wait their turn on the event loop. A few "
+                    "keep the cores busy; dozens only fight over the interpreter lock and hold up reviewers' "
+                    "answers, labels and live events.")
     rate_limit_device_per_min: float = Field(default=120.0, ge=0, description="Requests per device (0: off).")
     rate_limit_account_per_min: float = Field(default=600.0, ge=0, description="Per reviewer/operator (0: off).")
     rate_limit_anonymous_per_min: float = Field(default=120.0, ge=0, description="Per client address (0: off).")

@@ -5,11 +5,19 @@ benchmark can send an ask to worker A and hold a reviewer socket on worker B. We
 think, ask again) from one asyncio process; every ask carries an ``Idempotency-Key`` and is resent to another
 worker when its worker dies, so ``lost`` and ``duplicated`` are checked against the database afterwards.
 
+Three phases, each on freshly started workers: one worker at saturation, N workers at saturation (wearers ask
+again as soon as they are answered: the capacity), then N workers at ``--think`` pauses with the probes and, with
+``--kill-one``, one worker killed half-way. The first seconds of each phase (wearers coming online) are not
+counted.
+
 Figures:
-- ``asks_per_s``, ``identify_p50_ms``, ``identify_p95_ms``: identify asks acknowledged, before the kill;
+- ``asks_per_s``, ``asks_per_s_1_worker``: identify asks answered per second at saturation, N workers and one;
+- ``throughput_ratio_2v1``: their ratio, same wearers, same run;
+- ``load_asks_per_s``, ``load_share_of_capacity``: the load of the third phase, where the rest are measured;
+- ``identify_p50_ms``, ``identify_p95_ms``: a wearer's wait from the first try to the answer, before the kill;
 - ``dispatch_p95_ms``: an escalation stored on worker A → the item on a reviewer socket held by worker B;
 - ``label_effect_p95_ms``: a label posted to worker A → the same photo answered with it by worker B;
-- ``throughput_ratio_2v1``: asks/s with ``--workers`` workers ÷ asks/s with one, same wearers, same run.
+- ``lost``, ``duplicated``: over all three phases, checked against the database.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from lookloop.catalog import GroceryDataset, grocery_catalog
 from lookloop.config import Settings, get_settings
 from lookloop.errors import BadInput, LookloopError
 from lookloop.humans.accounts import Accounts
+from lookloop.privacy.consent import ConsentService
 from lookloop.store.db import Database
 from lookloop.store.localpg import NOT_INSTALLED, LocalPostgres, free_port, postgres_bin
 from lookloop.store.tables import AskRow, IdempotencyRow
@@ -83,9 +92,11 @@ class Ledger:
             self.error_samples.append(what)
 
 
-def prepare(settings: Settings, wearers: int, classes: int | None = None) -> Prepared:
+def prepare(settings: Settings, wearers: int, classes: int | None = None, escalated_share: float = 1.0) -> Prepared:
     """The demo catalogue and labels (or ``classes`` products, a few photos each), device tokens and accounts,
-    made in process before the workers start."""
+    made in process before the workers start. Only ``escalated_share`` of the wearers let unsure answers go to a
+    person (the rest turned ``human_review`` off): the share of asks people see at the coverage the loop aims for,
+    where the demo model alone is unsure of nearly everything."""
     system = Lookloop(settings)
     try:
         system.migrate()
@@ -102,6 +113,9 @@ def prepare(settings: Settings, wearers: int, classes: int | None = None) -> Pre
         known = {i.name for i in system.catalogue.items()}
         accounts = Accounts(system.db)
         made = [accounts.add_device(f"cluster-wearer-{i}") for i in range(wearers)]
+        consent = ConsentService(system.db)
+        for device, _ in made[round(escalated_share * wearers):]:
+            consent.set(device.wearer_id, human_review=False)
         probe = accounts.add_device("cluster-probe")[1]
         accounts.add_account("cluster-reviewer", "reviewer", "cluster-password-1")
         reviewer, _ = accounts.login("cluster-reviewer", "cluster-password-1")
@@ -402,8 +416,9 @@ def _verify(db_url: str, devices: set[str], ledgers: list[Ledger]) -> tuple[int,
 
 
 def run_cluster_bench(
-    *, workers: int, wearers: int, duration: float, kill_one: bool, database_url: str, think_s: float = 1.0,
+    *, workers: int, wearers: int, duration: float, kill_one: bool, database_url: str, think_s: float = 30.0,
     seed: int = 0, var_dir: Path | None = None, job_workers: int = 1, classes: int | None = None,
+    escalated_share: float = 0.3,
 ) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory(prefix="lookloop-cluster-") if var_dir is None else None
     var = Path(tmp.name) if tmp is not None else Path(var_dir or ".")
@@ -417,7 +432,8 @@ def run_cluster_bench(
         database_url = pg.url
     try:
         return _run(var, database_url, workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
-                    think_s=think_s, seed=seed, job_workers=job_workers, classes=classes)
+                    think_s=think_s, seed=seed, job_workers=job_workers, classes=classes,
+                    escalated_share=escalated_share)
     finally:
         if pg is not None:
             pg.stop()
@@ -426,11 +442,12 @@ def run_cluster_bench(
 
 
 def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: float, kill_one: bool,
-         think_s: float, seed: int, job_workers: int, classes: int | None) -> dict[str, Any]:
+         think_s: float, seed: int, job_workers: int, classes: int | None,
+         escalated_share: float) -> dict[str, Any]:
     base = get_settings()
     settings = Settings(var_dir=var, data_dir=base.data_dir, model_dir=base.model_cache_dir, database_url=database_url)
     console.print(f"preparing {wearers} wearers and the demo catalogue on {database_url.split('@')[-1]}")
-    p = prepare(settings, wearers, classes)
+    p = prepare(settings, wearers, classes, escalated_share)
     env = {
         **os.environ,
         "LOOKLOOP_VAR_DIR": str(var), "LOOKLOOP_DATABASE_URL": database_url,
@@ -440,36 +457,49 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
     }
     figures: dict[str, Any] = {"workers": workers, "wearers": wearers, "duration_s": duration,
                                "job_workers": job_workers}
+    # The live path, the latencies and the kill at the stated load (a pause of ``think_s`` on average), first, on
+    # a quiet machine; then the capacity at saturation (wearers ask again as soon as they are answered), with 1
+    # worker and with N. The background jobs the saturated phases leave behind would otherwise still be running
+    # while the latencies are measured.
     with make_progress() as bar:
-        one_s = max(10.0, duration / 2)
-        single = Workers(env, 1, var, job_workers)
-        task = bar.add_task("1 worker (throughput baseline)", total=one_s)
-        single.start()
-        try:
-            base_ledger, _, _, base_window, base_busy = asyncio.run(_phase(
-                single, p, wearers=wearers, duration=one_s, think_s=think_s, kill_at=None, probes=False, seed=seed,
-                tick=lambda t: bar.update(task, completed=t)))
-        finally:
-            single.stop()
+        cap_s = max(10.0, duration / 2)
+
+        def saturated(n: int, seed_: int) -> tuple[Ledger, float, float]:
+            group = Workers(env, n, var, job_workers)
+            task = bar.add_task(f"{n} worker{'s' if n > 1 else ''} at saturation (capacity)", total=cap_s)
+            group.start()
+            try:
+                ledger_, _, _, window_, busy_ = asyncio.run(_phase(
+                    group, p, wearers=wearers, duration=cap_s, think_s=0.0, kill_at=None, probes=False, seed=seed_,
+                    tick=lambda t: bar.update(task, completed=t)))
+            finally:
+                group.stop()
+            return ledger_, window_, busy_
+
         many = Workers(env, workers, var, job_workers)
-        task = bar.add_task(f"{workers} workers" + (", one killed mid-run" if kill_one else ""), total=duration)
+        task = bar.add_task(f"{workers} workers at {think_s:g} s pauses" + (", one killed mid-run" if kill_one else ""),
+                            total=duration)
         many.start()
         try:
             ledger, dispatch, effect, window, busy = asyncio.run(_phase(
                 many, p, wearers=wearers, duration=duration, think_s=think_s,
-                kill_at=duration / 2 if kill_one else None, probes=True, seed=seed + 1,
+                kill_at=duration / 2 if kill_one else None, probes=True, seed=seed + 2,
                 tick=lambda t: bar.update(task, completed=t)))
         finally:
             many.stop()
-    lost, duplicated = _verify(database_url, set(p.wearer_devices), [base_ledger, ledger])
+        base_ledger, base_window, base_busy = saturated(1, seed)
+        cap_ledger, cap_window, cap_busy = saturated(workers, seed + 1) if workers > 1 else (
+            base_ledger, base_window, base_busy)
+    lost, duplicated = _verify(database_url, set(p.wearer_devices), [base_ledger, cap_ledger, ledger])
     lat = [ms for _, ms in ledger.latencies]
-    rate = len(lat) / window if window else 0.0
+    rate = len(cap_ledger.latencies) / cap_window if cap_window else 0.0
     rate_1 = len(base_ledger.latencies) / base_window if base_window else 0.0
+    load = len(lat) / window if window else 0.0
     figures.update({
         "asks_per_s": round(rate, 2),
         "identify_p50_ms": round(percentile(lat, 50), 1),
         "identify_p95_ms": round(percentile(lat, 95), 1),
-        "errors": ledger.errors + base_ledger.errors,
+        "errors": ledger.errors + base_ledger.errors + cap_ledger.errors,
         "dispatch_p95_ms": round(percentile(dispatch, 95), 1),
         "dispatch_p50_ms": round(percentile(dispatch, 50), 1),
         "dispatch_n": len(dispatch),
@@ -483,12 +513,17 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
         "retries": ledger.retries,
         "asks_per_s_1_worker": round(rate_1, 2),
         "throughput_ratio_2v1": round(rate / rate_1, 3) if rate_1 else float("nan"),
-        # How busy the whole machine was (load generator, Postgres and job workers included): a ratio near 1
-        # with the one-worker phase already near 1.0 means the machine, not the API worker, was the limit.
-        "cpu_busy_share": round(busy, 3),
+        # The load the latencies, the live path and the kill were measured at, and its share of the capacity.
+        "load_asks_per_s": round(load, 2),
+        "load_share_of_capacity": round(load / rate, 3) if rate else float("nan"),
+        # How busy the whole machine was (load generator, Postgres and job workers included) at saturation: a
+        # ratio near 1 with the one-worker figure already near 1.0 means the machine, not the worker, was the limit.
+        "cpu_busy_share": round(cap_busy, 3),
         "cpu_busy_share_1_worker": round(base_busy, 3),
+        "cpu_busy_share_load": round(busy, 3),
         "cpu_cores": os.cpu_count() or 0,
         "think_s": think_s,
+        "escalated_share": escalated_share,
     })
     if ledger.probe_problems:
         console.print(f"[yellow]{len(ledger.probe_problems)} probe problems, e.g.:[/yellow] "
@@ -508,8 +543,13 @@ def register(app: typer.Typer) -> None:
         classes: Annotated[int | None, typer.Option(min=2, help="Only this many products (default: the whole "
                                                     "demo catalogue).")] = None,
         kill_one: Annotated[bool, typer.Option("--kill-one", help="SIGKILL one API worker half-way.")] = False,
-        think: Annotated[float, typer.Option(min=0.0, help="Mean seconds a wearer waits between asks.")] = 1.0,
+        think: Annotated[float, typer.Option(min=0.0, help="Mean seconds a wearer waits between asks while the "
+                                             "latencies and the live path are measured (capacity is measured "
+                                             "with no pause).")] = 30.0,
         database_url: Annotated[str, typer.Option(help="Postgres to use (default: a local one in a temp dir).")] = "",
+        escalated_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of wearers whose unsure "
+                                                       "answers go to a person (the rest turned human review "
+                                                       "off).")] = 0.3,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
     ) -> None:
@@ -518,7 +558,8 @@ def register(app: typer.Typer) -> None:
         try:
             figures = run_cluster_bench(workers=workers, wearers=wearers, duration=duration, kill_one=kill_one,
                                         database_url=database_url, think_s=think, seed=seed,
-                                        job_workers=job_workers, classes=classes)
+                                        job_workers=job_workers, classes=classes,
+                                        escalated_share=escalated_share)
         except LookloopError as exc:
             raise fail(exc.message) from None
         print_figures("cluster", figures)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     )
     app.state.system = the_system
     app.state.access = Access.of(the_system)  # who may do what: every router asks it
+    app.state.ask_threads = CapacityLimiter(settings.ask_threads)
 
     @app.exception_handler(LookloopError)
     async def domain_error(_: Request, exc: LookloopError) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anyio import CapacityLimiter
 from fastapi.requests import HTTPConnection
 
 from lookloop.server.policies import Access
@@ -19,6 +20,11 @@ async def get_access(connection: HTTPConnection) -> Access:
     access: Access = connection.app.state.access
     return access
 
+
+async def ask_threads(connection: HTTPConnection) -> CapacityLimiter:
+    """The threads asks run on (``Settings.ask_threads``), apart from every other route's."""
+    limiter: CapacityLimiter = connection.app.state.ask_threads
+    return limiter
 
 
 async def speech_service(connection: HTTPConnection) -> SpeechService:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from lookloop.domain import display
 from lookloop.errors import NotFound, TooLarge
 from lookloop.server.auth import Principal, current_principal
-from lookloop.server.deps import get_access, get_system
+from lookloop.server.deps import ask_threads, get_access, get_system
 from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
 from lookloop.server.policies import Access, idempotency_key, require
 from lookloop.server.schemas.asks import AskOut, LabelIn, LabelOut, RouteIn, RouteOut, WaitOut
@@ -42,6 +43,7 @@ async def create_ask(
     access: Policy,
     caller: Caller,
     background: BackgroundTasks,
+    threads: Annotated[CapacityLimiter, Depends(ask_threads)],
     question: Annotated[str, Form(description="What the wearer asked, e.g. 'what is this?'")],
     image: Annotated[UploadFile | None, File(description="The camera frame (JPEG, PNG, WebP)")] = None,
     device_id: Annotated[str, Form(max_length=64)] = "anonymous",
@@ -51,9 +53,10 @@ async def create_ask(
     device_id = access.ask_device(caller, device_id)
     data = await _read_limited(image, system.settings.max_image_bytes) if image is not None else None
     # The queue, the live hub and the rest hear of the ask once the answer has gone back.
-    record = await run_in_threadpool(
-        system.ask, question, data, device_id=device_id, idempotency_key=retry_key, skill=skill,
-        after=background.add_task,
+    record = await to_thread.run_sync(
+        partial(system.ask, question, data, device_id=device_id, idempotency_key=retry_key, skill=skill,
+                after=background.add_task),
+        limiter=threads,
     )
     return AskOut.of(record)
 

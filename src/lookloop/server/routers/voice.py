@@ -8,16 +8,18 @@ known, and ``audio_url`` streams it sentence by sentence.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from lookloop.errors import TooLarge
 from lookloop.server.auth import Principal, current_principal
-from lookloop.server.deps import get_access, get_system, speech_service
+from lookloop.server.deps import ask_threads, get_access, get_system, speech_service
 from lookloop.server.edge import FORM_ALLOWANCE, upload_cap
 from lookloop.server.policies import Access, idempotency_key
 from lookloop.server.schemas.errors import error_responses
@@ -54,6 +56,7 @@ async def voice_ask(
     access: Policy,
     speech: Speech,
     caller: Caller,
+    threads: Annotated[CapacityLimiter, Depends(ask_threads)],
     audio: Annotated[UploadFile, File(description="The spoken question: WAV, WebM/Opus, Ogg, MP3")],
     image: Annotated[UploadFile | None, File(description="The camera frame (JPEG, PNG, WebP)")] = None,
     language: Annotated[str | None, Form(description="en or zh; empty: detected")] = None,
@@ -67,9 +70,10 @@ async def voice_ask(
     who = access.ask_device(caller, device_id)
     clip = await _read(audio, system.settings.max_audio_bytes, "audio clip")
     frame = await _read(image, system.settings.max_image_bytes, "image") if image is not None else None
-    record, heard = await run_in_threadpool(
-        speech.voice_ask, system, clip, frame, question=question, language=lang, device_id=who,
-        idempotency_key=retry_key, skill=skill,
+    record, heard = await to_thread.run_sync(
+        partial(speech.voice_ask, system, clip, frame, question=question, language=lang, device_id=who,
+                idempotency_key=retry_key, skill=skill),
+        limiter=threads,
     )
     audio_url = f"/v1/speech/{speech.speak_answer(record.final_answer or record.answer.text)}" if speak else None
     return VoiceAskOut.of(record, heard, audio_url)
