@@ -23,6 +23,7 @@ Figures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -176,6 +177,12 @@ class Workers:
         return preferred
 
 
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleeps ``seconds`` unless the phase ends first (a long think time would otherwise hold the phase open)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
 async def _wearer(workers: Workers, idx: int, token: str, images: list[bytes], ledger: Ledger,
                   stop: asyncio.Event, think_s: float, rng: random.Random) -> None:
     # Each wearer is its own device with its own connection, as on the road; one pool shared by hundreds of
@@ -190,7 +197,7 @@ async def _wearer_loop(http: httpx.AsyncClient, workers: Workers, idx: int, toke
     n = 0
     home = idx % len(workers.procs)
     if think_s > 0:  # wearers come online over one pause, not all in the same instant
-        await asyncio.sleep(rng.uniform(0, 2 * think_s))
+        await _pause(stop, rng.uniform(0, 2 * think_s))
     while not stop.is_set():
         n += 1
         key = f"w{idx}-{n}-{uuid.uuid4().hex[:8]}"
@@ -223,7 +230,7 @@ async def _wearer_loop(http: httpx.AsyncClient, workers: Workers, idx: int, toke
                 break  # stays pending: counted lost
             await asyncio.sleep(0.1)
         if think_s > 0:
-            await asyncio.sleep(rng.uniform(0, 2 * think_s))
+            await _pause(stop, rng.uniform(0, 2 * think_s))
 
 
 async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
