@@ -278,3 +278,33 @@ def test_a_spot_check_is_not_the_wearers_to_cancel(
         refused = client.post(f"/v1/asks/{ask['id']}/{action}", headers=bearer(device))
         assert refused.status_code == 409 and "not waiting" in refused.json()["detail"], refused.text
     assert small_system.humans.queue.for_ask(ask["id"]).status == "open"
+
+
+def test_a_label_reaches_the_waiting_wearer_without_running_the_redaction_passes_first(
+        small_system: Lookloop, grocery: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job worker has not got to the frame yet (its queue is not running here): the answer must not wait for
+    # the faces-and-text passes, which take most of a second on a busy machine; it goes without a thumbnail.
+    monkeypatch.setattr(small_system.jobs, "start", lambda: None)
+    with TestClient(create_app(system=small_system, warm=False)) as client:
+        device, _, operator = credentials(client, small_system)
+        photo = unknown_photo(small_system, grocery)
+        with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws:
+            assert wearer_ws.receive_json()["type"] == "hello"
+            ask = _escalate(client, photo, device)
+            assert wearer_ws.receive_json()["type"] == "status"
+            sha = small_system.get_ask(ask["id"]).frame_sha
+            assert sha is not None
+            before = small_system.privacy.info(sha)
+            assert before is not None and before.stage != "full"
+            value = small_system.catalogue.items()[0].name
+            r = client.post(f"/v1/asks/{ask['id']}/labels", json={"value": value, "source": "human"},
+                            headers=bearer(operator))
+            assert r.status_code == 200, r.text
+            event = wearer_ws.receive_json()
+            assert event["type"] == "answer" and event["ask_id"] == ask["id"] and event["source"] == "human"
+            assert event["thumbnail_url"] is None
+            after = small_system.privacy.info(sha)
+            assert after is not None and after.stage == before.stage  # no redaction pass ran on the answer path
+            # Once redacted (as the job worker or a reviewer opening it does), the frame is there for thumbnails.
+            small_system.privacy.ensure_full(sha)
+            assert small_system.privacy.redacted_if_ready(sha) is not None

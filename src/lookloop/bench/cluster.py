@@ -86,6 +86,7 @@ class Ledger:
     error_samples: list[str] = field(default_factory=list)
     retries: int = 0
     probe_problems: list[str] = field(default_factory=list)
+    label_posts: list[float] = field(default_factory=list)  # ms for worker A to take a probe's label
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -233,6 +234,23 @@ async def _wearer_loop(http: httpx.AsyncClient, workers: Workers, idx: int, toke
             await _pause(stop, rng.uniform(0, 2 * think_s))
 
 
+async def _reviewer_reads(ws: Any, mine: asyncio.Queue[tuple[float, dict[str, Any]]], http: httpx.AsyncClient,
+                          base: str, auth: dict[str, str]) -> None:
+    """Reads the probe reviewer's socket all the time: the probe's items (with when they came) go to ``mine``;
+    wearers' asks pushed to this reviewer are left to others at once, so the few items a reviewer holds at a time
+    are free whenever the probe's ask comes."""
+    async for raw in ws:
+        msg = json.loads(raw)
+        item = msg.get("item") if msg.get("type") == "item" else None
+        if not item:
+            continue
+        if "please help me with" in str(item.get("question", "")):
+            await mine.put((time.time(), item))
+            continue
+        with contextlib.suppress(httpx.HTTPError):
+            await http.post(base + f"/v1/review/items/{item['id']}/skip", headers=auth)
+
+
 async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
                           out: list[float], problems: list[str]) -> None:
     """A reviewer on worker B; asks that need a person go to worker A; the time from escalation to the socket."""
@@ -252,45 +270,45 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
                     websockets.connect(device_url, max_size=2**22) as device:
                 await ws.recv()  # hello
                 await device.recv()
-                n = 0
-                while not stop.is_set() and a not in workers.down:
-                    n += 1
-                    tag = uuid.uuid4().hex[:8]
-                    r = await http.post(workers.url(a) + "/v1/asks",
-                                        data={"question": f"please help me with {tag}", "skill": "human"},
-                                        headers={"Authorization": f"Bearer {p.probe_token}"})
-                    if r.status_code != 200:
-                        problems.append(f"dispatch ask {r.status_code}: {r.text[:120]}")
-                    deadline = time.monotonic() + 5.0
-                    while time.monotonic() < deadline:
-                        try:
-                            left = max(0.01, deadline - time.monotonic())
-                            msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=left))
-                        except TimeoutError:
-                            problems.append("dispatch: no item on the reviewer socket within 5 s")
-                            break
-                        item = msg.get("item") if msg.get("type") == "item" else None
-                        if item and tag not in str(item.get("question", "")):
-                            # A wearer's ask: this reviewer leaves it to others, so the items pushed to them
-                            # (a reviewer holds only a few at once) never crowd out the probe's.
-                            await http.post(workers.url(b) + f"/v1/review/items/{item['id']}/skip", headers=auth)
-                            continue
-                        if item:
-                            out.append((time.time() - float(item["escalated_at"])) * 1000)
+                mine: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+                reader = asyncio.create_task(_reviewer_reads(ws, mine, http, workers.url(b), auth))
+                try:
+                    while not stop.is_set() and a not in workers.down and not reader.done():
+                        tag = uuid.uuid4().hex[:8]
+                        r = await http.post(workers.url(a) + "/v1/asks",
+                                            data={"question": f"please help me with {tag}", "skill": "human"},
+                                            headers={"Authorization": f"Bearer {p.probe_token}"})
+                        if r.status_code != 200:
+                            problems.append(f"dispatch ask {r.status_code}: {r.text[:120]}")
+                        deadline = time.monotonic() + 5.0
+                        while True:
+                            try:
+                                got, item = await asyncio.wait_for(
+                                    mine.get(), timeout=max(0.01, deadline - time.monotonic()))
+                            except TimeoutError:
+                                problems.append("dispatch: no item on the reviewer socket within 5 s")
+                                break
+                            if tag not in str(item.get("question", "")):
+                                continue  # an earlier probe's, late
+                            out.append((got - float(item["escalated_at"])) * 1000)
                             r = await http.post(workers.url(b) + f"/v1/review/items/{item['id']}/answer",
                                                 json={"action": "answer", "value": "A helper is on it."},
                                                 headers=auth)
                             if r.status_code != 200 or not r.json().get("resolved"):
                                 problems.append(f"dispatch answer {r.status_code}: {r.text[:120]}")
                             break
-                    await asyncio.sleep(0.5)
+                        await asyncio.sleep(0.5)
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader
         except (OSError, websockets.WebSocketException, httpx.HTTPError) as exc:
             problems.append(f"dispatch: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.3)
 
 
 async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
-                       out: list[float], problems: list[str]) -> None:
+                       out: list[float], problems: list[str], posts: list[float]) -> None:
     """A label posted to worker A, then the same photo asked on worker B until the answer uses it."""
     if len(workers.procs) < 2:
         return
@@ -319,6 +337,7 @@ async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, s
             if r.status_code != 200:
                 problems.append(f"label probe label {r.status_code}: {r.text[:120]}")
                 continue
+            posts.append((time.perf_counter() - t0) * 1000)
             while time.perf_counter() - t0 < 10.0:
                 r = await http.post(workers.url(b) + "/v1/asks",
                                     data={"question": "what is this?", "skill": "identify"},
@@ -372,7 +391,8 @@ async def _phase(workers: Workers, p: Prepared, *, wearers: int, duration: float
                                              random.Random(seed * 1000 + i))) for i in range(wearers)]
         if probes:
             tasks.append(asyncio.create_task(_dispatch_probe(http, workers, p, stop, dispatch, ledger.probe_problems)))
-            tasks.append(asyncio.create_task(_label_probe(http, workers, p, stop, effect, ledger.probe_problems)))
+            tasks.append(asyncio.create_task(_label_probe(http, workers, p, stop, effect, ledger.probe_problems,
+                                                          ledger.label_posts)))
         t0 = time.monotonic()
         # Throughput and latency are steady-state figures: the first seconds, while wearers come online and the
         # queues fill, are not counted.
@@ -513,6 +533,8 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
         "label_effect_p95_ms": round(percentile(effect, 95), 1),
         "label_effect_p50_ms": round(percentile(effect, 50), 1),
         "label_effect_n": len(effect),
+        "label_post_p50_ms": round(percentile(ledger.label_posts, 50), 1),  # of which: worker A taking the label
+        "label_post_p95_ms": round(percentile(ledger.label_posts, 95), 1),
         "lost": lost,
         "duplicated": duplicated,
         "killed": 1 if kill_one else 0,

@@ -99,6 +99,8 @@ class LabelNames(Protocol):
 class RedactedFrames(Protocol):
     def redacted_bytes(self, sha: str) -> bytes: ...
 
+    def redacted_if_ready(self, sha: str) -> bytes | None: ...
+
 
 class ReviewQueue:
     """Queue operations; every state change is a compare-and-set in the database so it holds across workers.

@@ -210,8 +210,13 @@ class Humans:
         (no token to send, and nothing kept for it once a frame kept only for review is released)."""
         if self.frames is None or record.frame_sha is None:
             return None
+        # Only a frame redacted already: running the redaction passes here (faces and personal text, most of a
+        # second on a busy machine) would hold the answer back while the job worker has not got to the frame.
+        redacted = self.frames.redacted_if_ready(record.frame_sha)
+        if redacted is None:
+            return None
         try:
-            small = thumbnail_jpeg(self.frames.redacted_bytes(record.frame_sha), THUMBNAIL_SIDE)
+            small = thumbnail_jpeg(redacted, THUMBNAIL_SIDE)
         except Exception:  # a missing picture never holds back the answer
             log.warning("no thumbnail for ask %s", record.id, exc_info=True)
             return None

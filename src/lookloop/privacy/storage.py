@@ -133,6 +133,18 @@ class FramePrivacy:
         except (FileNotFoundError, ValueError) as exc:
             raise NotFound("no such frame") from exc
 
+    def redacted_if_ready(self, sha: str) -> bytes | None:
+        """The stored frame if every redaction pass has run on it already, else None; never runs them (for
+        what may go without the picture rather than wait for it)."""
+        with self.db.session() as s:
+            row = s.get(RedactionRow, sha)
+            if row is not None and row.stage != "full":
+                return None
+        try:
+            return self.frames.get(sha)
+        except (FileNotFoundError, ValueError):
+            return None
+
     def _lock_for(self, sha: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(sha, threading.Lock())
