@@ -249,6 +249,8 @@ def test_a_reject_reads_in_the_terms_of_the_question(
             assert wearer_ws.receive_json()["type"] == "status"
             item = client.post("/v1/review/next", headers=bearer(reviewer)).json()
             assert small_system.humans.queue.get(item["id"]).ask_id == ask["id"]
+            # The reviewer looks at the (redacted) frame before answering, as the review page shows it.
+            assert client.get(item["frame_url"], headers=bearer(reviewer)).status_code == 200
             r = client.post(f"/v1/review/items/{item['id']}/answer", json={"action": "reject"},
                             headers=bearer(reviewer))
             assert r.status_code == 200, r.text
