@@ -3,10 +3,17 @@
 The public API is re-exported here; everything else lives in modules whose layout follows the loop.
 """
 
-from lookloop.config import Settings, get_settings
-from lookloop.device.client import GlassesClient
-from lookloop.domain import Answer, Ask, AskRecord, Candidate, CatalogItem, Decision, Label, Outcome
-from lookloop.errors import (
+import os as _os
+
+# Set before NumPy loads OpenBLAS: its idle threads then sleep at once instead of spinning for ~0.1 s after
+# every product. A server runs a small product per ask, so with the default one idle BLAS thread kept a core
+# fully busy between asks. An operator's own value wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from lookloop.config import Settings, get_settings  # noqa: E402
+from lookloop.device.client import GlassesClient  # noqa: E402
+from lookloop.domain import Answer, Ask, AskRecord, Candidate, CatalogItem, Decision, Label, Outcome  # noqa: E402
+from lookloop.errors import (  # noqa: E402
     BadInput,
     Conflict,
     Forbidden,
@@ -17,7 +24,7 @@ from lookloop.errors import (
     Unauthorized,
     UnsupportedMedia,
 )
-from lookloop.system import Lookloop
+from lookloop.system import Lookloop  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from lookloop.models.onnx_export import export_onnx_file
 from lookloop.store.files import private_dir, tighten_file
@@ -115,15 +114,6 @@ def export_onnx(backbone: torch.nn.Module, path: Path, image_size: int) -> None:
                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
     tighten_file(tmp)
     os.replace(tmp, path)
-
-
-def single_threaded_blas() -> None:
-    """Vector maths in this process runs on the calling thread from now on.
-
-    A server's matrix products are small (one query against the example memory), and a BLAS thread pool's idle
-    workers spin between them: one such product every 50 ms kept a second core fully busy without making any
-    ask faster. Model inference keeps its own threads (ONNX Runtime's)."""
-    threadpool_limits(limits=1, user_api="blas")
 
 
 def usable_cores() -> int:

@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 from lookloop import telemetry
 from lookloop.config import Settings, get_settings
 from lookloop.errors import LookloopError, TooManyRequests
-from lookloop.models.embedder import single_threaded_blas
 from lookloop.server import edge, ratelimit
 from lookloop.server.policies import Access
 from lookloop.server.routers import (
@@ -47,7 +46,6 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_system.migrate()
-        single_threaded_blas()  # asks run side by side on threads; a BLAS pool would only spin between them
         the_system.humans.hub.bind(asyncio.get_running_loop())  # live streams are served from this loop
         the_system.listen()  # the other workers' escalations, answers and labels
         telemetry.register_worker(settings.worker_id)
