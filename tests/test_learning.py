@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -27,6 +28,49 @@ def test_ask_correct_ask_again_gives_the_corrected_answer(small_system: Lookloop
     assert second.answer.result["label"] == wrong_label
     assert second.answer.result["label"] != first.answer.result["label"]
     print(f"label → learnt in {delay * 1000:.0f} ms")  # the figure; the bound lives in the benchmark
+
+
+def test_another_worker_learns_a_label_from_the_stored_embedding_without_redacting_the_frame(
+        tmp_path: Path, data_dir: Path, model_dir: Path, grocery: GroceryDataset, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker that takes a label stores the frame's embedding with it: the other worker learns the label at
+    once, without waiting for the frame's redaction passes and a second forward pass."""
+    from lookloop.store.bus import LocalBus, LocalNetwork
+    from lookloop.store.tables import LabelRow
+    from tests.conftest import build_small_system, make_settings
+
+    net = LocalNetwork()
+    settings = make_settings(tmp_path, data_dir, model_dir)
+    build_small_system(settings, grocery).close()
+    a = Lookloop(settings, bus=LocalBus(net))
+    b = Lookloop(settings, bus=LocalBus(net))
+    try:
+        for worker in (a, b):
+            worker.migrate()
+            worker.build_identify()
+        import cv2
+
+        # A photo no worker has embedded before (the val photos are in the shared on-disk cache).
+        photo = cv2.imread(small_val(grocery, per_class=1)[1].path)
+        data = bytes(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 91])[1].tobytes())
+        assert b.serving.cached_embedding(hashlib.sha256(data).hexdigest()) is None
+        first = a.ask("what is this?", data)
+        wrong = next(c for c in SMALL_CLASSES if c != first.answer.result["label"])
+
+        def not_on_the_label_path(sha: str) -> bytes:
+            raise AssertionError("the other worker redacted and embedded the frame again")
+
+        monkeypatch.setattr(b.privacy, "redacted_bytes", not_on_the_label_path)
+        a.add_label(first.id, wrong, source="operator")
+        with b.db.session() as s:
+            row = s.query(LabelRow).filter_by(ask_id=first.id).one()
+            assert row.embedder_version == b.serving.embedding_cache.version
+            assert row.embedding is not None and len(row.embedding) == 4 * b.serving.embedding_cache.dim
+        assert b.serving.cached_embedding(str(first.frame_sha)) is not None
+        assert b.ask("what is this?", data).answer.result["label"] == wrong
+    finally:
+        a.close()
+        b.close()
 
 
 def test_a_human_answer_lifts_an_unsure_ask(small_system: Lookloop, grocery: GroceryDataset) -> None:

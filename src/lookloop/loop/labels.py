@@ -237,12 +237,21 @@ class LabelService:
         canonical = self.canonical(record, value)
         source, trust, status = self._judge(record, canonical, source, author)
         wearer_id = self.personal.wearer_of(record.device_id) if self.personal and source == "wearer" else None
-        self._store(record, canonical, source, author, request, trust=trust, status=status, wearer_id=wearer_id,
-                    settle=settle)
         identify = record.answer.skill == "identify" and record.frame_sha is not None
+        learns = (status == LABEL_APPLIED and identify and bool(record.frame_sha)
+                  and self.consent.training_use(record.device_id))
+        # Stored with the label, so the other workers learn it without embedding the frame again.
+        embedding = None
+        if learns and record.frame_sha:
+            try:
+                embedding = self.serving.embedding_to_store(record.frame_sha)
+            except NotFound:
+                pass  # the frame is gone: the label is still kept
+        self._store(record, canonical, source, author, request, trust=trust, status=status, wearer_id=wearer_id,
+                    settle=settle, embedding=embedding)
         if status == LABEL_APPLIED:
             self._settle_others(ask_id, canonical)
-            if identify and record.frame_sha and self.consent.training_use(record.device_id):
+            if learns and record.frame_sha:
                 self.serving.learn_frame(record.frame_sha, canonical, key=f"ask:{ask_id}")
             if record.audit:
                 self.serving.record_audit_verdict(ask_id, canonical)
@@ -270,7 +279,7 @@ class LabelService:
 
     def _store(self, record: AskRecord, canonical: str, source: str, author: str,
                request: idempotency.Request, *, trust: float, status: str, wearer_id: str | None,
-               settle: bool) -> None:
+               settle: bool, embedding: tuple[bytes, str] | None = None) -> None:
         ask_id = record.id
         with self.db.session() as s:
             request.claim(s, ask_id)  # the label and its receipt commit together
@@ -286,6 +295,8 @@ class LabelService:
                     trust=trust,
                     status=status,
                     wearer_id=wearer_id,
+                    embedding=embedding[0] if embedding else None,
+                    embedder_version=embedding[1] if embedding else None,
                 )
             )
             if not settle:

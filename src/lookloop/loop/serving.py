@@ -299,7 +299,8 @@ class ServingModel:
         with self.db.session() as s:
             ask = s.get(AskRow, ask_id)
             # Only labels that teach everyone (applied): personal, pending or proposed ones stay where they are.
-            label = s.execute(select(LabelRow.value, LabelRow.frame_sha, LabelRow.skill)
+            label = s.execute(select(LabelRow.value, LabelRow.frame_sha, LabelRow.skill, LabelRow.embedding,
+                                     LabelRow.embedder_version)
                               .where(LabelRow.ask_id == ask_id, teaches_shared_model())
                               .order_by(LabelRow.created_at.desc()).limit(1)).first()
             verdict = None
@@ -315,6 +316,7 @@ class ServingModel:
             return False
         if ask_id in self.consent.training_excluded_ask_ids():
             return False
+        self._take_stored_embedding(label.frame_sha, label.embedding, label.embedder_version)
         self.learn_frame(label.frame_sha, self.catalogue.canonical_label(label.value), key=f"ask:{ask_id}")
         return True
 
@@ -521,6 +523,20 @@ class ServingModel:
             row = self.embedder.embed([frame.rgb])[0]
             cache.put(frame_sha, row)
         return row
+
+    def embedding_to_store(self, frame_sha: str) -> tuple[bytes, str]:
+        """A frame's embedding as a label stores it for the other workers: (float32 bytes, embedder version)."""
+        row = self.frame_embedding(frame_sha)
+        return np.asarray(row, dtype=np.float32).tobytes(), self.embedding_cache.version
+
+    def _take_stored_embedding(self, frame_sha: str, data: bytes | None, version: str | None) -> None:
+        """Caches the embedding another worker stored with a label, when it is of the embedder serving here."""
+        if data is None or self.embedding_cache.get(frame_sha) is not None:
+            return
+        cache = self.embedding_cache
+        if version != cache.version or len(data) != cache.dim * 4:
+            return  # another embedder's vector: this worker embeds the frame itself
+        cache.put(frame_sha, np.frombuffer(data, dtype=np.float32))
 
     def learn_frame(self, frame_sha: str, label: str, *, key: str) -> None:
         """Instant learning: the frame's embedding joins the example memory now."""

@@ -6,7 +6,20 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ColumnElement, DateTime, Float, ForeignKey, Index, Integer, String, Text, or_
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    or_,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lookloop.domain import utcnow
@@ -84,6 +97,10 @@ class LabelRow(Base):
     trust: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[str | None] = mapped_column(String(12), nullable=True, index=True)  # LABEL_STATUSES
     wearer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # a wearer's own label
+    # The frame's embedding (float32) as the worker that took the label had it: the other workers learn the label
+    # from it at once instead of redacting and embedding the frame again. Only valid for ``embedder_version``.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    embedder_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class CatalogItemRow(Base):
