@@ -310,3 +310,49 @@ def test_a_label_reaches_the_waiting_wearer_without_running_the_redaction_passes
             # Once redacted (as the job worker or a reviewer opening it does), the frame is there for thumbnails.
             small_system.privacy.ensure_full(sha)
             assert small_system.privacy.redacted_if_ready(sha) is not None
+
+
+def _human_ask(client: TestClient, device: str, tag: str) -> str:
+    r = client.post("/v1/asks", data={"question": f"please help me with {tag}", "skill": "human"},
+                    headers=bearer(device))
+    assert r.status_code == 200 and r.json()["answer"]["decision"] == "escalate", r.text
+    return str(r.json()["id"])
+
+
+def _next_item(ws: Any) -> dict[str, Any]:
+    while True:  # queue counts come and go between the items
+        ev = ws.receive_json()
+        if ev["type"] == "item":
+            return dict(ev["item"])
+
+
+def test_a_reviewer_with_a_hand_free_gets_the_live_item_that_came_while_every_hand_was_full(
+    client: TestClient, small_system: Lookloop
+) -> None:
+    """A live item that came while every on-duty reviewer held the most they may is pushed as soon as one of them
+    skips or answers; a skipped live item goes to another reviewer on duty, never back to the one who passed."""
+    device, rita, otto = credentials(client, small_system)
+    queue = small_system.humans.queue
+    with client.websocket_connect(f"/v1/review/stream?token={rita}") as rita_ws:
+        assert rita_ws.receive_json()["type"] == "hello"
+        asks = [_human_ask(client, device, tag) for tag in ("a", "b", "c", "d")]
+        items = [queue.for_ask(a) for a in asks]
+        assert all(i is not None for i in items)
+        a, b, c, d = (i.id for i in items if i is not None)
+        held = {_next_item(rita_ws)["id"], _next_item(rita_ws)["id"]}
+        assert held == {a, b}
+        assert queue.get(c).locked_by is None and queue.get(d).locked_by is None  # both hands were full
+        with client.websocket_connect(f"/v1/review/stream?token={otto}") as otto_ws:
+            assert otto_ws.receive_json()["type"] == "hello"
+            r = client.post(f"/v1/review/items/{a}/skip", headers=bearer(rita))
+            assert r.status_code == 204, r.text
+            rita_id, otto_id = queue.get(b).locked_by, queue.get(a).locked_by
+            assert otto_id is not None and otto_id != rita_id  # passed on to the other reviewer
+            assert queue.get(c).locked_by == rita_id  # the longest waiting, new to her
+            assert _next_item(otto_ws)["id"] == a
+            assert _next_item(rita_ws)["id"] == c
+            r = client.post(f"/v1/review/items/{b}/answer", json={"action": "answer", "value": "A helper is on it."},
+                            headers=bearer(rita))
+            assert r.status_code == 200 and r.json()["resolved"], r.text
+            assert queue.get(d).locked_by == rita_id  # an answer frees a hand too
+            assert _next_item(rita_ws)["id"] == d

@@ -15,7 +15,8 @@ Figures:
 - ``throughput_ratio_2v1``: their ratio, same wearers, same run;
 - ``load_asks_per_s``, ``load_share_of_capacity``: the load of the third phase, where the rest are measured;
 - ``identify_p50_ms``, ``identify_p95_ms``: a wearer's wait from the first try to the answer, before the kill;
-- ``dispatch_p95_ms``: an escalation stored on worker A → the item on a reviewer socket held by worker B;
+- ``dispatch_p95_ms``: an escalation stored on worker A → the item on a reviewer socket held by worker B (one
+  that never comes within 5 s counts as 5 s);
 - ``label_effect_p95_ms``: a label posted to worker A → the same photo answered with it by worker B;
 - ``lost``, ``duplicated``: over all three phases, checked against the database.
 """
@@ -287,6 +288,7 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
                                     mine.get(), timeout=max(0.01, deadline - time.monotonic()))
                             except TimeoutError:
                                 problems.append("dispatch: no item on the reviewer socket within 5 s")
+                                out.append(5000.0)  # counted at the cap, as an escalation that never came
                                 break
                             if tag not in str(item.get("question", "")):
                                 continue  # an earlier probe's, late

@@ -326,15 +326,18 @@ class ReviewQueue:
                 "resolved": int(by_status.get("resolved", 0)), "gold": int(by_status.get("gold", 0)),
                 "locked": int(locked)}
 
-    def offerable(self) -> list[QueueItem]:
+    def offerable(self, *, limit: int = 200, new_to: str | None = None) -> list[QueueItem]:
         """Live items waiting with nobody holding them: what a worker offers its on-duty reviewers after it
-        may have missed an escalation (oldest first)."""
+        may have missed an escalation (oldest first). ``new_to``: only those that account has not answered,
+        turned down or skipped."""
         now = self.clock()
         r = ReviewItemRow
+        where = [r.kind == "ask", r.status.in_(WAITING), r.live.is_(True),
+                 or_(r.locked_until.is_(None), r.locked_until <= now)]
+        if new_to is not None:
+            where.append(r.id.not_in(select(ReviewAnswerRow.item_id).where(ReviewAnswerRow.account_id == new_to)))
         with self.db.session() as s:
-            rows = s.scalars(select(r).where(r.kind == "ask", r.status.in_(WAITING), r.live.is_(True),
-                                             or_(r.locked_until.is_(None), r.locked_until <= now))
-                             .order_by(r.created_at).limit(200)).all()
+            rows = s.scalars(select(r).where(*where).order_by(r.created_at).limit(limit)).all()
             return [_item(row) for row in rows]
 
     def resolved_since(self, since: dt.datetime) -> list[QueueItem]:

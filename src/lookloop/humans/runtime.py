@@ -155,7 +155,26 @@ class Humans:
         """A reviewer's answer (``ReviewQueue.submit``), with what became of it."""
         trusted = reviewer.account_id is not None and self.trust.standing(reviewer.account_id).trusted
         sub = self.queue.submit(item_id, reviewer, action, value)
-        return Reviewed(sub, self._became(sub, reviewer, action, trusted))
+        done = Reviewed(sub, self._became(sub, reviewer, action, trusted))
+        if reviewer.account_id is not None:
+            self.freed(reviewer.account_id, None)
+        return done
+
+    def skip(self, item_id: str, reviewer: Principal) -> None:
+        """A reviewer passes an item on: a live one is offered to the other reviewers on duty, and the reviewer
+        gets the next live item they have not seen."""
+        self.queue.skip(item_id, reviewer)
+        if reviewer.account_id is not None:
+            self.freed(reviewer.account_id, item_id)
+
+    def freed(self, account_id: str, passed: str | None) -> None:
+        """A reviewer has a hand free (answered or skipped ``passed``): every worker offers what waits live.
+
+        Without it a live item that came while every on-duty reviewer held the most they may would wait for
+        someone to ask for the next item, or for its time-out.
+        """
+        self.bus.publish(LIVE_CHANNEL, {"k": "freed", "account": account_id, "item": passed})
+        self._refill(account_id, passed)
 
     def _became(self, sub: Submission, reviewer: Principal, action: str, trusted: bool) -> str | None:
         if action == "reject" or (sub.resolved and sub.value is None):
@@ -294,21 +313,52 @@ class Humans:
         self.bus.publish(LIVE_CHANNEL, {"k": "offer", "item": item.id})
         return self.dispatch(item)
 
-    def dispatch(self, item: QueueItem) -> str | None:
-        """Offers a live item to the least-busy on-duty reviewer of this worker, locked to them; others hear the
-        queue grew."""
-        for account_id in sorted(self.hub.reviewers_on_duty(), key=self.queue.locks_held):
+    def dispatch(self, item: QueueItem, *, passed_by: str | None = None) -> str | None:
+        """Offers a live item to the least-busy on-duty reviewer of this worker (not the one who passed it on),
+        locked to them; others hear the queue grew."""
+        on_duty = [a for a in self.hub.reviewers_on_duty() if a != passed_by]
+        for account_id in sorted(on_duty, key=self.queue.locks_held):
             if self.queue.locks_held(account_id) >= self.max_pushed_locks:
                 break
-            if self.queue.try_lock(item.id, account_id):
-                locked = self.queue.get(item.id)
-                if self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(locked)}):
-                    return account_id
-                # Their last socket closed meanwhile (off duty, or signed out): the lock goes back.
-                self.queue.release_all(account_id)
+            if self._push(item.id, account_id):
+                return account_id
         if self.hub.reviewers_on_duty():
             self.hub.broadcast_reviewers({"type": "queue", **self.queue.counts()})
         return None
+
+    def _push(self, item_id: str, account_id: str) -> bool:
+        """Locks an item to a reviewer and sends it to their socket; False when someone holds it already or
+        their socket closed meanwhile."""
+        if not self.queue.try_lock(item_id, account_id):
+            return False
+        if self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(self.queue.get(item_id))}):
+            return True
+        # Their last socket closed meanwhile (off duty, or signed out): the lock goes back.
+        self.queue.release_all(account_id)
+        return False
+
+    def _refill(self, account_id: str, passed: str | None) -> None:
+        """This worker's part of ``freed``: the item passed on goes to another of its reviewers, and the reviewer
+        (when their socket is here) gets the live items waiting longest that are new to them."""
+        on_duty = self.hub.reviewers_on_duty()
+        if not on_duty:
+            return
+        if passed is not None:
+            item = self.queue.get(passed)
+            now = self.queue.clock()
+            if (item.kind == "ask" and item.live and item.status in WAITING
+                    and (item.locked_until is None or item.locked_until <= now)):
+                self.dispatch(item, passed_by=account_id)
+        if account_id not in on_duty:
+            return
+        room = self.max_pushed_locks - self.queue.locks_held(account_id)
+        if room <= 0:
+            return
+        for item in self.queue.offerable(limit=room + 4, new_to=account_id):
+            if room <= 0:
+                return
+            if self._push(item.id, account_id):
+                room -= 1
 
     def on_revoked(self, revocation: Revocation) -> None:
         """Revoked credentials: their open streams close now, and a reviewer signed out everywhere gives back
@@ -434,6 +484,9 @@ class Humans:
                 self._remote_answer(str(payload["ask"]), str(payload["device"]), source)
             elif kind == "withdrawn":
                 self._remote_withdrawn(str(payload["item"]), payload.get("account"))
+            elif kind == "freed" and isinstance(payload.get("account"), str):
+                passed = payload.get("item")
+                self._refill(payload["account"], passed if isinstance(passed, str) else None)
         except NotFound:
             pass  # deleted meanwhile (delete-my-data): nothing left to tell
 

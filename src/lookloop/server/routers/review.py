@@ -77,7 +77,7 @@ def answer(system: System, item_id: str, body: ReviewAnswerIn, reviewer: Reviewe
 
 @router.post("/items/{item_id}/skip", status_code=204, responses=_ERRORS)
 def skip(system: System, item_id: str, reviewer: Reviewer) -> Response:
-    system.humans.queue.skip(item_id, reviewer)
+    system.humans.skip(item_id, reviewer)
     return Response(status_code=204)
 
 
