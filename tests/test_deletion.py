@@ -57,7 +57,7 @@ def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None
     # Stored redacted, or still sealed (encrypted) when nobody has needed to see it yet.
     assert all(system.privacy.path(s).exists() or system.privacy.sealed_path(s).exists() for s in my_shas)
     assert system.privacy.original_path(my_shas[0]).exists()
-    assert system.embedding_cache.get(my_shas[0]) is not None
+    assert system.serving.cached_embedding(my_shas[0]) is not None
     assert f"ask:{mine[0].id}" in system.identify_model.memory.keys
 
     report = system.deletion.delete_wearer_data(a_wearer, actor="test")
@@ -72,7 +72,7 @@ def test_delete_my_data_end_to_end(system: Any, grocery: GroceryDataset) -> None
     for sha in my_shas:
         assert not system.privacy.path(sha).exists() and not system.privacy.original_path(sha).exists()
         assert not system.privacy.sealed_path(sha).exists()
-        assert system.embedding_cache.get(sha) is None
+        assert system.serving.cached_embedding(sha) is None
     assert MemoryStore(system.db).for_device(a_dev) == []
     keys = set(system.identify_model.memory.keys)
     assert not any(f"ask:{i}" in keys for i in ids)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 import time
 from pathlib import Path
 
@@ -30,6 +30,15 @@ def test_ask_correct_ask_again_gives_the_corrected_answer(small_system: Lookloop
     print(f"label → learnt in {delay * 1000:.0f} ms")  # the figure; the bound lives in the benchmark
 
 
+def _fresh_photo(path: str | Path) -> bytes:
+    """A photo no process has embedded before (the model directory's cache outlives test runs)."""
+    import cv2
+
+    img = cv2.imread(str(path))
+    img[0, 0] = np.frombuffer(secrets.token_bytes(3), dtype=np.uint8)
+    return bytes(cv2.imencode(".png", img)[1].tobytes())
+
+
 def test_another_worker_learns_a_label_from_the_stored_embedding_without_redacting_the_frame(
         tmp_path: Path, data_dir: Path, model_dir: Path, grocery: GroceryDataset, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -48,12 +57,7 @@ def test_another_worker_learns_a_label_from_the_stored_embedding_without_redacti
         for worker in (a, b):
             worker.migrate()
             worker.build_identify()
-        import cv2
-
-        # A photo no worker has embedded before (the val photos are in the shared on-disk cache).
-        photo = cv2.imread(small_val(grocery, per_class=1)[1].path)
-        data = bytes(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 91])[1].tobytes())
-        assert b.serving.cached_embedding(hashlib.sha256(data).hexdigest()) is None
+        data = _fresh_photo(small_val(grocery, per_class=1)[1].path)
         first = a.ask("what is this?", data)
         wrong = next(c for c in SMALL_CLASSES if c != first.answer.result["label"])
 
@@ -71,6 +75,27 @@ def test_another_worker_learns_a_label_from_the_stored_embedding_without_redacti
     finally:
         a.close()
         b.close()
+
+
+def test_the_latest_asks_embeddings_stay_in_memory_a_bounded_few_and_never_on_disk(
+        tmp_path: Path, data_dir: Path, model_dir: Path, grocery: GroceryDataset) -> None:
+    """A worker keeps the embeddings of its latest asks for the labels that follow them, not of every ask it ever
+    answered: its memory stays flat however long it serves, and no wearer's ask is written to the cache file."""
+    from lookloop.models.embcache import EmbeddingCache
+    from tests.conftest import build_small_system, make_settings
+
+    system = build_small_system(make_settings(tmp_path, data_dir, model_dir, recent_query_embeddings=2), grocery)
+    try:
+        shas = [str(system.ask("what is this?", _fresh_photo(p.path)).frame_sha)
+                for p in small_val(grocery, per_class=1)[:3]]
+        assert system.serving.cached_embedding(shas[0]) is None  # the oldest made room
+        assert all(system.serving.cached_embedding(sha) is not None for sha in shas[1:])
+        cache = system.serving.embedding_cache
+        version, dim, directory = cache.version, cache.dim, cache.path.parent
+    finally:
+        system.close()
+    on_disk = EmbeddingCache(directory, version, dim)
+    assert all(on_disk.get(sha) is None for sha in shas)
 
 
 def test_a_human_answer_lifts_an_unsure_ask(small_system: Lookloop, grocery: GroceryDataset) -> None:

@@ -147,6 +147,10 @@ class Settings(BaseSettings):
         description="Asks one API worker answers at once; the rest wait their turn on the event loop. A few "
                     "keep the cores busy; dozens only fight over the interpreter lock and hold up reviewers' "
                     "answers, labels and live events.")
+    recent_query_embeddings: int = Field(
+        default=5000, ge=0, le=1_000_000,
+        description="Embeddings of the latest asks one API worker keeps in memory (5 KB each), so a person's "
+                    "answer to one of them is learnt without a second forward pass. Never written to disk.")
     rate_limit_device_per_min: float = Field(default=120.0, ge=0, description="Requests per device (0: off).")
     rate_limit_account_per_min: float = Field(default=600.0, ge=0, description="Per reviewer/operator (0: off).")
     rate_limit_anonymous_per_min: float = Field(default=120.0, ge=0, description="Per client address (0: off).")

@@ -5,10 +5,11 @@ benchmark can send an ask to worker A and hold a reviewer socket on worker B. We
 think, ask again) from one asyncio process; every ask carries an ``Idempotency-Key`` and is resent to another
 worker when its worker dies, so ``lost`` and ``duplicated`` are checked against the database afterwards.
 
-Three phases, each on freshly started workers: one worker at saturation, N workers at saturation (wearers ask
-again as soon as they are answered: the capacity), then N workers at ``--think`` pauses with the probes and, with
-``--kill-one``, one worker killed half-way. The first seconds of each phase (wearers coming online) are not
-counted.
+Two phases, each on freshly started workers: first N workers at ``--think`` pauses with the probes and, with
+``--kill-one``, one worker killed half-way; then the capacity at saturation (wearers ask again as soon as they are
+answered), in turns of one worker and of N on the same workers (the spare ones stand idle in the one-worker turns),
+so that whatever else the machine does meanwhile weighs on both figures alike. The first seconds of each phase and
+turn (wearers coming online) are not counted.
 
 Figures:
 - ``asks_per_s``, ``asks_per_s_1_worker``: identify asks answered per second at saturation, N workers and one;
@@ -136,6 +137,33 @@ def prepare(settings: Settings, wearers: int, classes: int | None = None, escala
     return Prepared([t for _, t in made], [d.id for d, _ in made], reviewer, operator, probe, images, probes, labels)
 
 
+CAPACITY_TURNS = 2  # turns of 1 worker and of N, taken alternately
+
+
+@dataclass
+class Capacity:
+    """Asks answered at saturation over the counted windows of one worker count's turns."""
+
+    ledgers: list[Ledger] = field(default_factory=list)
+    window: float = 0.0
+    busy_windows: list[tuple[float, float]] = field(default_factory=list)  # (busy share, seconds)
+
+    def add(self, ledger: Ledger, window: float, busy: float) -> None:
+        self.ledgers.append(ledger)
+        self.window += window
+        if busy == busy:  # not NaN
+            self.busy_windows.append((busy, window))
+
+    @property
+    def rate(self) -> float:
+        return sum(len(x.latencies) for x in self.ledgers) / self.window if self.window else 0.0
+
+    @property
+    def busy(self) -> float:
+        total = sum(w for _, w in self.busy_windows)
+        return sum(b * w for b, w in self.busy_windows) / total if total else float("nan")
+
+
 class Workers:
     """N API worker processes on one database and one shared var dir."""
 
@@ -144,6 +172,7 @@ class Workers:
         self.procs = [ServerProcess(env, free_port(), log_dir / f"api-{i}.log") for i in range(n)]
         self.jobs: list[subprocess.Popen[bytes]] = []
         self.down: set[int] = set()
+        self.serving = n  # the first ``serving`` workers take the wearers' asks (the rest stand idle)
 
     def start(self) -> None:
         with ThreadPoolExecutor(len(self.procs)) as pool:  # they load their models side by side
@@ -170,8 +199,8 @@ class Workers:
         return self.procs[i].base
 
     def alive(self, preferred: int) -> int:
-        """``preferred`` when it is up, else the next worker that is."""
-        n = len(self.procs)
+        """``preferred`` when it is up, else the next worker that is (of those serving)."""
+        n = self.serving
         for k in range(n):
             i = (preferred + k) % n
             if i not in self.down:
@@ -197,7 +226,7 @@ async def _wearer(workers: Workers, idx: int, token: str, images: list[bytes], l
 async def _wearer_loop(http: httpx.AsyncClient, workers: Workers, idx: int, token: str, images: list[bytes],
                        ledger: Ledger, stop: asyncio.Event, think_s: float, rng: random.Random) -> None:
     n = 0
-    home = idx % len(workers.procs)
+    home = idx % workers.serving
     if think_s > 0:  # wearers come online over one pause, not all in the same instant
         await _pause(stop, rng.uniform(0, 2 * think_s))
     while not stop.is_set():
@@ -283,13 +312,18 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
                             problems.append(f"dispatch ask {r.status_code}: {r.text[:120]}")
                         deadline = time.monotonic() + 5.0
                         while True:
-                            try:
-                                got, item = await asyncio.wait_for(
-                                    mine.get(), timeout=max(0.01, deadline - time.monotonic()))
-                            except TimeoutError:
-                                problems.append("dispatch: no item on the reviewer socket within 5 s")
-                                out.append(5000.0)  # counted at the cap, as an escalation that never came
+                            getter = asyncio.ensure_future(mine.get())
+                            await asyncio.wait({getter, reader}, timeout=max(0.01, deadline - time.monotonic()),
+                                               return_when=asyncio.FIRST_COMPLETED)
+                            if not getter.done():
+                                getter.cancel()
+                                if reader.done():  # worker B was killed under the socket: no figure to take
+                                    problems.append("dispatch: the reviewer's worker went down mid-probe")
+                                else:
+                                    problems.append("dispatch: no item on the reviewer socket within 5 s")
+                                    out.append(5000.0)  # counted at the cap, as an escalation that never came
                                 break
+                            got, item = getter.result()
                             if tag not in str(item.get("question", "")):
                                 continue  # an earlier probe's, late
                             out.append((got - float(item["escalated_at"])) * 1000)
@@ -488,22 +522,36 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
                                "job_workers": job_workers}
     # The live path, the latencies and the kill at the stated load (a pause of ``think_s`` on average), first, on
     # a quiet machine; then the capacity at saturation (wearers ask again as soon as they are answered), with 1
-    # worker and with N. The background jobs the saturated phases leave behind would otherwise still be running
-    # while the latencies are measured.
+    # worker and with N in turns. The background jobs the saturated turns leave behind would otherwise still be
+    # running while the latencies are measured.
     with make_progress() as bar:
         cap_s = max(10.0, duration / 2)
 
-        def saturated(n: int, seed_: int) -> tuple[Ledger, float, float]:
-            group = Workers(env, n, var, job_workers)
-            task = bar.add_task(f"{n} worker{'s' if n > 1 else ''} at saturation (capacity)", total=cap_s)
+        def saturated() -> tuple[Capacity, Capacity]:
+            """The capacity with 1 worker and with N, in turns on the same started workers (the spare ones stand
+            idle in the one-worker turns), so what else the machine does meanwhile weighs on both alike."""
+            group = Workers(env, workers, var, job_workers)
+            turn_s = cap_s / CAPACITY_TURNS + min(5.0, cap_s / 4)  # each turn's settling seconds are not counted
+            tasks = {n: bar.add_task(f"{n} worker{'s' if n > 1 else ''} at saturation (capacity)",
+                                     total=cap_s) for n in dict.fromkeys((1, workers))}
+            out = {n: Capacity() for n in tasks}
             group.start()
             try:
-                ledger_, _, _, window_, busy_ = asyncio.run(_phase(
-                    group, p, wearers=wearers, duration=cap_s, think_s=0.0, kill_at=None, probes=False, seed=seed_,
-                    tick=lambda t: bar.update(task, completed=t)))
+                for turn in range(CAPACITY_TURNS):
+                    for n, task in tasks.items():
+                        group.serving = n
+                        done = out[n].window
+
+                        def tick(t: float, task_: Any = task, done_: float = done) -> None:
+                            bar.update(task_, completed=min(cap_s, done_ + t * cap_s / CAPACITY_TURNS / turn_s))
+
+                        ledger_, _, _, window_, busy_ = asyncio.run(_phase(
+                            group, p, wearers=wearers, duration=turn_s, think_s=0.0, kill_at=None, probes=False,
+                            seed=seed + 10 * turn + n, tick=tick))
+                        out[n].add(ledger_, window_, busy_)
             finally:
                 group.stop()
-            return ledger_, window_, busy_
+            return out[1], out[workers]
 
         many = Workers(env, workers, var, job_workers)
         task = bar.add_task(f"{workers} workers at {think_s:g} s pauses" + (", one killed mid-run" if kill_one else ""),
@@ -516,19 +564,17 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
                 tick=lambda t: bar.update(task, completed=t)))
         finally:
             many.stop()
-        base_ledger, base_window, base_busy = saturated(1, seed)
-        cap_ledger, cap_window, cap_busy = saturated(workers, seed + 1) if workers > 1 else (
-            base_ledger, base_window, base_busy)
-    lost, duplicated = _verify(database_url, set(p.wearer_devices), [base_ledger, cap_ledger, ledger])
+        one, many_cap = saturated()
+    lost, duplicated = _verify(database_url, set(p.wearer_devices), [*one.ledgers, *many_cap.ledgers, ledger])
     lat = [ms for _, ms in ledger.latencies]
-    rate = len(cap_ledger.latencies) / cap_window if cap_window else 0.0
-    rate_1 = len(base_ledger.latencies) / base_window if base_window else 0.0
+    rate, rate_1 = many_cap.rate, one.rate
+    cap_busy, base_busy = many_cap.busy, one.busy
     load = len(lat) / window if window else 0.0
     figures.update({
         "asks_per_s": round(rate, 2),
         "identify_p50_ms": round(percentile(lat, 50), 1),
         "identify_p95_ms": round(percentile(lat, 95), 1),
-        "errors": ledger.errors + base_ledger.errors + cap_ledger.errors,
+        "errors": ledger.errors + sum(x.errors for x in (*one.ledgers, *many_cap.ledgers)),
         "dispatch_p95_ms": round(percentile(dispatch, 95), 1),
         "dispatch_p50_ms": round(percentile(dispatch, 50), 1),
         "dispatch_n": len(dispatch),

@@ -38,7 +38,7 @@ from lookloop.loop.learner import IdentifyModel, cached_identify_head
 from lookloop.loop.openset import OutlierGate
 from lookloop.loop.policies import UNKNOWN_GROUP, EscalationPolicy, FixedThreshold
 from lookloop.loop.registry import ModelArtifacts, ModelRegistry, ModelVersion, serving_embedder
-from lookloop.models.embcache import EmbeddingCache, ProgressFn, embed_paths
+from lookloop.models.embcache import EmbeddingCache, ProgressFn, RecentEmbeddings, embed_paths
 from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
 from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow, teaches_shared_model
@@ -94,6 +94,7 @@ class ServingModel:
         self._lock = threading.RLock()
         self._embedder: OnnxImageEmbedder | None = None
         self._cache: EmbeddingCache | None = None
+        self._recent: RecentEmbeddings | None = None  # the latest asks' embeddings (memory only)
         self._model: IdentifyModel | None = None
         self._serving_id: str | None = None  # the registry version loaded, if any
         self._unservable: str | None = None  # a promoted version whose artifacts failed to load
@@ -505,18 +506,32 @@ class ServingModel:
 
     # -- learning and forgetting ------------------------------------------------------------------------------
 
+    def _recent_for(self, cache: EmbeddingCache) -> RecentEmbeddings:
+        """The latest asks' embeddings of the embedder ``cache`` is for (a new embedder starts them afresh)."""
+        with self._lock:
+            if self._recent is None or self._recent.version != cache.version:
+                self._recent = RecentEmbeddings(cache.version, self.settings.recent_query_embeddings)
+            return self._recent
+
     def remember_query(self, frame_sha: str, embedding: np.ndarray) -> None:
-        """Keeps an ask's embedding: a human label for this frame then needs no second forward pass."""
-        self.embedding_cache.put(frame_sha, embedding)
+        """Keeps an ask's embedding for a while (in memory only): a human label for this frame then needs no second
+        forward pass."""
+        self._recent_for(self.embedding_cache).put(frame_sha, embedding)
 
     def cached_embedding(self, frame_sha: str) -> np.ndarray | None:
-        """A frame's embedding if one is cached (never computed here)."""
-        return self._cache.get(frame_sha) if self._cache is not None else None
+        """A frame's embedding if one is at hand (never computed here)."""
+        cache = self._cache
+        if cache is None:
+            return None
+        row = self._recent_for(cache).get(frame_sha)
+        return row if row is not None else cache.get(frame_sha)
 
     def frame_embedding(self, frame_sha: str) -> np.ndarray:
-        """A stored frame's embedding: cached, or computed from the redacted frame (and cached)."""
+        """A stored frame's embedding: at hand, or computed from the redacted frame (and cached: it is learnt)."""
         cache = self.embedding_cache
-        row = cache.get(frame_sha)
+        row = self._recent_for(cache).get(frame_sha)
+        if row is None:
+            row = cache.get(frame_sha)
         if row is None:
             data = self.frames.redacted_bytes(frame_sha)
             frame = decode_image(data, max_bytes=1 << 62, max_pixels=1 << 62)
@@ -531,7 +546,7 @@ class ServingModel:
 
     def _take_stored_embedding(self, frame_sha: str, data: bytes | None, version: str | None) -> None:
         """Caches the embedding another worker stored with a label, when it is of the embedder serving here."""
-        if data is None or self.embedding_cache.get(frame_sha) is not None:
+        if data is None or self.cached_embedding(frame_sha) is not None:
             return
         cache = self.embedding_cache
         if version != cache.version or len(data) != cache.dim * 4:
@@ -550,4 +565,6 @@ class ServingModel:
         removed = self._model.forget(keys) if self._model is not None else 0
         if self._cache is not None:
             removed += sum(self._cache.discard(sha) for sha in frame_shas)
+        if self._recent is not None:
+            removed += sum(self._recent.discard(sha) for sha in frame_shas)
         return removed

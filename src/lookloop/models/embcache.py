@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,37 @@ ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
 
 def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class RecentEmbeddings:
+    """The embeddings of the latest ``capacity`` asks, in memory only: a label for one of them soon after needs
+    no second forward pass, and a worker's memory does not grow with every ask it ever answered."""
+
+    def __init__(self, version: str, capacity: int) -> None:
+        self.version = version
+        self.capacity = capacity
+        self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            return self._rows.get(key)
+
+    def put(self, key: str, row: np.ndarray) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            self._rows[key] = row.astype(np.float32)
+            self._rows.move_to_end(key)
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+
+    def discard(self, key: str) -> bool:
+        with self._lock:
+            return self._rows.pop(key, None) is not None
 
 
 class EmbeddingCache:
