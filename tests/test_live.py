@@ -356,3 +356,28 @@ def test_a_reviewer_with_a_hand_free_gets_the_live_item_that_came_while_every_ha
             assert r.status_code == 200 and r.json()["resolved"], r.text
             assert queue.get(d).locked_by == rita_id  # an answer frees a hand too
             assert _next_item(rita_ws)["id"] == d
+
+
+def test_the_queue_position_is_only_worked_out_for_a_wearer_who_is_listening(
+    client: TestClient, small_system: Lookloop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where an ask stands is a count over every waiting item: an escalation whose wearer has no stream open (most
+    asks from an app between looks) does not pay for it, a listening wearer still hears it."""
+    device, _, _ = credentials(client, small_system)
+    queue = small_system.humans.queue
+    counted: list[str] = []
+    position = queue.position
+
+    def counting(item_id: str) -> int | None:
+        counted.append(item_id)
+        return position(item_id)
+
+    monkeypatch.setattr(queue, "position", counting)
+    _human_ask(client, device, "offline")
+    assert counted == []
+    with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws:
+        assert wearer_ws.receive_json()["type"] == "hello"
+        asked = _human_ask(client, device, "online")
+        status = wearer_ws.receive_json()
+        assert status["type"] == "status" and status["ask_id"] == asked and status["position"] == 2
+    assert len(counted) == 1

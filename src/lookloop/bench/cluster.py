@@ -8,8 +8,8 @@ worker when its worker dies, so ``lost`` and ``duplicated`` are checked against 
 Two phases, each on freshly started workers: first N workers at ``--think`` pauses with the probes and, with
 ``--kill-one``, one worker killed half-way; then the capacity at saturation (wearers ask again as soon as they are
 answered), in turns of one worker and of N on the same workers (the spare ones stand idle in the one-worker turns),
-so that whatever else the machine does meanwhile weighs on both figures alike. The first seconds of each phase and
-turn (wearers coming online) are not counted.
+in the order 1, N, N, 1, so that whatever else the machine does meanwhile, and any drift, weighs on both alike.
+The first seconds of each phase and turn (wearers coming online) are not counted.
 
 Figures:
 - ``asks_per_s``, ``asks_per_s_1_worker``: identify asks answered per second at saturation, N workers and one;
@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -137,7 +139,7 @@ def prepare(settings: Settings, wearers: int, classes: int | None = None, escala
     return Prepared([t for _, t in made], [d.id for d, _ in made], reviewer, operator, probe, images, probes, labels)
 
 
-CAPACITY_TURNS = 2  # turns of 1 worker and of N, taken alternately
+CAPACITY_TURNS = 2  # turns of 1 worker and of N each, in the order 1, N, N, 1
 
 
 @dataclass
@@ -208,6 +210,13 @@ class Workers:
         return preferred
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every wearer's client: each of its own would load the CA bundle again (40 ms of the
+    load generator's CPU per wearer, seconds of it while a phase's wearers come online)."""
+    return ssl.create_default_context()
+
+
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleeps ``seconds`` unless the phase ends first (a long think time would otherwise hold the phase open)."""
     with contextlib.suppress(TimeoutError):
@@ -219,7 +228,7 @@ async def _wearer(workers: Workers, idx: int, token: str, images: list[bytes], l
     # Each wearer is its own device with its own connection, as on the road; one pool shared by hundreds of
     # wearers would also cost the load generator time that grows with the square of their number (the pool scans
     # every connection for every request).
-    async with httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=2)) as http:
+    async with httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=2), verify=_tls()) as http:
         await _wearer_loop(http, workers, idx, token, images, ledger, stop, think_s, rng)
 
 
@@ -538,7 +547,9 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
             group.start()
             try:
                 for turn in range(CAPACITY_TURNS):
-                    for n, task in tasks.items():
+                    # 1, N, N, 1, …: a drift over the turns (the live waits and queues building up) weighs on both.
+                    order = list(tasks.items()) if turn % 2 == 0 else list(reversed(tasks.items()))
+                    for n, task in order:
                         group.serving = n
                         done = out[n].window
 

@@ -458,7 +458,9 @@ class Humans:
 
     def _send_status(self, item: QueueItem, record: AskRecord) -> None:
         """Where the ask stands, to the wearer's streams on this worker and (by id) on the others."""
-        self.hub.send_device(record.device_id, self.waiting(item, record).event())
+        # The queue position is a count over the waiting items: only worked out for a wearer listening here.
+        if self.hub.wearer_online(record.device_id):
+            self.hub.send_device(record.device_id, self.waiting(item, record).event())
         self.bus.publish(LIVE_CHANNEL, {"k": "status", "item": item.id, "device": record.device_id})
 
     def _send_answer(self, record: AskRecord, text: str, source: str) -> None:
