@@ -381,3 +381,36 @@ def test_the_queue_position_is_only_worked_out_for_a_wearer_who_is_listening(
         status = wearer_ws.receive_json()
         assert status["type"] == "status" and status["ask_id"] == asked and status["position"] == 2
     assert len(counted) == 1
+
+
+def test_a_hand_freed_on_one_worker_fills_from_the_queue_on_the_worker_holding_the_reviewers_socket(
+    tmp_path: Any, data_dir: Any, model_dir: Any, grocery: Any
+) -> None:
+    """Two workers on one database: the reviewer's socket is on B, their skip reaches A (a load balancer may
+    split a page's requests). B still pushes them the live item that waited while both their hands were full."""
+    from lookloop.humans.accounts import Principal
+    from lookloop.store.bus import LocalBus, LocalNetwork
+    from tests.conftest import build_small_system, make_settings
+
+    net = LocalNetwork()
+    settings = make_settings(tmp_path, data_dir, model_dir)
+    build_small_system(settings, grocery).close()
+    a = Lookloop(settings, bus=LocalBus(net))
+    b = Lookloop(settings, bus=LocalBus(net))
+    try:
+        for worker in (a, b):
+            worker.migrate()
+        dev = a.humans.accounts.add_device("wendy")[0].id
+        info, _ = a.humans.accounts.add_account("rita", "reviewer")
+        rita = Principal("account", "reviewer", account_id=info.id, name="rita")
+        b.humans.hub.subscribe_reviewer(info.id, "reviewer", "rita-token")  # her socket is on B
+        asks = [a.ask(f"please help me with {t}", None, device_id=dev, skill="human") for t in "xyz"]
+        items = [a.humans.queue.for_ask(r.id) for r in asks]
+        x, y, z = (i.id for i in items if i is not None)
+        assert [a.humans.queue.get(i).locked_by for i in (x, y, z)] == [info.id, info.id, None]
+        a.humans.skip(x, rita)
+        assert a.humans.queue.get(z).locked_by == info.id  # pushed by B, where her socket is
+        assert a.humans.queue.get(x).locked_by is None  # not back to the one who passed it on
+    finally:
+        a.close()
+        b.close()
