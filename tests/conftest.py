@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +102,27 @@ def build_small_system(settings: Settings, grocery: GroceryDataset, *, per_class
     system.import_labelled_images(small_labels(grocery, per_class), source="import")
     system.build_identify()
     return system
+
+
+@contextlib.contextmanager
+def two_workers(settings: Settings, grocery: GroceryDataset) -> Iterator[tuple[Any, Any]]:
+    """Two workers on one database, telling each other what changed over one in-process bus (as two API worker
+    processes on Postgres do over NOTIFY); each migrated and serving the small system's model."""
+    from lookloop.store.bus import LocalBus, LocalNetwork
+    from lookloop.system import Lookloop
+
+    build_small_system(settings, grocery).close()
+    net = LocalNetwork()
+    a = Lookloop(settings, bus=LocalBus(net))
+    b = Lookloop(settings, bus=LocalBus(net))
+    try:
+        for worker in (a, b):  # as each worker process starts
+            worker.migrate()
+            worker.build_identify()
+        yield a, b
+    finally:
+        a.close()
+        b.close()
 
 
 @pytest.fixture

@@ -44,19 +44,10 @@ def test_another_worker_learns_a_label_from_the_stored_embedding_without_redacti
 ) -> None:
     """The worker that takes a label stores the frame's embedding with it: the other worker learns the label at
     once, without waiting for the frame's redaction passes and a second forward pass."""
-    from lookloop.store.bus import LocalBus, LocalNetwork
     from lookloop.store.tables import LabelRow
-    from tests.conftest import build_small_system, make_settings
+    from tests.conftest import make_settings, two_workers
 
-    net = LocalNetwork()
-    settings = make_settings(tmp_path, data_dir, model_dir)
-    build_small_system(settings, grocery).close()
-    a = Lookloop(settings, bus=LocalBus(net))
-    b = Lookloop(settings, bus=LocalBus(net))
-    try:
-        for worker in (a, b):
-            worker.migrate()
-            worker.build_identify()
+    with two_workers(make_settings(tmp_path, data_dir, model_dir), grocery) as (a, b):
         data = _fresh_photo(small_val(grocery, per_class=1)[1].path)
         first = a.ask("what is this?", data)
         wrong = next(c for c in SMALL_CLASSES if c != first.answer.result["label"])
@@ -72,9 +63,6 @@ def test_another_worker_learns_a_label_from_the_stored_embedding_without_redacti
             assert row.embedding is not None and len(row.embedding) == 4 * b.serving.embedding_cache.dim
         assert b.serving.cached_embedding(str(first.frame_sha)) is not None
         assert b.ask("what is this?", data).answer.result["label"] == wrong
-    finally:
-        a.close()
-        b.close()
 
 
 def test_the_latest_asks_embeddings_stay_in_memory_a_bounded_few_and_never_on_disk(

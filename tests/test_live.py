@@ -389,17 +389,9 @@ def test_a_hand_freed_on_one_worker_fills_from_the_queue_on_the_worker_holding_t
     """Two workers on one database: the reviewer's socket is on B, their skip reaches A (a load balancer may
     split a page's requests). B still pushes them the live item that waited while both their hands were full."""
     from lookloop.humans.accounts import Principal
-    from lookloop.store.bus import LocalBus, LocalNetwork
-    from tests.conftest import build_small_system, make_settings
+    from tests.conftest import make_settings, two_workers
 
-    net = LocalNetwork()
-    settings = make_settings(tmp_path, data_dir, model_dir)
-    build_small_system(settings, grocery).close()
-    a = Lookloop(settings, bus=LocalBus(net))
-    b = Lookloop(settings, bus=LocalBus(net))
-    try:
-        for worker in (a, b):
-            worker.migrate()
+    with two_workers(make_settings(tmp_path, data_dir, model_dir), grocery) as (a, b):
         dev = a.humans.accounts.add_device("wendy")[0].id
         info, _ = a.humans.accounts.add_account("rita", "reviewer")
         rita = Principal("account", "reviewer", account_id=info.id, name="rita")
@@ -411,6 +403,3 @@ def test_a_hand_freed_on_one_worker_fills_from_the_queue_on_the_worker_holding_t
         a.humans.skip(x, rita)
         assert a.humans.queue.get(z).locked_by == info.id  # pushed by B, where her socket is
         assert a.humans.queue.get(x).locked_by is None  # not back to the one who passed it on
-    finally:
-        a.close()
-        b.close()

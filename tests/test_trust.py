@@ -15,7 +15,7 @@ from lookloop.errors import Unauthorized
 from lookloop.humans.accounts import Principal
 from lookloop.humans.queue import QueueItem
 from lookloop.system import Lookloop
-from tests.conftest import SMALL_CLASSES, build_small_system, small_val
+from tests.conftest import SMALL_CLASSES, small_val
 from tests.humans_util import bearer, credentials, unknown_photo
 
 
@@ -270,19 +270,9 @@ def test_across_workers_only_labels_that_teach_everyone_travel(tmp_path: Path, d
                                                                grocery: GroceryDataset) -> None:
     """Two workers on one database: a wearer's personal correction on one never reaches the other's shared
     model; a trusted label and a new catalogue item do."""
-    from lookloop.store.bus import LocalBus, LocalNetwork
-    from tests.conftest import make_settings
+    from tests.conftest import make_settings, two_workers
 
-    net = LocalNetwork()
-    settings = make_settings(tmp_path, data_dir, model_dir)
-    a = build_small_system(settings, grocery)
-    a.bus.close()
-    a = Lookloop(settings, bus=LocalBus(net))
-    b = Lookloop(settings, bus=LocalBus(net))
-    try:
-        for worker in (a, b):  # as each worker process starts
-            worker.migrate()
-            worker.build_identify()
+    with two_workers(make_settings(tmp_path, data_dir, model_dir), grocery) as (a, b):
         data = _photo(grocery)
         ann, bob = _wearer(a, "ann"), _wearer(a, "bob")
         first = a.ask("what is this?", data, device_id=ann)
@@ -299,9 +289,6 @@ def test_across_workers_only_labels_that_teach_everyone_travel(tmp_path: Path, d
 
         a.upsert_items([replace(a.catalogue.items()[0], id="dragon-fruit", name="Dragon-Fruit", images=())])
         assert b.catalogue.find("dragon fruit") is not None  # the other worker's catalogue is not stale
-    finally:
-        a.close()
-        b.close()
 
 
 # -- earning trust: the demo's gold items, gold first, what became of an answer ----------------------------------
