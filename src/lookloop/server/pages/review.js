@@ -63,10 +63,14 @@ function connect() {
   };
   ws.onmessage = (m) => {
     const ev = JSON.parse(m.data);
-    if (ev.type === "item") pushed(ev.item);
+    if (ev.type === "item") pushes = pushes.then(() => pushed(ev.item)).catch(() => {});
     else if (ev.type === "queue" || ev.type === "hello") { counts(ev); if (!state.current) fill(); }
   };
 }
+
+// Pushed items are taken in the order they came: each waits for its frame, and a later one whose frame came
+// first would otherwise go on screen before one that has waited longer.
+let pushes = Promise.resolve();
 
 async function pushed(item) {
   // A live item was locked to us: it goes on screen now, or straight after the current one.
