@@ -529,9 +529,7 @@ class ServingModel:
     def frame_embedding(self, frame_sha: str) -> np.ndarray:
         """A stored frame's embedding: at hand, or computed from the redacted frame (and cached: it is learnt)."""
         cache = self.embedding_cache
-        row = self._recent_for(cache).get(frame_sha)
-        if row is None:
-            row = cache.get(frame_sha)
+        row = self.cached_embedding(frame_sha)
         if row is None:
             data = self.frames.redacted_bytes(frame_sha)
             frame = decode_image(data, max_bytes=1 << 62, max_pixels=1 << 62)
