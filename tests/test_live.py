@@ -403,3 +403,28 @@ def test_a_hand_freed_on_one_worker_fills_from_the_queue_on_the_worker_holding_t
         a.humans.skip(x, rita)
         assert a.humans.queue.get(z).locked_by == info.id  # pushed by B, where her socket is
         assert a.humans.queue.get(x).locked_by is None  # not back to the one who passed it on
+
+
+def test_a_label_that_lands_before_the_escalation_is_queued_still_reaches_the_wearer(
+    client: TestClient, small_system: Lookloop, grocery: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The escalation is queued just after the reply; a person's label given in between (the labels API, another
+    worker) finds no item to settle. The item then settles as it is queued, and the wearer hears the answer."""
+    device, _, operator = credentials(client, small_system)
+    photo = unknown_photo(small_system, grocery)
+    queue = small_system.humans.queue
+    enqueue = queue.enqueue_ask
+
+    def answered_first(record: Any, **kwargs: Any) -> Any:
+        r = client.post(f"/v1/asks/{record.id}/labels", json={"value": photo.label}, headers=bearer(operator))
+        assert r.status_code == 200, r.text
+        return enqueue(record, **kwargs)
+
+    monkeypatch.setattr(queue, "enqueue_ask", answered_first)
+    with client.websocket_connect(f"/v1/devices/stream?token={device}") as wearer_ws:
+        assert wearer_ws.receive_json()["type"] == "hello"
+        asked = _escalate(client, photo, device)
+        item = queue.for_ask(asked["id"])
+        assert item is not None and item.status == "resolved" and not item.live  # no stale item for reviewers
+        event = wearer_ws.receive_json()
+        assert event["type"] == "answer" and event["ask_id"] == asked["id"] and event["source"] == "human"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookloop.config import Settings
-from lookloop.domain import AskRecord, Decision, as_utc, hud_lines
+from lookloop.domain import AskRecord, Decision, Outcome, as_utc, hud_lines
 from lookloop.errors import Conflict, NotFound
 from lookloop.humans.accounts import Accounts, Principal, Revocation
 from lookloop.humans.feedback import FeedbackService
@@ -245,6 +245,13 @@ class Humans:
 
     def on_escalated(self, record: AskRecord) -> None:
         item = self.queue.enqueue_ask(record, live=True)
+        # A person may have answered between the reply and now (the labels API, another worker): their label
+        # found no item to settle, so it settles this one, and the wearer hears it, once.
+        labels = self.labels.of_ask(record.id)
+        if labels and self.asks.get(record.id).outcome != Outcome.ESCALATED.value:
+            self.on_labelled(record.id, labels[-1].value, labels[-1].source)
+            if self.queue.get(item.id).status not in WAITING:
+                return
         self.offer(item)
         self._send_status(item, record)
         self._start_waiting(item.id)
