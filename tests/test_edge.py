@@ -238,3 +238,22 @@ def test_asks_take_turns_on_their_own_threads_and_other_routes_are_not_held_up(
         assert sorted(replies) == [200] * 5
         assert inside[1] == 2
     system.db.dispose()
+
+
+def test_api_workers_sharing_a_machine_each_take_their_share_of_its_cores(
+        tmp_path: Path, data_dir: Path, model_dir: Path) -> None:
+    from lookloop.models.embedder import usable_cores
+
+    alone = make_settings(tmp_path, data_dir, model_dir)
+    assert alone.api_workers_per_machine == 1 and alone.ask_threads_per_worker == 6
+    shared = make_settings(tmp_path, data_dir, model_dir, api_workers_per_machine=2)
+    assert shared.ask_threads_per_worker == 3  # the machine's ask threads, shared
+    crowded = make_settings(tmp_path, data_dir, model_dir, api_workers_per_machine=16)
+    assert crowded.ask_threads_per_worker == 2  # never fewer than 2: one slow ask must not hold up the rest
+    for settings, workers in ((alone, 1), (shared, 2), (crowded, 16)):
+        system = Lookloop(settings)
+        try:
+            assert system.serving.embedder.threads == max(1, usable_cores() // workers)
+        finally:
+            system.close()
+            system.db.dispose()

@@ -226,6 +226,27 @@ def test_cli_refuses_with_a_message(sqlite_env: None, args: list[str], code: int
     assert "Traceback" not in result.output
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux only")
+def test_an_idle_worker_runs_its_jobs_only_on_cpu_time_nothing_else_wants() -> None:
+    import threading
+
+    from lookloop.cli.jobs import lower_priority
+
+    seen: dict[str, int] = {}
+
+    def worker_main() -> None:  # on a thread of its own: the test process keeps its priority
+        lower_priority(idle=True)
+        runner = threading.Thread(target=lambda: seen.update(policy=os.sched_getscheduler(0)))
+        runner.start()
+        runner.join()
+
+    main = threading.Thread(target=worker_main)
+    main.start()
+    main.join()
+    assert seen["policy"] == os.SCHED_IDLE  # the job runners started after it inherit it
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
+
+
 def test_jobs_list_on_sqlite(sqlite_env: None) -> None:
     result = CliRunner().invoke(app, ["jobs", "list"])
     assert result.exit_code == 0 and "no jobs yet" in result.output
@@ -272,7 +293,7 @@ def test_a_job_deferred_by_the_api_is_run_by_a_worker_process(tmp_path: Path, da
     sha = system.get_ask(r.json()["id"]).frame_sha
     [job] = system.jobs.recent(task=REDACT_JOB)
     assert job.state == "queued"  # the API process does not run it
-    worker = _worker(_env(settings), "--burst", "--nice", "5")  # runs what is queued, then stops
+    worker = _worker(_env(settings), "--burst", "--idle")  # runs what is queued, then stops
     out, _ = worker.communicate(timeout=300)
     assert worker.returncode == 0, out.decode(errors="replace")[-3000:]
     done = system.jobs.get(job.id)

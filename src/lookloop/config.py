@@ -144,9 +144,14 @@ class Settings(BaseSettings):
     )
     ask_threads: int = Field(
         default=6, ge=1, le=64,
-        description="Asks one API worker answers at once; the rest wait their turn on the event loop. A few "
-                    "keep the cores busy; dozens only fight over the interpreter lock and hold up reviewers' "
-                    "answers, labels and live events.")
+        description="Asks the API workers on one machine answer at once, shared among them (each worker at least "
+                    "2); the rest wait their turn on the event loop. A few keep the cores busy; dozens only fight "
+                    "over the interpreter lock and hold up reviewers' answers, labels and live events.")
+    api_workers_per_machine: int = Field(
+        default=1, ge=1, le=64,
+        description="API workers sharing this machine's cores (`lookloop serve --workers N` sets it for its "
+                    "workers). Each takes its share of the cores for a forward pass and of the ask threads: more "
+                    "threads than cores only queue for them and switch between each other.")
     recent_query_embeddings: int = Field(
         default=5000, ge=0, le=1_000_000,
         description="Embeddings of the latest asks one API worker keeps in memory (5 KB each), so a person's "
@@ -206,6 +211,11 @@ class Settings(BaseSettings):
                     raise ValueError(f"trusted_proxies: {entry!r} is not an address or network") from exc
             return [str(entry).strip() for entry in value]
         return value
+
+    @property
+    def ask_threads_per_worker(self) -> int:
+        """This API worker's share of ``ask_threads`` (at least 2, so one slow ask never holds up the rest)."""
+        return max(2, self.ask_threads // self.api_workers_per_machine)
 
     @property
     def resolved_var_dir(self) -> Path:

@@ -8,7 +8,8 @@ worker when its worker dies, so ``lost`` and ``duplicated`` are checked against 
 Two phases, each on freshly started workers: first N workers at ``--think`` pauses with the probes and, with
 ``--kill-one``, one worker killed half-way; then the capacity at saturation (wearers ask again as soon as they are
 answered), in turns of one worker and of N on the same workers (the spare ones stand idle in the one-worker turns),
-in the order 1, N, N, 1, so that whatever else the machine does meanwhile, and any drift, weighs on both alike.
+in the order 1, N, N, 1, 1, N, N, 1, so that whatever else the machine does meanwhile, and any drift, weighs on both
+alike. The workers are set up as N sharing this machine's cores (``lookloop serve --workers N``).
 The first seconds of each phase and turn (wearers coming online) are not counted.
 
 Figures:
@@ -139,7 +140,7 @@ def prepare(settings: Settings, wearers: int, classes: int | None = None, escala
     return Prepared([t for _, t in made], [d.id for d, _ in made], reviewer, operator, probe, images, probes, labels)
 
 
-CAPACITY_TURNS = 2  # turns of 1 worker and of N each, in the order 1, N, N, 1
+CAPACITY_TURNS = 4  # turns of 1 worker and of N each, in the order 1, N, N, 1, 1, N, N, 1
 
 
 @dataclass
@@ -182,8 +183,8 @@ class Workers:
         for i in range(self.n_jobs):
             with (self.log_dir / f"jobs-{i}.log").open("ab") as log:
                 self.jobs.append(subprocess.Popen(
-                    # On this one machine background jobs yield to answering asks, as in the one-process server.
-                    [sys.executable, "-m", "lookloop.cli", "worker", "--name", f"bench-jobs-{i}", "--nice", "10"],
+                    # On this one machine background jobs take only the CPU the API workers leave (`cluster up`).
+                    [sys.executable, "-m", "lookloop.cli", "worker", "--name", f"bench-jobs-{i}", "--idle"],
                     env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self) -> None:
@@ -526,6 +527,8 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
         "LOOKLOOP_MODEL_DIR": str(base.model_cache_dir),
         "LOOKLOOP_RATE_LIMIT_DEVICE_PER_MIN": "0", "LOOKLOOP_RATE_LIMIT_ACCOUNT_PER_MIN": "0",
         "LOOKLOOP_RATE_LIMIT_ANONYMOUS_PER_MIN": "0", "LOOKLOOP_PURGE_INTERVAL_S": "0",
+        # The N workers share this machine, as under `lookloop serve --workers N`.
+        "LOOKLOOP_API_WORKERS_PER_MACHINE": str(workers),
     }
     figures: dict[str, Any] = {"workers": workers, "wearers": wearers, "duration_s": duration,
                                "job_workers": job_workers}
@@ -534,7 +537,7 @@ def _run(var: Path, database_url: str, *, workers: int, wearers: int, duration: 
     # worker and with N in turns. The background jobs the saturated turns leave behind would otherwise still be
     # running while the latencies are measured.
     with make_progress() as bar:
-        cap_s = max(10.0, duration / 2)
+        cap_s = max(10.0, duration)  # counted seconds at saturation for each worker count, over its turns
 
         def saturated() -> tuple[Capacity, Capacity]:
             """The capacity with 1 worker and with N, in turns on the same started workers (the spare ones stand

@@ -203,7 +203,8 @@ def up(
     state.procs.append(Proc(api.pid, "api", p))
     popens = [api]
     for i in range(job_workers):
-        w = _spawn(["worker", "--name", f"worker-{i + 1}", "--nice", "10"], env, logs / f"worker-{i + 1}.log")
+        # On one machine, jobs take only the CPU the API workers leave (their asks never wait for a redaction).
+        w = _spawn(["worker", "--name", f"worker-{i + 1}", "--idle"], env, logs / f"worker-{i + 1}.log")
         state.procs.append(Proc(w.pid, "job worker"))
         popens.append(w)
     state.save(state_file)

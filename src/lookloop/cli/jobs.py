@@ -24,6 +24,16 @@ NEEDS_POSTGRES = (
 )
 
 
+def lower_priority(*, nice: int = 0, idle: bool = False) -> None:
+    """Lowers the calling thread's CPU priority; threads it starts from then on (the job runners) inherit it."""
+    if nice:
+        os.nice(nice)
+    if idle:
+        if not hasattr(os, "SCHED_IDLE"):
+            raise OSError("SCHED_IDLE is only on Linux; use --nice instead")
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once (default LOOKLOOP_JOB_CONCURRENCY).")]
     = None,
@@ -31,6 +41,9 @@ def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Stop once the queue is empty.")] = False,
     nice: Annotated[int, typer.Option(help="Lower this worker's CPU priority by N (0-19): on a machine shared with "
                                            "API workers, jobs then yield to answering asks.")] = 0,
+    idle: Annotated[bool, typer.Option("--idle", help="Run jobs only on CPU time nothing else wants (Linux "
+                                       "SCHED_IDLE): on a machine shared with API workers, asks never wait for "
+                                       "a job. Frames a person opens are redacted on the spot meanwhile.")] = False,
 ) -> None:
     """Run background jobs from the Postgres queue until SIGINT/SIGTERM (any number of workers, any machine)."""
     settings = get_settings()
@@ -38,8 +51,10 @@ def worker(
         raise fail("--concurrency must lie in 1..64")
     if not 0 <= nice <= 19:
         raise fail("--nice must lie in 0..19")
-    if nice:
-        os.nice(nice)  # threads started from here on (the job runners) inherit it
+    try:
+        lower_priority(nice=nice, idle=idle)
+    except OSError as exc:
+        raise fail(f"could not lower this worker's priority: {exc}") from None
     if not settings.resolved_database_url.startswith("postgresql"):
         raise fail(NEEDS_POSTGRES)
     try:

@@ -118,6 +118,8 @@ def serve(
     system.db.dispose()
     del system
     console.print(f"  {workers} API worker processes; background jobs run in `lookloop worker` processes")
+    # The workers share this machine's cores: each takes its share for a forward pass and its ask threads.
+    os.environ.setdefault("LOOKLOOP_API_WORKERS_PER_MACHINE", str(workers))
     # /metrics of any worker adds up every worker's figures (the workers inherit the directory's name).
     telemetry.prepare_multiprocess(Path(os.environ.get(telemetry.MULTIPROC_ENV) or
                                         settings.resolved_var_dir / "prometheus"))

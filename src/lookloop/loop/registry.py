@@ -425,12 +425,14 @@ class ModelRegistry:
         )
 
 
-def serving_embedder(loaded: LoadedVersion, cache_dir: Path, variant: str = "lite0") -> OnnxImageEmbedder:
+def serving_embedder(loaded: LoadedVersion, cache_dir: Path, variant: str = "lite0", *,
+                     threads: int | None = None) -> OnnxImageEmbedder:
     """The embedder a version needs: its fine-tuned backbone, or the shared pretrained one.
 
-    ``variant`` (the configured embedder) stands in for versions stored before they recorded theirs.
+    ``variant`` (the configured embedder) stands in for versions stored before they recorded theirs; ``threads``:
+    a forward pass's threads (None: every core the process may use).
     """
     name = loaded.variant or variant
     if loaded.backbone_onnx is None:
-        return pretrained_embedder(cache_dir, name)
-    return finetuned_embedder(loaded.backbone_onnx, name)
+        return pretrained_embedder(cache_dir, name, threads=threads)
+    return finetuned_embedder(loaded.backbone_onnx, name, threads=threads)

@@ -39,7 +39,7 @@ from lookloop.loop.openset import OutlierGate
 from lookloop.loop.policies import UNKNOWN_GROUP, EscalationPolicy, FixedThreshold
 from lookloop.loop.registry import ModelArtifacts, ModelRegistry, ModelVersion, serving_embedder
 from lookloop.models.embcache import EmbeddingCache, ProgressFn, RecentEmbeddings, embed_paths
-from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder
+from lookloop.models.embedder import OnnxImageEmbedder, pretrained_embedder, share_of_cores
 from lookloop.store.db import Database
 from lookloop.store.tables import AskRow, LabelRow, teaches_shared_model
 
@@ -110,10 +110,16 @@ class ServingModel:
     # -- models -------------------------------------------------------------------------------------------
 
     @property
+    def forward_threads(self) -> int:
+        """Threads one forward pass uses: this worker's share of the machine's cores."""
+        return share_of_cores(self.settings.api_workers_per_machine)
+
+    @property
     def embedder(self) -> OnnxImageEmbedder:
         with self._lock:
             if self._embedder is None:
-                self._embedder = pretrained_embedder(self.settings.model_cache_dir, self.settings.embedder)
+                self._embedder = pretrained_embedder(self.settings.model_cache_dir, self.settings.embedder,
+                                                     threads=self.forward_threads)
             return self._embedder
 
     @property
@@ -338,7 +344,8 @@ class ServingModel:
         The policy calibrates on the version's held-out set plus its audit labels stored so far.
         """
         loaded = self.registry.load(version_id)
-        emb = serving_embedder(loaded, self.settings.model_cache_dir, self.settings.embedder)
+        emb = serving_embedder(loaded, self.settings.model_cache_dir, self.settings.embedder,
+                               threads=self.forward_threads)
         cache = EmbeddingCache(self.settings.model_cache_dir, emb.version, emb.dim)
         model = loaded.model
         # Labels confirmed after the version was trained must not be forgotten by the swap.

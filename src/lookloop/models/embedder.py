@@ -124,6 +124,11 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def share_of_cores(processes: int) -> int:
+    """This process's share of the cores it may run on, when ``processes`` like it share them (at least 1)."""
+    return max(1, usable_cores() // max(1, processes))
+
+
 def session_options(threads: int | None = None) -> Any:
     """ONNX Runtime options for serving one image at a time beside a web server.
 
@@ -151,6 +156,7 @@ class OnnxImageEmbedder:
         opts = session_options(threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.threads = int(opts.intra_op_num_threads)  # a forward pass's
         self._lock = threading.Lock()
         self.version = version
         self.image_size = image_size
@@ -205,14 +211,15 @@ def _sha256(path: Path) -> str:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[tuple[str, str], OnnxImageEmbedder] = {}
+_cache: dict[tuple[str, str, int], OnnxImageEmbedder] = {}
 
 
-def pretrained_embedder(cache_dir: Path, variant: str = "lite0") -> OnnxImageEmbedder:
-    """The ImageNet embedder, exported to ONNX once into ``cache_dir`` and reused after."""
+def pretrained_embedder(cache_dir: Path, variant: str = "lite0", *, threads: int | None = None) -> OnnxImageEmbedder:
+    """The ImageNet embedder, exported to ONNX once into ``cache_dir`` and reused after (one per thread count)."""
     if variant not in _VARIANTS:
         raise ValueError(f"unknown embedder {variant!r}; choose one of {sorted(_VARIANTS)}")
-    key = (str(cache_dir), variant)
+    threads = threads or usable_cores()
+    key = (str(cache_dir), variant, threads)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -221,7 +228,8 @@ def pretrained_embedder(cache_dir: Path, variant: str = "lite0") -> OnnxImageEmb
         onnx_path = cache_dir / f"efficientnet-{variant}-{digest}.onnx"
         if not onnx_path.exists():
             export_onnx(load_torch_backbone(variant), onnx_path, _VARIANTS[variant][2])
-        emb = OnnxImageEmbedder(onnx_path, version=f"{variant}-imagenet-{digest}", image_size=_VARIANTS[variant][2])
+        emb = OnnxImageEmbedder(onnx_path, version=f"{variant}-imagenet-{digest}", image_size=_VARIANTS[variant][2],
+                                threads=threads)
         _cache[key] = emb
         return emb
 

@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, system: Lookloop | None = No
     )
     app.state.system = the_system
     app.state.access = Access.of(the_system)  # who may do what: every router asks it
-    app.state.ask_threads = CapacityLimiter(settings.ask_threads)
+    app.state.ask_threads = CapacityLimiter(settings.ask_threads_per_worker)
 
     @app.exception_handler(LookloopError)
     async def domain_error(_: Request, exc: LookloopError) -> JSONResponse:
