@@ -3,6 +3,7 @@ and teaches the model at once; with nobody answering, the wearer is told and the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -329,8 +330,9 @@ def _next_item(ws: Any) -> dict[str, Any]:
 def test_a_reviewer_with_a_hand_free_gets_the_live_item_that_came_while_every_hand_was_full(
     client: TestClient, small_system: Lookloop
 ) -> None:
-    """A live item that came while every on-duty reviewer held the most they may is pushed as soon as one of them
-    skips or answers; a skipped live item goes to another reviewer on duty, never back to the one who passed."""
+    """A live item that came while every on-duty reviewer held the most they may is pushed as soon as a hand is
+    free: a reviewer coming on duty, or one who answers; a skipped live item goes to another reviewer on duty,
+    never back to the one who passed it on."""
     device, rita, otto = credentials(client, small_system)
     queue = small_system.humans.queue
     with client.websocket_connect(f"/v1/review/stream?token={rita}") as rita_ws:
@@ -344,18 +346,18 @@ def test_a_reviewer_with_a_hand_free_gets_the_live_item_that_came_while_every_ha
         assert queue.get(c).locked_by is None and queue.get(d).locked_by is None  # both hands were full
         with client.websocket_connect(f"/v1/review/stream?token={otto}") as otto_ws:
             assert otto_ws.receive_json()["type"] == "hello"
+            # Coming on duty, he gets what waited longest at once.
+            assert [_next_item(otto_ws)["id"], _next_item(otto_ws)["id"]] == [c, d]
+            rita_id, otto_id = queue.get(a).locked_by, queue.get(c).locked_by
+            assert rita_id is not None and otto_id is not None and otto_id != rita_id
             r = client.post(f"/v1/review/items/{a}/skip", headers=bearer(rita))
             assert r.status_code == 204, r.text
-            rita_id, otto_id = queue.get(b).locked_by, queue.get(a).locked_by
-            assert otto_id is not None and otto_id != rita_id  # passed on to the other reviewer
-            assert queue.get(c).locked_by == rita_id  # the longest waiting, new to her
-            assert _next_item(otto_ws)["id"] == a
-            assert _next_item(rita_ws)["id"] == c
-            r = client.post(f"/v1/review/items/{b}/answer", json={"action": "answer", "value": "A helper is on it."},
-                            headers=bearer(rita))
+            assert queue.get(a).locked_by is None  # his hands are full, and it never goes back to her
+            r = client.post(f"/v1/review/items/{c}/answer", json={"action": "answer", "value": "A helper is on it."},
+                            headers=bearer(otto))
             assert r.status_code == 200 and r.json()["resolved"], r.text
-            assert queue.get(d).locked_by == rita_id  # an answer frees a hand too
-            assert _next_item(rita_ws)["id"] == d
+            assert queue.get(a).locked_by == otto_id  # an answer frees a hand: the skipped item goes to him
+            assert _next_item(otto_ws)["id"] == a
 
 
 def test_the_queue_position_is_only_worked_out_for_a_wearer_who_is_listening(
@@ -428,3 +430,40 @@ def test_a_label_that_lands_before_the_escalation_is_queued_still_reaches_the_we
         assert item is not None and item.status == "resolved" and not item.live  # no stale item for reviewers
         event = wearer_ws.receive_json()
         assert event["type"] == "answer" and event["ask_id"] == asked["id"] and event["source"] == "human"
+
+
+def test_a_reviewer_whose_worker_died_gets_their_items_again_and_new_ones_on_the_worker_they_come_back_to(
+    tmp_path: Any, data_dir: Any, model_dir: Any, grocery: Any
+) -> None:
+    """Worker B dies with the reviewer's socket: nothing releases the items pushed to it. Their page reconnects
+    to A: the items still locked to them come again, and a hand freed there fills with what waited meanwhile."""
+    from lookloop.humans.accounts import Principal
+    from tests.conftest import make_settings, two_workers
+
+    with two_workers(make_settings(tmp_path, data_dir, model_dir), grocery) as (a, b):
+        dev = a.humans.accounts.add_device("wendy")[0].id
+        info, _ = a.humans.accounts.add_account("rita", "reviewer")
+        rita = Principal("account", "reviewer", account_id=info.id, name="rita")
+        on_b = b.humans.hub.subscribe_reviewer(info.id, "reviewer", "rita-token")
+        asks = [a.ask(f"please help me with {t}", None, device_id=dev, skill="human") for t in "xyz"]
+        items = [a.humans.queue.for_ask(r.id) for r in asks]
+        x, y, z = (i.id for i in items if i is not None)
+        assert [a.humans.queue.get(i).locked_by for i in (x, y, z)] == [info.id, info.id, None]
+        b.humans.hub.unsubscribe_reviewer(on_b)  # B is killed: its socket goes without a word, the locks stay
+
+        loop = asyncio.new_event_loop()
+        try:
+            a.humans.hub.bind(loop)
+            on_a = a.humans.hub.subscribe_reviewer(info.id, "reviewer", "rita-token")
+            a.humans.on_duty(info.id)
+            loop.run_until_complete(asyncio.sleep(0.05))
+            events = [on_a.queue.get_nowait() for _ in range(on_a.queue.qsize())]
+            again = [e["item"]["id"] for e in events if e.get("type") == "item"]
+            assert again == [x, y]  # on her page again; before, they stayed hidden until the lock timed out
+            a.humans.skip(x, rita)
+            loop.run_until_complete(asyncio.sleep(0.05))
+            events = [on_a.queue.get_nowait() for _ in range(on_a.queue.qsize())]
+            pushed = [e["item"]["id"] for e in events if e.get("type") == "item"]
+            assert z in pushed and a.humans.queue.get(z).locked_by == info.id
+        finally:
+            loop.close()

@@ -507,3 +507,37 @@ def test_the_trust_line_says_how_far_the_reviewer_is_trusted(server: str, small_
             expect(trust).to_have_text(line, timeout=10_000)
         screenshot(page, "review-trusted", tmp_path)
         browser.close()
+
+
+def test_a_reviewer_coming_on_duty_gets_what_waited_and_holds_nothing_off_screen(
+        server: str, small_system: Lookloop, grocery) -> None:  # type: ignore[no-untyped-def]
+    """Live items escalated while nobody was on duty are pushed as the page connects, while the page also claims
+    its first item: one is on screen, the next is ready, and every item locked to the reviewer is one of the two
+    (an item the page dropped would stay hidden from everyone until its lock timed out)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    accounts = small_system.humans.accounts
+    _, device = accounts.add_device("wendy", "browser-test glasses")
+    rita, _ = accounts.add_account("rita", "reviewer", "reviewer-pass")
+    small_system.policy = AlwaysAsk()  # type: ignore[assignment]
+    _SYSTEM.append(small_system)
+    asks = _escalate(server, device, unknown_photo(small_system, grocery), 3)
+    queue = small_system.humans.queue
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        page = browser.new_page(viewport=DESKTOP)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server + "/review")
+        page.fill("#username", "rita")
+        page.fill("#password", "reviewer-pass")
+        page.press("#password", "Enter")
+        expect(page.locator("#candidates li").first).to_be_visible(timeout=15_000)
+        wait_js(page, "window.__review.next !== null")
+        page.wait_for_timeout(500)  # the pushes of coming on duty have all landed
+        shown = {page.get_attribute("#panel", "data-item"), page.evaluate("window.__review.next.id")}
+        assert len(shown) == 2 and {queue.get(str(i)).ask_id for i in shown} <= set(asks)
+        held = {item.id for item in queue.held_by(rita.id)}
+        assert held and held <= shown, (held, shown)
+        assert errors == []
+        browser.close()

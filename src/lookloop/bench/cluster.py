@@ -18,7 +18,8 @@ Figures:
 - ``load_asks_per_s``, ``load_share_of_capacity``: the load of the third phase, where the rest are measured;
 - ``identify_p50_ms``, ``identify_p95_ms``: a wearer's wait from the first try to the answer, before the kill;
 - ``dispatch_p95_ms``: an escalation stored on worker A → the item on a reviewer socket held by worker B (one
-  that never comes within 5 s counts as 5 s);
+  that never comes within 5 s counts as 5 s); while B is down the reviewer's page is on A, as behind a load
+  balancer, and no probe is taken;
 - ``label_effect_p95_ms``: a label posted to worker A → the same photo answered with it by worker B;
 - ``lost``, ``duplicated``: over all three phases, checked against the database.
 """
@@ -301,6 +302,9 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
     device_url = workers.url(b).replace("http://", "ws://") + f"/v1/devices/stream?token={p.probe_token}"
     auth = {"Authorization": f"Bearer {p.reviewer_token}"}
     while not stop.is_set():
+        if b in workers.down and a not in workers.down:
+            await _review_elsewhere(http, workers, a, b, p, stop, problems)
+            continue
         if a in workers.down or b in workers.down:
             await asyncio.sleep(0.2)
             continue
@@ -351,6 +355,31 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
         except (OSError, websockets.WebSocketException, httpx.HTTPError) as exc:
             problems.append(f"dispatch: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.3)
+
+
+async def _review_elsewhere(http: httpx.AsyncClient, workers: Workers, at: int, back: int, p: Prepared,
+                            stop: asyncio.Event, problems: list[str]) -> None:
+    """While the probe reviewer's worker is down, their page is on another worker (as behind a load balancer, it
+    reconnects at once) and goes on passing the wearers' items on; no probe is counted until ``back`` is up.
+    Without this the reviewer would be off duty for the whole restart, and the first probes after it would wait
+    behind every live item that came meanwhile: a reviewer shortage, not the live path's speed."""
+    ws_url = workers.url(at).replace("http://", "ws://") + f"/v1/review/stream?token={p.reviewer_token}"
+    auth = {"Authorization": f"Bearer {p.reviewer_token}"}
+    try:
+        async with websockets.connect(ws_url, max_size=2**22) as ws:
+            await ws.recv()  # hello
+            ignored: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+            reader = asyncio.create_task(_reviewer_reads(ws, ignored, http, workers.url(at), auth))
+            try:
+                while back in workers.down and at not in workers.down and not stop.is_set() and not reader.done():
+                    await asyncio.sleep(0.1)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+    except (OSError, websockets.WebSocketException, httpx.HTTPError) as exc:
+        problems.append(f"dispatch (reviewing on another worker): {type(exc).__name__}: {exc}")
+        await asyncio.sleep(0.3)
 
 
 async def _label_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,

@@ -348,6 +348,15 @@ class ReviewQueue:
                              .order_by(r.resolved_at).limit(500)).all()
             return [_item(row) for row in rows]
 
+    def held_by(self, account_id: str) -> list[QueueItem]:
+        """The live items waiting that ``account_id`` holds a lock on now (oldest first)."""
+        r = ReviewItemRow
+        with self.db.session() as s:
+            rows = s.scalars(select(r).where(r.locked_by == account_id, r.locked_until > self.clock(),
+                                             r.status.in_(WAITING), r.live.is_(True))
+                             .order_by(r.created_at)).all()
+            return [_item(row) for row in rows]
+
     def locks_held(self, account_id: str) -> int:
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(

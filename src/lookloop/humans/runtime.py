@@ -344,6 +344,16 @@ class Humans:
         self.queue.release_all(account_id)
         return False
 
+    def on_duty(self, account_id: str) -> None:
+        """A reviewer's socket opened on this worker: the live items still locked to them go to it again, then
+        their free hands fill with the live items waiting longest.
+
+        A socket that died with its worker (killed, its machine lost) said nothing: the items pushed to it stay
+        locked to the reviewer until the lock times out, and while they count as held nothing new is pushed."""
+        for item in self.queue.held_by(account_id):
+            self.hub.send_reviewer(account_id, {"type": "item", "item": item_event(item)})
+        self._refill(account_id, None)
+
     def _refill(self, account_id: str, passed: str | None) -> None:
         """This worker's part of ``freed``: the item passed on goes to another of its reviewers, and the reviewer
         (when their socket is here) gets the live items waiting longest that are new to them."""

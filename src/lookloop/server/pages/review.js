@@ -103,8 +103,15 @@ async function fill() {
   state.busy = true;
   try {
     const item = state.next || (await claimNext());
-    state.next = null;
-    if (item) { show(item); preload(); } else showEmpty();
+    if (state.next === item) state.next = null;
+    if (!state.current) {
+      if (item) { show(item); preload(); } else showEmpty();
+    } else if (item && item.id !== state.current.id && !(state.next && state.next.id === item.id)) {
+      // An item pushed while this one was claimed (coming on duty) went on screen first: this one comes next.
+      if (!state.next) state.next = item;
+      else client.post(`/v1/review/items/${item.id}/release`).catch(() => {});
+      nextInfo();
+    }
   } catch (e) { flash(e.message, true); } finally { state.busy = false; }
 }
 
@@ -113,7 +120,10 @@ async function preload() {
   try {
     const item = await claimNext();
     if (item && state.current && item.id === state.current.id) return;
-    state.next = state.next || item;
+    if (item && state.next && state.next.id !== item.id) {
+      // An item was pushed meanwhile and is next already: this one goes back to the queue.
+      client.post(`/v1/review/items/${item.id}/release`).catch(() => {});
+    } else state.next = state.next || item;
   } catch (_) { state.next = null; }
   nextInfo();
 }
