@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,13 +26,20 @@ NEEDS_POSTGRES = (
 
 
 def lower_priority(*, nice: int = 0, idle: bool = False) -> None:
-    """Lowers the calling thread's CPU priority; threads it starts from then on (the job runners) inherit it."""
-    if nice:
-        os.nice(nice)
-    if idle:
-        if not hasattr(os, "SCHED_IDLE"):
-            raise OSError("SCHED_IDLE is only on Linux; use --nice instead")
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    """Lowers this process's CPU priority: every thread it runs now (on Linux each thread has its own, e.g. the
+    BLAS threads started at import) and, inherited from this one, those it starts later (the job runners)."""
+    if idle and not hasattr(os, "SCHED_IDLE"):
+        raise OSError("SCHED_IDLE is only on Linux; use --nice instead")
+    tasks = Path("/proc/self/task")
+    threads = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
+    for tid in threads:
+        try:
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+            if idle:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
 
 
 def worker(
