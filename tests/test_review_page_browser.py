@@ -228,6 +228,19 @@ def _escalate(server: str, device: str, photo: Any, n: int) -> list[str]:
     return ids
 
 
+def _signed_in(pw: Any, server: str) -> tuple[Any, Any, list[str]]:
+    """Chromium at 1280×800 on the review page, signed in as rita: (browser, page, the page's errors)."""
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+    page = browser.new_page(viewport=DESKTOP)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/review")
+    page.fill("#username", "rita")
+    page.fill("#password", "reviewer-pass")
+    page.press("#password", "Enter")
+    return browser, page, errors
+
+
 @pytest.fixture
 def desk(server: str, small_system: Lookloop, grocery) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """A reviewer signed in on the page at 1280×800, a wearer's device and stream, every ask escalated."""
@@ -241,14 +254,7 @@ def desk(server: str, small_system: Lookloop, grocery) -> Iterator[dict[str, Any
     _SYSTEM.append(small_system)
     stream = WearerStream(server.replace("http://", "ws://") + f"/v1/devices/stream?token={device}")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        page = browser.new_page(viewport=DESKTOP)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server + "/review")
-        page.fill("#username", "rita")
-        page.fill("#password", "reviewer-pass")
-        page.press("#password", "Enter")
+        browser, page, errors = _signed_in(pw, server)
         expect(page.locator("#empty")).to_be_visible(timeout=15_000)
         expect(page.locator("#conn")).to_have_class("conn on", timeout=10_000)
         yield {"page": page, "device": device, "stream": stream, "photo": unknown_photo(small_system, grocery),
@@ -524,14 +530,7 @@ def test_a_reviewer_coming_on_duty_gets_what_waited_and_holds_nothing_off_screen
     asks = _escalate(server, device, unknown_photo(small_system, grocery), 3)
     queue = small_system.humans.queue
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        page = browser.new_page(viewport=DESKTOP)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server + "/review")
-        page.fill("#username", "rita")
-        page.fill("#password", "reviewer-pass")
-        page.press("#password", "Enter")
+        browser, page, errors = _signed_in(pw, server)
         expect(page.locator("#candidates li").first).to_be_visible(timeout=15_000)
         wait_js(page, "window.__review.next !== null")
         page.wait_for_timeout(500)  # the pushes of coming on duty have all landed

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,6 +292,19 @@ async def _reviewer_reads(ws: Any, mine: asyncio.Queue[tuple[float, dict[str, An
             await http.post(base + f"/v1/review/items/{item['id']}/skip", headers=auth)
 
 
+@contextlib.asynccontextmanager
+async def _reading(ws: Any, mine: asyncio.Queue[tuple[float, dict[str, Any]]], http: httpx.AsyncClient, base: str,
+                   auth: dict[str, str]) -> AsyncIterator[asyncio.Task[None]]:
+    """The reviewer's socket read in the background (``_reviewer_reads``) while the block runs."""
+    reader = asyncio.create_task(_reviewer_reads(ws, mine, http, base, auth))
+    try:
+        yield reader
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+
+
 async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared, stop: asyncio.Event,
                           out: list[float], problems: list[str]) -> None:
     """A reviewer on worker B; asks that need a person go to worker A; the time from escalation to the socket."""
@@ -315,8 +328,7 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
                 await ws.recv()  # hello
                 await device.recv()
                 mine: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
-                reader = asyncio.create_task(_reviewer_reads(ws, mine, http, workers.url(b), auth))
-                try:
+                async with _reading(ws, mine, http, workers.url(b), auth) as reader:
                     while not stop.is_set() and a not in workers.down and not reader.done():
                         tag = uuid.uuid4().hex[:8]
                         r = await http.post(workers.url(a) + "/v1/asks",
@@ -348,10 +360,6 @@ async def _dispatch_probe(http: httpx.AsyncClient, workers: Workers, p: Prepared
                                 problems.append(f"dispatch answer {r.status_code}: {r.text[:120]}")
                             break
                         await asyncio.sleep(0.5)
-                finally:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await reader
         except (OSError, websockets.WebSocketException, httpx.HTTPError) as exc:
             problems.append(f"dispatch: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.3)
@@ -369,14 +377,9 @@ async def _review_elsewhere(http: httpx.AsyncClient, workers: Workers, at: int, 
         async with websockets.connect(ws_url, max_size=2**22) as ws:
             await ws.recv()  # hello
             ignored: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
-            reader = asyncio.create_task(_reviewer_reads(ws, ignored, http, workers.url(at), auth))
-            try:
+            async with _reading(ws, ignored, http, workers.url(at), auth) as reader:
                 while back in workers.down and at not in workers.down and not stop.is_set() and not reader.done():
                     await asyncio.sleep(0.1)
-            finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
     except (OSError, websockets.WebSocketException, httpx.HTTPError) as exc:
         problems.append(f"dispatch (reviewing on another worker): {type(exc).__name__}: {exc}")
         await asyncio.sleep(0.3)
