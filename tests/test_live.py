@@ -467,3 +467,22 @@ def test_a_reviewer_whose_worker_died_gets_their_items_again_and_new_ones_on_the
             assert z in pushed and a.humans.queue.get(z).locked_by == info.id
         finally:
             loop.close()
+
+
+def test_a_reviewer_socket_that_fails_coming_on_duty_leaves_nobody_on_duty(
+    client: TestClient, small_system: Lookloop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If handing a reviewer what waited fails (the database gone for a moment), the socket closes and the hub
+    does not keep them on duty: live items would otherwise be pushed to a socket nobody reads."""
+    from sqlalchemy.exc import OperationalError
+
+    _, rita, _ = credentials(client, small_system)
+
+    def fails(account_id: str) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("database gone"))
+
+    monkeypatch.setattr(small_system.humans, "on_duty", fails)
+    with pytest.raises(Exception), client.websocket_connect(f"/v1/review/stream?token={rita}") as ws:  # noqa: B017
+        assert ws.receive_json()["type"] == "hello"
+        ws.receive_json()  # the socket closes
+    assert small_system.humans.hub.reviewers_on_duty() == []

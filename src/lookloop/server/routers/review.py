@@ -120,9 +120,9 @@ async def review_stream(websocket: WebSocket, system: System) -> None:
     sub = humans.hub.subscribe_reviewer(principal.account_id, principal.role, token)
     counts = await run_in_threadpool(humans.queue.counts)
     await websocket.send_json({"type": "hello", "role": principal.role, "name": principal.name, **counts})
-    await run_in_threadpool(humans.on_duty, principal.account_id)
 
     try:
+        await run_in_threadpool(humans.on_duty, principal.account_id)  # inside: whatever happens, they go off duty
         await relay(websocket, sub, token_verifier(humans.accounts, token))
     finally:
         if humans.hub.unsubscribe_reviewer(sub):
